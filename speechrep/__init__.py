@@ -1,0 +1,6 @@
+"""speechrep: self-supervised speech representation learning — pre-train, load, benchmark and apply upstreams."""
+from speechrep.errors import AudioError, CheckpointError, ConfigError, SpeechrepError
+
+__version__ = "0.1.0"
+
+__all__ = ["AudioError", "CheckpointError", "ConfigError", "SpeechrepError", "__version__"]

@@ -1,0 +1,72 @@
+"""The `speechrep` command: argument parsing only; every subcommand calls a library function."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from speechrep.errors import SpeechrepError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: `speechrep <cmd>: error: ...`."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Each subcommand: (name, help, add_arguments(parser), run(args) -> exit code). Imports stay inside the
+# functions so that `speechrep --help` is instant and one broken extra does not break every command.
+_Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: list[_Command] = []
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register `run(args) -> int` as the subcommand `name`."""
+
+    def decorator(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS.append((name, help, add_arguments, run))
+        return run
+
+    return decorator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = _Parser(prog="speechrep", description="Self-supervised speech representation learning: pre-train, "
+                     "load, benchmark and apply SSL upstreams.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `speechrep` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except SpeechrepError as e:
+        print(f"speechrep {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"speechrep {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------- subcommands
+# Keep each block short: parse, call the library, print. Add new commands below in the same shape.
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The upstream hub: one interface to every SSL model family, baseline and published checkpoint."""
+from speechrep.upstream.base import Upstream, UpstreamOutput
+from speechrep.upstream.registry import list_upstreams, register_upstream
+
+__all__ = ["Upstream", "UpstreamOutput", "list_upstreams", "register_upstream"]

@@ -1,0 +1,1 @@
+"""Imports every upstream family module so that their registrations run; add new families here."""
