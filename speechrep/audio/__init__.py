@@ -1,0 +1,15 @@
+"""Audio front end: file I/O, resampling and Kaldi-compatible features."""
+
+from speechrep.audio.features import (
+    FeatureExtractor,
+    FrameOptions,
+    cmvn,
+    deltas,
+    fbank,
+    mel_banks,
+    mel_spectrogram,
+    mfcc,
+    num_frames,
+    spectrogram,
+)
+from speechrep.audio.io import AudioInfo, audio_info, load_audio, resample, save_audio
