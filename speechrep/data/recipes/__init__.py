@@ -1,0 +1,40 @@
+"""Recipes that read the real corpora, in their published layouts, into the manifests of the synthetic corpus.
+
+Every recipe writes OUT/<subset>/{train,dev,test}.jsonl.gz (lhotse CutSets) with the labels the task needs in
+each supervision (`text`, `speaker`, `custom[...]`), and returns them as {subset: {split: CutSet}}.
+
+    from speechrep.data.recipes import prepare_corpus
+    manifests = prepare_corpus("speech_commands", "/data/speech_commands_v0.01", "manifests/")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from speechrep.data.recipes._common import CorpusLayoutError, Manifests
+from speechrep.errors import ConfigError
+from speechrep.data.recipes.fluent_speech_commands import prepare_fluent_speech_commands
+from speechrep.data.recipes.iemocap import prepare_iemocap
+from speechrep.data.recipes.speech_commands import prepare_speech_commands
+from speechrep.data.recipes.voxceleb1 import prepare_voxceleb1
+
+# corpus name -> prepare_x(corpus_dir, output_dir) -> {subset: {split: CutSet}}
+RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {
+    "speech_commands": prepare_speech_commands,
+    "voxceleb1": prepare_voxceleb1,
+    "iemocap": prepare_iemocap,
+    "fluent_speech_commands": prepare_fluent_speech_commands,
+}
+
+
+def prepare_corpus(name: str, corpus_dir: str | Path, output_dir: str | Path | None) -> Manifests:
+    """Run the recipe of corpus `name` on `corpus_dir`, writing the manifests under `output_dir`."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown corpus {name!r}; known: {', '.join(sorted(RECIPES))}")
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise CorpusLayoutError(f"{corpus_dir}: corpus folder does not exist")
+    return RECIPES[name](corpus_dir, Path(output_dir) if output_dir is not None else None)
+
+
+__all__ = ["RECIPES", "CorpusLayoutError", "Manifests", "prepare_corpus"]

@@ -1,0 +1,95 @@
+"""Shared pieces of the corpus recipes: layout checks, cut building, validation and atomic manifest writes."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.qa import validate
+
+from speechrep.errors import SpeechrepError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+# subset -> split -> cuts: every recipe returns this shape and writes OUT/<subset>/<split>.jsonl.gz
+Manifests = dict[str, dict[str, CutSet]]
+
+
+class CorpusLayoutError(SpeechrepError, FileNotFoundError):
+    """A corpus folder that does not have the published layout (a missing file or folder, a bad line)."""
+
+
+def require(path: Path, what: str) -> Path:
+    """`path` if it exists, else a CorpusLayoutError naming it and what it should be."""
+    if not path.exists():
+        raise CorpusLayoutError(f"{path}: missing {what}")
+    return path
+
+
+def manifest_path(output_dir: Path, subset: str, split: str) -> Path:
+    """Where the manifest of one subset split lives: OUT/<subset>/<split>.jsonl.gz."""
+    return output_dir / subset / f"{split}.jsonl.gz"
+
+
+def load_if_done(output_dir: Path | None, layout: Mapping[str, Iterable[str]]) -> Manifests | None:
+    """The manifests already written for every (subset, split) of `layout`, or None if any is missing."""
+    if output_dir is None:
+        return None
+    paths = {subset: {split: manifest_path(output_dir, subset, split) for split in splits}
+             for subset, splits in layout.items()}
+    if not all(p.is_file() for splits in paths.values() for p in splits.values()):
+        return None
+    logger.info("%s: manifests already prepared, skipping", output_dir)
+    return {subset: {split: CutSet.from_file(p) for split, p in splits.items()} for subset, splits in paths.items()}
+
+
+def recording(path: Path, recording_id: str) -> Recording:
+    """A lhotse Recording of an audio file, with a layout error (not a traceback) when it cannot be read."""
+    try:
+        return Recording.from_file(path, recording_id=recording_id)
+    except Exception as e:  # soundfile raises several types for unreadable files
+        raise CorpusLayoutError(f"{path}: cannot read audio ({e})") from e
+
+
+def whole_cut(rec: Recording, text: str | None = None, speaker: str | None = None,
+              custom: dict[str, Any] | None = None, cut_id: str | None = None) -> MonoCut:
+    """A cut spanning the whole recording, with one supervision carrying the labels."""
+    cut_id = cut_id or rec.id
+    sup = SupervisionSegment(id=cut_id, recording_id=rec.id, start=0.0, duration=rec.duration, channel=0,
+                             text=text, speaker=speaker, language="English", custom=custom)
+    return MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])
+
+
+def write_manifests(manifests: Manifests, output_dir: Path | None) -> Manifests:
+    """Validate every CutSet, then write each one atomically; a manifest already on disk is kept as is."""
+    for subset, splits in manifests.items():
+        for split, cuts in splits.items():
+            if len(cuts) == 0:
+                raise CorpusLayoutError(f"{subset}/{split}: no utterances found in the corpus folder")
+            validate(cuts)
+    if output_dir is None:
+        return manifests
+    for subset, splits in manifests.items():
+        for split, cuts in splits.items():
+            path = manifest_path(output_dir, subset, split)
+            if path.is_file():
+                logger.info("%s exists, kept", path)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a killed run never leaves a half-written manifest under the final name
+            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            cuts.to_file(tmp)
+            os.replace(tmp, path)
+            logger.info("wrote %s (%d cuts)", path, len(cuts))
+    return manifests
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (trials, RTTM) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,197 @@
+"""Each real-corpus recipe reads a tiny tree, written here in the corpus's published layout, into manifests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import CutSet
+
+from speechrep.data.recipes import RECIPES, CorpusLayoutError, prepare_corpus
+
+SR = 16000
+
+
+def write_wav(path: Path, seconds: float, seed: int = 0, sr: int = SR) -> np.ndarray:
+    """Write `seconds` of low-level noise as 16-bit PCM and return the samples as read back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = np.random.default_rng(seed).uniform(-0.1, 0.1, int(round(seconds * sr))).astype(np.float32)
+    sf.write(path, audio, sr, subtype="PCM_16")
+    return sf.read(path, dtype="float32")[0]
+
+
+def sup(cut):
+    """The one supervision of a whole-utterance cut."""
+    assert len(cut.supervisions) == 1
+    return cut.supervisions[0]
+
+
+def labels(cuts: CutSet, key: str) -> dict[str, object]:
+    """cut id -> custom[key]."""
+    return {c.id: sup(c).custom[key] for c in cuts}
+
+
+# ------------------------------------------------------------------------------------------- Speech Commands
+def build_speech_commands(root: Path) -> None:
+    """Two commands and one other word, 3 speakers, a 10 s background noise file, the official lists."""
+    files = {"yes/aaaa1111_nohash_0.wav": 1.0, "yes/bbbb2222_nohash_0.wav": 0.9, "no/aaaa1111_nohash_1.wav": 1.0,
+             "no/cccc3333_nohash_0.wav": 1.0, "bed/bbbb2222_nohash_0.wav": 0.8, "bed/cccc3333_nohash_0.wav": 1.0}
+    for i, (rel, dur) in enumerate(files.items()):
+        write_wav(root / rel, dur, seed=i)
+    write_wav(root / "_background_noise_" / "white_noise.wav", 10.0, seed=9)
+    (root / "validation_list.txt").write_text("yes/bbbb2222_nohash_0.wav\nbed/bbbb2222_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("no/cccc3333_nohash_0.wav\nbed/cccc3333_nohash_0.wav\n")
+
+
+def test_speech_commands(tmp_path: Path) -> None:
+    build_speech_commands(tmp_path / "sc")
+    out = prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
+    ks = {s: CutSet.from_file(tmp_path / "out" / "ks" / f"{s}.jsonl.gz") for s in ("train", "dev", "test")}
+    assert labels(ks["train"], "keyword") == {
+        "yes_aaaa1111_nohash_0": "yes", "no_aaaa1111_nohash_1": "no",
+        **{f"_silence__white_noise_{k:04d}": "_silence_" for k in range(8)}}
+    assert labels(ks["dev"], "keyword") == {"yes_bbbb2222_nohash_0": "yes", "bed_bbbb2222_nohash_0": "_unknown_",
+                                            "_silence__white_noise_0008": "_silence_"}
+    assert labels(ks["test"], "keyword") == {"no_cccc3333_nohash_0": "no", "bed_cccc3333_nohash_0": "_unknown_",
+                                             "_silence__white_noise_0009": "_silence_"}
+    dev = {c.id: c for c in ks["dev"]}
+    assert sup(dev["bed_bbbb2222_nohash_0"]).speaker == "bbbb2222"
+    assert sup(dev["bed_bbbb2222_nohash_0"]).text == "bed"
+    assert dev["yes_bbbb2222_nohash_0"].duration == pytest.approx(0.9)
+    # a silence slice is second 8 of the noise file, read at the right offset
+    noise = sf.read(tmp_path / "sc" / "_background_noise_" / "white_noise.wav", dtype="float32")[0]
+    np.testing.assert_allclose(dev["_silence__white_noise_0008"].load_audio()[0], noise[8 * SR:9 * SR], atol=1e-6)
+    assert len(out["ks"]["train"]) == 10
+
+
+def test_speech_commands_missing_list(tmp_path: Path) -> None:
+    build_speech_commands(tmp_path / "sc")
+    (tmp_path / "sc" / "testing_list.txt").unlink()
+    with pytest.raises(CorpusLayoutError, match="testing_list.txt"):
+        prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
+
+
+def test_rerun_keeps_the_written_manifests(tmp_path: Path) -> None:
+    build_speech_commands(tmp_path / "sc")
+    prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
+    (tmp_path / "sc" / "validation_list.txt").unlink()  # would fail if the recipe ran again
+    again = prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
+    assert len(again["ks"]["dev"]) == 3
+
+
+# ------------------------------------------------------------------------------------------------ VoxCeleb1
+def build_voxceleb1(root: Path) -> None:
+    """Four speakers: two identified (iden_split), two in the verification trials, one more for the ASV pool."""
+    rels = ["id10001/vidA/00001.wav", "id10001/vidA/00002.wav", "id10001/vidB/00001.wav",
+            "id10002/vidC/00001.wav", "id10002/vidC/00002.wav", "id10002/vidD/00001.wav",
+            "id10270/vidE/00001.wav", "id10270/vidF/00001.wav", "id10271/vidG/00001.wav"]
+    for i, rel in enumerate(rels):
+        write_wav(root / "wav" / rel, 0.3 + 0.1 * i, seed=i)
+    (root / "iden_split.txt").write_text(
+        "1 id10001/vidA/00001.wav\n2 id10001/vidA/00002.wav\n3 id10001/vidB/00001.wav\n"
+        "1 id10002/vidC/00001.wav\n1 id10002/vidC/00002.wav\n3 id10002/vidD/00001.wav\n")
+    (root / "veri_test2.txt").write_text(
+        "1 id10270/vidE/00001.wav id10270/vidF/00001.wav\n0 id10270/vidE/00001.wav id10271/vidG/00001.wav\n")
+
+
+def test_voxceleb1(tmp_path: Path) -> None:
+    build_voxceleb1(tmp_path / "vox")
+    out = prepare_corpus("voxceleb1", tmp_path / "vox", tmp_path / "out")
+    sid = out["sid"]
+    assert sorted(c.id for c in sid["train"]) == ["id10001-vidA-00001", "id10002-vidC-00001", "id10002-vidC-00002"]
+    assert [c.id for c in sid["dev"]] == ["id10001-vidA-00002"]
+    assert {c.id: sup(c).speaker for c in sid["test"]} == {"id10001-vidB-00001": "id10001",
+                                                            "id10002-vidD-00001": "id10002"}
+    assert next(iter(sid["dev"])).duration == pytest.approx(0.4)
+    asv = {s: CutSet.from_file(tmp_path / "out" / "asv" / f"{s}.jsonl.gz") for s in ("train", "dev", "test")}
+    assert sorted(c.id for c in asv["test"]) == ["id10270-vidE-00001", "id10270-vidF-00001", "id10271-vidG-00001"]
+    pool = {sup(c).speaker for s in ("train", "dev") for c in asv[s]}
+    assert pool == {"id10001", "id10002"} and len(asv["dev"]) > 0
+    assert not {sup(c).speaker for c in asv["train"]} & {sup(c).speaker for c in asv["dev"]}
+    assert (tmp_path / "out" / "asv" / "trials.txt").read_text().splitlines() == [
+        "1 id10270-vidE-00001 id10270-vidF-00001", "0 id10270-vidE-00001 id10271-vidG-00001"]
+
+
+def test_voxceleb1_missing_trials(tmp_path: Path) -> None:
+    build_voxceleb1(tmp_path / "vox")
+    (tmp_path / "vox" / "veri_test2.txt").unlink()
+    with pytest.raises(CorpusLayoutError, match="veri_test"):
+        prepare_corpus("voxceleb1", tmp_path / "vox", tmp_path / "out")
+
+
+# -------------------------------------------------------------------------------------------------- IEMOCAP
+EMO_HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
+
+
+def build_iemocap(root: Path) -> dict[str, str]:
+    """Two utterances per session with labels among neu/exc/ang/sad/fru/xxx; returns the expected labels."""
+    raw = ["neu", "exc", "ang", "fru", "sad", "hap", "xxx", "neu", "ang", "sad"]
+    expected = {}
+    for s in range(1, 6):
+        dialog = f"Ses0{s}F_impro01"
+        lines = [EMO_HEADER]
+        for k, gender in enumerate("FM"):
+            utt = f"{dialog}_{gender}00{k}"
+            label = raw[2 * (s - 1) + k]
+            write_wav(root / f"Session{s}" / "sentences" / "wav" / dialog / f"{utt}.wav", 0.5, seed=10 * s + k)
+            lines.append(f"[{k}.0000 - {k}.5000]\t{utt}\t{label}\t[2.5000, 2.5000, 2.5000]\n")
+            lines.append(f"C-E1:\t{label};\t()\n")  # evaluator lines are not labels
+            if label in ("neu", "hap", "exc", "ang", "sad"):
+                expected[utt] = "hap" if label == "exc" else label
+        eval_dir = root / f"Session{s}" / "dialog" / "EmoEvaluation"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        (eval_dir / f"{dialog}.txt").write_text("".join(lines))
+    return expected
+
+
+def test_iemocap(tmp_path: Path) -> None:
+    expected = build_iemocap(tmp_path / "iemocap")
+    out = prepare_corpus("iemocap", tmp_path / "iemocap", tmp_path / "out")
+    er = out["er"]
+    got = {c.id: sup(c).custom["emotion"] for s in er for c in er[s]}
+    assert got == expected  # fru and xxx dropped, exc merged into hap
+    assert {sup(c).custom["fold"] for c in er["test"]} == {1}
+    assert {c.id for c in er["test"]} == {"Ses01F_impro01_F000", "Ses01F_impro01_M001"}
+    assert {sup(c).custom["fold"] for s in ("train", "dev") for c in er[s]} == {2, 3, 4, 5}
+    assert sup(next(iter(er["test"]))).speaker == "Ses01F"
+    assert {sup(c).speaker for c in er["test"]} == {"Ses01F", "Ses01M"}
+
+
+def test_iemocap_missing_session(tmp_path: Path) -> None:
+    build_iemocap(tmp_path / "iemocap")
+    import shutil
+    shutil.rmtree(tmp_path / "iemocap" / "Session4")
+    with pytest.raises(CorpusLayoutError, match="Session4"):
+        prepare_corpus("iemocap", tmp_path / "iemocap", None)
+
+
+# ----------------------------------------------------------------------------------- Fluent Speech Commands
+def build_fsc(root: Path) -> None:
+    """One utterance per official split, each by its own speaker."""
+    rows = {"train": ("spkA", "Turn on the lights in the kitchen", "activate", "lights", "kitchen"),
+            "valid": ("spkB", "Bring me my shoes", "bring", "shoes", "none"),
+            "test": ("spkC", "Decrease the heat", "decrease", "heat", "none")}
+    (root / "data").mkdir(parents=True)
+    for i, (split, (spk, text, action, obj, loc)) in enumerate(rows.items()):
+        rel = f"wavs/speakers/{spk}/utt{i}.wav"
+        write_wav(root / rel, 0.6, seed=i)
+        (root / "data" / f"{split}_data.csv").write_text(
+            ",path,speakerId,transcription,action,object,location\n" f"0,{rel},{spk},{text},{action},{obj},{loc}\n")
+
+
+def test_fluent_speech_commands(tmp_path: Path) -> None:
+    build_fsc(tmp_path / "fsc")
+    ic = prepare_corpus("fluent_speech_commands", tmp_path / "fsc", tmp_path / "out")["ic"]
+    train = sup(next(iter(ic["train"])))
+    assert train.custom["intent"] == {"action": "activate", "object": "lights", "location": "kitchen"}
+    assert train.text == "Turn on the lights in the kitchen" and train.speaker == "spkA"
+    assert sup(next(iter(ic["dev"]))).custom["intent"]["object"] == "shoes"
+    assert [sup(c).speaker for c in ic["test"]] == ["spkC"]
+
+
+def test_fluent_speech_commands_missing_audio(tmp_path: Path) -> None:
+    build_fsc(tmp_path / "fsc")
+    (tmp_path / "fsc" / "wavs" / "speakers" / "spkB" / "utt1.wav").unlink()
+    with pytest.raises(CorpusLayoutError, match="utt1.wav"):
+        prepare_corpus("fluent_speech_commands", tmp_path / "fsc", None)
