@@ -1,0 +1,304 @@
+"""Typed dataclass configs loaded from YAML, with `key.sub=value` command-line overrides.
+
+A config is a (possibly nested) dataclass. `load_config` fills it from its defaults, then a YAML file, then
+overrides, checking every value against the field's type:
+
+    @dataclass
+    class KSConfig:
+        upstream: str = "hubert_base"
+        layers: list[int] | None = None
+        train: TrainConfig = field(default_factory=TrainConfig)
+
+    cfg = load_config(KSConfig, Path("configs/downstream/ks.yaml"), ["train.lr=1e-4", "layers=[3, 4]"])
+    save_config(cfg, run_dir / "config.yaml")
+
+Supported field types: bool, int, float, str, Path, Literal[...], Optional/`X | None`, list[X],
+tuple[X, ...], tuple[X, Y], dict[str, X], nested dataclasses and Any. Booleans are only `true`/`false` (YAML
+`yes`/`on` are strings here and rejected for a bool field); an int is accepted for a float field, nothing else is
+converted. Override values are parsed as YAML scalars or flow lists (`[1, 2]`), except for str/Path fields, whose
+text is taken verbatim; `null` sets an Optional field to None. Unknown keys and wrong types raise `ConfigError`
+naming the key (and the file). Nothing is ever evaluated as code. A top-level `provenance` mapping (written by
+`speechrep.train.prepare_run_dir`) is ignored, so a run's `config.yaml` loads back as its config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar, Union
+
+import yaml
+
+from speechrep.errors import ConfigError
+
+T = TypeVar("T")
+
+# Written by prepare_run_dir next to the config; ignored when loading.
+PROVENANCE_KEY = "provenance"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader where only true/false are booleans and `1e-3` is a float (YAML 1.2 style)."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:bool",
+                                                                        "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with strict booleans (true/false only) and YAML 1.2 floats (`1e-3`)."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
+def load_config(cls: type[T], path: Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build `cls` from its defaults, then the YAML file `path`, then `key.sub=value` overrides."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            loaded = parse_yaml(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        loaded.pop(PROVENANCE_KEY, None)
+        data = loaded
+    try:
+        cfg = _build(cls, data, prefix="")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def apply_override(cfg: T, item: str) -> T:
+    """Return a copy of `cfg` with one `key.sub=value` override applied (value checked against the type)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-4")
+    return _set_path(cfg, key.split("."), text, full_key=key)
+
+
+def _set_path(obj: Any, parts: list[str], text: str, full_key: str) -> Any:
+    name = parts[0]
+    hints = _field_types(type(obj))
+    if name not in hints:
+        where = full_key[: len(full_key) - len(".".join(parts))] or "top level"
+        raise ConfigError(f"unknown key {full_key!r} (valid keys at {where}: {', '.join(hints)})")
+    tp = hints[name]
+    current = getattr(obj, name)
+    if len(parts) == 1:
+        value = _coerce(_parse_override_text(text, tp), tp, full_key)
+    else:
+        if current is None:
+            # An Optional nested config that is unset: start from the dataclass's defaults.
+            inner = _dataclass_in(tp)
+            if inner is None:
+                raise ConfigError(f"unknown key {full_key!r}: {name!r} is not a nested config")
+            current = _build(inner, {}, prefix=name + ".")
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"unknown key {full_key!r}: {name!r} is not a nested config")
+        value = _set_path(current, parts[1:], text, full_key)
+    return dataclasses.replace(obj, **{name: value})
+
+
+def _parse_override_text(text: str, tp: Any) -> Any:
+    """str/Path fields take the text verbatim (so `name=123` stays a string); others parse as YAML."""
+    options = _union_args(tp) or [tp]
+    non_none = [a for a in options if a is not type(None)]
+    if len(options) > len(non_none) and text.strip() in ("null", "~", "None"):
+        return None
+    if non_none and all(a in (str, Path) or _is_str_literal(a) for a in non_none):
+        return text
+    try:
+        return parse_yaml(text)
+    except yaml.YAMLError:
+        return text  # the type check then reports it against the expected type
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """A plain YAML/JSON-safe copy of a config: dataclasses → dicts, tuples → lists, Paths → strings."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+def save_config(cfg: Any, path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write `cfg` (plus optional extra top-level keys, e.g. provenance) as YAML, atomically."""
+    data = config_to_dict(cfg)
+    if extra:
+        data = {**data, **extra}
+    atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary file in the same folder, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and configs are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------- building and typing
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _build(cls: type[T], data: Any, prefix: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'top level'}: expected a mapping for {cls.__name__}, "
+                          f"got {data!r}")
+    hints = _field_types(cls)
+    unknown = [k for k in data if k not in hints]
+    if unknown:
+        raise ConfigError(f"unknown key {prefix + str(unknown[0])!r} (valid keys at "
+                          f"{prefix.rstrip('.') or 'top level'}: {', '.join(hints)})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = prefix + f.name
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {key!r}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def _union_args(tp: Any) -> list[Any] | None:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return list(typing.get_args(tp))
+    return None
+
+
+def _is_str_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is Literal and all(isinstance(a, str) for a in typing.get_args(tp))
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    for a in _union_args(tp) or [tp]:
+        if dataclasses.is_dataclass(a):
+            return a
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and return it in that type, or raise ConfigError."""
+    def fail() -> ConfigError:
+        return ConfigError(f"key {key!r}: expected {_type_name(tp)}, got {value!r}")
+
+    if tp is Any:
+        return value
+    union = _union_args(tp)
+    if union is not None:
+        if value is None:
+            if type(None) in union:
+                return None
+            raise fail()
+        for option in union:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        raise fail()
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if type(value) is type(choice) and value == choice:
+                return choice
+        raise fail()
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise fail()
+    if origin in (list, Sequence, typing.Sequence) or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"key {key!r}: expected {len(args)} items, got {len(value)} ({value!r})")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise fail()
+        k_tp, v_tp = typing.get_args(tp) or (Any, Any)
+        return {_coerce(k, k_tp, key): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return _build(tp, value, prefix=key + ".")
+    raise ConfigError(f"key {key!r}: unsupported field type {tp!r} in the config dataclass")
