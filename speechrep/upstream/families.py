@@ -1,1 +1,6 @@
 """Imports every upstream family module so that their registrations run; add new families here."""
+from speechrep.upstream import baselines  # noqa: F401
+from speechrep.upstream import apc  # noqa: F401
+from speechrep.upstream import npc  # noqa: F401
+from speechrep.upstream import mockingjay  # noqa: F401
+from speechrep.upstream import cpc  # noqa: F401

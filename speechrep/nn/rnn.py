@@ -1,0 +1,50 @@
+"""Recurrent stacks that run on padded batches exactly as on single utterances (packed sequences)."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from speechrep.upstream.base import padding_mask
+
+_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def run_packed(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> Tensor:
+    """Run a batch-first `rnn` over the valid frames only; padded frames of the output are zero."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = rnn(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out
+
+
+class RNNStack(nn.Module):
+    """Single-layer RNNs stacked one by one so that every layer's output is visible (and can be altered).
+
+    `residual=True` adds each layer's input to its output wherever the sizes agree (APC's residual stack).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, cell: str = "gru",
+                 residual: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if cell not in _CELLS:
+            raise ValueError(f"unknown RNN cell {cell!r}; expected one of {sorted(_CELLS)}")
+        sizes = [input_size] + [hidden_size] * num_layers
+        self.layers = nn.ModuleList(
+            _CELLS[cell](sizes[i], hidden_size, batch_first=True) for i in range(num_layers))
+        self.residual = residual
+        self.dropout = nn.Dropout(dropout)
+
+    def layer_forward(self, index: int, x: Tensor, lengths: Tensor) -> Tensor:
+        """Output of layer `index` for input `x` (B, T, D): dropout and residual applied, padding zeroed."""
+        out = self.dropout(run_packed(self.layers[index], x, lengths))
+        if self.residual and out.shape[-1] == x.shape[-1]:
+            out = out + x * padding_mask(lengths, x.shape[1])[..., None]
+        return out
+
+    def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
+        """Every layer's output, (B, T, hidden_size) each."""
+        outputs = []
+        for i in range(len(self.layers)):
+            x = self.layer_forward(i, x, lengths)
+            outputs.append(x)
+        return outputs

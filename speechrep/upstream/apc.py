@@ -1,0 +1,114 @@
+"""APC and VQ-APC: autoregressive predictive coding on log-mel.
+
+APC (Chung et al. 2019, https://arxiv.org/abs/1904.03240): a unidirectional 3-layer GRU (512) with residual
+connections reads 80-dim log-mel frames and, through a linear postnet, predicts the frame `n_future` steps
+ahead under an L1 loss. VQ-APC (Chung et al. 2020, https://arxiv.org/abs/2005.08392) inserts Gumbel-softmax VQ
+layers after chosen GRU layers. The GRU reads log-mel directly (no input projection, as in the paper), so the
+hidden states are the outputs of the GRU layers (the quantized output where a VQ layer follows), all 512-dim,
+one per frame: stride 160, frames = 1 + (samples − 400) // 160. The postnet is pre-training only (`APCHead`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechrep.nn.quantizers import GumbelVectorQuantizer
+from speechrep.nn.rnn import RNNStack
+from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
+from speechrep.upstream.registry import register_upstream
+
+
+@dataclass(frozen=True)
+class APCConfig:
+    """Architecture of APC / VQ-APC."""
+
+    num_mel_bins: int = 80
+    hidden_size: int = 512
+    num_layers: int = 3
+    residual: bool = True
+    dropout: float = 0.1
+    n_future: int = 3  # pre-training: predict the frame this many steps ahead
+    vq_layers: tuple[int, ...] = ()  # 0-based GRU layers followed by a VQ layer (VQ-APC)
+    vq_codebook_size: int = 128
+    vq_temperature: float = 0.5
+
+
+class APC(nn.Module):
+    """APC / VQ-APC upstream (satisfies the Upstream protocol)."""
+
+    sample_rate = SAMPLE_RATE
+    stride = HOP
+
+    def __init__(self, config: APCConfig):
+        super().__init__()
+        self.config = config
+        self.rnn = RNNStack(config.num_mel_bins, config.hidden_size, config.num_layers, "gru",
+                            residual=config.residual, dropout=config.dropout)
+        self.vq = nn.ModuleDict({
+            str(i): GumbelVectorQuantizer(config.hidden_size, config.hidden_size, config.vq_codebook_size,
+                                          groups=1, temperature=config.vq_temperature)
+            for i in config.vq_layers})
+        self.hidden_sizes = [config.hidden_size] * config.num_layers
+
+    def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""
+        return log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
+
+    def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
+        """Hidden states from precomputed log-mel features (B, T', num_mel_bins)."""
+        x, mask = feats, padding_mask(lengths, feats.shape[1])
+        states = []
+        for i in range(len(self.rnn.layers)):
+            x = self.rnn.layer_forward(i, x, lengths)
+            if str(i) in self.vq:
+                x = self.vq[str(i)](x, mask).quantized * mask[..., None]
+            states.append(x)
+        return UpstreamOutput(states, lengths)
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
+        """Hidden states of every GRU layer for a padded batch of 16 kHz waveforms."""
+        return self.forward_features(*self.input_features(wavs, wav_lens))
+
+
+class APCHead(nn.Module):
+    """Pre-training only: the postnet mapping the last hidden state to the log-mel frame `n_future` ahead."""
+
+    def __init__(self, config: APCConfig):
+        super().__init__()
+        self.n_future = config.n_future
+        self.postnet = nn.Linear(config.hidden_size, config.num_mel_bins)
+
+    def loss(self, last_hidden: Tensor, feats: Tensor, lengths: Tensor) -> Tensor:
+        """Mean L1 between predictions at t and the input frames at t + n_future, valid pairs only."""
+        n = self.n_future
+        pred, target = self.postnet(last_hidden[:, :-n]), feats[:, n:]
+        mask = padding_mask((lengths - n).clamp(min=0), pred.shape[1])[..., None]
+        err = F.l1_loss(pred, target, reduction="none") * mask
+        return err.sum() / (mask.sum() * feats.shape[-1]).clamp(min=1)
+
+
+@register_upstream("apc")
+def apc(**overrides) -> APC:
+    """APC: 3-layer residual GRU 512 on 80 log-mel (paper's configuration, ≈4.06M parameters + 41k postnet)."""
+    return APC(replace(APCConfig(), **overrides))
+
+
+@register_upstream("apc_tiny")
+def apc_tiny(**overrides) -> APC:
+    """A small APC for tests."""
+    return APC(replace(APCConfig(num_mel_bins=80, hidden_size=32, num_layers=2), **overrides))
+
+
+@register_upstream("vq_apc")
+def vq_apc(**overrides) -> APC:
+    """VQ-APC: APC with a 128-code Gumbel VQ layer after the last GRU layer."""
+    return APC(replace(APCConfig(vq_layers=(2,)), **overrides))
+
+
+@register_upstream("vq_apc_tiny")
+def vq_apc_tiny(**overrides) -> APC:
+    """A small VQ-APC for tests (VQ after the first of two layers, so the quantized codes feed a GRU)."""
+    return APC(replace(APCConfig(hidden_size=32, num_layers=2, vq_layers=(0,), vq_codebook_size=16), **overrides))

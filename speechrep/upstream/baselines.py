@@ -1,0 +1,89 @@
+"""Hand-crafted feature baselines (fbank, MFCC, mel, spectrogram) as parameter-free upstreams, stride 160.
+
+Also the shared log-mel front end of the mel-input SSL families (APC, NPC, Mockingjay/TERA/ALBERT):
+`log_mel_features(wavs, wav_lens)` → (B, T', 80) Kaldi-compatible log-mel filterbank, 25 ms window, 10 ms hop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from torch import Tensor, nn
+
+from speechrep.audio import features
+from speechrep.upstream.base import UpstreamOutput
+from speechrep.upstream.registry import register_upstream
+
+SAMPLE_RATE = 16000
+HOP = 160  # 10 ms
+
+
+def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,
+                     cmvn: bool = True) -> tuple[Tensor, Tensor]:
+    """(B, T', num_mel_bins) Kaldi log-mel filterbank (per-utterance CMVN unless cmvn=False) and frame lengths."""
+    feats, lengths = features.fbank(wavs, wav_lens, num_mel_bins=num_mel_bins)
+    return (features.cmvn(feats, lengths) if cmvn else feats), lengths
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Which hand-crafted feature (a `speechrep.audio.features.FeatureExtractor` kind) and its options."""
+
+    kind: str = "fbank"  # fbank | mfcc | mel | spectrogram
+    delta_order: int = 0
+    cmvn: bool = True
+    options: tuple[tuple[str, object], ...] = (("num_mel_bins", 80),)  # keywords of the feature function
+
+
+class FeatureBaseline(nn.Module):
+    """A parameter-free upstream returning one hidden state: the features themselves (padding zero)."""
+
+    sample_rate = SAMPLE_RATE
+    stride = HOP
+
+    def __init__(self, config: BaselineConfig):
+        super().__init__()
+        self.config = config
+        self.extractor = features.FeatureExtractor(config.kind, delta_order=config.delta_order,
+                                                   apply_cmvn=config.cmvn, **dict(config.options))
+        self.hidden_sizes = [self.extractor.dim]
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
+        """Features of the padded batch, (B, T', D), with frame lengths 1 + (samples − 400) // 160."""
+        feats, lengths = self.extractor(wavs, wav_lens)
+        return UpstreamOutput([feats], lengths)
+
+
+# torchaudio-style front end (Hann window, no pre-emphasis or DC removal), as S3PRL's mel/linear baselines
+_PLAIN_FRAMES = (("window_type", "hann"), ("preemph_coeff", 0.0), ("remove_dc_offset", False))
+
+
+@register_upstream("fbank")
+def fbank(**overrides) -> FeatureBaseline:
+    """80 Kaldi log-mel filterbank, per-utterance CMVN (SUPERB's FBANK baseline)."""
+    return FeatureBaseline(replace(BaselineConfig(kind="fbank"), **overrides))
+
+
+@register_upstream("fbank_raw")
+def fbank_raw(**overrides) -> FeatureBaseline:
+    """80 Kaldi log-mel filterbank, unnormalised (corpus-level statistics are applied downstream)."""
+    return FeatureBaseline(replace(BaselineConfig(kind="fbank", cmvn=False), **overrides))
+
+
+@register_upstream("mfcc")
+def mfcc(**overrides) -> FeatureBaseline:
+    """13 Kaldi MFCC + Δ + ΔΔ (39), per-utterance CMVN."""
+    return FeatureBaseline(replace(BaselineConfig(kind="mfcc", delta_order=2, options=(("num_ceps", 13),)),
+                                   **overrides))
+
+
+@register_upstream("mel")
+def mel(**overrides) -> FeatureBaseline:
+    """80 log-mel energies from a Hann-window front end, per-utterance CMVN."""
+    config = BaselineConfig(kind="fbank", options=(("num_mel_bins", 80), *_PLAIN_FRAMES))
+    return FeatureBaseline(replace(config, **overrides))
+
+
+@register_upstream("spectrogram")
+def spectrogram(**overrides) -> FeatureBaseline:
+    """257-bin log power spectrogram (512-point FFT, Hann window), per-utterance CMVN."""
+    return FeatureBaseline(replace(BaselineConfig(kind="spectrogram", options=_PLAIN_FRAMES), **overrides))

@@ -1,0 +1,104 @@
+"""Modified CPC (Rivière et al. 2020, https://arxiv.org/abs/2002.02848), the CPC of ZeroSpeech 2021 and SUPERB.
+
+Waveform → 5 strided 1-D convolutions (kernels 10, 8, 4, 4, 4; strides 5, 4, 2, 2, 2: 160 samples, 10 ms per
+frame) each followed by channel-wise LayerNorm ("ChannelNorm", replacing the batch norm of the original CPC)
+and ReLU → a unidirectional LSTM. The raw waveform is used as is (no normalisation), as in the reference.
+Hidden states: the encoder output, then one per LSTM layer. Frames follow the conv arithmetic:
+each layer maps n → (n + 2·pad − kernel) // stride + 1, so frames = samples // 160 for samples ≥ 160.
+The per-step prediction network is pre-training only and not part of this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from speechrep.nn.rnn import RNNStack
+from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.registry import register_upstream
+
+# (kernel, stride, padding) of the encoder layers
+CPC_CONV_LAYERS: tuple[tuple[int, int, int], ...] = ((10, 5, 3), (8, 4, 2), (4, 2, 1), (4, 2, 1), (4, 2, 1))
+
+
+@dataclass(frozen=True)
+class CPCConfig:
+    """Architecture of modified CPC."""
+
+    hidden_size: int = 256  # encoder channels and LSTM size
+    num_lstm_layers: int = 1
+    conv_layers: tuple[tuple[int, int, int], ...] = CPC_CONV_LAYERS
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each frame of a (B, C, T) tensor, with a per-channel affine."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise x (B, C, T) along C."""
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class CPC(nn.Module):
+    """Modified CPC upstream (satisfies the Upstream protocol)."""
+
+    sample_rate = 16000
+
+    def __init__(self, config: CPCConfig):
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        self.stride = int(torch.tensor([s for _, s, _ in config.conv_layers]).prod())
+        self.convs = nn.ModuleList(nn.Conv1d(1 if i == 0 else h, h, k, stride=s, padding=p)
+                                   for i, (k, s, p) in enumerate(config.conv_layers))
+        self.norms = nn.ModuleList(ChannelNorm(h) for _ in config.conv_layers)
+        self.lstm = RNNStack(h, h, config.num_lstm_layers, "lstm")
+        self.hidden_sizes = [h] * (config.num_lstm_layers + 1)
+
+    def output_lengths(self, wav_lens: Tensor) -> Tensor:
+        """Frames produced by the conv encoder for each waveform length."""
+        n = wav_lens
+        for k, s, p in self.config.conv_layers:
+            n = torch.div(n + 2 * p - k, s, rounding_mode="floor") + 1
+        return n.clamp(min=0)
+
+    def encode(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Conv encoder output (B, T', H) and its lengths; frames past each length are zeroed per layer."""
+        x, n = wavs[:, None, :] * padding_mask(wav_lens, wavs.shape[1])[:, None, :], wav_lens
+        for conv, norm, (k, s, p) in zip(self.convs, self.norms, self.config.conv_layers):
+            n = (torch.div(n + 2 * p - k, s, rounding_mode="floor") + 1).clamp(min=0)
+            x = torch.relu(norm(conv(x)))
+            # zeroing padded frames makes the next conv see exactly the zero padding a lone utterance gets
+            x = x * padding_mask(n, x.shape[-1])[:, None, :]
+        return x.transpose(1, 2), n
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
+        """Encoder output and every LSTM layer's hidden states for padded 16 kHz waveforms."""
+        z, lengths = self.encode(wavs, wav_lens)
+        return UpstreamOutput([z, *self.lstm(z, lengths)], lengths)
+
+
+@register_upstream("cpc")
+def cpc(**overrides) -> CPC:
+    """Modified CPC of Rivière et al. 2020: 256 channels, one LSTM layer of 256."""
+    return CPC(replace(CPCConfig(), **overrides))
+
+
+@register_upstream("cpc_big")
+def cpc_big(**overrides) -> CPC:
+    """CPC-big of the ZeroSpeech 2021 baseline: 512 channels, four LSTM layers of 512."""
+    return CPC(replace(CPCConfig(hidden_size=512, num_lstm_layers=4), **overrides))
+
+
+@register_upstream("cpc_tiny")
+def cpc_tiny(**overrides) -> CPC:
+    """A small CPC for tests."""
+    return CPC(replace(CPCConfig(hidden_size=32, num_lstm_layers=2), **overrides))

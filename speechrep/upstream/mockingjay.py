@@ -1,0 +1,196 @@
+"""Mockingjay, TERA and Audio ALBERT: BERT-style transformer encoders reconstructing altered log-mel.
+
+Mockingjay (Liu et al. 2020, https://arxiv.org/abs/1910.12638): 80-dim log-mel frames stacked ×3 (stride 480,
+30 ms per frame), a linear projection + sinusoidal positions + LayerNorm, then post-LN transformer layers
+(768, 12 heads, FFN 3072, GELU); pre-training reconstructs masked frames (L1). TERA (Liu et al. 2021,
+https://arxiv.org/abs/2007.06028) is the same encoder on unstacked frames (stride 160) trained on time,
+frequency and magnitude alteration (`alter_features`). Audio ALBERT (Chi et al. 2021,
+https://arxiv.org/abs/2005.08575) shares one layer's parameters across all layers. Hidden states: the
+embedding output, then one per layer. Frames = (1 + (samples − 400) // 160) // downsample.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
+from speechrep.upstream.registry import register_upstream
+
+
+@dataclass(frozen=True)
+class MockingjayConfig:
+    """Architecture of the Mockingjay / TERA / Audio ALBERT encoders."""
+
+    num_mel_bins: int = 80
+    downsample: int = 1  # consecutive frames stacked into one input vector
+    hidden_size: int = 768
+    num_layers: int = 3
+    num_heads: int = 12
+    ffn_size: int = 3072
+    dropout: float = 0.1
+    share_layers: bool = False  # Audio ALBERT
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """(length, dim) fixed sinusoidal position encodings (Vaswani et al. 2017)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    enc = torch.zeros(length, dim, device=device)
+    enc[:, 0::2] = torch.sin(pos * freq)
+    enc[:, 1::2] = torch.cos(pos * freq)
+    return enc
+
+
+class _PostLNLayer(nn.Module):
+    """BERT encoder layer: x = LN(x + MHSA(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, c: MockingjayConfig):
+        super().__init__()
+        self.num_heads = c.num_heads
+        self.qkv = nn.Linear(c.hidden_size, 3 * c.hidden_size)
+        self.out = nn.Linear(c.hidden_size, c.hidden_size)
+        self.attn_norm = nn.LayerNorm(c.hidden_size, eps=1e-12)
+        self.ffn = nn.Sequential(nn.Linear(c.hidden_size, c.ffn_size), nn.GELU(), nn.Dropout(c.dropout),
+                                 nn.Linear(c.ffn_size, c.hidden_size))
+        self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=1e-12)
+        self.dropout = nn.Dropout(c.dropout)
+        self.attn_dropout = c.dropout
+
+    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
+        """x (B, T, H); key_mask (B, T) True on valid frames."""
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        x = self.attn_norm(x + self.dropout(self.out(a.transpose(1, 2).flatten(2))))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+class Mockingjay(nn.Module):
+    """Mockingjay / TERA / Audio ALBERT upstream (satisfies the Upstream protocol)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, config: MockingjayConfig):
+        super().__init__()
+        c = self.config = config
+        self.stride = HOP * c.downsample
+        self.input_proj = nn.Linear(c.num_mel_bins * c.downsample, c.hidden_size)
+        self.input_norm = nn.LayerNorm(c.hidden_size, eps=1e-12)
+        self.dropout = nn.Dropout(c.dropout)
+        self.layers = nn.ModuleList(_PostLNLayer(c) for _ in range(1 if c.share_layers else c.num_layers))
+        self.hidden_sizes = [c.hidden_size] * (c.num_layers + 1)
+
+    def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-mel (B, T', 80·downsample), stacked by `downsample`, per-utterance CMVN, with lengths."""
+        feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
+        return stack_frames(feats, lengths, self.config.downsample)
+
+    def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
+        """Hidden states from (possibly altered) stacked log-mel features, as pre-training feeds them."""
+        mask = padding_mask(lengths, feats.shape[1])
+        keep = mask[..., None].to(feats.dtype)
+        x = self.input_proj(feats) + sinusoidal_positions(feats.shape[1], self.config.hidden_size, feats.device)
+        x = self.dropout(self.input_norm(x)) * keep
+        states = [x]
+        for i in range(self.config.num_layers):
+            x = self.layers[0 if self.config.share_layers else i](x, mask) * keep
+            states.append(x)
+        return UpstreamOutput(states, lengths)
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
+        """Embedding output and every layer's hidden states for padded 16 kHz waveforms."""
+        return self.forward_features(*self.input_features(wavs, wav_lens))
+
+
+class SpecHead(nn.Module):
+    """Pre-training only: reconstructs the (stacked) log-mel input from the last hidden state."""
+
+    def __init__(self, config: MockingjayConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.net = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=1e-12),
+                                 nn.Linear(h, config.num_mel_bins * config.downsample))
+
+    def forward(self, last_hidden: Tensor) -> Tensor:
+        """(B, T', H) → (B, T', num_mel_bins · downsample)."""
+        return self.net(last_hidden)
+
+
+def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Concatenate every `factor` consecutive frames (dropping the remainder): (B, T, D) → (B, T//factor, D·factor)."""
+    if factor == 1:
+        return feats, lengths
+    B, T, D = feats.shape
+    T = T // factor * factor
+    return feats[:, :T].reshape(B, T // factor, D * factor), lengths // factor
+
+
+def alter_features(feats: Tensor, lengths: Tensor, time_mask_prob: float = 0.15, time_span: int = 7,
+                   freq_mask_max: int = 0, noise_prob: float = 0.0, generator: torch.Generator | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """TERA alteration: zero random time spans, one random frequency band, add Gaussian noise (whole batch).
+
+    Returns the altered features and a (B, T') bool mask of the altered frames (the frames to reconstruct
+    for time masking; every valid frame when only frequency/magnitude alteration applies).
+    """
+    B, T, D = feats.shape
+    dev = feats.device
+    valid = padding_mask(lengths, T)
+    starts = torch.rand(B, T, generator=generator, device=dev) < time_mask_prob / max(time_span, 1)
+    # a frame is masked when a span started within the previous `time_span` frames (vectorised by conv)
+    spans = F.conv1d(starts[:, None].float(), torch.ones(1, 1, time_span, device=dev), padding=time_span - 1)
+    time_masked = (spans[:, 0, :T] > 0) & valid
+    altered = feats.masked_fill(time_masked[..., None], 0.0)
+    if freq_mask_max > 0:
+        width = torch.randint(0, freq_mask_max + 1, (B, 1), generator=generator, device=dev)
+        start = (torch.rand(B, 1, generator=generator, device=dev) * (D - width + 1)).long()
+        bins = torch.arange(D, device=dev)[None]
+        altered = altered.masked_fill(((bins >= start) & (bins < start + width))[:, None, :], 0.0)
+    if noise_prob > 0 and torch.rand((), generator=generator, device=dev) < noise_prob:
+        altered = altered + torch.randn(feats.shape, generator=generator, device=dev) * 0.2
+    targets = time_masked if time_mask_prob > 0 else valid
+    return altered * valid[..., None], targets
+
+
+@register_upstream("mockingjay")
+def mockingjay(**overrides) -> Mockingjay:
+    """Mockingjay: 12 layers × 768 on 80 log-mel stacked ×3 (stride 480)."""
+    return Mockingjay(replace(MockingjayConfig(num_layers=12, downsample=3), **overrides))
+
+
+@register_upstream("mockingjay_tiny")
+def mockingjay_tiny(**overrides) -> Mockingjay:
+    """A small Mockingjay (frame stacking ×3) for tests."""
+    return Mockingjay(replace(MockingjayConfig(num_layers=2, downsample=3, hidden_size=32, num_heads=4,
+                                               ffn_size=64), **overrides))
+
+
+@register_upstream("tera_base")
+def tera_base(**overrides) -> Mockingjay:
+    """TERA base: 3 layers × 768 on unstacked 80 log-mel (stride 160, ≈21.3M parameters)."""
+    return Mockingjay(replace(MockingjayConfig(num_layers=3, downsample=1), **overrides))
+
+
+@register_upstream("tera_tiny")
+def tera_tiny(**overrides) -> Mockingjay:
+    """A small TERA for tests."""
+    return Mockingjay(replace(MockingjayConfig(num_layers=2, hidden_size=32, num_heads=4, ffn_size=64),
+                              **overrides))
+
+
+@register_upstream("audio_albert")
+def audio_albert(**overrides) -> Mockingjay:
+    """Audio ALBERT: one 768-wide layer shared across 6 layers, unstacked 80 log-mel (stride 160)."""
+    return Mockingjay(replace(MockingjayConfig(num_layers=6, share_layers=True), **overrides))
+
+
+@register_upstream("audio_albert_tiny")
+def audio_albert_tiny(**overrides) -> Mockingjay:
+    """A small Audio ALBERT for tests."""
+    return Mockingjay(replace(MockingjayConfig(num_layers=3, share_layers=True, hidden_size=32, num_heads=4,
+                                               ffn_size=64), **overrides))
