@@ -1,0 +1,64 @@
+"""Subsequence DTW for query-by-example spoken term detection (SUPERB QbE: no training, one layer at a time).
+
+The query (N frames) must be matched entirely; the match may start and end anywhere in the document (M frames).
+Frame distance is the cosine distance 1 - cos(q_i, d_j). The accumulated cost follows the steps (i-1, j),
+(i, j-1) and (i-1, j-1):
+
+    D[i, j] = C[i, j] + min(D[i-1, j], D[i-1, j-1], D[i, j-1]),   D[0, j] = C[0, j]   (free start)
+
+Each query row is solved for all document columns at once: with a_j = C[i, j] + min(D[i-1, j], D[i-1, j-1])
+and S_j the running sum of row i's costs, D[i, j] = S_j + min_{k<=j}(a_k - S_k), a cumulative minimum. The loop
+runs over the N query frames only, batched over documents. The detection score is minus the best end cost
+divided by the query length, so higher means "more likely contains the query".
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from speechrep.errors import SpeechrepError
+
+
+def cosine_distances(query: Tensor, documents: Tensor) -> Tensor:
+    """(B, N, M) cosine distances between (N, H) query frames and (B, M, H) document frames."""
+    return 1.0 - torch.einsum("nh,bmh->bnm", F.normalize(query, dim=-1), F.normalize(documents, dim=-1))
+
+
+def subsequence_dtw_cost(costs: Tensor) -> Tensor:
+    """(B, N, M) accumulated subsequence-DTW costs of (B, N, M) frame costs (free start/end along M)."""
+    costs = costs.double()  # the running-sum trick subtracts large sums; float64 keeps it exact enough
+    # Free start: the first query frame may align at any column (costs are >= 0, so starting fresh is best).
+    previous = costs[:, 0]
+    rows = [previous]
+    inf_column = torch.full_like(previous[:, :1], float("inf"))
+    for i in range(1, costs.shape[1]):
+        diagonal = torch.cat([inf_column, previous[:, :-1]], dim=1)
+        entry = costs[:, i] + torch.minimum(previous, diagonal)
+        previous = _row_with_horizontal_steps(entry, costs[:, i])
+        rows.append(previous)
+    return torch.stack(rows, dim=1)
+
+
+def _row_with_horizontal_steps(entry: Tensor, row_costs: Tensor) -> Tensor:
+    """Close a row under horizontal steps: D_j = min(entry_j, D_{j-1} + c_j), via a cumulative minimum."""
+    running = row_costs.cumsum(dim=1)
+    return running + torch.cummin(entry - running, dim=1).values
+
+
+def qbe_scores(query: Tensor, documents: Tensor, document_lengths: Tensor | None = None) -> Tensor:
+    """(B,) detection scores of one (N, H) query in (B, M, H) padded documents; higher = better match."""
+    if query.dim() != 2 or documents.dim() != 3 or query.shape[-1] != documents.shape[-1]:
+        raise SpeechrepError(
+            f"QbE DTW: expected query (N, H) and documents (B, M, H), got {tuple(query.shape)}, {tuple(documents.shape)}"
+        )
+    if query.shape[0] == 0 or documents.shape[1] == 0:
+        raise SpeechrepError("QbE DTW: empty query or document")
+    batch, max_len = documents.shape[:2]
+    if document_lengths is None:
+        document_lengths = torch.full((batch,), max_len, dtype=torch.long)
+    accumulated = subsequence_dtw_cost(cosine_distances(query, documents))[:, -1]  # (B, M) end costs
+    # Padding sits right of the real frames, and costs only flow rightwards, so real columns are unaffected.
+    padded = torch.arange(max_len, device=documents.device)[None, :] >= document_lengths.to(documents.device)[:, None]
+    best_end = accumulated.masked_fill(padded, float("inf")).min(dim=1).values
+    return (-best_end / query.shape[0]).float()
