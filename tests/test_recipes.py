@@ -195,3 +195,133 @@ def test_fluent_speech_commands_missing_audio(tmp_path: Path) -> None:
     (tmp_path / "fsc" / "wavs" / "speakers" / "spkB" / "utt1.wav").unlink()
     with pytest.raises(CorpusLayoutError, match="utt1.wav"):
         prepare_corpus("fluent_speech_commands", tmp_path / "fsc", None)
+
+
+# ---------------------------------------------------------------------------------------------- LibriSpeech
+def build_librispeech(root: Path) -> None:
+    """One chapter per part, two utterances each."""
+    texts = {"train-clean-100": ("19", "198", ["A CAT", "THE DOG"]), "dev-clean": ("84", "121", ["HELLO WORLD", "NO"]),
+             "test-clean": ("61", "70", ["YES", "STOP NOW"])}
+    for part, (spk, chapter, lines) in texts.items():
+        folder = root / part / spk / chapter
+        trans = []
+        for k, text in enumerate(lines):
+            utt = f"{spk}-{chapter}-{k:04d}"
+            write_wav(folder / f"{utt}.flac", 0.5 + 0.25 * k, seed=k)
+            trans.append(f"{utt} {text}")
+        (folder / f"{spk}-{chapter}.trans.txt").write_text("\n".join(trans) + "\n")
+
+
+def test_librispeech(tmp_path: Path) -> None:
+    build_librispeech(tmp_path / "LibriSpeech")
+    out = prepare_corpus("librispeech", tmp_path / "LibriSpeech", tmp_path / "out")
+    for subset in ("asr", "pr"):
+        written = {s: CutSet.from_file(tmp_path / "out" / subset / f"{s}.jsonl.gz") for s in ("train", "dev", "test")}
+        assert {s: len(c) for s, c in written.items()} == {"train": 2, "dev": 2, "test": 2}
+    dev = {sup(c).text: c for c in out["pr"]["dev"]}
+    assert sup(dev["HELLO WORLD"]).custom["phones"] == ["HH", "AH", "L", "OW", "W", "ER", "L", "D"]
+    assert sup(dev["HELLO WORLD"]).speaker == "84"
+    assert dev["NO"].duration == pytest.approx(0.75)
+    train = {sup(c).text: sup(c).custom["phones"] for c in out["asr"]["train"]}
+    assert train["A CAT"][-3:] == ["K", "AE", "T"]
+
+
+def test_librispeech_missing_part(tmp_path: Path) -> None:
+    build_librispeech(tmp_path / "LibriSpeech")
+    import shutil
+    shutil.rmtree(tmp_path / "LibriSpeech" / "test-clean")
+    with pytest.raises(CorpusLayoutError, match="test-clean"):
+        prepare_corpus("librispeech", tmp_path / "LibriSpeech", None)
+
+
+# ------------------------------------------------------------------------------------------------ Libri2Mix
+def build_libri2mix(root: Path) -> dict[str, list[tuple[str, float, float]]]:
+    """Per part one mixture of two sources that speak in known intervals; returns mixture -> (spk, start, end)."""
+    expected = {}
+    spans = {"train-100": [(0.1, 0.5), (0.3, 0.9)], "dev": [(0.0, 0.4), (0.5, 1.0)], "test": [(0.2, 0.6), (0.2, 0.6)]}
+    rng = np.random.default_rng(0)
+    (root / "metadata").mkdir(parents=True)
+    for part, ((a0, a1), (b0, b1)) in spans.items():
+        mix_id = {"train-100": "19-198-0001_84-121-0002", "dev": "61-70-0000_121-12-0003",
+                  "test": "1089-134686-0000_2300-131720-0001"}[part]
+        sources = []
+        for start, end in ((a0, a1), (b0, b1)):
+            s = np.zeros(SR, np.float32)
+            s[int(start * SR):int(end * SR)] = rng.uniform(-0.3, 0.3, int(end * SR) - int(start * SR))
+            sources.append(s)
+        for name, audio in (("s1", sources[0]), ("s2", sources[1]), ("mix_clean", sources[0] + sources[1])):
+            (root / part / name).mkdir(parents=True, exist_ok=True)
+            sf.write(root / part / name / f"{mix_id}.wav", audio, SR, subtype="FLOAT")
+        (root / "metadata" / f"mixture_{part}_mix_clean.csv").write_text(
+            "mixture_ID,mixture_path,source_1_path,source_2_path,length\n"
+            f"{mix_id},/gen/{part}/mix_clean/{mix_id}.wav,/gen/{part}/s1/{mix_id}.wav,/gen/{part}/s2/{mix_id}.wav,"
+            f"{SR}\n")
+        spk = [u.split("-")[0] for u in mix_id.split("_")]
+        expected[mix_id] = sorted([(spk[0], a0, a1), (spk[1], b0, b1)], key=lambda t: (t[1], t[0]))
+    return expected
+
+
+def test_libri2mix(tmp_path: Path) -> None:
+    expected = build_libri2mix(tmp_path / "max")
+    out = prepare_corpus("libri2mix", tmp_path / "max", tmp_path / "out")
+    for split in ("train", "dev", "test"):
+        (cut,) = list(CutSet.from_file(tmp_path / "out" / "ss" / f"{split}.jsonl.gz"))
+        np.testing.assert_allclose(cut.load_source_1() + cut.load_source_2(), cut.load_audio(), atol=1e-6)
+        (dcut,) = list(out["sd"][split])
+        got = sorted([(s.speaker, s.start, s.end) for s in dcut.supervisions], key=lambda t: (t[1], t[0]))
+        want = expected[dcut.id]
+        assert [g[0] for g in got] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1:] for g in got], [w[1:] for w in want], atol=0.011)
+    rttm = (tmp_path / "out" / "sd" / "dev.rttm").read_text().splitlines()
+    assert rttm == ["SPEAKER 61-70-0000_121-12-0003 1 0.000 0.400 <NA> <NA> 61 <NA> <NA>",
+                    "SPEAKER 61-70-0000_121-12-0003 1 0.500 0.500 <NA> <NA> 121 <NA> <NA>"]
+
+
+def test_activity_segments_bridges_short_pauses() -> None:
+    from speechrep.data.recipes.libri2mix import activity_segments
+    audio = np.zeros(2 * SR, np.float32)
+    audio[int(0.2 * SR):int(0.6 * SR)] = 0.5
+    audio[int(0.7 * SR):int(0.9 * SR)] = 0.5   # 0.1 s pause: bridged
+    audio[int(1.5 * SR):int(1.8 * SR)] = 0.5   # 0.6 s pause: a new segment
+    assert activity_segments(audio, SR, min_pause=0.3) == [(0.2, 0.9), (1.5, 1.8)]
+    assert activity_segments(audio, SR, min_pause=0.05) == [(0.2, 0.6), (0.7, 0.9), (1.5, 1.8)]
+
+
+def test_libri2mix_missing_source(tmp_path: Path) -> None:
+    build_libri2mix(tmp_path / "max")
+    (tmp_path / "max" / "dev" / "s2" / "61-70-0000_121-12-0003.wav").unlink()
+    with pytest.raises(CorpusLayoutError, match="s2/61-70-0000_121-12-0003.wav"):
+        prepare_corpus("libri2mix", tmp_path / "max", None)
+
+
+# ---------------------------------------------------------------------------------------- VoiceBank-DEMAND
+def build_voicebank(root: Path) -> None:
+    """48 kHz noisy/clean twins: speakers p226 (dev), p230 (train) and p232 (test)."""
+    for k, (noisy, clean, name) in enumerate([("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "p226_001"),
+                                              ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "p230_002"),
+                                              ("noisy_testset_wav", "clean_testset_wav", "p232_001")]):
+        write_wav(root / clean / f"{name}.wav", 0.5, seed=k, sr=48000)
+        write_wav(root / noisy / f"{name}.wav", 0.5, seed=10 + k, sr=48000)
+    (root / "testset_txt").mkdir()
+    (root / "testset_txt" / "p232_001.txt").write_text("Please call Stella.\n")
+
+
+def test_voicebank_demand(tmp_path: Path) -> None:
+    build_voicebank(tmp_path / "vb")
+    prepare_corpus("voicebank_demand", tmp_path / "vb", tmp_path / "out")
+    se = {s: list(CutSet.from_file(tmp_path / "out" / "se" / f"{s}.jsonl.gz")) for s in ("train", "dev", "test")}
+    assert [[c.id for c in se[s]] for s in ("train", "dev", "test")] == [["p230_002"], ["p226_001"], ["p232_001"]]
+    (test,) = se["test"]
+    assert sup(test).text == "Please call Stella." and sup(test).speaker == "p232"
+    noisy, clean = test.load_audio(), test.load_clean()
+    assert noisy.shape == clean.shape == (1, 8000)  # 0.5 s resampled to 16 kHz
+    clean48 = sf.read(tmp_path / "vb" / "clean_testset_wav" / "p232_001.wav", dtype="float32")[0]
+    assert np.std(clean) == pytest.approx(np.std(clean48[::3]), rel=0.5)  # same signal, not the noisy one
+    assert not np.allclose(noisy, clean, atol=1e-3)
+
+
+def test_voicebank_missing_clean_twin(tmp_path: Path) -> None:
+    build_voicebank(tmp_path / "vb")
+    (tmp_path / "vb" / "clean_trainset_28spk_wav" / "p230_002.wav").unlink()
+    with pytest.raises(CorpusLayoutError, match="clean_trainset_28spk_wav/p230_002.wav"):
+        prepare_corpus("voicebank_demand", tmp_path / "vb", None)

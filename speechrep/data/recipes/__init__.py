@@ -15,15 +15,21 @@ from speechrep.data.recipes._common import CorpusLayoutError, Manifests
 from speechrep.errors import ConfigError
 from speechrep.data.recipes.fluent_speech_commands import prepare_fluent_speech_commands
 from speechrep.data.recipes.iemocap import prepare_iemocap
+from speechrep.data.recipes.libri2mix import prepare_libri2mix
+from speechrep.data.recipes.librispeech import prepare_librispeech
 from speechrep.data.recipes.speech_commands import prepare_speech_commands
+from speechrep.data.recipes.voicebank_demand import prepare_voicebank_demand
 from speechrep.data.recipes.voxceleb1 import prepare_voxceleb1
 
 # corpus name -> prepare_x(corpus_dir, output_dir) -> {subset: {split: CutSet}}
 RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {
+    "librispeech": prepare_librispeech,
     "speech_commands": prepare_speech_commands,
     "voxceleb1": prepare_voxceleb1,
     "iemocap": prepare_iemocap,
     "fluent_speech_commands": prepare_fluent_speech_commands,
+    "libri2mix": prepare_libri2mix,
+    "voicebank_demand": prepare_voicebank_demand,
 }
 
 
