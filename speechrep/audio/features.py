@@ -138,12 +138,10 @@ def _reflected_frames(wavs: Tensor, lengths: Tensor, opts: FrameOptions, count: 
     starts = torch.arange(count, device=wavs.device) * shift + shift // 2 - length // 2
     index = starts[:, None] + torch.arange(length, device=wavs.device)  # (T', L)
     size = lengths.clamp(min=1)[:, None, None]
-    index = index.expand(wavs.shape[0], -1, -1)
-    # Kaldi mirrors sample by sample (-1 -> 0, n -> n-1); two passes cover frames longer than the utterance.
-    for _ in range(2):
-        index = torch.where(index < 0, -index - 1, index)
-        index = torch.where(index >= size, 2 * size - 1 - index, index)
-    index = torch.minimum(index.clamp(min=0), size - 1)
+    # Kaldi mirrors sample by sample (-1 -> 0, n -> n-1), repeatedly for very short utterances: that is a
+    # symmetric extension with period 2n.
+    index = torch.remainder(index.expand(wavs.shape[0], -1, -1), 2 * size)
+    index = torch.where(index >= size, 2 * size - 1 - index, index)
     return torch.gather(wavs, 1, index.reshape(wavs.shape[0], -1)).view(wavs.shape[0], count, length)
 
 
@@ -182,6 +180,8 @@ def _valid_mask(frame_lens: Tensor, count: int) -> Tensor:
 
 
 def _power_spectrum(frames: Tensor, opts: FrameOptions) -> Tensor:
+    if frames.numel() == 0:  # MKL's FFT rejects empty batches (e.g. every utterance shorter than a frame)
+        return frames.new_zeros(*frames.shape[:-1], opts.fft_size // 2 + 1)
     return torch.fft.rfft(frames, n=opts.fft_size).abs().square()
 
 

@@ -97,7 +97,9 @@ def audio_info(source: AudioSource) -> AudioInfo:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+    # libsndfile errors repeat the path in str(err); error_string holds just the reason.
+    reason = getattr(err, "error_string", None) or str(err)
+    return " ".join(str(reason).split()).rstrip(".")
 
 
 def resample(wav: ArrayLike, orig_sample_rate: int, new_sample_rate: int) -> torch.Tensor:
