@@ -4,3 +4,5 @@ from speechrep.upstream import apc  # noqa: F401
 from speechrep.upstream import npc  # noqa: F401
 from speechrep.upstream import mockingjay  # noqa: F401
 from speechrep.upstream import cpc  # noqa: F401
+from speechrep.upstream import wav2vec2  # noqa: F401
+from speechrep.upstream import hubert  # noqa: F401

@@ -1,0 +1,218 @@
+"""Transformer encoder of the wav2vec 2.0 family: SDPA self-attention, convolutional positions, optional gated
+relative position bias (WavLM), post-LN (base) and pre-LN "layer-norm-first" (large) layers."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class _PositionalConvBlock(nn.Module):
+    """Grouped "same" convolution over time → optional non-affine layer norm → GELU."""
+
+    def __init__(self, dim: int, kernel: int, groups: int, weight_norm: bool, layer_norm: bool):
+        super().__init__()
+        conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+        # weight norm over the kernel axis (dim=2), as the original wav2vec 2.0 positional convolution
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2) if weight_norm else conv
+        self.trim = 1 if kernel % 2 == 0 else 0  # an even kernel with padding k//2 yields one extra frame
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False) if layer_norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, D, T) → (B, D, T)."""
+        x = self.conv(x)
+        if self.trim:
+            x = x[:, :, : -self.trim]
+        if self.norm is not None:
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return F.gelu(x)
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """Relative positions from a convolution over the sequence: depth 1 = one weight-normed wide conv
+    (wav2vec 2.0, HuBERT, WavLM); depth > 1 = a stack of narrow convs with layer norm (data2vec)."""
+
+    def __init__(self, dim: int, kernel: int = 128, groups: int = 16, depth: int = 1):
+        super().__init__()
+        single = depth == 1
+        self.layers = nn.ModuleList(
+            _PositionalConvBlock(dim, kernel, groups, weight_norm=single, layer_norm=not single) for _ in range(depth)
+        )
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """x (B, T, D) with padded frames already zero → positional term (B, T, D)."""
+        x = x.transpose(1, 2)
+        for index, layer in enumerate(self.layers):
+            if index > 0 and valid is not None:
+                # re-zero padding between stacked convs so valid frames see what a lone utterance would see
+                x = x * valid[:, None, :].to(x.dtype)
+            x = layer(x)
+        return x.transpose(1, 2)
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device: torch.device) -> Tensor:
+    """(T, T) bucket index of key position minus query position (T5/WavLM bidirectional log buckets)."""
+    positions = torch.arange(length, device=device)
+    relative = positions[None, :] - positions[:, None]
+    half = num_buckets // 2
+    buckets = (relative > 0).long() * half
+    distance = relative.abs()
+    max_exact = half // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + log_ratio * (half - max_exact)).long().clamp(max=half - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention via F.scaled_dot_product_attention, with WavLM's gated relative bias optional."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, gated_relative_bias: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {num_heads} heads")
+        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        if gated_relative_bias:
+            # WavLM: each query scales the shared bucket bias by a gate computed from its own content
+            self.gate_linear = nn.Linear(self.head_dim, 8)
+            self.gate_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
+
+    def _split(self, x: Tensor) -> Tensor:
+        """(B, T, D) → (B, H, T, D/H)."""
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None) -> Tensor:
+        """x (B, T, D); valid (B, T) bool keys to attend to; position_bias (H, T, T) for gated attention."""
+        batch, length, dim = x.shape
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        mask: Tensor | None = None
+        if position_bias is not None:
+            gates = torch.sigmoid(self.gate_linear(self._split(x)).view(batch, self.num_heads, length, 2, 4).sum(-1))
+            gate_a, gate_b = gates.chunk(2, dim=-1)
+            mask = (gate_a * (gate_b * self.gate_const - 1.0) + 2.0) * position_bias[None]
+            if valid is not None:
+                mask = mask.masked_fill(~valid[:, None, None, :], float("-inf"))
+            mask = mask.to(q.dtype)
+        elif valid is not None:
+            mask = valid[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class FeedForward(nn.Module):
+    """Linear → GELU → dropout → linear → dropout."""
+
+    def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0, activation_dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) → (B, T, D)."""
+        return self.dropout(self.fc2(self.activation_dropout(F.gelu(self.fc1(x)))))
+
+
+class TransformerLayer(nn.Module):
+    """One encoder layer; post-LN (norm after each residual) or pre-LN (norm before each sub-block)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        layer_norm_first: bool = False,
+        gated_relative_bias: bool = False,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.attention = SelfAttention(dim, num_heads, attention_dropout, gated_relative_bias)
+        self.attention_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation_dropout)
+        self.ffn_norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None) -> Tensor:
+        """(B, T, D) → (B, T, D)."""
+        if self.layer_norm_first:
+            x = x + self.dropout(self.attention(self.attention_norm(x), valid, position_bias))
+            return x + self.ffn(self.ffn_norm(x))
+        x = self.attention_norm(x + self.dropout(self.attention(x, valid, position_bias)))
+        return self.ffn_norm(x + self.ffn(x))
+
+
+class TransformerEncoder(nn.Module):
+    """Positional conv → (post-LN: layer norm) → layers → (pre-LN: final layer norm), every layer's input kept."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        layer_norm_first: bool = False,
+        pos_conv_kernel: int = 128,
+        pos_conv_groups: int = 16,
+        pos_conv_depth: int = 1,
+        rel_pos_buckets: int = 0,
+        rel_pos_max_distance: int = 800,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        layer_drop: float = 0.0,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.layer_norm_first, self.layer_drop = layer_norm_first, layer_drop
+        self.rel_pos_buckets, self.rel_pos_max_distance = rel_pos_buckets, rel_pos_max_distance
+        self.pos_conv = ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups, pos_conv_depth)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        if rel_pos_buckets:
+            self.rel_pos_embed = nn.Embedding(rel_pos_buckets, num_heads)
+        gated = rel_pos_buckets > 0
+        self.layers = nn.ModuleList(
+            TransformerLayer(dim, num_heads, ffn_dim, layer_norm_first, gated, dropout, attention_dropout,
+                             activation_dropout, eps)
+            for _ in range(num_layers)
+        )
+
+    def _position_bias(self, length: int, device: torch.device) -> Tensor | None:
+        """(H, T, T) bucketed relative position bias, or None without relative positions."""
+        if not self.rel_pos_buckets:
+            return None
+        buckets = relative_position_buckets(length, self.rel_pos_buckets, self.rel_pos_max_distance, device)
+        return self.rel_pos_embed(buckets).permute(2, 0, 1)
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        """x (B, T, D), valid (B, T) bool or None (no padding) → (input of each layer + last output, final).
+
+        `final` is the last output after the final layer norm in the pre-LN variant (the same tensor as the
+        last hidden state in the post-LN variant)."""
+        if valid is not None:
+            x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into the positional conv
+        x = x + self.pos_conv(x, valid)
+        if not self.layer_norm_first:
+            x = self.norm(x)
+        x = self.dropout(x)
+        bias = self._position_bias(x.shape[1], x.device)
+        hidden = [x]
+        for layer in self.layers:
+            skip = self.training and self.layer_drop > 0 and bool(torch.rand(()) < self.layer_drop)
+            if not skip:
+                x = layer(x, valid, bias)
+            hidden.append(x)
+        final = self.norm(x) if self.layer_norm_first else x
+        return hidden, final
