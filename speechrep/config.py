@@ -85,45 +85,47 @@ def load_config(cls: type[T], path: Path | None = None, overrides: Sequence[str]
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
         loaded.pop(PROVENANCE_KEY, None)
         data = loaded
-    try:
-        cfg = _build(cls, data, prefix="")
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
     for item in overrides:
-        cfg = apply_override(cfg, item)
-    return cfg
+        _apply_to_dict(cls, data, item)
+    try:
+        return _build(cls, data, prefix="")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}" if path is not None else str(e)) from None
 
 
 def apply_override(cfg: T, item: str) -> T:
     """Return a copy of `cfg` with one `key.sub=value` override applied (value checked against the type)."""
+    data = config_to_dict(cfg)
+    _apply_to_dict(type(cfg), data, item)
+    return _build(type(cfg), data, prefix="")
+
+
+def _apply_to_dict(cls: type, data: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-4")
-    return _set_path(cfg, key.split("."), text, full_key=key)
-
-
-def _set_path(obj: Any, parts: list[str], text: str, full_key: str) -> Any:
-    name = parts[0]
-    hints = _field_types(type(obj))
-    if name not in hints:
-        where = full_key[: len(full_key) - len(".".join(parts))] or "top level"
-        raise ConfigError(f"unknown key {full_key!r} (valid keys at {where}: {', '.join(hints)})")
-    tp = hints[name]
-    current = getattr(obj, name)
-    if len(parts) == 1:
-        value = _coerce(_parse_override_text(text, tp), tp, full_key)
-    else:
-        if current is None:
-            # An Optional nested config that is unset: start from the dataclass's defaults.
-            inner = _dataclass_in(tp)
-            if inner is None:
-                raise ConfigError(f"unknown key {full_key!r}: {name!r} is not a nested config")
-            current = _build(inner, {}, prefix=name + ".")
-        if not dataclasses.is_dataclass(current):
-            raise ConfigError(f"unknown key {full_key!r}: {name!r} is not a nested config")
-        value = _set_path(current, parts[1:], text, full_key)
-    return dataclasses.replace(obj, **{name: value})
+    parts = key.split(".")
+    for depth, name in enumerate(parts):
+        hints = _field_types(cls)
+        if name not in hints:
+            where = ".".join(parts[:depth]) or "top level"
+            raise ConfigError(f"unknown key {key!r} (valid keys at {where}: {', '.join(hints)})")
+        tp = hints[name]
+        if depth == len(parts) - 1:
+            data[name] = _coerce(_parse_override_text(text, tp), tp, key)
+            return
+        inner = _dataclass_in(tp)
+        if inner is None:
+            raise ConfigError(f"unknown key {key!r}: {'.'.join(parts[:depth + 1])!r} is not a nested config")
+        sub = data.get(name)
+        if sub is None or dataclasses.is_dataclass(sub):
+            sub = config_to_dict(sub) if sub is not None else {}
+        if not isinstance(sub, dict):
+            raise ConfigError(f"key {'.'.join(parts[:depth + 1])!r}: expected a mapping for {inner.__name__}, "
+                              f"got {sub!r}")
+        data[name] = sub
+        cls, data = inner, sub
 
 
 def _parse_override_text(text: str, tp: Any) -> Any:
@@ -182,7 +184,8 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
-def _build(cls: type[T], data: Any, prefix: str) -> T:
+def _build(cls: type[T], data: Any, prefix: str, base: Any = None) -> T:
+    """Make `cls` from a mapping; keys it lacks come from `base` (an instance) or else the class defaults."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'top level'}: expected a mapping for {cls.__name__}, "
                           f"got {data!r}")
@@ -197,15 +200,28 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
             continue
         key = prefix + f.name
         if f.name in data:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            value = data[f.name]
+            # A nested config given as a mapping overlays the parent's default for it, not the class defaults.
+            inner_base = getattr(base, f.name) if base is not None else _default_instance(f, value)
+            kwargs[f.name] = _coerce(value, hints[f.name], key, inner_base)
+        elif base is None and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key {key!r}")
     try:
+        if base is not None:
+            return dataclasses.replace(base, **kwargs)
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def _default_instance(f: dataclasses.Field, value: Any) -> Any:
+    """The field's default when it is a dataclass instance and `value` is a mapping to lay over it."""
+    if not isinstance(value, dict):
+        return None
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return default if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
 
 
 def _union_args(tp: Any) -> list[Any] | None:
@@ -226,13 +242,20 @@ def _dataclass_in(tp: Any) -> type | None:
 
 
 def _type_name(tp: Any) -> str:
+    if _union_args(tp):
+        return " or ".join(_type_name(a) for a in _union_args(tp))
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp` and return it in that type, or raise ConfigError."""
+def _coerce(value: Any, tp: Any, key: str, base: Any = None) -> Any:
+    """Check `value` against the annotation `tp` and return it in that type, or raise ConfigError.
+
+    `base`: for a nested dataclass given as a mapping, the instance whose values fill the keys it lacks.
+    """
     def fail() -> ConfigError:
         return ConfigError(f"key {key!r}: expected {_type_name(tp)}, got {value!r}")
 
@@ -244,11 +267,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if type(None) in union:
                 return None
             raise fail()
-        for option in union:
-            if option is type(None):
-                continue
+        options = [a for a in union if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error names the exact item that is wrong
+            return _coerce(value, options[0], key, base)
+        for option in options:
             try:
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, base)
             except ConfigError:
                 pass
         raise fail()
@@ -300,5 +324,5 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
-        return _build(tp, value, prefix=key + ".")
+        return _build(tp, value, prefix=key + ".", base=base if isinstance(base, tp) else None)
     raise ConfigError(f"key {key!r}: unsupported field type {tp!r} in the config dataclass")
