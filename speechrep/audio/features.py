@@ -5,6 +5,9 @@ features `(B, T', D)` plus frame lengths `(B,)`. Frames past an utterance's leng
 never depend on padding, so a padded batch equals the utterances computed one by one. Defaults follow
 Kaldi (`compute-fbank-feats`, `compute-mfcc-feats`): 25 ms Povey window, 10 ms hop, DC removal,
 pre-emphasis 0.97, snip_edges, no dither, samples scaled by 32768 as Kaldi reads 16-bit audio.
+
+lhotse's torch layers (lhotse.features.kaldi.layers) are not used: they take no lengths, and Wav2MFCC with
+use_energy=True (Kaldi's MFCC default) fails on batched input.
 """
 
 from __future__ import annotations
@@ -154,6 +157,8 @@ def _frames(wavs: Tensor, lengths: Tensor | None, opts: FrameOptions) -> tuple[T
     if lengths is None:
         lengths = torch.full((batch,), total, dtype=torch.long, device=wavs.device)
     lengths = lengths.to(device=wavs.device, dtype=torch.long)
+    if lengths.shape != (batch,) or (batch and (int(lengths.max()) > total or int(lengths.min()) < 0)):
+        raise ValueError(f"features: lengths {lengths.tolist()} do not fit waveforms shaped {tuple(wavs.shape)}")
     frame_lens = num_frames(lengths, opts.sample_rate, opts.frame_length_ms, opts.frame_shift_ms, opts.snip_edges)
     count = int(frame_lens.max()) if batch else 0
     length = opts.frame_length
