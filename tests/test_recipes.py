@@ -325,3 +325,104 @@ def test_voicebank_missing_clean_twin(tmp_path: Path) -> None:
     (tmp_path / "vb" / "clean_trainset_28spk_wav" / "p230_002.wav").unlink()
     with pytest.raises(CorpusLayoutError, match="clean_trainset_28spk_wav/p230_002.wav"):
         prepare_corpus("voicebank_demand", tmp_path / "vb", None)
+
+
+# ------------------------------------------------------------------------------------------------- QUESST14
+def build_quesst14(root: Path) -> None:
+    """Three English documents and one non-English, one dev and one eval query each, 8 kHz like the release."""
+    docs = {"quesst14_00001": "nnenglish", "quesst14_00002": "nnenglish", "quesst14_00003": "albanian",
+            "quesst14_00004": "nnenglish"}
+    queries = {"dev": {"quesst14_dev_0001": "nnenglish", "quesst14_dev_0002": "albanian"},
+               "eval": {"quesst14_eval_0001": "nnenglish"}}
+    for i, name in enumerate(docs):
+        write_wav(root / "Audio" / f"{name}.wav", 1.0, seed=i, sr=8000)
+    for split, names in queries.items():
+        for i, name in enumerate(names):
+            write_wav(root / f"{split}_queries" / f"{name}.wav", 0.4, seed=20 + i, sr=8000)
+    scoring = root / "scoring"
+    scoring.mkdir()
+    (scoring / "language_key_utterances.lst").write_text(
+        "".join(f"quesst14Database/Audio/{n}.wav {lang}\n" for n, lang in docs.items()))
+    for split, names in queries.items():
+        (scoring / f"language_key_{split}.lst").write_text(
+            "".join(f"quesst14Database/{split}_queries/{n}.wav {lang}\n" for n, lang in names.items()))
+        (scoring / f"groundtruth_quesst14_{split}").mkdir()
+    (scoring / "groundtruth_quesst14_dev" / "quesst14_dev.rttm").write_text(
+        "LEXEME quesst14_00001 1 0.20 0.40 quesst14_dev_0001 lex <NA> <NA>\n"
+        "LEXEME quesst14_00004 1 0.10 0.40 quesst14_dev_0001 lex <NA> <NA>\n"
+        "LEXEME quesst14_00003 1 0.10 0.40 quesst14_dev_0002 lex <NA> <NA>\n")
+    (scoring / "groundtruth_quesst14_eval" / "quesst14_eval.rttm").write_text(
+        "LEXEME quesst14_00002 1 0.50 0.40 quesst14_eval_0001 lex <NA> <NA>\n")
+
+
+def test_quesst14(tmp_path: Path) -> None:
+    build_quesst14(tmp_path / "quesst14Database")
+    prepare_corpus("quesst14", tmp_path / "quesst14Database", tmp_path / "out")
+    qbe = {s: {c.id: c for c in CutSet.from_file(tmp_path / "out" / "qbe" / f"{s}.jsonl.gz")} for s in ("dev", "test")}
+    docs = ["quesst14_00001", "quesst14_00002", "quesst14_00004"]  # the Albanian one is left out
+    assert sorted(qbe["dev"]) == docs + ["quesst14_dev_0001"]
+    assert sorted(qbe["test"]) == docs + ["quesst14_eval_0001"]
+    assert sup(qbe["dev"]["quesst14_dev_0001"]).custom == {"role": "query",
+                                                           "matches": ["quesst14_00001", "quesst14_00004"]}
+    assert sup(qbe["test"]["quesst14_eval_0001"]).custom["matches"] == ["quesst14_00002"]
+    assert sup(qbe["test"]["quesst14_00004"]).custom == {"role": "document"}
+    assert qbe["dev"]["quesst14_dev_0001"].load_audio().shape == (1, 6400)  # 0.4 s at 8 kHz -> 16 kHz
+    assert not (tmp_path / "out" / "qbe" / "train.jsonl.gz").exists()
+
+
+def test_quesst14_missing_ground_truth(tmp_path: Path) -> None:
+    build_quesst14(tmp_path / "q")
+    (tmp_path / "q" / "scoring" / "groundtruth_quesst14_eval" / "quesst14_eval.rttm").unlink()
+    with pytest.raises(CorpusLayoutError, match="quesst14_eval.rttm"):
+        prepare_corpus("quesst14", tmp_path / "q", None)
+
+
+# --------------------------------------------------------------------------------------------- Audio SNIPS
+def build_snips(root: Path) -> None:
+    """One utterance per split by a speaker of that split, plus a train-folder file by a test speaker."""
+    lines = {
+        "Joanna-snips-train-0": ("add sabrina salerno to the grime instrumentals playlist",
+                                 "O B-artist I-artist O O B-playlist I-playlist O", "AddToPlaylist"),
+        "Brian-snips-train-1": ("play music", "O O", "PlayMusic"),
+        "Amy-snips-valid-0": ("book a table in paris", "O O B-restaurant_type O B-city", "BookRestaurant"),
+        "Emma-snips-test-0": ("what is the weather in new york city", "O O O O O B-city I-city I-city",
+                              "GetWeather"),
+    }
+    text = []
+    for uid, (words, tags, intent) in lines.items():
+        folder = {"train": "train", "valid": "valid", "test": "test"}[uid.split("-")[2]]
+        write_wav(root / folder / uid.split("-")[0] / f"{uid}.wav", 0.5, seed=len(text))
+        text.append(f"{uid} BOS {words} EOS\tO {tags} {intent}\n")
+    (root / "all.iob.snips.txt").write_text("".join(text))
+
+
+def test_snips(tmp_path: Path) -> None:
+    build_snips(tmp_path / "snips")
+    sf_ = prepare_corpus("snips", tmp_path / "snips", tmp_path / "out")["sf"]
+    assert [[c.id for c in sf_[s]] for s in ("train", "dev", "test")] == [
+        ["Joanna-snips-train-0"], ["Amy-snips-valid-0"], ["Emma-snips-test-0"]]  # Brian is a test speaker
+    train = sup(next(iter(sf_["train"])))
+    assert train.text == "add sabrina salerno to the grime instrumentals playlist"
+    assert train.custom["slots"] == [{"type": "artist", "value": "sabrina salerno"},
+                                     {"type": "playlist", "value": "grime instrumentals"}]
+    assert train.custom["intent"] == "AddToPlaylist" and len(train.custom["tags"]) == 8
+    test = sup(next(iter(CutSet.from_file(tmp_path / "out" / "sf" / "test.jsonl.gz"))))
+    assert test.custom["slots"] == [{"type": "city", "value": "new york city"}] and test.speaker == "Emma"
+
+
+def test_snips_bad_line(tmp_path: Path) -> None:
+    build_snips(tmp_path / "snips")
+    with (tmp_path / "snips" / "all.iob.snips.txt").open("a") as f:
+        f.write("Ivy-snips-train-9 BOS play it EOS\tO O PlayMusic\n")  # one tag short
+    with pytest.raises(CorpusLayoutError, match="all.iob.snips.txt:5"):
+        prepare_corpus("snips", tmp_path / "snips", None)
+
+
+def test_unknown_corpus_and_missing_folder(tmp_path: Path) -> None:
+    from speechrep.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown corpus 'timit'"):
+        prepare_corpus("timit", tmp_path, None)
+    with pytest.raises(CorpusLayoutError, match="does not exist"):
+        prepare_corpus("snips", tmp_path / "nowhere", None)
+    assert sorted(RECIPES) == ["fluent_speech_commands", "iemocap", "libri2mix", "librispeech", "quesst14",
+                               "snips", "speech_commands", "voicebank_demand", "voxceleb1"]

@@ -17,6 +17,8 @@ from speechrep.data.recipes.fluent_speech_commands import prepare_fluent_speech_
 from speechrep.data.recipes.iemocap import prepare_iemocap
 from speechrep.data.recipes.libri2mix import prepare_libri2mix
 from speechrep.data.recipes.librispeech import prepare_librispeech
+from speechrep.data.recipes.quesst14 import prepare_quesst14
+from speechrep.data.recipes.snips import prepare_snips
 from speechrep.data.recipes.speech_commands import prepare_speech_commands
 from speechrep.data.recipes.voicebank_demand import prepare_voicebank_demand
 from speechrep.data.recipes.voxceleb1 import prepare_voxceleb1
@@ -30,6 +32,8 @@ RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {
     "fluent_speech_commands": prepare_fluent_speech_commands,
     "libri2mix": prepare_libri2mix,
     "voicebank_demand": prepare_voicebank_demand,
+    "quesst14": prepare_quesst14,
+    "snips": prepare_snips,
 }
 
 

@@ -54,6 +54,11 @@ def recording(path: Path, recording_id: str) -> Recording:
         raise CorpusLayoutError(f"{path}: cannot read audio ({e})") from e
 
 
+def at_sample_rate(rec: Recording, sample_rate: int = 16000) -> Recording:
+    """The recording, resampled on load when it is not already at `sample_rate`."""
+    return rec if rec.sampling_rate == sample_rate else rec.resample(sample_rate)
+
+
 def whole_cut(rec: Recording, text: str | None = None, speaker: str | None = None,
               custom: dict[str, Any] | None = None, cut_id: str | None = None) -> MonoCut:
     """A cut spanning the whole recording, with one supervision carrying the labels."""

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lhotse import CutSet, MonoCut, Recording
+from lhotse import CutSet, MonoCut
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, load_if_done, recording, require,
+from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, at_sample_rate, load_if_done, recording, require,
                                             whole_cut, write_manifests)
 
-SAMPLE_RATE = 16000
 DEV_SPEAKERS = ("p226", "p287")
 FOLDERS = {"train": ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "trainset_28spk_txt"),
            "test": ("noisy_testset_wav", "clean_testset_wav", "testset_txt")}
-
-
-def _at_16k(rec: Recording) -> Recording:
-    """The recording, resampled on load when it is not at 16 kHz."""
-    return rec if rec.sampling_rate == SAMPLE_RATE else rec.resample(SAMPLE_RATE)
 
 
 def _pair_cuts(corpus_dir: Path, noisy: str, clean: str, txt: str) -> list[MonoCut]:
@@ -32,8 +26,8 @@ def _pair_cuts(corpus_dir: Path, noisy: str, clean: str, txt: str) -> list[MonoC
     txt_dir = corpus_dir / txt
     cuts = []
     for path in sorted(noisy_dir.glob("*.wav")):
-        noisy_rec = _at_16k(recording(path, path.stem))
-        clean_rec = _at_16k(recording(require(clean_dir / path.name, "clean twin of a noisy file"),
+        noisy_rec = at_sample_rate(recording(path, path.stem))
+        clean_rec = at_sample_rate(recording(require(clean_dir / path.name, "clean twin of a noisy file"),
                                       f"{path.stem}_clean"))
         if abs(clean_rec.duration - noisy_rec.duration) > 1e-3:
             raise CorpusLayoutError(f"{clean_dir / path.name}: {clean_rec.duration:.3f} s, but its noisy twin "

@@ -1,0 +1,72 @@
+"""QUESST 2014 (MediaEval query-by-example) → the `qbe` subset, English part by default, as in SUPERB QbE.
+
+Layout (`quesst14Database/`): documents in `Audio/`, queries in `dev_queries/` and `eval_queries/` (8 kHz wav,
+resampled to 16 kHz on load), and in `scoring/`: `language_key_{utterances,dev,eval}.lst` (`<path> <language>`)
+and the ground truth `groundtruth_quesst14_{dev,eval}/quesst14_{dev,eval}.rttm`, one `LEXEME <document> 1
+<start> <duration> <query> ...` line per occurrence of a query in a document.
+`qbe/dev` (dev queries) and `qbe/test` (eval queries) each hold their queries and every document; each cut has
+`custom["role"]` (`query` or `document`), and a query's `custom["matches"]` lists the documents containing it.
+QbE has no training data, so no train split is written.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from lhotse import CutSet, MonoCut
+
+from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, at_sample_rate, load_if_done, recording,
+                                            require, whole_cut, write_manifests)
+
+QUERY_SETS = {"dev": ("dev", "dev_queries"), "test": ("eval", "eval_queries")}
+
+
+def read_language_key(path: Path, languages: Sequence[str] | None) -> list[str]:
+    """Utterance names (file stems) of a language key list, kept when their language is in `languages`."""
+    names = []
+    for i, line in enumerate(require(path, "language key list").read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise CorpusLayoutError(f"{path}:{i}: expected '<path> <language>', got {line!r}")
+        if languages is None or fields[1] in languages:
+            names.append(Path(fields[0]).stem)
+    return names
+
+
+def read_ground_truth(path: Path) -> dict[str, set[str]]:
+    """Query name → the documents that contain it, from the LEXEME lines of a ground-truth RTTM."""
+    matches: dict[str, set[str]] = defaultdict(set)
+    for line in require(path, "ground-truth RTTM").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == "LEXEME":
+            matches[fields[5]].add(fields[1])
+    return matches
+
+
+def _cut(folder: Path, name: str, custom: dict) -> MonoCut:
+    """A whole-file cut of `folder/<name>.wav` at 16 kHz."""
+    rec = at_sample_rate(recording(require(folder / f"{name}.wav", "audio listed in the language key"), name))
+    return whole_cut(rec, custom=custom)
+
+
+def prepare_quesst14(corpus_dir: Path, output_dir: Path | None = None,
+                     languages: Sequence[str] | None = ("nnenglish",)) -> Manifests:
+    """Read QUESST14 into `qbe/{dev,test}` cuts of queries (with their matching documents) and documents."""
+    done = load_if_done(output_dir, {"qbe": QUERY_SETS})
+    if done:
+        return done
+    root, scoring = Path(corpus_dir), Path(corpus_dir) / "scoring"
+    require(scoring, "scoring folder")
+    docs = read_language_key(scoring / "language_key_utterances.lst", languages)
+    doc_cuts = [_cut(root / "Audio", name, {"role": "document"}) for name in docs]
+    qbe = {}
+    for split, (name, folder) in QUERY_SETS.items():
+        truth = read_ground_truth(scoring / f"groundtruth_quesst14_{name}" / f"quesst14_{name}.rttm")
+        kept = set(docs)
+        queries = [_cut(root / folder, q, {"role": "query", "matches": sorted(truth.get(q, set()) & kept)})
+                   for q in read_language_key(scoring / f"language_key_{name}.lst", languages)]
+        qbe[split] = CutSet.from_cuts(queries + doc_cuts)
+    return write_manifests({"qbe": qbe}, output_dir)
