@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from speechrep.errors import SpeechrepError
@@ -66,6 +67,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------- subcommands
 # Keep each block short: parse, call the library, print. Add new commands below in the same shape.
+
+
+def _prepare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", help="corpus name: librispeech, speech_commands, voxceleb1, iemocap, "
+                   "fluent_speech_commands, libri2mix, voicebank_demand, quesst14, snips")
+    p.add_argument("--corpus-dir", type=Path, required=True, help="the corpus in its published layout")
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/<subset>/{train,dev,test}.jsonl.gz")
+
+
+@command("prepare", "turn a real corpus into speechrep manifests", _prepare_arguments)
+def _prepare(args: argparse.Namespace) -> int:
+    from speechrep.data.recipes import prepare_corpus
+
+    manifests = prepare_corpus(args.corpus, args.corpus_dir, args.out)
+    for subset, splits in manifests.items():
+        for split, cuts in splits.items():
+            hours = sum(c.duration for c in cuts) / 3600
+            print(f"{args.out / subset / split}.jsonl.gz: {len(cuts)} cuts, {hours:.2f} h")
+    return 0
 
 
 if __name__ == "__main__":

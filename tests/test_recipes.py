@@ -426,3 +426,15 @@ def test_unknown_corpus_and_missing_folder(tmp_path: Path) -> None:
         prepare_corpus("snips", tmp_path / "nowhere", None)
     assert sorted(RECIPES) == ["fluent_speech_commands", "iemocap", "libri2mix", "librispeech", "quesst14",
                                "snips", "speech_commands", "voicebank_demand", "voxceleb1"]
+
+
+def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from speechrep.cli import main
+    build_fsc(tmp_path / "fsc")
+    assert main(["prepare", "fluent_speech_commands", "--corpus-dir", str(tmp_path / "fsc"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert f"{tmp_path / 'out' / 'ic' / 'dev'}.jsonl.gz: 1 cuts" in capsys.readouterr().out
+    assert main(["prepare", "iemocap", "--corpus-dir", str(tmp_path / "fsc"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("speechrep prepare: error: ") and "Session1: missing session folder" in err
+    assert "\n" not in err
