@@ -2,7 +2,7 @@
 
 SI-SDR (Le Roux et al., 2019) removes the means, projects the estimate on the reference and compares the
 projection to the residual, in dB; a scaled copy of the reference scores the same as the reference itself,
-which is large but finite because of `eps`. PESQ and STOI wrap the `pesq` (ITU-T P.862.2 wide band, 16 kHz)
+which is capped at `max_db` (100 dB). PESQ and STOI wrap the `pesq` (ITU-T P.862.2 wide band, 16 kHz)
 and `pystoi` packages. `pit_assign` finds, for each batch item, the estimate-to-reference permutation with the
 lowest mean pairwise loss by scoring all S! permutations at once (S = 2 or 3 gives 2 or 6).
 """
@@ -20,14 +20,19 @@ from torch import Tensor
 from speechrep.errors import AudioError, SpeechrepError
 
 
-def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
-    """Scale-invariant SDR in dB over the last axis; leading axes broadcast (e.g. (B, S, 1, T) vs (B, 1, S, T))."""
+def si_sdr(estimate: Tensor, reference: Tensor, max_db: float = 100.0) -> Tensor:
+    """Scale-invariant SDR in dB over the last axis, at most `max_db`; leading axes broadcast.
+
+    The cap is relative to the target energy, so a perfect estimate scores `max_db` at any scale.
+    """
+    tiny = torch.finfo(estimate.dtype).tiny  # only keeps silent inputs finite (0 dB)
     estimate = estimate - estimate.mean(dim=-1, keepdim=True)
     reference = reference - reference.mean(dim=-1, keepdim=True)
-    scale = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + eps)
-    target = scale * reference
-    noise = estimate - target
-    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+    scale = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + tiny)
+    target_energy = (scale * reference).pow(2).sum(-1)
+    noise_energy = (estimate - scale * reference).pow(2).sum(-1)
+    floor = 10 ** (-max_db / 10) * target_energy
+    return 10 * torch.log10((target_energy + tiny) / (noise_energy + floor + tiny))
 
 
 def si_sdr_improvement(estimate: Tensor, reference: Tensor, mixture: Tensor) -> Tensor:
@@ -78,6 +83,8 @@ def _checked_pair(reference: ArrayLike, degraded: ArrayLike, sample_rate: int, n
         raise AudioError(f"{name}: reference has {reference.size} samples, degraded {degraded.size}")
     if not (np.isfinite(reference).all() and np.isfinite(degraded).all()):
         raise AudioError(f"{name}: audio contains NaN or Inf")
+    if not np.abs(reference).max(initial=0.0) > 0:
+        raise AudioError(f"{name}: the reference is silent")
     return reference, degraded
 
 
@@ -87,7 +94,9 @@ def pesq_wb(reference: ArrayLike, degraded: ArrayLike, sample_rate: int = 16000)
     try:
         return float(pesq_lib.pesq(sample_rate, reference, degraded, "wb"))
     except pesq_lib.PesqError as error:
-        raise AudioError(f"PESQ: {type(error).__name__}: {error}") from None
+        message = error.args[0] if error.args else ""
+        message = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+        raise AudioError(f"PESQ: {type(error).__name__}: {message}") from None
 
 
 def stoi(reference: ArrayLike, degraded: ArrayLike, sample_rate: int = 16000, extended: bool = False) -> float:
