@@ -33,6 +33,22 @@ def _perplexity(probs: Tensor, mask: Tensor | None) -> Tensor:
     return torch.exp(-(mean * torch.log(mean + 1e-7)).sum(-1)).sum()
 
 
+class GroupedLinear(nn.Module):
+    """Block-diagonal linear map: output slice g depends only on input slice g."""
+
+    def __init__(self, in_features: int, out_features: int, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, in_features // groups, out_features // groups))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in_features) → (..., out_features)."""
+        out = torch.einsum("...gi,gio->...go", x.unflatten(-1, (self.groups, -1)), self.weight)
+        return out.flatten(-2) + self.bias
+
+
 class GumbelVectorQuantizer(nn.Module):
     """Product quantizer: `groups` codebooks of `entries` vectors, chosen by a Gumbel-softmax over a linear map.
 
@@ -40,14 +56,19 @@ class GumbelVectorQuantizer(nn.Module):
     wav2vec 2.0 quantizer. Training samples hard Gumbel codes with straight-through gradients; evaluation takes
     the argmax (still straight-through, so the projection gets gradients in both modes). `temperature` is a
     plain attribute so a schedule can anneal it. `loss` is the wav2vec 2.0 diversity loss (G·V − ppl) / (G·V).
+    `grouped_input=True` makes group g read only the g-th slice of the input (the multi-group VQ layers of
+    VQ-APC/NPC); otherwise every group reads the whole input (wav2vec 2.0).
     """
 
-    def __init__(self, input_dim: int, code_dim: int, entries: int, groups: int = 1, temperature: float = 1.0):
+    def __init__(self, input_dim: int, code_dim: int, entries: int, groups: int = 1, temperature: float = 1.0,
+                 grouped_input: bool = False):
         super().__init__()
-        if code_dim % groups:
-            raise ValueError(f"code_dim {code_dim} is not divisible by groups {groups}")
+        if code_dim % groups or (grouped_input and input_dim % groups):
+            raise ValueError(f"code_dim {code_dim} (and input_dim {input_dim} when grouped_input) must be "
+                             f"divisible by groups {groups}")
         self.groups, self.entries, self.temperature = groups, entries, temperature
-        self.weight_proj = nn.Linear(input_dim, groups * entries)
+        self.weight_proj = (GroupedLinear(input_dim, groups * entries, groups) if grouped_input
+                            else nn.Linear(input_dim, groups * entries))
         self.codebook = nn.Parameter(torch.empty(groups, entries, code_dim // groups).uniform_())
         nn.init.normal_(self.weight_proj.weight, std=1.0)
         nn.init.zeros_(self.weight_proj.bias)

@@ -20,7 +20,7 @@ def run_packed(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> Tensor:
 class RNNStack(nn.Module):
     """Single-layer RNNs stacked one by one so that every layer's output is visible (and can be altered).
 
-    `residual=True` adds each layer's input to its output wherever the sizes agree (APC's residual stack).
+    `residual=True` adds each layer's input to its output from the second layer on (APC's residual stack).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, cell: str = "gru",
@@ -37,7 +37,7 @@ class RNNStack(nn.Module):
     def layer_forward(self, index: int, x: Tensor, lengths: Tensor) -> Tensor:
         """Output of layer `index` for input `x` (B, T, D): dropout and residual applied, padding zeroed."""
         out = self.dropout(run_packed(self.layers[index], x, lengths))
-        if self.residual and out.shape[-1] == x.shape[-1]:
+        if self.residual and index > 0:
             out = out + x * padding_mask(lengths, x.shape[1])[..., None]
         return out
 

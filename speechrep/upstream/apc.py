@@ -1,11 +1,12 @@
 """APC and VQ-APC: autoregressive predictive coding on log-mel.
 
 APC (Chung et al. 2019, https://arxiv.org/abs/1904.03240): a unidirectional 3-layer GRU (512) with residual
-connections reads 80-dim log-mel frames and, through a linear postnet, predicts the frame `n_future` steps
-ahead under an L1 loss. VQ-APC (Chung et al. 2020, https://arxiv.org/abs/2005.08392) inserts Gumbel-softmax VQ
-layers after chosen GRU layers. The GRU reads log-mel directly (no input projection, as in the paper), so the
-hidden states are the outputs of the GRU layers (the quantized output where a VQ layer follows), all 512-dim,
-one per frame: stride 160, frames = 1 + (samples − 400) // 160. The postnet is pre-training only (`APCHead`).
+connections between GRU layers reads 80-dim log-mel frames (per-utterance CMVN) and, through a linear postnet,
+predicts the frame `n_future` steps ahead under an L1 loss. VQ-APC (Chung et al. 2020,
+https://arxiv.org/abs/2005.08392) quantizes the last GRU layer with a Gumbel-softmax VQ layer (512 codes)
+before the postnet. The GRU reads log-mel directly (no input projection, as in the paper), so the hidden
+states are the outputs of the GRU layers, all 512-dim (VQ-APC adds a fourth: the quantized last layer), one
+per frame: stride 160, frames = 1 + (samples − 400) // 160. The postnet is pre-training only (`APCHead`).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ class APCConfig:
     residual: bool = True
     dropout: float = 0.1
     n_future: int = 3  # pre-training: predict the frame this many steps ahead
-    vq_layers: tuple[int, ...] = ()  # 0-based GRU layers followed by a VQ layer (VQ-APC)
-    vq_codebook_size: int = 128
+    vq_codebook_size: int = 0  # VQ-APC: entries per group of the VQ layer on the last GRU layer (0: APC)
+    vq_groups: int = 1
     vq_temperature: float = 0.5
 
 
@@ -47,11 +48,11 @@ class APC(nn.Module):
         self.config = config
         self.rnn = RNNStack(config.num_mel_bins, config.hidden_size, config.num_layers, "gru",
                             residual=config.residual, dropout=config.dropout)
-        self.vq = nn.ModuleDict({
-            str(i): GumbelVectorQuantizer(config.hidden_size, config.hidden_size, config.vq_codebook_size,
-                                          groups=1, temperature=config.vq_temperature)
-            for i in config.vq_layers})
-        self.hidden_sizes = [config.hidden_size] * config.num_layers
+        self.vq = (GumbelVectorQuantizer(config.hidden_size, config.hidden_size, config.vq_codebook_size,
+                                         groups=config.vq_groups, temperature=config.vq_temperature,
+                                         grouped_input=True)
+                   if config.vq_codebook_size else None)
+        self.hidden_sizes = [config.hidden_size] * (config.num_layers + (self.vq is not None))
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""
@@ -59,13 +60,10 @@ class APC(nn.Module):
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
         """Hidden states from precomputed log-mel features (B, T', num_mel_bins)."""
-        x, mask = feats, padding_mask(lengths, feats.shape[1])
-        states = []
-        for i in range(len(self.rnn.layers)):
-            x = self.rnn.layer_forward(i, x, lengths)
-            if str(i) in self.vq:
-                x = self.vq[str(i)](x, mask).quantized * mask[..., None]
-            states.append(x)
+        states = self.rnn(feats, lengths)
+        if self.vq is not None:
+            mask = padding_mask(lengths, feats.shape[1])
+            states.append(self.vq(states[-1], mask).quantized * mask[..., None])
         return UpstreamOutput(states, lengths)
 
     def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
@@ -74,7 +72,7 @@ class APC(nn.Module):
 
 
 class APCHead(nn.Module):
-    """Pre-training only: the postnet mapping the last hidden state to the log-mel frame `n_future` ahead."""
+    """Pre-training only: the postnet mapping the last hidden state (quantized for VQ-APC) `n_future` frames ahead."""
 
     def __init__(self, config: APCConfig):
         super().__init__()
@@ -104,11 +102,11 @@ def apc_tiny(**overrides) -> APC:
 
 @register_upstream("vq_apc")
 def vq_apc(**overrides) -> APC:
-    """VQ-APC: APC with a 128-code Gumbel VQ layer after the last GRU layer."""
-    return APC(replace(APCConfig(vq_layers=(2,)), **overrides))
+    """VQ-APC: APC with a 512-code Gumbel VQ layer on the last GRU layer, predicting 5 frames ahead."""
+    return APC(replace(APCConfig(vq_codebook_size=512, n_future=5), **overrides))
 
 
 @register_upstream("vq_apc_tiny")
 def vq_apc_tiny(**overrides) -> APC:
-    """A small VQ-APC for tests (VQ after the first of two layers, so the quantized codes feed a GRU)."""
-    return APC(replace(APCConfig(hidden_size=32, num_layers=2, vq_layers=(0,), vq_codebook_size=16), **overrides))
+    """A small VQ-APC (two 8-code groups) for tests."""
+    return APC(replace(APCConfig(hidden_size=32, num_layers=2, vq_codebook_size=8, vq_groups=2), **overrides))

@@ -9,6 +9,7 @@ The per-step prediction network is pre-training only and not part of this module
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -56,7 +57,7 @@ class CPC(nn.Module):
         super().__init__()
         self.config = config
         h = config.hidden_size
-        self.stride = int(torch.tensor([s for _, s, _ in config.conv_layers]).prod())
+        self.stride = math.prod(s for _, s, _ in config.conv_layers)
         self.convs = nn.ModuleList(nn.Conv1d(1 if i == 0 else h, h, k, stride=s, padding=p)
                                    for i, (k, s, p) in enumerate(config.conv_layers))
         self.norms = nn.ModuleList(ChannelNorm(h) for _ in config.conv_layers)

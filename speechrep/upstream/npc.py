@@ -1,13 +1,14 @@
 """NPC: non-autoregressive predictive coding (Liu, Chung & Glass 2021, https://arxiv.org/abs/2011.00406).
 
-Each frame's representation is computed from its context only: a stack of convolution blocks (conv, ReLU,
-residual, LayerNorm) carries the input upward, and beside every block a masked convolution reads the block's
-input with the centre of its kernel zeroed, so frame t never sees frames t−m/2 … t+m/2. Because each block
-widens the receptive field by kernel//2 on each side, the mask of the l-th masked convolution grows by
-2·(kernel//2) per layer; its kernel grows with it, keeping (kernel − mask)//2 live taps on each side. The
-masked outputs are summed and quantized by a Gumbel VQ layer; pre-training (`NPCHead`, L1) reconstructs the
-masked frame. Input: 80 log-mel (per-utterance CMVN), stride 160, frames = 1 + (samples − 400) // 160.
-Hidden states: input projection, the block outputs, the summed masked representation, its quantized value.
+Each frame's representation is computed from its context only. A stack of conv blocks (conv k=3, ReLU,
+1×1 conv, BatchNorm, residual) carries the 80-dim log-mel input (per-utterance CMVN) upward; beside each block
+a masked convolution (kernel 15, tanh) reads the block's output with the centre of its kernel zeroed. Each
+block widens the receptive field by one frame per side, so the mask grows by two per block (7, 9, 11, 13 for
+an input mask of 5): frame t never sees frames t−2 … t+2. The masked outputs are summed and quantized by a
+4-group Gumbel VQ layer; pre-training (`NPCHead`, L1) reconstructs frame t from the quantized sum.
+Stride 160, frames = 1 + (samples − 400) // 160. Hidden states: each block's output, the summed masked
+representation (NPC's feature), its quantized value. BatchNorm uses running statistics in eval mode, where
+a padded batch equals the utterances one by one; in training mode batch statistics include every frame.
 """
 from __future__ import annotations
 
@@ -30,30 +31,47 @@ class NPCConfig:
     num_mel_bins: int = 80
     hidden_size: int = 512
     num_blocks: int = 4
-    kernel_size: int = 15
-    mask_size: int = 5
+    kernel_size: int = 15  # masked convolutions
+    mask_size: int = 5  # input frames hidden from each prediction (odd)
     dropout: float = 0.1
-    vq_codebook_size: int = 64
+    vq_groups: int = 4
+    vq_codebook_size: int = 64  # entries per group
     vq_temperature: float = 1.0
 
 
-class MaskedConv1d(nn.Module):
-    """Same-length 1-D conv whose kernel has `mask_size` zeroed centre taps and `reach` live taps per side."""
+class _ConvBlock(nn.Module):
+    """conv k=3 → ReLU → 1×1 conv → BatchNorm → dropout (+ residual) → ReLU, on (B, C, T)."""
 
-    def __init__(self, channels: int, mask_size: int, reach: int):
+    def __init__(self, in_size: int, hidden: int, residual: bool, dropout: float):
         super().__init__()
-        self.mask_size, self.reach = mask_size, reach
-        self.left = nn.Parameter(torch.empty(channels, channels, reach))
-        self.right = nn.Parameter(torch.empty(channels, channels, reach))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        for w in (self.left, self.right):
-            nn.init.kaiming_uniform_(w, a=5 ** 0.5)
+        self.conv = nn.Conv1d(in_size, hidden, 3, padding=1)
+        self.norm1 = nn.BatchNorm1d(hidden)
+        self.linear = nn.Conv1d(hidden, hidden, 1)
+        self.norm2 = nn.BatchNorm1d(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.residual = residual
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B, C, T) → (B, C, T); output t depends only on frames outside t ± mask_size // 2."""
-        centre = self.left.new_zeros(*self.left.shape[:2], self.mask_size)
-        weight = torch.cat([self.left, centre, self.right], dim=-1)
-        return F.conv1d(x, weight, self.bias, padding=weight.shape[-1] // 2)
+        """x (B, C_in, T) → (B, hidden, T)."""
+        out = self.dropout(self.norm2(self.linear(torch.relu(self.norm1(self.conv(x))))))
+        return torch.relu(out + x if self.residual else out)
+
+
+class MaskedConv1d(nn.Conv1d):
+    """Same-length 1-D convolution whose `mask_size` centre taps are fixed at zero, followed by tanh."""
+
+    def __init__(self, channels: int, kernel_size: int, mask_size: int):
+        if not 0 < mask_size < kernel_size:
+            raise ValueError(f"mask_size {mask_size} must be in (0, kernel_size={kernel_size})")
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2)
+        keep = torch.ones(kernel_size)
+        start = (kernel_size - mask_size) // 2
+        keep[start: start + mask_size] = 0
+        self.register_buffer("tap_mask", keep, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, C, T) → (B, C, T); output t ignores inputs t − mask_size//2 … t + mask_size//2."""
+        return torch.tanh(F.conv1d(x, self.weight * self.tap_mask, self.bias, padding=self.padding))
 
 
 class NPC(nn.Module):
@@ -65,17 +83,15 @@ class NPC(nn.Module):
     def __init__(self, config: NPCConfig):
         super().__init__()
         c = self.config = config
-        if c.kernel_size % 2 == 0 or c.mask_size % 2 == 0 or c.mask_size >= c.kernel_size:
-            raise ValueError(f"NPC needs odd kernel_size > odd mask_size, got {c.kernel_size}, {c.mask_size}")
-        h, half = c.hidden_size, c.kernel_size // 2
-        self.input_proj = nn.Linear(c.num_mel_bins, h)
-        self.convs = nn.ModuleList(nn.Conv1d(h, h, c.kernel_size, padding=half) for _ in range(c.num_blocks - 1))
-        self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(c.num_blocks - 1))
-        reach = (c.kernel_size - c.mask_size) // 2
-        self.masked_convs = nn.ModuleList(MaskedConv1d(h, c.mask_size + 2 * half * i, reach)
+        if c.kernel_size % 2 == 0 or c.mask_size % 2 == 0:
+            raise ValueError(f"NPC needs odd kernel_size and mask_size, got {c.kernel_size}, {c.mask_size}")
+        h = c.hidden_size
+        self.blocks = nn.ModuleList(_ConvBlock(c.num_mel_bins if i == 0 else h, h, i > 0, c.dropout)
+                                    for i in range(c.num_blocks))
+        self.masked_convs = nn.ModuleList(MaskedConv1d(h, c.kernel_size, c.mask_size + 2 * (i + 1))
                                           for i in range(c.num_blocks))
-        self.dropout = nn.Dropout(c.dropout)
-        self.vq = GumbelVectorQuantizer(h, h, c.vq_codebook_size, groups=1, temperature=c.vq_temperature)
+        self.vq = GumbelVectorQuantizer(h, h, c.vq_codebook_size, groups=c.vq_groups,
+                                        temperature=c.vq_temperature, grouped_input=True)
         self.hidden_sizes = [h] * (c.num_blocks + 2)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,17 +101,15 @@ class NPC(nn.Module):
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
         """Hidden states from log-mel features (B, T', num_mel_bins)."""
         mask = padding_mask(lengths, feats.shape[1])
-        keep = mask[..., None].to(feats.dtype)
-        h = self.input_proj(feats) * keep
-        states, masked_sum = [h], 0
-        for i, masked_conv in enumerate(self.masked_convs):
-            masked_sum = masked_sum + masked_conv(h.transpose(1, 2)).transpose(1, 2)
-            if i < len(self.convs):
-                update = torch.relu(self.convs[i](h.transpose(1, 2))).transpose(1, 2)
-                h = self.norms[i](h + self.dropout(update)) * keep
-                states.append(h)
-        z = masked_sum * keep
-        states += [z, self.vq(z, mask).quantized * keep]
+        keep = mask[:, None, :].to(feats.dtype)
+        x, states, masked_sum = feats.transpose(1, 2) * keep, [], 0
+        for block, masked_conv in zip(self.blocks, self.masked_convs):
+            # zero padding after every block so each conv sees what a lone utterance's zero padding gives
+            x = block(x) * keep
+            masked_sum = masked_sum + masked_conv(x)
+            states.append(x.transpose(1, 2))
+        z = (masked_sum * keep).transpose(1, 2)
+        states += [z, self.vq(z, mask).quantized * mask[..., None]]
         return UpstreamOutput(states, lengths)
 
     def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
@@ -119,12 +133,12 @@ class NPCHead(nn.Module):
 
 @register_upstream("npc")
 def npc(**overrides) -> NPC:
-    """NPC: 4 blocks of 512, kernel 15, mask 5, 64-code VQ, on 80 log-mel."""
+    """NPC: 4 blocks of 512, masked kernel 15, input mask 5, VQ 4 groups × 64 codes, on 80 log-mel."""
     return NPC(replace(NPCConfig(), **overrides))
 
 
 @register_upstream("npc_tiny")
 def npc_tiny(**overrides) -> NPC:
     """A small NPC for tests."""
-    return NPC(replace(NPCConfig(hidden_size=32, num_blocks=3, kernel_size=5, mask_size=1, vq_codebook_size=8),
-                       **overrides))
+    return NPC(replace(NPCConfig(hidden_size=32, num_blocks=2, kernel_size=9, mask_size=3, vq_groups=2,
+                                 vq_codebook_size=8), **overrides))
