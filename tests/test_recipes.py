@@ -1,4 +1,5 @@
-"""Each real-corpus recipe reads a tiny tree, written here in the corpus's published layout, into manifests."""
+"""Each real-corpus recipe reads a tiny tree, written here in its published layout, into manifests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,14 @@ def labels(cuts: CutSet, key: str) -> dict[str, object]:
 # ------------------------------------------------------------------------------------------- Speech Commands
 def build_speech_commands(root: Path) -> None:
     """Two commands and one other word, 3 speakers, a 10 s background noise file, the official lists."""
-    files = {"yes/aaaa1111_nohash_0.wav": 1.0, "yes/bbbb2222_nohash_0.wav": 0.9, "no/aaaa1111_nohash_1.wav": 1.0,
-             "no/cccc3333_nohash_0.wav": 1.0, "bed/bbbb2222_nohash_0.wav": 0.8, "bed/cccc3333_nohash_0.wav": 1.0}
+    files = {
+        "yes/aaaa1111_nohash_0.wav": 1.0,
+        "yes/bbbb2222_nohash_0.wav": 0.9,
+        "no/aaaa1111_nohash_1.wav": 1.0,
+        "no/cccc3333_nohash_0.wav": 1.0,
+        "bed/bbbb2222_nohash_0.wav": 0.8,
+        "bed/cccc3333_nohash_0.wav": 1.0,
+    }
     for i, (rel, dur) in enumerate(files.items()):
         write_wav(root / rel, dur, seed=i)
     write_wav(root / "_background_noise_" / "white_noise.wav", 10.0, seed=9)
@@ -49,19 +56,29 @@ def test_speech_commands(tmp_path: Path) -> None:
     out = prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
     ks = {s: CutSet.from_file(tmp_path / "out" / "ks" / f"{s}.jsonl.gz") for s in ("train", "dev", "test")}
     assert labels(ks["train"], "keyword") == {
-        "yes_aaaa1111_nohash_0": "yes", "no_aaaa1111_nohash_1": "no",
-        **{f"_silence__white_noise_{k:04d}": "_silence_" for k in range(8)}}
-    assert labels(ks["dev"], "keyword") == {"yes_bbbb2222_nohash_0": "yes", "bed_bbbb2222_nohash_0": "_unknown_",
-                                            "_silence__white_noise_0008": "_silence_"}
-    assert labels(ks["test"], "keyword") == {"no_cccc3333_nohash_0": "no", "bed_cccc3333_nohash_0": "_unknown_",
-                                             "_silence__white_noise_0009": "_silence_"}
+        "yes_aaaa1111_nohash_0": "yes",
+        "no_aaaa1111_nohash_1": "no",
+        **{f"_silence__white_noise_{k:04d}": "_silence_" for k in range(8)},
+    }
+    assert labels(ks["dev"], "keyword") == {
+        "yes_bbbb2222_nohash_0": "yes",
+        "bed_bbbb2222_nohash_0": "_unknown_",
+        "_silence__white_noise_0008": "_silence_",
+    }
+    assert labels(ks["test"], "keyword") == {
+        "no_cccc3333_nohash_0": "no",
+        "bed_cccc3333_nohash_0": "_unknown_",
+        "_silence__white_noise_0009": "_silence_",
+    }
     dev = {c.id: c for c in ks["dev"]}
     assert sup(dev["bed_bbbb2222_nohash_0"]).speaker == "bbbb2222"
     assert sup(dev["bed_bbbb2222_nohash_0"]).text == "bed"
     assert dev["yes_bbbb2222_nohash_0"].duration == pytest.approx(0.9)
     # a silence slice is second 8 of the noise file, read at the right offset
     noise = sf.read(tmp_path / "sc" / "_background_noise_" / "white_noise.wav", dtype="float32")[0]
-    np.testing.assert_allclose(dev["_silence__white_noise_0008"].load_audio()[0], noise[8 * SR:9 * SR], atol=1e-6)
+    np.testing.assert_allclose(
+        dev["_silence__white_noise_0008"].load_audio()[0], noise[8 * SR : 9 * SR], atol=1e-6
+    )
     assert len(out["ks"]["train"]) == 10
 
 
@@ -82,35 +99,57 @@ def test_rerun_keeps_the_written_manifests(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ VoxCeleb1
 def build_voxceleb1(root: Path) -> None:
-    """Four speakers: two identified (iden_split), two in the verification trials, one more for the ASV pool."""
-    rels = ["id10001/vidA/00001.wav", "id10001/vidA/00002.wav", "id10001/vidB/00001.wav",
-            "id10002/vidC/00001.wav", "id10002/vidC/00002.wav", "id10002/vidD/00001.wav",
-            "id10270/vidE/00001.wav", "id10270/vidF/00001.wav", "id10271/vidG/00001.wav"]
+    """Two identified speakers (iden_split), two in the verification trials, one more in the ASV pool."""
+    rels = [
+        "id10001/vidA/00001.wav",
+        "id10001/vidA/00002.wav",
+        "id10001/vidB/00001.wav",
+        "id10002/vidC/00001.wav",
+        "id10002/vidC/00002.wav",
+        "id10002/vidD/00001.wav",
+        "id10270/vidE/00001.wav",
+        "id10270/vidF/00001.wav",
+        "id10271/vidG/00001.wav",
+    ]
     for i, rel in enumerate(rels):
         write_wav(root / "wav" / rel, 0.3 + 0.1 * i, seed=i)
     (root / "iden_split.txt").write_text(
         "1 id10001/vidA/00001.wav\n2 id10001/vidA/00002.wav\n3 id10001/vidB/00001.wav\n"
-        "1 id10002/vidC/00001.wav\n1 id10002/vidC/00002.wav\n3 id10002/vidD/00001.wav\n")
+        "1 id10002/vidC/00001.wav\n1 id10002/vidC/00002.wav\n3 id10002/vidD/00001.wav\n"
+    )
     (root / "veri_test2.txt").write_text(
-        "1 id10270/vidE/00001.wav id10270/vidF/00001.wav\n0 id10270/vidE/00001.wav id10271/vidG/00001.wav\n")
+        "1 id10270/vidE/00001.wav id10270/vidF/00001.wav\n0 id10270/vidE/00001.wav id10271/vidG/00001.wav\n"
+    )
 
 
 def test_voxceleb1(tmp_path: Path) -> None:
     build_voxceleb1(tmp_path / "vox")
     out = prepare_corpus("voxceleb1", tmp_path / "vox", tmp_path / "out")
     sid = out["sid"]
-    assert sorted(c.id for c in sid["train"]) == ["id10001-vidA-00001", "id10002-vidC-00001", "id10002-vidC-00002"]
+    assert sorted(c.id for c in sid["train"]) == [
+        "id10001-vidA-00001",
+        "id10002-vidC-00001",
+        "id10002-vidC-00002",
+    ]
     assert [c.id for c in sid["dev"]] == ["id10001-vidA-00002"]
-    assert {c.id: sup(c).speaker for c in sid["test"]} == {"id10001-vidB-00001": "id10001",
-                                                            "id10002-vidD-00001": "id10002"}
+    assert {c.id: sup(c).speaker for c in sid["test"]} == {
+        "id10001-vidB-00001": "id10001",
+        "id10002-vidD-00001": "id10002",
+    }
     assert next(iter(sid["dev"])).duration == pytest.approx(0.4)
     asv = {s: CutSet.from_file(tmp_path / "out" / "asv" / f"{s}.jsonl.gz") for s in ("train", "dev", "test")}
-    assert sorted(c.id for c in asv["test"]) == ["id10270-vidE-00001", "id10270-vidF-00001", "id10271-vidG-00001"]
+    assert sorted(c.id for c in asv["test"]) == [
+        "id10270-vidE-00001",
+        "id10270-vidF-00001",
+        "id10271-vidG-00001",
+    ]
     pool = {sup(c).speaker for s in ("train", "dev") for c in asv[s]}
     assert pool == {"id10001", "id10002"} and len(asv["dev"]) > 0
     assert not {sup(c).speaker for c in asv["train"]} & {sup(c).speaker for c in asv["dev"]}
     assert (tmp_path / "out" / "asv" / "trials.txt").read_text().splitlines() == [
-        "1 id10270-vidE-00001 id10270-vidF-00001", "0 id10270-vidE-00001 id10271-vidG-00001"]
+        "1 id10270-vidE-00001 id10270-vidF-00001",
+        "0 id10270-vidE-00001 id10271-vidG-00001",
+    ]
 
 
 def test_voxceleb1_missing_trials(tmp_path: Path) -> None:
@@ -134,7 +173,9 @@ def build_iemocap(root: Path) -> dict[str, str]:
         for k, gender in enumerate("FM"):
             utt = f"{dialog}_{gender}00{k}"
             label = raw[2 * (s - 1) + k]
-            write_wav(root / f"Session{s}" / "sentences" / "wav" / dialog / f"{utt}.wav", 0.5, seed=10 * s + k)
+            write_wav(
+                root / f"Session{s}" / "sentences" / "wav" / dialog / f"{utt}.wav", 0.5, seed=10 * s + k
+            )
             lines.append(f"[{k}.0000 - {k}.5000]\t{utt}\t{label}\t[2.5000, 2.5000, 2.5000]\n")
             lines.append(f"C-E1:\t{label};\t()\n")  # evaluator lines are not labels
             if label in ("neu", "hap", "exc", "ang", "sad"):
@@ -161,6 +202,7 @@ def test_iemocap(tmp_path: Path) -> None:
 def test_iemocap_missing_session(tmp_path: Path) -> None:
     build_iemocap(tmp_path / "iemocap")
     import shutil
+
     shutil.rmtree(tmp_path / "iemocap" / "Session4")
     with pytest.raises(CorpusLayoutError, match="Session4"):
         prepare_corpus("iemocap", tmp_path / "iemocap", None)
@@ -169,15 +211,19 @@ def test_iemocap_missing_session(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------- Fluent Speech Commands
 def build_fsc(root: Path) -> None:
     """One utterance per official split, each by its own speaker."""
-    rows = {"train": ("spkA", "Turn on the lights in the kitchen", "activate", "lights", "kitchen"),
-            "valid": ("spkB", "Bring me my shoes", "bring", "shoes", "none"),
-            "test": ("spkC", "Decrease the heat", "decrease", "heat", "none")}
+    rows = {
+        "train": ("spkA", "Turn on the lights in the kitchen", "activate", "lights", "kitchen"),
+        "valid": ("spkB", "Bring me my shoes", "bring", "shoes", "none"),
+        "test": ("spkC", "Decrease the heat", "decrease", "heat", "none"),
+    }
     (root / "data").mkdir(parents=True)
     for i, (split, (spk, text, action, obj, loc)) in enumerate(rows.items()):
         rel = f"wavs/speakers/{spk}/utt{i}.wav"
         write_wav(root / rel, 0.6, seed=i)
         (root / "data" / f"{split}_data.csv").write_text(
-            ",path,speakerId,transcription,action,object,location\n" f"0,{rel},{spk},{text},{action},{obj},{loc}\n")
+            ",path,speakerId,transcription,action,object,location\n"
+            f"0,{rel},{spk},{text},{action},{obj},{loc}\n"
+        )
 
 
 def test_fluent_speech_commands(tmp_path: Path) -> None:
@@ -200,8 +246,11 @@ def test_fluent_speech_commands_missing_audio(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- LibriSpeech
 def build_librispeech(root: Path) -> None:
     """One chapter per part, two utterances each."""
-    texts = {"train-clean-100": ("19", "198", ["A CAT", "THE DOG"]), "dev-clean": ("84", "121", ["HELLO WORLD", "NO"]),
-             "test-clean": ("61", "70", ["YES", "STOP NOW"])}
+    texts = {
+        "train-clean-100": ("19", "198", ["A CAT", "THE DOG"]),
+        "dev-clean": ("84", "121", ["HELLO WORLD", "NO"]),
+        "test-clean": ("61", "70", ["YES", "STOP NOW"]),
+    }
     for part, (spk, chapter, lines) in texts.items():
         folder = root / part / spk / chapter
         trans = []
@@ -216,7 +265,9 @@ def test_librispeech(tmp_path: Path) -> None:
     build_librispeech(tmp_path / "LibriSpeech")
     out = prepare_corpus("librispeech", tmp_path / "LibriSpeech", tmp_path / "out")
     for subset in ("asr", "pr"):
-        written = {s: CutSet.from_file(tmp_path / "out" / subset / f"{s}.jsonl.gz") for s in ("train", "dev", "test")}
+        written = {
+            s: CutSet.from_file(tmp_path / "out" / subset / f"{s}.jsonl.gz") for s in ("train", "dev", "test")
+        }
         assert {s: len(c) for s, c in written.items()} == {"train": 2, "dev": 2, "test": 2}
     dev = {sup(c).text: c for c in out["pr"]["dev"]}
     assert sup(dev["HELLO WORLD"]).custom["phones"] == ["HH", "AH", "L", "OW", "W", "ER", "L", "D"]
@@ -229,6 +280,7 @@ def test_librispeech(tmp_path: Path) -> None:
 def test_librispeech_missing_part(tmp_path: Path) -> None:
     build_librispeech(tmp_path / "LibriSpeech")
     import shutil
+
     shutil.rmtree(tmp_path / "LibriSpeech" / "test-clean")
     with pytest.raises(CorpusLayoutError, match="test-clean"):
         prepare_corpus("librispeech", tmp_path / "LibriSpeech", None)
@@ -236,18 +288,25 @@ def test_librispeech_missing_part(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ Libri2Mix
 def build_libri2mix(root: Path) -> dict[str, list[tuple[str, float, float]]]:
-    """Per part one mixture of two sources that speak in known intervals; returns mixture -> (spk, start, end)."""
+    """Per part one mixture of two sources speaking in known intervals; mixture -> [(spk, start, end)]."""
     expected = {}
-    spans = {"train-100": [(0.1, 0.5), (0.3, 0.9)], "dev": [(0.0, 0.4), (0.5, 1.0)], "test": [(0.2, 0.6), (0.2, 0.6)]}
+    spans = {
+        "train-100": [(0.1, 0.5), (0.3, 0.9)],
+        "dev": [(0.0, 0.4), (0.5, 1.0)],
+        "test": [(0.2, 0.6), (0.2, 0.6)],
+    }
     rng = np.random.default_rng(0)
     (root / "metadata").mkdir(parents=True)
     for part, ((a0, a1), (b0, b1)) in spans.items():
-        mix_id = {"train-100": "19-198-0001_84-121-0002", "dev": "61-70-0000_121-12-0003",
-                  "test": "1089-134686-0000_2300-131720-0001"}[part]
+        mix_id = {
+            "train-100": "19-198-0001_84-121-0002",
+            "dev": "61-70-0000_121-12-0003",
+            "test": "1089-134686-0000_2300-131720-0001",
+        }[part]
         sources = []
         for start, end in ((a0, a1), (b0, b1)):
             s = np.zeros(SR, np.float32)
-            s[int(start * SR):int(end * SR)] = rng.uniform(-0.3, 0.3, int(end * SR) - int(start * SR))
+            s[int(start * SR) : int(end * SR)] = rng.uniform(-0.3, 0.3, int(end * SR) - int(start * SR))
             sources.append(s)
         for name, audio in (("s1", sources[0]), ("s2", sources[1]), ("mix_clean", sources[0] + sources[1])):
             (root / part / name).mkdir(parents=True, exist_ok=True)
@@ -255,7 +314,8 @@ def build_libri2mix(root: Path) -> dict[str, list[tuple[str, float, float]]]:
         (root / "metadata" / f"mixture_{part}_mix_clean.csv").write_text(
             "mixture_ID,mixture_path,source_1_path,source_2_path,length\n"
             f"{mix_id},/gen/{part}/mix_clean/{mix_id}.wav,/gen/{part}/s1/{mix_id}.wav,/gen/{part}/s2/{mix_id}.wav,"
-            f"{SR}\n")
+            f"{SR}\n"
+        )
         spk = [u.split("-")[0] for u in mix_id.split("_")]
         expected[mix_id] = sorted([(spk[0], a0, a1), (spk[1], b0, b1)], key=lambda t: (t[1], t[0]))
     return expected
@@ -273,16 +333,19 @@ def test_libri2mix(tmp_path: Path) -> None:
         assert [g[0] for g in got] == [w[0] for w in want]
         np.testing.assert_allclose([g[1:] for g in got], [w[1:] for w in want], atol=0.011)
     rttm = (tmp_path / "out" / "sd" / "dev.rttm").read_text().splitlines()
-    assert rttm == ["SPEAKER 61-70-0000_121-12-0003 1 0.000 0.400 <NA> <NA> 61 <NA> <NA>",
-                    "SPEAKER 61-70-0000_121-12-0003 1 0.500 0.500 <NA> <NA> 121 <NA> <NA>"]
+    assert rttm == [
+        "SPEAKER 61-70-0000_121-12-0003 1 0.000 0.400 <NA> <NA> 61 <NA> <NA>",
+        "SPEAKER 61-70-0000_121-12-0003 1 0.500 0.500 <NA> <NA> 121 <NA> <NA>",
+    ]
 
 
 def test_activity_segments_bridges_short_pauses() -> None:
     from speechrep.data.recipes.libri2mix import activity_segments
+
     audio = np.zeros(2 * SR, np.float32)
-    audio[int(0.2 * SR):int(0.6 * SR)] = 0.5
-    audio[int(0.7 * SR):int(0.9 * SR)] = 0.5   # 0.1 s pause: bridged
-    audio[int(1.5 * SR):int(1.8 * SR)] = 0.5   # 0.6 s pause: a new segment
+    audio[int(0.2 * SR) : int(0.6 * SR)] = 0.5
+    audio[int(0.7 * SR) : int(0.9 * SR)] = 0.5  # 0.1 s pause: bridged
+    audio[int(1.5 * SR) : int(1.8 * SR)] = 0.5  # 0.6 s pause: a new segment
     assert activity_segments(audio, SR, min_pause=0.3) == [(0.2, 0.9), (1.5, 1.8)]
     assert activity_segments(audio, SR, min_pause=0.05) == [(0.2, 0.6), (0.7, 0.9), (1.5, 1.8)]
 
@@ -297,9 +360,13 @@ def test_libri2mix_missing_source(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- VoiceBank-DEMAND
 def build_voicebank(root: Path) -> None:
     """48 kHz noisy/clean twins: speakers p226 (dev), p230 (train) and p232 (test)."""
-    for k, (noisy, clean, name) in enumerate([("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "p226_001"),
-                                              ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "p230_002"),
-                                              ("noisy_testset_wav", "clean_testset_wav", "p232_001")]):
+    for k, (noisy, clean, name) in enumerate(
+        [
+            ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "p226_001"),
+            ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "p230_002"),
+            ("noisy_testset_wav", "clean_testset_wav", "p232_001"),
+        ]
+    ):
         write_wav(root / clean / f"{name}.wav", 0.5, seed=k, sr=48000)
         write_wav(root / noisy / f"{name}.wav", 0.5, seed=10 + k, sr=48000)
     (root / "testset_txt").mkdir()
@@ -309,8 +376,14 @@ def build_voicebank(root: Path) -> None:
 def test_voicebank_demand(tmp_path: Path) -> None:
     build_voicebank(tmp_path / "vb")
     prepare_corpus("voicebank_demand", tmp_path / "vb", tmp_path / "out")
-    se = {s: list(CutSet.from_file(tmp_path / "out" / "se" / f"{s}.jsonl.gz")) for s in ("train", "dev", "test")}
-    assert [[c.id for c in se[s]] for s in ("train", "dev", "test")] == [["p230_002"], ["p226_001"], ["p232_001"]]
+    se = {
+        s: list(CutSet.from_file(tmp_path / "out" / "se" / f"{s}.jsonl.gz")) for s in ("train", "dev", "test")
+    }
+    assert [[c.id for c in se[s]] for s in ("train", "dev", "test")] == [
+        ["p230_002"],
+        ["p226_001"],
+        ["p232_001"],
+    ]
     (test,) = se["test"]
     assert sup(test).text == "Please call Stella." and sup(test).speaker == "p232"
     noisy, clean = test.load_audio(), test.load_clean()
@@ -329,11 +402,17 @@ def test_voicebank_missing_clean_twin(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- QUESST14
 def build_quesst14(root: Path) -> None:
-    """Three English documents and one non-English, one dev and one eval query each, 8 kHz like the release."""
-    docs = {"quesst14_00001": "nnenglish", "quesst14_00002": "nnenglish", "quesst14_00003": "albanian",
-            "quesst14_00004": "nnenglish"}
-    queries = {"dev": {"quesst14_dev_0001": "nnenglish", "quesst14_dev_0002": "albanian"},
-               "eval": {"quesst14_eval_0001": "nnenglish"}}
+    """Three English documents and one Albanian, dev and eval queries, at 8 kHz like the release."""
+    docs = {
+        "quesst14_00001": "nnenglish",
+        "quesst14_00002": "nnenglish",
+        "quesst14_00003": "albanian",
+        "quesst14_00004": "nnenglish",
+    }
+    queries = {
+        "dev": {"quesst14_dev_0001": "nnenglish", "quesst14_dev_0002": "albanian"},
+        "eval": {"quesst14_eval_0001": "nnenglish"},
+    }
     for i, name in enumerate(docs):
         write_wav(root / "Audio" / f"{name}.wav", 1.0, seed=i, sr=8000)
     for split, names in queries.items():
@@ -342,28 +421,37 @@ def build_quesst14(root: Path) -> None:
     scoring = root / "scoring"
     scoring.mkdir()
     (scoring / "language_key_utterances.lst").write_text(
-        "".join(f"quesst14Database/Audio/{n}.wav {lang}\n" for n, lang in docs.items()))
+        "".join(f"quesst14Database/Audio/{n}.wav {lang}\n" for n, lang in docs.items())
+    )
     for split, names in queries.items():
         (scoring / f"language_key_{split}.lst").write_text(
-            "".join(f"quesst14Database/{split}_queries/{n}.wav {lang}\n" for n, lang in names.items()))
+            "".join(f"quesst14Database/{split}_queries/{n}.wav {lang}\n" for n, lang in names.items())
+        )
         (scoring / f"groundtruth_quesst14_{split}").mkdir()
     (scoring / "groundtruth_quesst14_dev" / "quesst14_dev.rttm").write_text(
         "LEXEME quesst14_00001 1 0.20 0.40 quesst14_dev_0001 lex <NA> <NA>\n"
         "LEXEME quesst14_00004 1 0.10 0.40 quesst14_dev_0001 lex <NA> <NA>\n"
-        "LEXEME quesst14_00003 1 0.10 0.40 quesst14_dev_0002 lex <NA> <NA>\n")
+        "LEXEME quesst14_00003 1 0.10 0.40 quesst14_dev_0002 lex <NA> <NA>\n"
+    )
     (scoring / "groundtruth_quesst14_eval" / "quesst14_eval.rttm").write_text(
-        "LEXEME quesst14_00002 1 0.50 0.40 quesst14_eval_0001 lex <NA> <NA>\n")
+        "LEXEME quesst14_00002 1 0.50 0.40 quesst14_eval_0001 lex <NA> <NA>\n"
+    )
 
 
 def test_quesst14(tmp_path: Path) -> None:
     build_quesst14(tmp_path / "quesst14Database")
     prepare_corpus("quesst14", tmp_path / "quesst14Database", tmp_path / "out")
-    qbe = {s: {c.id: c for c in CutSet.from_file(tmp_path / "out" / "qbe" / f"{s}.jsonl.gz")} for s in ("dev", "test")}
+    qbe = {
+        s: {c.id: c for c in CutSet.from_file(tmp_path / "out" / "qbe" / f"{s}.jsonl.gz")}
+        for s in ("dev", "test")
+    }
     docs = ["quesst14_00001", "quesst14_00002", "quesst14_00004"]  # the Albanian one is left out
     assert sorted(qbe["dev"]) == docs + ["quesst14_dev_0001"]
     assert sorted(qbe["test"]) == docs + ["quesst14_eval_0001"]
-    assert sup(qbe["dev"]["quesst14_dev_0001"]).custom == {"role": "query",
-                                                           "matches": ["quesst14_00001", "quesst14_00004"]}
+    assert sup(qbe["dev"]["quesst14_dev_0001"]).custom == {
+        "role": "query",
+        "matches": ["quesst14_00001", "quesst14_00004"],
+    }
     assert sup(qbe["test"]["quesst14_eval_0001"]).custom["matches"] == ["quesst14_00002"]
     assert sup(qbe["test"]["quesst14_00004"]).custom == {"role": "document"}
     assert qbe["dev"]["quesst14_dev_0001"].load_audio().shape == (1, 6400)  # 0.4 s at 8 kHz -> 16 kHz
@@ -381,12 +469,18 @@ def test_quesst14_missing_ground_truth(tmp_path: Path) -> None:
 def build_snips(root: Path) -> None:
     """One utterance per split by a speaker of that split, plus a train-folder file by a test speaker."""
     lines = {
-        "Joanna-snips-train-0": ("add sabrina salerno to the grime instrumentals playlist",
-                                 "O B-artist I-artist O O B-playlist I-playlist O", "AddToPlaylist"),
+        "Joanna-snips-train-0": (
+            "add sabrina salerno to the grime instrumentals playlist",
+            "O B-artist I-artist O O B-playlist I-playlist O",
+            "AddToPlaylist",
+        ),
         "Brian-snips-train-1": ("play music", "O O", "PlayMusic"),
         "Amy-snips-valid-0": ("book a table in paris", "O O B-restaurant_type O B-city", "BookRestaurant"),
-        "Emma-snips-test-0": ("what is the weather in new york city", "O O O O O B-city I-city I-city",
-                              "GetWeather"),
+        "Emma-snips-test-0": (
+            "what is the weather in new york city",
+            "O O O O O B-city I-city I-city",
+            "GetWeather",
+        ),
     }
     text = []
     for uid, (words, tags, intent) in lines.items():
@@ -400,11 +494,16 @@ def test_snips(tmp_path: Path) -> None:
     build_snips(tmp_path / "snips")
     sf_ = prepare_corpus("snips", tmp_path / "snips", tmp_path / "out")["sf"]
     assert [[c.id for c in sf_[s]] for s in ("train", "dev", "test")] == [
-        ["Joanna-snips-train-0"], ["Amy-snips-valid-0"], ["Emma-snips-test-0"]]  # Brian is a test speaker
+        ["Joanna-snips-train-0"],
+        ["Amy-snips-valid-0"],
+        ["Emma-snips-test-0"],
+    ]  # Brian is a test speaker
     train = sup(next(iter(sf_["train"])))
     assert train.text == "add sabrina salerno to the grime instrumentals playlist"
-    assert train.custom["slots"] == [{"type": "artist", "value": "sabrina salerno"},
-                                     {"type": "playlist", "value": "grime instrumentals"}]
+    assert train.custom["slots"] == [
+        {"type": "artist", "value": "sabrina salerno"},
+        {"type": "playlist", "value": "grime instrumentals"},
+    ]
     assert train.custom["intent"] == "AddToPlaylist" and len(train.custom["tags"]) == 8
     test = sup(next(iter(CutSet.from_file(tmp_path / "out" / "sf" / "test.jsonl.gz"))))
     assert test.custom["slots"] == [{"type": "city", "value": "new york city"}] and test.speaker == "Emma"
@@ -420,21 +519,46 @@ def test_snips_bad_line(tmp_path: Path) -> None:
 
 def test_unknown_corpus_and_missing_folder(tmp_path: Path) -> None:
     from speechrep.errors import ConfigError
+
     with pytest.raises(ConfigError, match="unknown corpus 'timit'"):
         prepare_corpus("timit", tmp_path, None)
     with pytest.raises(CorpusLayoutError, match="does not exist"):
         prepare_corpus("snips", tmp_path / "nowhere", None)
-    assert sorted(RECIPES) == ["fluent_speech_commands", "iemocap", "libri2mix", "librispeech", "quesst14",
-                               "snips", "speech_commands", "voicebank_demand", "voxceleb1"]
+    assert sorted(RECIPES) == [
+        "fluent_speech_commands",
+        "iemocap",
+        "libri2mix",
+        "librispeech",
+        "quesst14",
+        "snips",
+        "speech_commands",
+        "voicebank_demand",
+        "voxceleb1",
+    ]
 
 
 def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from speechrep.cli import main
+
     build_fsc(tmp_path / "fsc")
-    assert main(["prepare", "fluent_speech_commands", "--corpus-dir", str(tmp_path / "fsc"),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "fluent_speech_commands",
+                "--corpus-dir",
+                str(tmp_path / "fsc"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     assert f"{tmp_path / 'out' / 'ic' / 'dev'}.jsonl.gz: 1 cuts" in capsys.readouterr().out
-    assert main(["prepare", "iemocap", "--corpus-dir", str(tmp_path / "fsc"), "--out", str(tmp_path / "o2")]) == 2
+    assert (
+        main(["prepare", "iemocap", "--corpus-dir", str(tmp_path / "fsc"), "--out", str(tmp_path / "o2")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("speechrep prepare: error: ") and "Session1: missing session folder" in err
     assert "\n" not in err

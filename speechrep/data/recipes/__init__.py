@@ -6,13 +6,13 @@ each supervision (`text`, `speaker`, `custom[...]`), and returns them as {subset
     from speechrep.data.recipes import prepare_corpus
     manifests = prepare_corpus("speech_commands", "/data/speech_commands_v0.01", "manifests/")
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
 from speechrep.data.recipes._common import CorpusLayoutError, Manifests
-from speechrep.errors import ConfigError
 from speechrep.data.recipes.fluent_speech_commands import prepare_fluent_speech_commands
 from speechrep.data.recipes.iemocap import prepare_iemocap
 from speechrep.data.recipes.libri2mix import prepare_libri2mix
@@ -22,6 +22,7 @@ from speechrep.data.recipes.snips import prepare_snips
 from speechrep.data.recipes.speech_commands import prepare_speech_commands
 from speechrep.data.recipes.voicebank_demand import prepare_voicebank_demand
 from speechrep.data.recipes.voxceleb1 import prepare_voxceleb1
+from speechrep.errors import ConfigError
 
 # corpus name -> prepare_x(corpus_dir, output_dir) -> {subset: {split: CutSet}}
 RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {

@@ -1,4 +1,5 @@
 """Shared pieces of the corpus recipes: layout checks, cut building, validation and atomic manifest writes."""
+
 from __future__ import annotations
 
 import logging
@@ -38,12 +39,17 @@ def load_if_done(output_dir: Path | None, layout: Mapping[str, Iterable[str]]) -
     """The manifests already written for every (subset, split) of `layout`, or None if any is missing."""
     if output_dir is None:
         return None
-    paths = {subset: {split: manifest_path(output_dir, subset, split) for split in splits}
-             for subset, splits in layout.items()}
+    paths = {
+        subset: {split: manifest_path(output_dir, subset, split) for split in splits}
+        for subset, splits in layout.items()
+    }
     if not all(p.is_file() for splits in paths.values() for p in splits.values()):
         return None
     logger.info("%s: manifests already prepared, skipping", output_dir)
-    return {subset: {split: CutSet.from_file(p) for split, p in splits.items()} for subset, splits in paths.items()}
+    return {
+        subset: {split: CutSet.from_file(p) for split, p in splits.items()}
+        for subset, splits in paths.items()
+    }
 
 
 def recording(path: Path, recording_id: str) -> Recording:
@@ -59,12 +65,26 @@ def at_sample_rate(rec: Recording, sample_rate: int = 16000) -> Recording:
     return rec if rec.sampling_rate == sample_rate else rec.resample(sample_rate)
 
 
-def whole_cut(rec: Recording, text: str | None = None, speaker: str | None = None,
-              custom: dict[str, Any] | None = None, cut_id: str | None = None) -> MonoCut:
+def whole_cut(
+    rec: Recording,
+    text: str | None = None,
+    speaker: str | None = None,
+    custom: dict[str, Any] | None = None,
+    cut_id: str | None = None,
+) -> MonoCut:
     """A cut spanning the whole recording, with one supervision carrying the labels."""
     cut_id = cut_id or rec.id
-    sup = SupervisionSegment(id=cut_id, recording_id=rec.id, start=0.0, duration=rec.duration, channel=0,
-                             text=text, speaker=speaker, language="English", custom=custom)
+    sup = SupervisionSegment(
+        id=cut_id,
+        recording_id=rec.id,
+        start=0.0,
+        duration=rec.duration,
+        channel=0,
+        text=text,
+        speaker=speaker,
+        language="English",
+        custom=custom,
+    )
     return MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])
 
 

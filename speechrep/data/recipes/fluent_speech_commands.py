@@ -1,9 +1,11 @@
-"""Fluent Speech Commands (Lugosch et al. 2019, arXiv:1904.03670) → the `ic` subset (action, object, location).
+"""Fluent Speech Commands (Lugosch et al. 2019, arXiv:1904.03670) → the `ic` subset
+(intent = action, object, location).
 
 Layout (`fluent_speech_commands_dataset/`): `data/{train,valid,test}_data.csv` with the columns
 `,path,speakerId,transcription,action,object,location` and the audio under `wavs/speakers/<speakerId>/*.wav`.
 The official splits are speaker-disjoint; `valid` becomes our `dev`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +13,15 @@ from pathlib import Path
 
 from lhotse import CutSet
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, load_if_done, recording, require,
-                                            whole_cut, write_manifests)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    load_if_done,
+    recording,
+    require,
+    whole_cut,
+    write_manifests,
+)
 
 SPLIT_FILES = {"train": "train_data.csv", "dev": "valid_data.csv", "test": "test_data.csv"}
 COLUMNS = ("path", "speakerId", "transcription", "action", "object", "location")
@@ -30,7 +39,9 @@ def _read_split(corpus_dir: Path, csv_name: str) -> CutSet:
         audio = corpus_dir / row["path"]
         rec = recording(require(audio, f"audio listed in {csv_name}"), recording_id=Path(row["path"]).stem)
         intent = {"action": row["action"], "object": row["object"], "location": row["location"]}
-        cuts.append(whole_cut(rec, text=row["transcription"], speaker=row["speakerId"], custom={"intent": intent}))
+        cuts.append(
+            whole_cut(rec, text=row["transcription"], speaker=row["speakerId"], custom={"intent": intent})
+        )
     return CutSet.from_cuts(cuts)
 
 

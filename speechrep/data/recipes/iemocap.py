@@ -1,11 +1,13 @@
 """IEMOCAP (Busso et al. 2008) → the `er` subset: four emotions, one fold per session, as in SUPERB ER.
 
 Layout (`IEMOCAP_full_release/`): `Session{1..5}/sentences/wav/<dialog>/<utterance>.wav` and the labels in
-`Session{n}/dialog/EmoEvaluation/<dialog>.txt`, one line per utterance: `[start - end]<TAB>id<TAB>emo<TAB>[v, a, d]`.
+`Session{n}/dialog/EmoEvaluation/<dialog>.txt`, one line per utterance:
+`[start - end]<TAB>id<TAB>emo<TAB>[v, a, d]`.
 Kept: neu, hap, exc (merged into hap), ang, sad; every other label is dropped. Each cut carries
 `custom["emotion"]` and `custom["fold"]` (its session, 1-5), so any fold can be re-split later; the written
 split tests on `test_session`, and keeps every fifth utterance of the other sessions for dev.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,8 +15,15 @@ from pathlib import Path
 
 from lhotse import CutSet, MonoCut
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, load_if_done, recording, require,
-                                            whole_cut, write_manifests)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    load_if_done,
+    recording,
+    require,
+    whole_cut,
+    write_manifests,
+)
 
 SESSIONS = (1, 2, 3, 4, 5)
 EMOTIONS = ("neu", "hap", "ang", "sad")
@@ -44,11 +53,14 @@ def _session_cuts(root: Path, session: int) -> list[MonoCut]:
             emotion = MERGE.get(raw, raw)
             if emotion not in EMOTIONS:
                 continue
-            wav = require(wav_dir / eval_file.stem / f"{utt}.wav", f"audio of {utt} labelled in {eval_file.name}")
+            wav = require(
+                wav_dir / eval_file.stem / f"{utt}.wav", f"audio of {utt} labelled in {eval_file.name}"
+            )
             # the speaker is the session plus the gender letter of the utterance's last field (F000 / M012)
             speaker = f"Ses{session:02d}{utt.rsplit('_', 1)[-1][0]}"
-            cuts.append(whole_cut(recording(wav, utt), speaker=speaker,
-                                  custom={"emotion": emotion, "fold": session}))
+            cuts.append(
+                whole_cut(recording(wav, utt), speaker=speaker, custom={"emotion": emotion, "fold": session})
+            )
     return cuts
 
 
@@ -62,6 +74,9 @@ def prepare_iemocap(corpus_dir: Path, output_dir: Path | None = None, test_sessi
     root = Path(corpus_dir)
     by_session = {session: _session_cuts(root, session) for session in SESSIONS}
     rest = [cut for session, cuts in by_session.items() if session != test_session for cut in cuts]
-    splits = {"train": [c for i, c in enumerate(rest) if i % DEV_EVERY != DEV_EVERY - 1],
-              "dev": rest[DEV_EVERY - 1::DEV_EVERY], "test": by_session[test_session]}
+    splits = {
+        "train": [c for i, c in enumerate(rest) if i % DEV_EVERY != DEV_EVERY - 1],
+        "dev": rest[DEV_EVERY - 1 :: DEV_EVERY],
+        "test": by_session[test_session],
+    }
     return write_manifests({"er": {s: CutSet.from_cuts(c) for s, c in splits.items()}}, output_dir)

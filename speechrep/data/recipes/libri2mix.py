@@ -1,15 +1,17 @@
 """Libri2Mix (Cosentino et al. 2020, arXiv:2005.11262) → `ss` (mixture + sources) and `sd` (who speaks when).
 
-Layout (one mode of the generated corpus, e.g. `Libri2Mix/wav16k/max/`): `metadata/mixture_<part>_mix_clean.csv`
-(columns `mixture_ID,mixture_path,source_1_path,source_2_path,length`) and `<part>/{mix_clean,s1,s2}/<ID>.wav`.
-The metadata's paths are absolute paths of the machine that generated the corpus, so files are found by their
-mixture ID inside the part folder. A mixture ID joins the two LibriSpeech utterance ids (`4077-13754-0001_5142-
-33396-0065`), whose first fields are the speakers.
-`ss`: one cut per mixture with the sources as extra Recording fields `source_1`, `source_2` (`cut.load_source_1()`).
+Layout (one mode of the generated corpus, e.g. `Libri2Mix/wav16k/max/`):
+`metadata/mixture_<part>_mix_clean.csv` (columns `mixture_ID,mixture_path,source_1_path,source_2_path,length`)
+and `<part>/{mix_clean,s1,s2}/<ID>.wav`. The metadata's paths are absolute paths of the machine that generated
+the corpus, so files are found by their mixture ID inside the part folder. A mixture ID joins the two
+LibriSpeech utterance ids (`4077-13754-0001_5142-33396-0065`), whose first fields are the speakers.
+`ss`: one cut per mixture with the sources as extra Recording fields `source_1`, `source_2`
+(`cut.load_source_1()`).
 `sd`: the same mixtures with one supervision per speech segment of each source, found from the source's
 frame energy (speech = within `threshold_db` of the source's loudest 10 ms frame, pauses shorter than
 `min_pause` bridged); `sd/<split>.rttm` holds the same segments in RTTM.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,21 +22,29 @@ import soundfile as sf
 from lhotse import CutSet, MonoCut, SupervisionSegment
 from tqdm.auto import tqdm
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, load_if_done, recording, require,
-                                            write_manifests, write_text_atomic)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    load_if_done,
+    recording,
+    require,
+    write_manifests,
+    write_text_atomic,
+)
 
 DEFAULT_PARTS = {"train": "train-100", "dev": "dev", "test": "test"}
 FRAME_S = 0.01
 
 
-def activity_segments(audio: np.ndarray, sample_rate: int, threshold_db: float = -40.0,
-                      min_pause: float = 0.3) -> list[tuple[float, float]]:
+def activity_segments(
+    audio: np.ndarray, sample_rate: int, threshold_db: float = -40.0, min_pause: float = 0.3
+) -> list[tuple[float, float]]:
     """(start, end) seconds where `audio` is active: 10 ms frames within `threshold_db` of the loudest one."""
     hop = int(round(FRAME_S * sample_rate))
     n = len(audio) // hop
     if n == 0:
         return []
-    energy = np.square(audio[:n * hop].reshape(n, hop).astype(np.float64)).mean(axis=1)
+    energy = np.square(audio[: n * hop].reshape(n, hop).astype(np.float64)).mean(axis=1)
     db = 10 * np.log10(energy + 1e-12)
     active = db > db.max() + threshold_db
     edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
@@ -44,7 +54,10 @@ def activity_segments(audio: np.ndarray, sample_rate: int, threshold_db: float =
     keep = (starts[1:] - ends[:-1]) * FRAME_S >= min_pause  # pauses that split two segments
     starts = np.concatenate([starts[:1], starts[1:][keep]])
     ends = np.concatenate([ends[:-1][keep], ends[-1:]])
-    return [(round(s * hop / sample_rate, 4), round(e * hop / sample_rate, 4)) for s, e in zip(starts, ends)]
+    return [
+        (round(s * hop / sample_rate, 4), round(e * hop / sample_rate, 4))
+        for s, e in zip(starts, ends, strict=True)
+    ]
 
 
 def _read_ids(meta_csv: Path) -> list[str]:
@@ -56,8 +69,9 @@ def _read_ids(meta_csv: Path) -> list[str]:
     return [row["mixture_ID"] for row in rows]
 
 
-def _part_cuts(root: Path, part: str, mixture: str, threshold_db: float,
-               min_pause: float) -> tuple[list[MonoCut], list[MonoCut]]:
+def _part_cuts(
+    root: Path, part: str, mixture: str, threshold_db: float, min_pause: float
+) -> tuple[list[MonoCut], list[MonoCut]]:
     """(ss cuts, sd cuts) of one part."""
     ids = _read_ids(require(root / "metadata" / f"mixture_{part}_{mixture}.csv", "mixture metadata"))
     part_dir = require(root / part, "part folder")
@@ -69,31 +83,66 @@ def _part_cuts(root: Path, part: str, mixture: str, threshold_db: float,
             raise CorpusLayoutError(f"{part_dir / mixture / mix_id}.wav: not a two-utterance mixture ID")
         sources = {f"source_{k}": part_dir / f"s{k}" / f"{mix_id}.wav" for k in (1, 2)}
         sups = []
-        for k, (name, path) in enumerate(sources.items()):
+        for k, path in enumerate(sources.values()):
             audio, sr = sf.read(require(path, "source audio"), dtype="float32", always_2d=True)
             for j, (start, end) in enumerate(activity_segments(audio[:, 0], sr, threshold_db, min_pause)):
                 end = min(end, mix.duration)
-                sups.append(SupervisionSegment(id=f"{mix_id}-{speakers[k]}-{k}-{j:03d}", recording_id=mix_id,
-                                               start=start, duration=round(end - start, 4), channel=0,
-                                               speaker=speakers[k], language="English"))
+                sups.append(
+                    SupervisionSegment(
+                        id=f"{mix_id}-{speakers[k]}-{k}-{j:03d}",
+                        recording_id=mix_id,
+                        start=start,
+                        duration=round(end - start, 4),
+                        channel=0,
+                        speaker=speakers[k],
+                        language="English",
+                    )
+                )
         sups.sort(key=lambda s: s.start)
         custom = {name: recording(path, f"{mix_id}_{name}") for name, path in sources.items()}
-        whole = SupervisionSegment(id=mix_id, recording_id=mix_id, start=0.0, duration=mix.duration, channel=0,
-                                   language="English", custom={"speakers": speakers})
-        ss.append(MonoCut(id=mix_id, start=0.0, duration=mix.duration, channel=0, recording=mix,
-                          supervisions=[whole], custom=custom))
-        sd.append(MonoCut(id=mix_id, start=0.0, duration=mix.duration, channel=0, recording=mix, supervisions=sups))
+        whole = SupervisionSegment(
+            id=mix_id,
+            recording_id=mix_id,
+            start=0.0,
+            duration=mix.duration,
+            channel=0,
+            language="English",
+            custom={"speakers": speakers},
+        )
+        ss.append(
+            MonoCut(
+                id=mix_id,
+                start=0.0,
+                duration=mix.duration,
+                channel=0,
+                recording=mix,
+                supervisions=[whole],
+                custom=custom,
+            )
+        )
+        sd.append(
+            MonoCut(id=mix_id, start=0.0, duration=mix.duration, channel=0, recording=mix, supervisions=sups)
+        )
     return ss, sd
 
 
 def rttm_lines(cuts: CutSet) -> list[str]:
     """One RTTM `SPEAKER` line per supervision of each cut."""
-    return [f"SPEAKER {c.recording_id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>"
-            for c in cuts for s in c.supervisions]
+    return [
+        f"SPEAKER {c.recording_id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>"
+        for c in cuts
+        for s in c.supervisions
+    ]
 
 
-def prepare_libri2mix(corpus_dir: Path, output_dir: Path | None = None, parts: dict[str, str] = DEFAULT_PARTS,
-                      mixture: str = "mix_clean", threshold_db: float = -40.0, min_pause: float = 0.3) -> Manifests:
+def prepare_libri2mix(
+    corpus_dir: Path,
+    output_dir: Path | None = None,
+    parts: dict[str, str] = DEFAULT_PARTS,
+    mixture: str = "mix_clean",
+    threshold_db: float = -40.0,
+    min_pause: float = 0.3,
+) -> Manifests:
     """Read one Libri2Mix mode folder into `ss/` and `sd/` {train,dev,test} cuts plus `sd/<split>.rttm`."""
     done = load_if_done(output_dir, {"ss": parts, "sd": parts})
     if done:

@@ -2,8 +2,10 @@
 
 Layout (`LibriSpeech/`): `<part>/<speaker>/<chapter>/<speaker>-<chapter>-<nnnn>.flac` with one
 `<speaker>-<chapter>.trans.txt` per chapter; read by lhotse's own recipe. Phones come from the same eSpeak NG
-G2P and phone set as the synthetic corpus, stored as `custom["phones"]`; `text` keeps the upper-case transcript.
+G2P and phone set as the synthetic corpus, stored as `custom["phones"]`; `text` keeps the upper-case
+transcript.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +31,13 @@ def espeak_phonemize(text: str) -> list[str]:
     return map_espeak_phonemes(text_to_phonemes(text.lower()))
 
 
-def prepare_librispeech(corpus_dir: Path, output_dir: Path | None = None,
-                        parts: Mapping[str, str] = DEFAULT_PARTS,
-                        phonemize: Callable[[str], list[str]] = espeak_phonemize) -> Manifests:
-    """Read LibriSpeech parts into `asr/` and `pr/` {train,dev,test} cuts with `text` and `custom["phones"]`."""
+def prepare_librispeech(
+    corpus_dir: Path,
+    output_dir: Path | None = None,
+    parts: Mapping[str, str] = DEFAULT_PARTS,
+    phonemize: Callable[[str], list[str]] = espeak_phonemize,
+) -> Manifests:
+    """Read LibriSpeech into `asr/` and `pr/` {train,dev,test} cuts with `text` and `custom["phones"]`."""
     done = load_if_done(output_dir, {"asr": parts, "pr": parts})
     if done:
         return done
@@ -41,8 +46,11 @@ def prepare_librispeech(corpus_dir: Path, output_dir: Path | None = None,
     for split, part in parts.items():
         require(corpus_dir / part, f"LibriSpeech part {part!r}")
         read = lhotse_prepare_librispeech(corpus_dir, dataset_parts=[part], output_dir=None)[part]
-        sups = [dataclasses.replace(s, custom={"phones": phonemize(s.text)})
-                for s in tqdm(read["supervisions"], desc=f"phonemize {part}", leave=False)]
-        splits[split] = CutSet.from_manifests(recordings=read["recordings"],
-                                              supervisions=SupervisionSet.from_segments(sups))
+        sups = [
+            dataclasses.replace(s, custom={"phones": phonemize(s.text)})
+            for s in tqdm(read["supervisions"], desc=f"phonemize {part}", leave=False)
+        ]
+        splits[split] = CutSet.from_manifests(
+            recordings=read["recordings"], supervisions=SupervisionSet.from_segments(sups)
+        )
     return write_manifests({"asr": splits, "pr": splits}, output_dir)

@@ -1,13 +1,15 @@
 """QUESST 2014 (MediaEval query-by-example) → the `qbe` subset, English part by default, as in SUPERB QbE.
 
 Layout (`quesst14Database/`): documents in `Audio/`, queries in `dev_queries/` and `eval_queries/` (8 kHz wav,
-resampled to 16 kHz on load), and in `scoring/`: `language_key_{utterances,dev,eval}.lst` (`<path> <language>`)
+resampled to 16 kHz on load), and in `scoring/`: `language_key_{utterances,dev,eval}.lst`
+(`<path> <language>`)
 and the ground truth `groundtruth_quesst14_{dev,eval}/quesst14_{dev,eval}.rttm`, one `LEXEME <document> 1
 <start> <duration> <query> ...` line per occurrence of a query in a document.
 `qbe/dev` (dev queries) and `qbe/test` (eval queries) each hold their queries and every document; each cut has
 `custom["role"]` (`query` or `document`), and a query's `custom["matches"]` lists the documents containing it.
 QbE has no training data, so no train split is written.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,8 +18,16 @@ from typing import Sequence
 
 from lhotse import CutSet, MonoCut
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, at_sample_rate, load_if_done, recording,
-                                            require, whole_cut, write_manifests)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    at_sample_rate,
+    load_if_done,
+    recording,
+    require,
+    whole_cut,
+    write_manifests,
+)
 
 QUERY_SETS = {"dev": ("dev", "dev_queries"), "test": ("eval", "eval_queries")}
 
@@ -52,8 +62,9 @@ def _cut(folder: Path, name: str, custom: dict) -> MonoCut:
     return whole_cut(rec, custom=custom)
 
 
-def prepare_quesst14(corpus_dir: Path, output_dir: Path | None = None,
-                     languages: Sequence[str] | None = ("nnenglish",)) -> Manifests:
+def prepare_quesst14(
+    corpus_dir: Path, output_dir: Path | None = None, languages: Sequence[str] | None = ("nnenglish",)
+) -> Manifests:
     """Read QUESST14 into `qbe/{dev,test}` cuts of queries (with their matching documents) and documents."""
     done = load_if_done(output_dir, {"qbe": QUERY_SETS})
     if done:
@@ -66,7 +77,9 @@ def prepare_quesst14(corpus_dir: Path, output_dir: Path | None = None,
     for split, (name, folder) in QUERY_SETS.items():
         truth = read_ground_truth(scoring / f"groundtruth_quesst14_{name}" / f"quesst14_{name}.rttm")
         kept = set(docs)
-        queries = [_cut(root / folder, q, {"role": "query", "matches": sorted(truth.get(q, set()) & kept)})
-                   for q in read_language_key(scoring / f"language_key_{name}.lst", languages)]
+        queries = [
+            _cut(root / folder, q, {"role": "query", "matches": sorted(truth.get(q, set()) & kept)})
+            for q in read_language_key(scoring / f"language_key_{name}.lst", languages)
+        ]
         qbe[split] = CutSet.from_cuts(queries + doc_cuts)
     return write_manifests({"qbe": qbe}, output_dir)

@@ -1,18 +1,27 @@
 """Speech Commands v0.01 (Warden 2018, arXiv:1804.03209) → the `ks` subset, SUPERB keyword-spotting labels.
 
 Layout (the extracted `speech_commands_v0.01.tar.gz`): one folder per word (`yes/0a7c2a8d_nohash_0.wav`, the
-prefix before `_nohash_` is the speaker), `_background_noise_/*.wav`, `validation_list.txt`, `testing_list.txt`.
-Labels: the 10 commands, `_unknown_` for the 20 other words, `_silence_` for 1 s slices of the background noise.
+prefix before `_nohash_` is the speaker), `_background_noise_/*.wav`, `validation_list.txt`,
+`testing_list.txt`. Labels: the 10 commands, `_unknown_` for the 20 other words, `_silence_` for 1 s slices of
+the background noise.
 The split is the official one: files in the two lists go to dev and test, every other file to train.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from lhotse import CutSet, MonoCut, SupervisionSegment
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, load_if_done, recording, require,
-                                            whole_cut, write_manifests)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    load_if_done,
+    recording,
+    require,
+    whole_cut,
+    write_manifests,
+)
 
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
@@ -30,7 +39,9 @@ def _root(corpus_dir: Path) -> Path:
 
 def _read_list(path: Path) -> set[str]:
     """Relative wav paths (`word/file.wav`) listed one per line."""
-    return {line.strip() for line in require(path, "official split list").read_text().splitlines() if line.strip()}
+    return {
+        line.strip() for line in require(path, "official split list").read_text().splitlines() if line.strip()
+    }
 
 
 def _word_cut(root: Path, rel: str) -> MonoCut:
@@ -43,7 +54,7 @@ def _word_cut(root: Path, rel: str) -> MonoCut:
 
 
 def _silence_cuts(root: Path) -> dict[str, list[MonoCut]]:
-    """Consecutive 1 s slices of each background-noise file, its first 80% to train, 10% to dev, 10% to test."""
+    """Consecutive 1 s slices of each background-noise file: first 80% to train, 10% to dev, 10% to test."""
     noise_dir = require(root / BACKGROUND, "background noise folder")
     out: dict[str, list[MonoCut]] = {"train": [], "dev": [], "test": []}
     for path in sorted(noise_dir.glob("*.wav")):
@@ -53,10 +64,19 @@ def _silence_cuts(root: Path) -> dict[str, list[MonoCut]]:
         for k in range(n):
             split = "train" if k < n_train else "dev" if k < n_train + n_dev else "test"
             cut_id = f"{SILENCE}_{path.stem}_{k:04d}"
-            sup = SupervisionSegment(id=cut_id, recording_id=rec.id, start=0.0, duration=1.0, channel=0,
-                                     text="", language="English", custom={"keyword": SILENCE})
-            out[split].append(MonoCut(id=cut_id, start=float(k), duration=1.0, channel=0, recording=rec,
-                                      supervisions=[sup]))
+            sup = SupervisionSegment(
+                id=cut_id,
+                recording_id=rec.id,
+                start=0.0,
+                duration=1.0,
+                channel=0,
+                text="",
+                language="English",
+                custom={"keyword": SILENCE},
+            )
+            out[split].append(
+                MonoCut(id=cut_id, start=float(k), duration=1.0, channel=0, recording=rec, supervisions=[sup])
+            )
     return out
 
 
@@ -67,12 +87,18 @@ def prepare_speech_commands(corpus_dir: Path, output_dir: Path | None = None) ->
         return done
     root = _root(Path(corpus_dir))
     dev_list, test_list = _read_list(root / "validation_list.txt"), _read_list(root / "testing_list.txt")
-    words = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.wav") if p.parent.name != BACKGROUND)
+    words = sorted(
+        p.relative_to(root).as_posix() for p in root.glob("*/*.wav") if p.parent.name != BACKGROUND
+    )
     if not words:
-        raise CorpusLayoutError(f"{root}: no word folders with .wav files (expected e.g. yes/0a7c2a8d_nohash_0.wav)")
+        raise CorpusLayoutError(
+            f"{root}: no word folders with .wav files (expected e.g. yes/0a7c2a8d_nohash_0.wav)"
+        )
     missing = sorted((dev_list | test_list) - set(words))
     if missing:
-        raise CorpusLayoutError(f"{root}: {len(missing)} files of the split lists are missing, e.g. {missing[0]}")
+        raise CorpusLayoutError(
+            f"{root}: {len(missing)} files of the split lists are missing, e.g. {missing[0]}"
+        )
     by_split: dict[str, list[MonoCut]] = _silence_cuts(root)
     for rel in words:
         split = "dev" if rel in dev_list else "test" if rel in test_list else "train"

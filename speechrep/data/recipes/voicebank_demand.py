@@ -6,32 +6,49 @@ transcripts in `trainset_28spk_txt/` and `testset_txt/`. Recordings not at 16 kH
 Each cut is the noisy recording with the clean one as the extra Recording field `clean` (`cut.load_clean()`).
 Speakers p226 and p287 of the training set are held out as dev (the usual VoiceBank-DEMAND validation split).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from lhotse import CutSet, MonoCut
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, at_sample_rate, load_if_done, recording, require,
-                                            whole_cut, write_manifests)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    at_sample_rate,
+    load_if_done,
+    recording,
+    require,
+    whole_cut,
+    write_manifests,
+)
 
 DEV_SPEAKERS = ("p226", "p287")
-FOLDERS = {"train": ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "trainset_28spk_txt"),
-           "test": ("noisy_testset_wav", "clean_testset_wav", "testset_txt")}
+FOLDERS = {
+    "train": ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav", "trainset_28spk_txt"),
+    "test": ("noisy_testset_wav", "clean_testset_wav", "testset_txt"),
+}
 
 
 def _pair_cuts(corpus_dir: Path, noisy: str, clean: str, txt: str) -> list[MonoCut]:
     """One cut per noisy file, with its clean twin attached and its transcript when the txt folder exists."""
-    noisy_dir, clean_dir = require(corpus_dir / noisy, "noisy folder"), require(corpus_dir / clean, "clean folder")
+    noisy_dir, clean_dir = (
+        require(corpus_dir / noisy, "noisy folder"),
+        require(corpus_dir / clean, "clean folder"),
+    )
     txt_dir = corpus_dir / txt
     cuts = []
     for path in sorted(noisy_dir.glob("*.wav")):
         noisy_rec = at_sample_rate(recording(path, path.stem))
-        clean_rec = at_sample_rate(recording(require(clean_dir / path.name, "clean twin of a noisy file"),
-                                      f"{path.stem}_clean"))
+        clean_rec = at_sample_rate(
+            recording(require(clean_dir / path.name, "clean twin of a noisy file"), f"{path.stem}_clean")
+        )
         if abs(clean_rec.duration - noisy_rec.duration) > 1e-3:
-            raise CorpusLayoutError(f"{clean_dir / path.name}: {clean_rec.duration:.3f} s, but its noisy twin "
-                                    f"has {noisy_rec.duration:.3f} s")
+            raise CorpusLayoutError(
+                f"{clean_dir / path.name}: {clean_rec.duration:.3f} s, but its noisy twin "
+                f"has {noisy_rec.duration:.3f} s"
+            )
         text_file = txt_dir / f"{path.stem}.txt"
         text = text_file.read_text().strip() if text_file.is_file() else None
         cut = whole_cut(noisy_rec, text=text, speaker=path.stem.split("_")[0])
@@ -49,7 +66,9 @@ def prepare_voicebank_demand(corpus_dir: Path, output_dir: Path | None = None) -
         return done
     corpus_dir = Path(corpus_dir)
     train = _pair_cuts(corpus_dir, *FOLDERS["train"])
-    se = {"train": [c for c in train if c.supervisions[0].speaker not in DEV_SPEAKERS],
-          "dev": [c for c in train if c.supervisions[0].speaker in DEV_SPEAKERS],
-          "test": _pair_cuts(corpus_dir, *FOLDERS["test"])}
+    se = {
+        "train": [c for c in train if c.supervisions[0].speaker not in DEV_SPEAKERS],
+        "dev": [c for c in train if c.supervisions[0].speaker in DEV_SPEAKERS],
+        "test": _pair_cuts(corpus_dir, *FOLDERS["test"]),
+    }
     return write_manifests({"se": {s: CutSet.from_cuts(c) for s, c in se.items()}}, output_dir)

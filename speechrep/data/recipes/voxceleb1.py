@@ -7,14 +7,23 @@ preferred) or `veri_test.txt` (`<1|0> <enrol path> <test path>`). Cut ids are `<
 (`<1|0> <cut id> <cut id>`); the speakers outside the trials are the training pool, of which every
 twentieth speaker is held out as dev.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from lhotse import CutSet, MonoCut
 
-from speechrep.data.recipes._common import (CorpusLayoutError, Manifests, load_if_done, recording, require,
-                                            whole_cut, write_manifests, write_text_atomic)
+from speechrep.data.recipes._common import (
+    CorpusLayoutError,
+    Manifests,
+    load_if_done,
+    recording,
+    require,
+    whole_cut,
+    write_manifests,
+    write_text_atomic,
+)
 
 IDEN_SPLITS = {"1": "train", "2": "dev", "3": "test"}
 TRIAL_LISTS = ("veri_test2.txt", "veri_test.txt")  # the cleaned list first
@@ -72,15 +81,20 @@ def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manif
     trial_speakers = {rel.split("/")[0] for rel in trial_files}
     all_files = sorted(p.relative_to(wav_dir).as_posix() for p in wav_dir.glob("*/*/*.wav"))
     pool_speakers = sorted({rel.split("/")[0] for rel in all_files} - trial_speakers)
-    dev_speakers = set(pool_speakers[ASV_DEV_EVERY - 1::ASV_DEV_EVERY] or pool_speakers[-1:])
+    dev_speakers = set(pool_speakers[ASV_DEV_EVERY - 1 :: ASV_DEV_EVERY] or pool_speakers[-1:])
     asv: dict[str, list[MonoCut]] = {"train": [], "dev": [], "test": [cut_of(rel) for rel in trial_files]}
     for rel in all_files:
         speaker = rel.split("/")[0]
         if speaker not in trial_speakers:
             asv["dev" if speaker in dev_speakers else "train"].append(cut_of(rel))
 
-    manifests = write_manifests({"sid": {s: CutSet.from_cuts(c) for s, c in sid.items()},
-                                 "asv": {s: CutSet.from_cuts(c) for s, c in asv.items()}}, output_dir)
+    manifests = write_manifests(
+        {
+            "sid": {s: CutSet.from_cuts(c) for s, c in sid.items()},
+            "asv": {s: CutSet.from_cuts(c) for s, c in asv.items()},
+        },
+        output_dir,
+    )
     if output_dir is not None:
         lines = [f"{label} {cut_id_of(a)} {cut_id_of(b)}" for label, a, b in trials]
         write_text_atomic(Path(output_dir) / "asv" / "trials.txt", "\n".join(lines) + "\n")
