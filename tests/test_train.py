@@ -172,9 +172,11 @@ def test_non_finite_loss_stops_the_run(tmp_path: Path):
 
 
 def test_epoch_with_changing_length_is_detected_on_resume(tmp_path: Path):
+    def kill_at_3(model: nn.Module, step: int) -> None:
+        if step == 3:
+            raise Stop
     with pytest.raises(Stop):
-        train(toy_model(), make_batches(4), mse_loss, cfg(eval_every=2), tmp_path,
-              after_step=lambda m, s: (_ for _ in ()).throw(Stop) if s == 3 else None)
+        train(toy_model(), make_batches(4), mse_loss, cfg(eval_every=2), tmp_path, after_step=kill_at_3)
     with pytest.raises(RuntimeError, match="same on every call"):
         train(toy_model(), lambda epoch: iter([{"x": X[:4], "y": Y[:4]}]), mse_loss, cfg(eval_every=2), tmp_path)
 
@@ -213,3 +215,15 @@ def test_train_config_validation():
         load_config(TrainConfig, None, ["grad_accum=0"])
     with pytest.raises(ConfigError, match="amp"):
         load_config(TrainConfig, None, ["amp=fp16"])
+
+
+def test_rows_of_a_run_killed_before_its_first_checkpoint_are_dropped(tmp_path: Path):
+    def kill_at_3(model: nn.Module, step: int) -> None:
+        if step == 3:
+            raise Stop
+    with pytest.raises(Stop):
+        train(toy_model(), make_batches(4), mse_loss, cfg(log_every=1), tmp_path, after_step=kill_at_3)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+    train(toy_model(), make_batches(4), mse_loss, cfg(log_every=1, max_steps=4), tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path, "train")] == [1, 2, 3, 4]

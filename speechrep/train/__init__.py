@@ -50,14 +50,20 @@ Contract of `train(model, batches, loss_fn, cfg, run_dir, evaluate=None, param_g
   the loop moves them to the device). It must give the same batches every time it is called with the same
   epoch (seed samplers with `seed + epoch`, e.g. lhotse `sampler.set_epoch(epoch)`; never the global RNG when
   the iterator is created): resuming replays the epoch up to the saved position. Under torchrun each rank
-  yields its own shard of equal-sized batches. Epochs roll over until `max_steps` optimizer steps are done.
+  yields its own shard, with the same number of batches on every rank (else DDP waits forever). Epochs roll
+  over until `max_steps` optimizer steps are done.
 - `loss_fn(model, batch)` returns the mean loss of the batch, or `(loss, {"name": float, ...})` with extra
   scalars to log. `model` is the DDP wrapper under torchrun: call `model(...)`, not its other methods.
-- `evaluate(model)` returns dev metrics; `cfg.metric` (mode `cfg.metric_mode`) picks `checkpoints/best.pt`.
+- `evaluate(model)` returns dev metrics; `cfg.metric` (mode `cfg.metric_mode`) picks `checkpoints/best.pt`
+  (no `evaluate`: only last.pt). Under torchrun it runs on rank 0 only while the others wait, so keep it
+  well under the process-group timeout. Scalars from `loss_fn` are averaged over ranks: same keys on each.
 - `param_groups`: AdamW groups, e.g. `[{"params": head.parameters()}, {"params": upstream.parameters(),
   "lr": 1e-5}]`; groups without "lr" use `cfg.lr`; every group follows the warm-up/decay schedule.
   Default: all parameters with requires_grad (no weight decay on 1-D ones).
 - `after_step(model, step)` runs after each optimizer step (EMA teacher, temperature schedule, ...).
+- The loop calls `model.train()` (and `model.eval()` around `evaluate`); a frozen part that must stay in eval
+  mode (e.g. a frozen upstream's dropout) overrides `train()` in the recipe's model. Parameters that get no
+  gradient under torchrun need `requires_grad=False` or `cfg.ddp_find_unused=True`.
 - Run directory: config.yaml (from `prepare_run_dir`), checkpoints/last.pt and best.pt, tensorboard/,
   metrics.jsonl ({"event": "train"|"eval", "step": ..., scalars}), results.json (`write_results`).
 - Resume: call `train` again with the same arguments; it continues from last.pt (written every `eval_every`

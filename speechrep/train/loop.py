@@ -57,6 +57,7 @@ class TrainConfig:
     metric: str = "loss"                  # key of evaluate()'s dict that picks checkpoints/best.pt
     metric_mode: Literal["min", "max"] = "min"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    ddp_find_unused: bool = False         # DDP find_unused_parameters (for models that skip some parameters)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum", "eval_every", "log_every"):
@@ -107,6 +108,8 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
         state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_metric"],
                            ckpt["best_step"], dict(ckpt["last_eval"]))
         rng = ckpt["rng"][rank] if ckpt["world_size"] == world else None
+        if ckpt["config"] != config_to_dict(cfg):
+            log.warning("%s: resuming with a TrainConfig that differs from the checkpoint's", last_path)
         log.info("resuming %s from step %d (epoch %d, batch %d)", run_dir, state.step, state.epoch,
                  state.batch_in_epoch)
         if state.step >= cfg.max_steps:
@@ -116,7 +119,8 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
         seed_everything(cfg.seed + rank)
     train_model: nn.Module = model
     if distributed:
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=cfg.ddp_find_unused)
 
     # Data position: replay the epoch's deterministic batches up to where the checkpoint stopped, then restore
     # the RNG so that everything after (dropout, masking, augmentation) matches the uninterrupted run.
@@ -140,9 +144,11 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
         raise RuntimeError(f"batches({state.epoch}) yielded no batch")
 
     use_bf16 = cfg.amp == "bf16" and (device.type == "cuda" or cfg.amp_on_cpu)
-    logger = MetricsLogger(run_dir, resume_step=state.step if last_path.is_file() else None, enabled=master)
+    logger = MetricsLogger(run_dir, resume_step=state.step, enabled=master)
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {run_dir.name}", dynamic_ncols=True,
                disable=not (master and sys.stderr.isatty()))
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    optimizer.zero_grad(set_to_none=True)
     model.train()
     try:
         while state.step < cfg.max_steps:
@@ -166,9 +172,8 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"non-finite loss {loss_value} at step {state.step + 1} "
                                          f"(resume point: {last_path})")
-            trainable = [p for g in optimizer.param_groups for p in g["params"]]
-            grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_norm) if cfg.clip_norm is not None
-                         else None)
+            # max_norm=inf measures the norm without clipping, so grad_norm is always logged.
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_norm or math.inf)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -182,8 +187,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                 if distributed:
                     values = _mean_over_ranks(values, device)
                 values["lr"] = lr
-                if grad_norm is not None:
-                    values["grad_norm"] = float(grad_norm)
+                values["grad_norm"] = float(grad_norm)
                 logger.log("train", state.step, values)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 if master:

@@ -88,19 +88,18 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 class MetricsLogger:
     """Appends events to `metrics.jsonl` and TensorBoard; a no-op on ranks other than 0."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, enabled: bool = True):
+    def __init__(self, run_dir: Path, resume_step: int = 0, enabled: bool = True):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._writer = None
         if not enabled:
             return
-        if resume_step is not None:
-            self._truncate_after(resume_step)
+        # Rows and events a killed run wrote after its last checkpoint (all of them if it never saved one) are
+        # dropped: the resumed run writes them again, so every curve stays single-valued.
+        self._truncate_after(resume_step)
         from torch.utils.tensorboard import SummaryWriter  # slow import; only where logging happens
 
-        # purge_step drops events a killed run wrote after its last checkpoint, so curves stay single-valued.
-        self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"),
-                                     purge_step=None if resume_step is None else resume_step + 1)
+        self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1)
 
     def log(self, event: str, step: int, values: dict[str, float]) -> None:
         """Record one event (e.g. "train" or "eval") at optimizer step `step`."""

@@ -1,0 +1,58 @@
+"""A toy regression trained by `speechrep.train.train`; run under `torchrun` by tests/test_train_ddp.py.
+
+Usage: torchrun --standalone --nproc_per_node N tests/ddp_toy.py RUN_DIR OUT.pt
+Every rank takes its slice of each global batch of 8; rank 0 writes the final weights to OUT.pt.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speechrep.train import TrainConfig, finish_distributed, is_main_process, rank_and_world, train
+
+GLOBAL_BATCH = 8
+
+
+def toy_model() -> nn.Module:
+    """Same initial weights on every rank and in the single-process run."""
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def toy_config() -> TrainConfig:
+    return TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, grad_accum=2, clip_norm=0.5, eval_every=3,
+                       log_every=1, device="cpu", weight_decay=0.01)
+
+
+def run(run_dir: Path) -> nn.Module:
+    """Train the toy model on this process's shard of the data; returns the trained (unwrapped) model."""
+    x = torch.randn(48, 6, generator=torch.Generator().manual_seed(0))
+    y = x.sum(dim=1).sin()
+    rank, world = rank_and_world()
+
+    def batches(epoch: int):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, len(x), GLOBAL_BATCH):
+            idx = order[i:i + GLOBAL_BATCH][rank::world]
+            yield x[idx], y[idx]
+
+    def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        return ((model(inputs).squeeze(1) - targets) ** 2).mean()
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {"loss": loss_fn(model, (x[:16], y[:16])).item()}
+
+    model = toy_model()
+    train(model, batches, loss_fn, toy_config(), run_dir, evaluate=evaluate)
+    return model
+
+
+if __name__ == "__main__":
+    trained = run(Path(sys.argv[1]))
+    if is_main_process():
+        torch.save(trained.state_dict(), sys.argv[2])
+    finish_distributed()
