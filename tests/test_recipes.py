@@ -146,10 +146,19 @@ def test_voxceleb1(tmp_path: Path) -> None:
     pool = {sup(c).speaker for s in ("train", "dev") for c in asv[s]}
     assert pool == {"id10001", "id10002"} and len(asv["dev"]) > 0
     assert not {sup(c).speaker for c in asv["train"]} & {sup(c).speaker for c in asv["dev"]}
-    assert (tmp_path / "out" / "asv" / "trials.txt").read_text().splitlines() == [
+    assert (tmp_path / "out" / "asv" / "test_trials.txt").read_text().splitlines() == [
         "1 id10270-vidE-00001 id10270-vidF-00001",
         "0 id10270-vidE-00001 id10271-vidG-00001",
     ]
+    speaker_of = {c.id: sup(c).speaker for s in ("train", "dev") for c in asv[s]}
+    for split in ("train", "dev"):
+        trials = [
+            line.split()
+            for line in (tmp_path / "out" / "asv" / f"{split}_trials.txt").read_text().splitlines()
+        ]
+        assert trials and {a for _, a, _ in trials} == {c.id for c in asv[split]}
+        assert all((label == "1") == (speaker_of[a] == speaker_of[b]) and a != b for label, a, b in trials)
+        assert all(b in {c.id for c in asv[split]} for _, _, b in trials)  # trials stay inside their split
 
 
 def test_voxceleb1_missing_trials(tmp_path: Path) -> None:
@@ -326,7 +335,10 @@ def test_libri2mix(tmp_path: Path) -> None:
     out = prepare_corpus("libri2mix", tmp_path / "max", tmp_path / "out")
     for split in ("train", "dev", "test"):
         (cut,) = list(CutSet.from_file(tmp_path / "out" / "ss" / f"{split}.jsonl.gz"))
-        np.testing.assert_allclose(cut.load_source_1() + cut.load_source_2(), cut.load_audio(), atol=1e-6)
+        np.testing.assert_allclose(cut.load_source1() + cut.load_source2(), cut.load_audio(), atol=1e-6)
+        assert [(s.speaker, s.custom["source"]) for s in cut.supervisions] == [
+            (u.split("-")[0], k) for k, u in enumerate(cut.id.split("_"), 1)
+        ]
         (dcut,) = list(out["sd"][split])
         got = sorted([(s.speaker, s.start, s.end) for s in dcut.supervisions], key=lambda t: (t[1], t[0]))
         want = expected[dcut.id]
@@ -456,6 +468,12 @@ def test_quesst14(tmp_path: Path) -> None:
     assert sup(qbe["test"]["quesst14_00004"]).custom == {"role": "document"}
     assert qbe["dev"]["quesst14_dev_0001"].load_audio().shape == (1, 6400)  # 0.4 s at 8 kHz -> 16 kHz
     assert not (tmp_path / "out" / "qbe" / "train.jsonl.gz").exists()
+    truth = (tmp_path / "out" / "qbe" / "dev_truth.txt").read_text().splitlines()
+    assert truth == [
+        "quesst14_dev_0001 quesst14_00001 1",
+        "quesst14_dev_0001 quesst14_00002 0",
+        "quesst14_dev_0001 quesst14_00004 1",
+    ]
 
 
 def test_quesst14_missing_ground_truth(tmp_path: Path) -> None:
@@ -505,6 +523,9 @@ def test_snips(tmp_path: Path) -> None:
         {"type": "playlist", "value": "grime instrumentals"},
     ]
     assert train.custom["intent"] == "AddToPlaylist" and len(train.custom["tags"]) == 8
+    assert train.custom["tagged_text"] == (
+        "add [artist: sabrina salerno] to the [playlist: grime instrumentals] playlist"
+    )
     test = sup(next(iter(CutSet.from_file(tmp_path / "out" / "sf" / "test.jsonl.gz"))))
     assert test.custom["slots"] == [{"type": "city", "value": "new york city"}] and test.speaker == "Emma"
 
@@ -562,3 +583,16 @@ def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err.strip()
     assert err.startswith("speechrep prepare: error: ") and "Session1: missing session folder" in err
     assert "\n" not in err
+
+
+def test_slots_from_iob_edge_cases() -> None:
+    from speechrep.data.recipes.snips import slots_from_iob, tagged_text
+
+    words = ["in", "new", "york", "at", "noon", "today"]
+    tags = ["O", "B-city", "I-city", "O", "I-time", "B-date"]  # a stray I- opens a slot
+    assert slots_from_iob(words, tags) == [
+        {"type": "city", "value": "new york"},
+        {"type": "time", "value": "noon"},
+        {"type": "date", "value": "today"},
+    ]
+    assert tagged_text(words, tags) == "in [city: new york] at [time: noon] [date: today]"

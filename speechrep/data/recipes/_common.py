@@ -35,15 +35,19 @@ def manifest_path(output_dir: Path, subset: str, split: str) -> Path:
     return output_dir / subset / f"{split}.jsonl.gz"
 
 
-def load_if_done(output_dir: Path | None, layout: Mapping[str, Iterable[str]]) -> Manifests | None:
-    """The manifests already written for every (subset, split) of `layout`, or None if any is missing."""
+def load_if_done(
+    output_dir: Path | None, layout: Mapping[str, Iterable[str]], extra_files: Iterable[str] = ()
+) -> Manifests | None:
+    """The manifests already written for every (subset, split) of `layout`, or None if any of them (or of the
+    `extra_files`, relative to `output_dir`) is missing."""
     if output_dir is None:
         return None
     paths = {
         subset: {split: manifest_path(output_dir, subset, split) for split in splits}
         for subset, splits in layout.items()
     }
-    if not all(p.is_file() for splits in paths.values() for p in splits.values()):
+    needed = [p for splits in paths.values() for p in splits.values()] + [output_dir / f for f in extra_files]
+    if not all(p.is_file() for p in needed):
         return None
     logger.info("%s: manifests already prepared, skipping", output_dir)
     return {

@@ -5,8 +5,8 @@ Layout (one mode of the generated corpus, e.g. `Libri2Mix/wav16k/max/`):
 and `<part>/{mix_clean,s1,s2}/<ID>.wav`. The metadata's paths are absolute paths of the machine that generated
 the corpus, so files are found by their mixture ID inside the part folder. A mixture ID joins the two
 LibriSpeech utterance ids (`4077-13754-0001_5142-33396-0065`), whose first fields are the speakers.
-`ss`: one cut per mixture with the sources as extra Recording fields `source_1`, `source_2`
-(`cut.load_source_1()`).
+`ss`: one cut per mixture with the sources as extra Recording fields `source1`, `source2`
+(`cut.load_source1()`), and one whole-length supervision per source (its speaker, `custom["source"]`: 1, 2).
 `sd`: the same mixtures with one supervision per speech segment of each source, found from the source's
 frame energy (speech = within `threshold_db` of the source's loudest 10 ms frame, pauses shorter than
 `min_pause` bridged); `sd/<split>.rttm` holds the same segments in RTTM.
@@ -81,7 +81,7 @@ def _part_cuts(
         speakers = [utt.split("-")[0] for utt in mix_id.split("_")]
         if len(speakers) != 2:
             raise CorpusLayoutError(f"{part_dir / mixture / mix_id}.wav: not a two-utterance mixture ID")
-        sources = {f"source_{k}": part_dir / f"s{k}" / f"{mix_id}.wav" for k in (1, 2)}
+        sources = {f"source{k}": part_dir / f"s{k}" / f"{mix_id}.wav" for k in (1, 2)}
         sups = []
         for k, path in enumerate(sources.values()):
             audio, sr = sf.read(require(path, "source audio"), dtype="float32", always_2d=True)
@@ -100,15 +100,19 @@ def _part_cuts(
                 )
         sups.sort(key=lambda s: s.start)
         custom = {name: recording(path, f"{mix_id}_{name}") for name, path in sources.items()}
-        whole = SupervisionSegment(
-            id=mix_id,
-            recording_id=mix_id,
-            start=0.0,
-            duration=mix.duration,
-            channel=0,
-            language="English",
-            custom={"speakers": speakers},
-        )
+        whole = [
+            SupervisionSegment(
+                id=f"{mix_id}_s{k}",
+                recording_id=mix_id,
+                start=0.0,
+                duration=mix.duration,
+                channel=0,
+                speaker=speakers[k - 1],
+                language="English",
+                custom={"source": k},
+            )
+            for k in (1, 2)
+        ]
         ss.append(
             MonoCut(
                 id=mix_id,
@@ -116,7 +120,7 @@ def _part_cuts(
                 duration=mix.duration,
                 channel=0,
                 recording=mix,
-                supervisions=[whole],
+                supervisions=whole,
                 custom=custom,
             )
         )
@@ -144,7 +148,7 @@ def prepare_libri2mix(
     min_pause: float = 0.3,
 ) -> Manifests:
     """Read one Libri2Mix mode folder into `ss/` and `sd/` {train,dev,test} cuts plus `sd/<split>.rttm`."""
-    done = load_if_done(output_dir, {"ss": parts, "sd": parts})
+    done = load_if_done(output_dir, {"ss": parts, "sd": parts}, [f"sd/{split}.rttm" for split in parts])
     if done:
         return done
     root = Path(corpus_dir)

@@ -7,7 +7,8 @@ and the ground truth `groundtruth_quesst14_{dev,eval}/quesst14_{dev,eval}.rttm`,
 <start> <duration> <query> ...` line per occurrence of a query in a document.
 `qbe/dev` (dev queries) and `qbe/test` (eval queries) each hold their queries and every document; each cut has
 `custom["role"]` (`query` or `document`), and a query's `custom["matches"]` lists the documents containing it.
-QbE has no training data, so no train split is written.
+`qbe/<split>_truth.txt` lists every query-document pair as `<query> <document> <1|0>`. QbE has no training
+data, so no train split is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from speechrep.data.recipes._common import (
     require,
     whole_cut,
     write_manifests,
+    write_text_atomic,
 )
 
 QUERY_SETS = {"dev": ("dev", "dev_queries"), "test": ("eval", "eval_queries")}
@@ -66,7 +68,7 @@ def prepare_quesst14(
     corpus_dir: Path, output_dir: Path | None = None, languages: Sequence[str] | None = ("nnenglish",)
 ) -> Manifests:
     """Read QUESST14 into `qbe/{dev,test}` cuts of queries (with their matching documents) and documents."""
-    done = load_if_done(output_dir, {"qbe": QUERY_SETS})
+    done = load_if_done(output_dir, {"qbe": QUERY_SETS}, [f"qbe/{split}_truth.txt" for split in QUERY_SETS])
     if done:
         return done
     root, scoring = Path(corpus_dir), Path(corpus_dir) / "scoring"
@@ -82,4 +84,14 @@ def prepare_quesst14(
             for q in read_language_key(scoring / f"language_key_{name}.lst", languages)
         ]
         qbe[split] = CutSet.from_cuts(queries + doc_cuts)
-    return write_manifests({"qbe": qbe}, output_dir)
+    write_manifests({"qbe": qbe}, output_dir)
+    if output_dir is not None:
+        for split, cuts in qbe.items():
+            queries = [c for c in cuts if c.supervisions[0].custom["role"] == "query"]
+            text = "".join(
+                f"{q.id} {d.id} {int(d.id in q.supervisions[0].custom['matches'])}\n"
+                for q in queries
+                for d in doc_cuts
+            )
+            write_text_atomic(Path(output_dir) / "qbe" / f"{split}_truth.txt", text)
+    return qbe

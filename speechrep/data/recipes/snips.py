@@ -4,7 +4,7 @@ Layout: `all.iob.snips.txt` with one line per utterance,
 `<speaker>-snips-<split>-<n> BOS w1 ... wN EOS<TAB>O t1 ... tN <intent>` (IOB slot tags, one per word),
 and the audio as `{train,valid,test}/**/<speaker>-snips-<split>-<n>.wav`. Speakers are split as in SUPERB
 (train, dev and test speakers disjoint). Each cut has `text`, and `custom` `tags` (IOB, one per word), `slots`
-(a list of `{"type", "value"}`) and `intent`.
+(a list of `{"type", "value"}`), `tagged_text` (`play [artist: nina simone]`) and `intent`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,38 @@ SPEAKERS = {
 FOLDERS = {"train": "train", "dev": "valid", "test": "test"}
 
 
+def _slot_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(type, first, end) word indices of each slot: `B-x` or a stray `I-x` opens one, a following `I-x` extends."""
+    spans: list[tuple[str, int, int]] = []
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            continue
+        kind = tag[2:]
+        if tag.startswith("I-") and spans and spans[-1][0] == kind and spans[-1][2] == i:
+            spans[-1] = (kind, spans[-1][1], i + 1)
+        else:
+            spans.append((kind, i, i + 1))
+    return spans
+
+
 def slots_from_iob(words: Sequence[str], tags: Sequence[str]) -> list[dict[str, str]]:
-    """`[{"type", "value"}]` spans of IOB tags (`B-x I-x` → one slot of type x over those words)."""
-    slots: list[dict[str, str]] = []
-    for word, tag in zip(words, tags, strict=True):
-        if tag.startswith("B-") or (tag.startswith("I-") and (not slots or slots[-1]["type"] != tag[2:])):
-            slots.append({"type": tag[2:], "value": word})
-        elif tag.startswith("I-"):
-            slots[-1]["value"] += f" {word}"
-    return slots
+    """`[{"type", "value"}]` of IOB tags (`B-x I-x` → one slot of type x over those words)."""
+    return [{"type": kind, "value": " ".join(words[a:b])} for kind, a, b in _slot_spans(tags)]
+
+
+def tagged_text(words: Sequence[str], tags: Sequence[str]) -> str:
+    """The sentence with each slot written in place as `[type: value]`."""
+    starts = {a: (kind, b) for kind, a, b in _slot_spans(tags)}
+    out, i = [], 0
+    while i < len(words):
+        if i in starts:
+            kind, end = starts[i]
+            out.append(f"[{kind}: {' '.join(words[i:end])}]")
+            i = end
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
 
 
 def read_iob_file(path: Path) -> dict[str, dict]:
@@ -59,6 +82,7 @@ def read_iob_file(path: Path) -> dict[str, dict]:
             "text": " ".join(words),
             "tags": tags,
             "slots": slots_from_iob(words, tags),
+            "tagged_text": tagged_text(words, tags),
             "intent": right.split()[-1],
         }
     return labels
@@ -87,7 +111,7 @@ def prepare_snips(
                     recording(wav, wav.stem),
                     text=label["text"],
                     speaker=speaker,
-                    custom={k: label[k] for k in ("tags", "slots", "intent")},
+                    custom={k: label[k] for k in ("tags", "slots", "tagged_text", "intent")},
                 )
             )
         sf[split] = CutSet.from_cuts(cuts)

@@ -3,15 +3,18 @@
 Layout: `wav/<speaker>/<video>/<nnnnn>.wav`, `iden_split.txt` (`<1|2|3> <speaker>/<video>/<nnnnn>.wav`: train,
 dev, test of the identification protocol) and the verification list `veri_test2.txt` (the cleaned list,
 preferred) or `veri_test.txt` (`<1|0> <enrol path> <test path>`). Cut ids are `<speaker>-<video>-<nnnnn>`.
-`asv`: the test split holds the utterances of the trial list, `asv/trials.txt` the trials with cut ids
+`asv`: the test split holds the utterances of the trial list, `asv/test_trials.txt` its trials with cut ids
 (`<1|0> <cut id> <cut id>`); the speakers outside the trials are the training pool, of which every
-twentieth speaker is held out as dev.
+twentieth speaker is held out as dev. `asv/{train,dev}_trials.txt` pair each of their cuts with one cut of
+the same speaker and one of another speaker (seeded, so the same corpus gives the same trials).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from lhotse import CutSet, MonoCut
 
 from speechrep.data.recipes._common import (
@@ -44,6 +47,25 @@ def _parse_lines(path: Path, fields: int) -> list[list[str]]:
     return rows
 
 
+def make_trials(cuts: list[MonoCut], seed: int = 0) -> list[tuple[int, str, str]]:
+    """For each cut, a target trial (another cut of its speaker) and a non-target one, where they exist."""
+    rng = np.random.default_rng(seed)
+    by_speaker: dict[str, list[str]] = defaultdict(list)
+    for cut in cuts:
+        by_speaker[cut.supervisions[0].speaker].append(cut.id)
+    trials = []
+    for cut in cuts:
+        speaker = cut.supervisions[0].speaker
+        same = [c for c in by_speaker[speaker] if c != cut.id]
+        others = [s for s in by_speaker if s != speaker]
+        if same:
+            trials.append((1, cut.id, same[rng.integers(len(same))]))
+        if others:
+            other = by_speaker[others[rng.integers(len(others))]]
+            trials.append((0, cut.id, other[rng.integers(len(other))]))
+    return trials
+
+
 class _Cuts:
     """One cut per wav, built on first use and shared by the subsets."""
 
@@ -58,10 +80,11 @@ class _Cuts:
 
 
 def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manifests:
-    """Read VoxCeleb1 into `sid/{train,dev,test}` and `asv/{train,dev,test}` cuts plus `asv/trials.txt`."""
+    """Read VoxCeleb1 into `sid/` and `asv/` {train,dev,test} cuts plus `asv/<split>_trials.txt`."""
     corpus_dir = Path(corpus_dir)
-    done = load_if_done(output_dir, {"sid": IDEN_SPLITS.values(), "asv": IDEN_SPLITS.values()})
-    if done and (output_dir / "asv" / "trials.txt").is_file():
+    trial_files = [f"asv/{split}_trials.txt" for split in IDEN_SPLITS.values()]
+    done = load_if_done(output_dir, {"sid": IDEN_SPLITS.values(), "asv": IDEN_SPLITS.values()}, trial_files)
+    if done:
         return done
     wav_dir = require(corpus_dir / "wav", "wav folder")
     iden = _parse_lines(require(corpus_dir / "iden_split.txt", "identification split"), 2)
@@ -96,6 +119,12 @@ def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manif
         output_dir,
     )
     if output_dir is not None:
-        lines = [f"{label} {cut_id_of(a)} {cut_id_of(b)}" for label, a, b in trials]
-        write_text_atomic(Path(output_dir) / "asv" / "trials.txt", "\n".join(lines) + "\n")
+        trial_ids = {
+            "train": make_trials(asv["train"]),
+            "dev": make_trials(asv["dev"]),
+            "test": [(int(label), cut_id_of(a), cut_id_of(b)) for label, a, b in trials],
+        }
+        for split, rows in trial_ids.items():
+            text = "".join(f"{label} {a} {b}\n" for label, a, b in rows)
+            write_text_atomic(Path(output_dir) / "asv" / f"{split}_trials.txt", text)
     return manifests
