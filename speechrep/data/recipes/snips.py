@@ -33,7 +33,7 @@ FOLDERS = {"train": "train", "dev": "valid", "test": "test"}
 
 
 def _slot_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(type, first, end) word indices of each slot: `B-x` or a stray `I-x` opens one, a following `I-x` extends."""
+    """(type, first, end) word indices of each slot: `B-x` or a stray `I-x` opens one, `I-x` extends it."""
     spans: list[tuple[str, int, int]] = []
     for i, tag in enumerate(tags):
         if tag == "O":
