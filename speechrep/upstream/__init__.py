@@ -2,5 +2,9 @@
 from speechrep.upstream.base import Upstream, UpstreamOutput
 from speechrep.upstream.featurizer import Featurizer
 from speechrep.upstream.registry import list_upstreams, register_upstream
+from speechrep.upstream.loading import export_upstream, load_upstream
 
-__all__ = ["Featurizer", "Upstream", "UpstreamOutput", "list_upstreams", "register_upstream"]
+__all__ = [
+    "Featurizer", "Upstream", "UpstreamOutput", "export_upstream", "list_upstreams", "load_upstream",
+    "register_upstream",
+]

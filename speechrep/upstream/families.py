@@ -6,3 +6,5 @@ from speechrep.upstream import mockingjay  # noqa: F401
 from speechrep.upstream import cpc  # noqa: F401
 from speechrep.upstream import wav2vec2  # noqa: F401
 from speechrep.upstream import hubert  # noqa: F401
+from speechrep.upstream import wavlm  # noqa: F401
+from speechrep.upstream import data2vec  # noqa: F401
