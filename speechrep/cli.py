@@ -88,5 +88,25 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("tiny", "small", "full"), default="tiny",
+                   help="corpus size: tiny (tests, <1 min), small (demo, minutes), full (tens of hours)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (re-running skips finished subsets)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same corpus")
+    p.add_argument("--subsets", default=None, help="comma-separated subset names (default: all), e.g. ks,sid")
+    p.add_argument("--workers", type=int, default=2, help="synthesis processes")
+
+
+@command("synth", "build the synthetic mini-SUPERB corpus (eSpeak NG speech, every task)", _synth_arguments)
+def _synth(args: argparse.Namespace) -> int:
+    from speechrep.data.synth import make_synthetic_corpus
+
+    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
+    corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed, subsets=subsets,
+                                   num_workers=args.workers)
+    for name, splits in corpus.items():
+        print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
+    return 0
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,4 +12,6 @@ from speechrep.audio.features import (
     num_frames,
     spectrogram,
 )
+from speechrep.audio.augment import (add_noise, apply_eq, band_limit, clip, coloured_noise, random_eq,
+                                      reverberate, snr_db, speed_perturb, synthetic_rir)
 from speechrep.audio.io import AudioInfo, audio_info, load_audio, resample, save_audio

@@ -1,0 +1,147 @@
+"""Build the mini-SUPERB synthetic corpus: presets, the build loop (resumable, atomic), manifests, cards."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from lhotse import CutSet, MonoCut
+
+from speechrep.data.synth.card import write_card
+from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan, write_atomic
+from speechrep.data.synth.workers import run_forked
+from speechrep.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SUBSETS: tuple[str, ...] = ("unlabeled", "pr", "asr", "ks", "qbe", "sid", "asv", "sd", "er", "ic", "sf", "se", "ss")
+FORMAT_VERSION = 1
+_MARKER = ".complete"
+
+Sizes = dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]]  # subset -> (speakers, items) per split
+
+# speakers per split (sid: the shared speaker count in every position) and items per split: utterances,
+# or mixtures (ss), conversations (sd), documents (qbe: plus a quarter as many queries).
+PRESETS: dict[str, Sizes] = {
+    "tiny": {
+        "unlabeled": ((6, 2, 2), (24, 6, 6)), "pr": ((4, 2, 2), (12, 6, 6)), "asr": ((4, 2, 2), (12, 6, 6)),
+        "ks": ((6, 3, 3), (36, 12, 12)), "qbe": ((3, 2, 2), (8, 8, 8)), "sid": ((6, 6, 6), (24, 12, 12)),
+        "asv": ((6, 3, 3), (18, 9, 9)), "sd": ((4, 2, 2), (4, 2, 2)), "er": ((6, 2, 2), (24, 8, 8)),
+        "ic": ((4, 2, 2), (16, 8, 8)), "sf": ((4, 2, 2), (16, 8, 8)), "se": ((4, 2, 2), (8, 4, 4)),
+        "ss": ((4, 2, 2), (8, 4, 4)),
+    },
+    "small": {
+        "unlabeled": ((40, 5, 5), (1000, 60, 60)), "pr": ((20, 5, 5), (400, 80, 80)),
+        "asr": ((20, 5, 5), (400, 80, 80)), "ks": ((40, 10, 10), (1200, 240, 240)),
+        "qbe": ((10, 5, 5), (160, 80, 80)), "sid": ((40, 40, 40), (800, 160, 160)),
+        "asv": ((40, 10, 10), (400, 100, 100)), "sd": ((20, 5, 5), (80, 20, 20)),
+        "er": ((24, 6, 6), (600, 160, 160)), "ic": ((20, 5, 5), (600, 150, 150)),
+        "sf": ((20, 5, 5), (600, 150, 150)), "se": ((20, 5, 5), (300, 60, 60)),
+        "ss": ((20, 5, 5), (300, 60, 60)),
+    },
+    "full": {
+        "unlabeled": ((400, 20, 20), (20000, 400, 400)), "pr": ((100, 20, 20), (4000, 400, 400)),
+        "asr": ((100, 20, 20), (4000, 400, 400)), "ks": ((300, 40, 40), (12000, 1500, 1500)),
+        "qbe": ((40, 10, 10), (1000, 400, 400)), "sid": ((200, 200, 200), (8000, 1000, 1000)),
+        "asv": ((200, 40, 40), (4000, 800, 800)), "sd": ((100, 20, 20), (800, 100, 100)),
+        "er": ((60, 20, 20), (4000, 800, 800)), "ic": ((80, 20, 20), (4000, 800, 800)),
+        "sf": ((80, 20, 20), (4000, 800, 800)), "se": ((80, 20, 20), (2000, 400, 400)),
+        "ss": ((80, 20, 20), (2000, 400, 400)),
+    },
+}
+
+
+def write_cutset(cuts: Sequence[MonoCut], path: Path) -> None:
+    """A CutSet as gzipped JSONL, byte-identical for identical cuts (no timestamp), written atomically."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz:
+        for cut in cuts:
+            gz.write((json.dumps(cut.to_dict(), ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(path, buffer.getvalue())
+
+
+def _marker(preset: str, seed: int) -> dict:
+    return {"preset": preset, "seed": seed, "format_version": FORMAT_VERSION}
+
+
+def _is_complete(subset_dir: Path, preset: str, seed: int) -> bool:
+    marker = subset_dir / _MARKER
+    try:
+        return json.loads(marker.read_text()) == _marker(preset, seed)
+    except (OSError, ValueError):
+        return False
+
+
+def load_subset(subset_dir: Path) -> dict[str, CutSet]:
+    """The CutSets of one built subset: `train`/`dev`/`test` (qbe: documents, plus `<split>_queries`)."""
+    out = {}
+    for split in SPLITS:
+        out[split] = CutSet.from_file(subset_dir / f"{split}.jsonl.gz")
+        queries = subset_dir / f"{split}_queries.jsonl.gz"
+        if queries.exists():
+            out[f"{split}_queries"] = CutSet.from_file(queries)
+    return out
+
+
+def build_subset(name: str, output_dir: Path, preset: str, seed: int, num_workers: int = 2) -> dict[str, CutSet]:
+    """Build one subset from scratch (its folder is replaced) and mark it complete last."""
+    subset_dir = output_dir / name
+    if subset_dir.exists():
+        shutil.rmtree(subset_dir)
+    audio_dir = subset_dir / "audio"
+    audio_dir.mkdir(parents=True)
+    speakers, counts = PRESETS[preset][name]
+    # Each subset has its own stream, so building a subset alone gives the same result as in the full run.
+    rng = np.random.default_rng([seed, SUBSETS.index(name)])
+    plan: Plan = PLANNERS[name](rng, audio_dir, speakers, counts)
+    cuts: dict[str, list[MonoCut]] = {}
+    failures = 0
+    for split in SPLITS:
+        items = plan.items[split]
+        cuts[split] = []
+        for index, meta in run_forked((item.job for item in items), num_workers, desc=f"{name}/{split}",
+                                      total=len(items)):
+            if meta is None:
+                failures += 1
+                continue
+            cuts[split].extend(items[index].to_cuts(meta))
+        if name == "qbe":  # queries and documents are separate sets
+            roles = {c.id: c.supervisions[0].custom["role"] for c in cuts[split]}
+            write_cutset([c for c in cuts[split] if roles[c.id] == "query"], subset_dir / f"{split}_queries.jsonl.gz")
+            write_cutset([c for c in cuts[split] if roles[c.id] == "document"], subset_dir / f"{split}.jsonl.gz")
+        else:
+            write_cutset(cuts[split], subset_dir / f"{split}.jsonl.gz")
+    if plan.finish is not None:
+        plan.finish(subset_dir, cuts, plan.items)
+    if failures:
+        log.warning("%s: %d utterance(s) failed to synthesise and were left out", name, failures)
+    write_card(subset_dir, name, preset, seed, cuts, plan.speakers, failures)
+    write_atomic(subset_dir / _MARKER, json.dumps(_marker(preset, seed)))
+    return load_subset(subset_dir)
+
+
+def make_synthetic_corpus(output_dir: Path, preset: str = "tiny", seed: int = 0,
+                          subsets: Sequence[str] | None = None, num_workers: int = 2) -> dict[str, dict[str, CutSet]]:
+    """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown synthetic corpus preset {preset!r} (choose from {sorted(PRESETS)})")
+    names = list(SUBSETS if subsets is None else subsets)
+    unknown = [n for n in names if n not in SUBSETS]
+    if unknown:
+        raise ConfigError(f"unknown synthetic subset(s) {unknown} (choose from {list(SUBSETS)})")
+    output_dir = Path(output_dir).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
+    output_dir.mkdir(parents=True, exist_ok=True)
+    corpus = {}
+    for name in names:
+        if _is_complete(output_dir / name, preset, seed):
+            log.info("%s: already complete, skipped", name)
+            corpus[name] = load_subset(output_dir / name)
+            continue
+        log.info("%s: building (%s preset, seed %d)", name, preset, seed)
+        corpus[name] = build_subset(name, output_dir, preset, seed, num_workers)
+    return corpus

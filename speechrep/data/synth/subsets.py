@@ -1,0 +1,376 @@
+"""One planner per subset: each turns a size, speakers and a random generator into `Item`s (a synthesis
+job plus how to turn its result into lhotse cuts and extra files). Planning happens in the parent, in a
+fixed order, so the corpus depends only on the seed."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from lhotse import MonoCut, Recording, SupervisionSegment
+from lhotse.audio import AudioSource
+
+from speechrep.data.synth import text as texts
+from speechrep.data.synth.render import (SAMPLE_RATE, UtteranceSpec, job_conversation, job_enhancement,
+                                         job_separation, job_single)
+from speechrep.data.synth.speakers import Speaker, make_speakers
+
+SPLITS = ("train", "dev", "test")
+ER_STYLES: dict[str, tuple[float, int, float, float]] = {
+    # style: (rate factor, pitch shift, pitch-range factor, volume factor)
+    "neutral": (1.0, 0, 1.0, 1.0),
+    "happy": (1.12, 10, 1.5, 1.1),
+    "angry": (1.18, 4, 1.25, 1.5),
+    "sad": (0.82, -8, 0.55, 0.7),
+}
+ER_FOLDS = 5
+_REVERB_PROB, _NOISE_PROB, _SNR_RANGE = 0.25, 0.5, (5.0, 25.0)
+SE_SNRS = (0.0, 5.0, 10.0, 15.0)
+
+
+@dataclass
+class Item:
+    """A job for a worker and the function that turns its result into cuts (None: job failed)."""
+
+    job: tuple[Callable[..., Any], tuple]
+    to_cuts: Callable[[dict], list[MonoCut]]
+    extra: dict = field(default_factory=dict)  # planner data needed for split-level files
+
+
+@dataclass
+class Plan:
+    """Everything one subset will contain: items per split, and split-level files built from the cuts."""
+
+    speakers: dict[str, list[Speaker]]
+    items: dict[str, list[Item]]
+    finish: Callable[[Path, dict[str, list[MonoCut]], dict[str, list[Item]]], None] | None = None
+
+
+def recording(rec_id: str, path: Path, num_samples: int) -> Recording:
+    """A 16 kHz mono FLAC recording manifest (built without re-reading the file)."""
+    return Recording(id=rec_id, sources=[AudioSource(type="file", channels=[0], source=str(path))],
+                     sampling_rate=SAMPLE_RATE, num_samples=num_samples, duration=num_samples / SAMPLE_RATE)
+
+
+def _spec(rng: np.random.Generator, speaker: Speaker, text: str, effects: bool = True,
+          style: str = "neutral", **kwargs) -> UtteranceSpec:
+    rate_f, pitch_shift, range_f, volume_f = ER_STYLES[style]
+    reverb = float(rng.uniform(0.2, 0.8)) if effects and rng.random() < _REVERB_PROB else None
+    snr = float(rng.uniform(*_SNR_RANGE)) if effects and rng.random() < _NOISE_PROB else None
+    return UtteranceSpec(
+        text=text, speaker=speaker, seed=int(rng.integers(2**31)),
+        rate=int(np.clip(speaker.rate * rate_f * rng.uniform(0.9, 1.1), 80, 450)),
+        pitch=int(np.clip(speaker.pitch + pitch_shift + rng.integers(-6, 7), 0, 99)),
+        pitch_range=int(np.clip(speaker.pitch_range * range_f + rng.integers(-8, 9), 0, 99)),
+        volume=int(np.clip(100 * volume_f, 10, 200)), reverb_rt60=reverb, snr=snr, **kwargs)
+
+
+def _alignment_fields(meta: dict) -> dict:
+    return {"phones": [p for p, _, _ in meta["phones"]],
+            "phone_alignment": [list(p) for p in meta["phones"]],
+            "word_alignment": [list(w) for w in meta["words"]]}
+
+
+def _single_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec, custom: dict | None = None,
+                 cut_custom: dict | None = None, alignments: bool = True) -> Item:
+    path = audio_dir / f"{cut_id}.flac"
+
+    def to_cuts(meta: dict) -> list[MonoCut]:
+        rec = recording(cut_id, path, meta["num_samples"])
+        sup_custom = dict(custom or {})
+        if alignments:
+            sup_custom.update(_alignment_fields(meta))
+        sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=rec.duration, channel=0,
+                                 text=spec.text, speaker=spec.speaker.id, language="en",
+                                 custom=sup_custom or None)
+        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec,
+                        supervisions=[sup], custom=cut_custom)]
+
+    return Item((job_single, (spec, path)), to_cuts)
+
+
+def _speakers(rng: np.random.Generator, counts: tuple[int, int, int], prefix: str) -> dict[str, list[Speaker]]:
+    everyone = make_speakers(rng, sum(counts), prefix)
+    bounds = np.cumsum((0,) + tuple(counts))
+    return {split: everyone[bounds[i]:bounds[i + 1]] for i, split in enumerate(SPLITS)}
+
+
+def _assign(rng: np.random.Generator, speakers: list[Speaker], count: int) -> list[Speaker]:
+    # Round-robin over a shuffled order: every speaker gets about the same number of utterances.
+    order = [speakers[i] for i in rng.permutation(len(speakers))]
+    return [order[i % len(order)] for i in range(count)]
+
+
+# ------------------------------------------------------------------------------------------- planners
+def plan_sentences(name: str, rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+                   counts: tuple[int, int, int]) -> Plan:
+    """unlabeled / pr / asr: random sentences with text, phones and alignments; speaker-disjoint splits."""
+    spk = _speakers(rng, speakers, f"{name}_spk")
+    items = {split: [_single_item(audio_dir, f"{name}_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng)))
+                     for i, s in enumerate(_assign(rng, spk[split], n))]
+             for split, n in zip(SPLITS, counts)}
+    return Plan(spk, items)
+
+
+def plan_ks(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Keyword spotting: 1 s clips of 10 commands, other words (`_unknown_`) and noise (`_silence_`)."""
+    spk = _speakers(rng, speakers, "ks_spk")
+    commands, others = texts.keyword_words()
+    labels = list(commands) + [texts.UNKNOWN_KEYWORD, texts.SILENCE_KEYWORD]
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i, speaker in enumerate(_assign(rng, spk[split], n)):
+            label = labels[i % len(labels)]
+            word = {texts.UNKNOWN_KEYWORD: others[int(rng.integers(len(others)))],
+                    texts.SILENCE_KEYWORD: ""}.get(label, label)
+            spec = _spec(rng, speaker, word, total_duration=1.0)
+            if label == texts.SILENCE_KEYWORD and spec.snr is None:
+                spec = UtteranceSpec(**{**spec.__dict__, "snr": float(rng.uniform(*_SNR_RANGE))})
+            items[split].append(_single_item(audio_dir, f"ks_{split}_{i:05d}", spec, {"keyword": label}))
+    return Plan(spk, items)
+
+
+def plan_sid(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+             counts: tuple[int, int, int]) -> Plan:
+    """Closed-set speaker identification: the same speakers in every split, different sentences."""
+    everyone = make_speakers(rng, speakers[0], "sid_spk")
+    spk = {split: everyone for split in SPLITS}
+    items = {split: [_single_item(audio_dir, f"sid_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng, 3, 10)))
+                     for i, s in enumerate(_assign(rng, everyone, n))]
+             for split, n in zip(SPLITS, counts)}
+    return Plan(spk, items)
+
+
+def plan_asv(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+             counts: tuple[int, int, int]) -> Plan:
+    """Speaker verification: disjoint speakers per split, trials (target/non-target pairs) per split."""
+    plan = plan_sentences("asv", rng, audio_dir, speakers, counts)
+    trial_rng = np.random.default_rng(int(rng.integers(2**31)))
+
+    def finish(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:
+        for split in SPLITS:
+            write_atomic(subset_dir / f"{split}_trials.txt", "".join(
+                f"{label} {a} {b}\n" for label, a, b in make_trials(trial_rng, cuts[split])))
+
+    plan.finish = finish
+    return plan
+
+
+def make_trials(rng: np.random.Generator, cuts: list[MonoCut], per_cut: int = 2) -> list[tuple[int, str, str]]:
+    """Balanced verification trials: for each enrolment cut, target and non-target test cuts."""
+    by_speaker: dict[str, list[str]] = {}
+    for cut in cuts:
+        by_speaker.setdefault(cut.supervisions[0].speaker, []).append(cut.id)
+    trials = []
+    for cut in cuts:
+        own = cut.supervisions[0].speaker
+        same = [c for c in by_speaker[own] if c != cut.id]
+        other = [c for s, ids in by_speaker.items() if s != own for c in ids]
+        for _ in range(per_cut // 2):
+            if same and other:
+                trials.append((1, cut.id, same[int(rng.integers(len(same)))]))
+                trials.append((0, cut.id, other[int(rng.integers(len(other)))]))
+    return trials
+
+
+def plan_er(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Emotion: four prosodic styles; speakers in `ER_FOLDS` groups (test = last fold, dev = the one before)."""
+    spk = _speakers(rng, speakers, "er_spk")
+    fold_of: dict[str, int] = {}
+    for i, s in enumerate(spk["train"]):
+        fold_of[s.id] = 1 + i % (ER_FOLDS - 2)
+    fold_of.update({s.id: ER_FOLDS - 1 for s in spk["dev"]})
+    fold_of.update({s.id: ER_FOLDS for s in spk["test"]})
+    styles = list(ER_STYLES)
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i, speaker in enumerate(_assign(rng, spk[split], n)):
+            style = styles[i % len(styles)]
+            spec = _spec(rng, speaker, texts.random_sentence(rng, 3, 9), style=style)
+            items[split].append(_single_item(audio_dir, f"er_{split}_{i:05d}", spec,
+                                             {"emotion": style, "fold": fold_of[speaker.id]}))
+    return Plan(spk, items)
+
+
+def plan_ic(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Intent classification: commands with action/object/location, several phrasings per intent."""
+    spk = _speakers(rng, speakers, "ic_spk")
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i, speaker in enumerate(_assign(rng, spk[split], n)):
+            sentence, intent = texts.ic_utterance(rng)
+            items[split].append(_single_item(audio_dir, f"ic_{split}_{i:05d}", _spec(rng, speaker, sentence),
+                                             {"intent": intent}))
+    return Plan(spk, items)
+
+
+def plan_sf(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Slot filling: templated requests with slot types and values (BIO tags per word)."""
+    spk = _speakers(rng, speakers, "sf_spk")
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i, speaker in enumerate(_assign(rng, spk[split], n)):
+            sentence, labels = texts.sf_utterance(rng)
+            items[split].append(_single_item(audio_dir, f"sf_{split}_{i:05d}", _spec(rng, speaker, sentence), labels))
+    return Plan(spk, items)
+
+
+def plan_qbe(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+             counts: tuple[int, int, int]) -> Plan:
+    """Query-by-example: spoken single-word queries and sentence documents that contain a query or not."""
+    spk = _speakers(rng, speakers, "qbe_spk")
+    vocabulary = texts.content_words(min_letters=5)
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        terms = [vocabulary[i] for i in rng.choice(len(vocabulary), size=max(2, n // 4), replace=False)]
+        queries = [_single_item(audio_dir, f"qbe_{split}_q{i:04d}", _spec(rng, s, term, effects=False, pad=(0.2, 0.2)),
+                                {"role": "query", "term": term})
+                   for i, (term, s) in enumerate(zip(terms, _assign(rng, spk[split], len(terms))))]
+        docs = []
+        for i, speaker in enumerate(_assign(rng, spk[split], n)):
+            words = texts.random_words(rng, int(rng.integers(5, 12)))
+            if i % 2 == 0:  # half the documents contain one of the query terms
+                words.insert(int(rng.integers(len(words) + 1)), terms[(i // 2) % len(terms)])
+            contained = sorted({t for t in terms if t in words})
+            docs.append(_single_item(audio_dir, f"qbe_{split}_d{i:04d}", _spec(rng, speaker, " ".join(words)),
+                                     {"role": "document", "contains": contained}))
+        items[split] = queries + docs
+    return Plan(spk, items, finish=_finish_qbe)
+
+
+def _finish_qbe(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:
+    for split in SPLITS:
+        queries = [c for c in cuts[split] if c.supervisions[0].custom["role"] == "query"]
+        docs = [c for c in cuts[split] if c.supervisions[0].custom["role"] == "document"]
+        lines = [f"{q.id} {d.id} {int(q.supervisions[0].custom['term'] in d.supervisions[0].custom['contains'])}\n"
+                 for q, d in itertools.product(queries, docs)]
+        write_atomic(subset_dir / f"{split}_truth.txt", "".join(lines))
+
+
+def plan_se(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Speech enhancement: noisy recordings with the clean reference as `cut.clean`."""
+    spk = _speakers(rng, speakers, "se_spk")
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i, speaker in enumerate(_assign(rng, spk[split], n)):
+            cut_id = f"se_{split}_{i:05d}"
+            snr = SE_SNRS[i % len(SE_SNRS)]
+            spec = UtteranceSpec(**{**_spec(rng, speaker, texts.random_sentence(rng), effects=False).__dict__,
+                                    "snr": snr})
+            items[split].append(_enhancement_item(audio_dir, cut_id, spec))
+    return Plan(spk, items)
+
+
+def _enhancement_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec) -> Item:
+    noisy, clean = audio_dir / f"{cut_id}.flac", audio_dir / f"{cut_id}_clean.flac"
+
+    def to_cuts(meta: dict) -> list[MonoCut]:
+        rec = recording(cut_id, noisy, meta["num_samples"])
+        sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=rec.duration, channel=0,
+                                 text=spec.text, speaker=spec.speaker.id, language="en",
+                                 custom={"snr": spec.snr, **_alignment_fields(meta)})
+        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup],
+                        custom={"clean": recording(f"{cut_id}_clean", clean, meta["num_samples"])})]
+
+    return Item((job_enhancement, (spec, noisy, clean)), to_cuts)
+
+
+def plan_ss(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Source separation: two-speaker mixtures; sources as `cut.source1`, `cut.source2` (mixture = sum)."""
+    spk = _speakers(rng, speakers, "ss_spk")
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i in range(n):
+            a, b = (spk[split][j] for j in rng.choice(len(spk[split]), size=2, replace=False))
+            specs = tuple(_spec(rng, s, texts.random_sentence(rng, 4, 10), effects=False) for s in (a, b))
+            items[split].append(_separation_item(audio_dir, f"ss_{split}_{i:05d}", specs, float(rng.uniform(-5, 5))))
+    return Plan(spk, items)
+
+
+def _separation_item(audio_dir: Path, cut_id: str, specs: tuple[UtteranceSpec, UtteranceSpec],
+                     level_db: float) -> Item:
+    paths = tuple(audio_dir / f"{cut_id}{suffix}.flac" for suffix in ("", "_s1", "_s2"))
+
+    def to_cuts(meta: dict) -> list[MonoCut]:
+        n = meta["num_samples"]
+        rec = recording(cut_id, paths[0], n)
+        sups = [SupervisionSegment(id=f"{cut_id}_s{k + 1}", recording_id=cut_id, start=0.0, duration=rec.duration,
+                                   channel=0, text=spec.text, speaker=spec.speaker.id, language="en",
+                                   custom={"source": k + 1, **_alignment_fields(src)})
+                for k, (spec, src) in enumerate(zip(specs, meta["sources"]))]
+        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=sups,
+                        custom={"source1": recording(f"{cut_id}_s1", paths[1], n),
+                                "source2": recording(f"{cut_id}_s2", paths[2], n), "level_db": round(level_db, 3)})]
+
+    return Item((job_separation, (specs, level_db, paths)), to_cuts)
+
+
+def plan_sd(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
+            counts: tuple[int, int, int]) -> Plan:
+    """Diarization: two-speaker conversations with pauses and overlaps; one supervision per turn + RTTM."""
+    spk = _speakers(rng, speakers, "sd_spk")
+    items = {}
+    for split, n in zip(SPLITS, counts):
+        items[split] = []
+        for i in range(n):
+            pair = [spk[split][j] for j in rng.choice(len(spk[split]), size=2, replace=False)]
+            turns = int(rng.integers(3, 7))
+            who = [pair[t % 2] if rng.random() < 0.85 else pair[(t + 1) % 2] for t in range(turns)]
+            specs = [_spec(rng, s, texts.random_sentence(rng, 2, 8), effects=False) for s in who]
+            gaps = [float(rng.uniform(-0.8, 1.2)) for _ in range(turns - 1)]
+            snr = float(rng.uniform(*_SNR_RANGE)) if rng.random() < _NOISE_PROB else None
+            items[split].append(_conversation_item(audio_dir, f"sd_{split}_{i:05d}", specs, gaps, snr,
+                                                   int(rng.integers(2**31))))
+    return Plan(spk, items, finish=_finish_sd)
+
+
+def _conversation_item(audio_dir: Path, cut_id: str, specs: list[UtteranceSpec], gaps: list[float],
+                       snr: float | None, seed: int) -> Item:
+    path = audio_dir / f"{cut_id}.flac"
+
+    def to_cuts(meta: dict) -> list[MonoCut]:
+        rec = recording(cut_id, path, meta["num_samples"])
+        sups = [SupervisionSegment(id=f"{cut_id}_t{k:02d}", recording_id=cut_id, start=turn["start"],
+                                   duration=round(turn["end"] - turn["start"], 4), channel=0, text=turn["text"],
+                                   speaker=turn["speaker"], language="en")
+                for k, turn in enumerate(meta["turns"])]
+        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=sups)]
+
+    return Item((job_conversation, (specs, gaps, snr, seed, path)), to_cuts)
+
+
+def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:
+    for split in SPLITS:
+        lines = [f"SPEAKER {c.id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
+                 for c in cuts[split] for s in c.supervisions]
+        write_atomic(subset_dir / f"{split}.rttm", "".join(lines))
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write a file through a temporary name and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+    tmp.replace(path)
+
+
+PLANNERS: dict[str, Callable[..., Plan]] = {
+    "unlabeled": lambda rng, d, s, c: plan_sentences("unlabeled", rng, d, s, c),
+    "pr": lambda rng, d, s, c: plan_sentences("pr", rng, d, s, c),
+    "asr": lambda rng, d, s, c: plan_sentences("asr", rng, d, s, c),
+    "ks": plan_ks, "qbe": plan_qbe, "sid": plan_sid, "asv": plan_asv, "sd": plan_sd, "er": plan_er,
+    "ic": plan_ic, "sf": plan_sf, "se": plan_se, "ss": plan_ss,
+}
