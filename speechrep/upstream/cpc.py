@@ -4,7 +4,7 @@ Waveform → 5 strided 1-D convolutions (kernels 10, 8, 4, 4, 4; strides 5, 4, 2
 frame) each followed by channel-wise LayerNorm ("ChannelNorm", replacing the batch norm of the original CPC)
 and ReLU → a unidirectional LSTM. The raw waveform is used as is (no normalisation), as in the reference.
 Hidden states: the encoder output, then one per LSTM layer. Frames follow the conv arithmetic:
-each layer maps n → (n + 2·pad − kernel) // stride + 1, so frames = samples // 160 for samples ≥ 160.
+each layer maps n → (n + 2·pad − kernel) // stride + 1, which composes to frames = (samples + 1) // 160.
 The per-step prediction network is pre-training only and not part of this module.
 """
 from __future__ import annotations
