@@ -108,5 +108,39 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
     return 0
 
+def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
+                   help="hub name or exported directory (repeatable); NAME@random = untrained control; "
+                   "fbank_global = fbank with train-split statistics")
+    p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. pr,ks,sid")
+    p.add_argument("--corpus", type=Path, required=True, help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
+    p.add_argument("--out", type=Path, required=True, help="runs, feature cache, leaderboard.md, results.json")
+    p.add_argument("--preset", default=None, help="config preset, e.g. tiny (configs/downstream/<preset>/)")
+    p.add_argument("--finetune", action="store_true", help="train the upstream too (lr: upstream_lr=...)")
+    p.add_argument("--lr-sweep", default=None, metavar="LR,LR,...", help="train each LR, keep the best on dev")
+    p.add_argument("--random-init", action="store_true", help="every upstream with random weights")
+    p.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="cache frozen upstream features on disk (default: on)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides; TASK.key=value for one task")
+
+
+@command("benchmark", "SUPERB-style benchmark of upstreams on downstream tasks", _benchmark_arguments)
+def _benchmark(args: argparse.Namespace) -> int:
+    from speechrep.bench.leaderboard import write_summary
+    from speechrep.downstream.runner import benchmark
+    from speechrep.errors import ConfigError
+
+    try:
+        lrs = [float(x) for x in args.lr_sweep.split(",")] if args.lr_sweep else None
+    except ValueError:
+        raise ConfigError(f"--lr-sweep {args.lr_sweep!r}: expected comma-separated numbers") from None
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    rows = benchmark(args.upstream, tasks, args.corpus, args.out, finetune=args.finetune, lr_sweep=lrs,
+                     random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
+                     overrides=args.overrides)
+    print(write_summary(rows, args.out), end="")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,131 @@
+"""SUPERB downstream tasks: the interface every task file implements, and the registry name → task.
+
+A task is one file in this folder that reads top to bottom: config dataclass, data, head, loss, metric, and
+at the bottom one `TASK = TaskSpec(...)`. It knows nothing about upstreams, checkpoints or the training loop;
+`speechrep.downstream.runner` does the rest (load the upstream, feature cache, Featurizer, train on train,
+select on dev, evaluate test once, write results.json):
+
+    @dataclass
+    class KSConfig:                       # satisfies TaskConfig; configs/downstream/ks.yaml holds the defaults
+        subset: str = "ks"                # corpus subset: CORPUS/<subset>/{train,dev,test}.jsonl.gz
+        layers: list[int] | None = None   # None: learned softmax-weighted sum of every layer
+        max_duration: float = 200.0       # seconds of audio per batch
+        upstream_lr: float = 1e-5         # used only with --finetune
+        train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=200_000, ...))
+
+    def build(cfg: KSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
+        train_cuts, dev_cuts = load_cuts(corpus_dir, cfg.subset, "train"), load_cuts(corpus_dir, cfg.subset, "dev")
+        labels = sorted({keyword_of(c) for c in train_cuts})
+        head = MeanPoolLinear(features.hidden_size, len(labels))
+        def loss_fn(model, batch): ...   # model(batch) = head(*Featurizer(upstream(batch)))
+        def evaluate(model, batches): ... # {"accuracy": ...} over a whole split, no grad
+        return TaskParts(head, train_cuts, dev_cuts, lambda: load_cuts(corpus_dir, cfg.subset, "test"),
+                         loss_fn, evaluate)
+
+    TASK = TaskSpec(name="ks", config=KSConfig, build=build, metric="accuracy", higher_is_better=True)
+
+Rules the runner relies on:
+- `build` may read train and dev, never test: `TaskParts.load_test` is called once, after training, with the
+  best-on-dev checkpoint loaded (`tests/test_downstream_runner.py` checks this).
+- `loss_fn(model, batch)` returns a scalar loss or `(loss, {name: float})` for logging.
+- `evaluate(model, batches)` runs under `torch.inference_mode()` with `model.eval()` (the runner sets both) and
+  returns a dict that contains `TaskSpec.metric`; extra entries (e.g. CER next to WER) are reported too.
+- Labels come from the cuts in `batch.cuts` (supervision fields and `custom`), read by small functions in the
+  task file; a missing label raises `SpeechrepError` naming the cut and the field.
+- `TaskSpec.sub_runs` (optional) splits one task into runs whose metrics are averaged, e.g. ER's
+  cross-validation folds: `{"fold1": cfg_for_fold_1, ...}`; each sub-run is its own run directory.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from lhotse import CutSet
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from speechrep.downstream.features import FeatureBatch, FeatureSource
+    from speechrep.train import TrainConfig
+
+LossOutput = Tensor | tuple[Tensor, dict[str, float]]
+
+
+class TaskConfig(Protocol):
+    """The fields of a task config that the runner reads; every task's config dataclass has them."""
+
+    subset: str
+    layers: list[int] | None
+    max_duration: float
+    upstream_lr: float
+    train: "TrainConfig"
+
+
+@dataclass
+class TaskParts:
+    """What a task hands the runner for one training run."""
+
+    head: nn.Module  # trained on the featurizer output: head(features (B, T, H), lengths (B,))
+    train_cuts: CutSet
+    dev_cuts: CutSet
+    load_test: Callable[[], CutSet]  # called once, after model selection on dev
+    loss_fn: Callable[[nn.Module, "FeatureBatch"], LossOutput]
+    evaluate: Callable[[nn.Module, Iterable["FeatureBatch"]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task's name, config class, builder and headline metric (with its direction)."""
+
+    name: str
+    config: type
+    build: Callable[[Any, Path, "FeatureSource"], TaskParts]
+    metric: str
+    higher_is_better: bool
+    best_value: float  # the topline of the SUPERB-style score on mini-SUPERB (e.g. accuracy 1.0, PER 0.0)
+    sub_runs: Callable[[Any], dict[str, Any]] | None = None  # e.g. ER folds; metrics are averaged over them
+
+
+# Registry: task name → module defining `TASK`. Imported on demand so one broken task does not break the rest.
+TASKS: dict[str, str] = {
+    "ks": "speechrep.downstream.tasks.ks",
+    "sid": "speechrep.downstream.tasks.sid",
+    "er": "speechrep.downstream.tasks.er",
+    "ic": "speechrep.downstream.tasks.ic",
+    "pr": "speechrep.downstream.tasks.pr",
+    "pf": "speechrep.downstream.tasks.pf",
+    "asr": "speechrep.downstream.tasks.asr",
+}
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task, sorted."""
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    """The TaskSpec of a registered task; unknown names raise ConfigError listing the known ones."""
+    from speechrep.errors import ConfigError
+
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+    spec = importlib.import_module(TASKS[name]).TASK
+    if spec.name != name:
+        raise ConfigError(f"{TASKS[name]}: TASK.name is {spec.name!r}, registered as {name!r}")
+    return spec
+
+
+def cut_label(cut: Any, name: str) -> Any:
+    """A label of a cut's first supervision: a field (`text`, `speaker`) or a `custom` entry (`keyword`, ...)."""
+    from speechrep.errors import SpeechrepError
+
+    if not cut.supervisions:
+        raise SpeechrepError(f"cut {cut.id!r}: no supervision, so no {name!r} label")
+    sup = cut.supervisions[0]
+    value = getattr(sup, name, None) if name in ("text", "speaker", "language", "gender") else None
+    if value is None and sup.custom:
+        value = sup.custom.get(name)
+    if value is None:
+        raise SpeechrepError(f"cut {cut.id!r}: supervision has no {name!r} label")
+    return value

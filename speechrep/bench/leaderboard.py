@@ -1,0 +1,50 @@
+"""The benchmark summary: a leaderboard of upstreams × tasks (test metrics) with the SUPERB-style score.
+
+    text = write_summary(rows, out_dir)   # OUT/leaderboard.md + OUT/results.json; returns the table text
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from speechrep.bench.score import DEFAULT_BASELINE, Reference, references_from_rows, superb_scores
+from speechrep.config import atomic_write_text
+
+
+def _cell(row: Mapping[str, Any] | None) -> str:
+    """A metric as a percentage (every headline metric of our tasks is a rate or an accuracy)."""
+    if row is None:
+        return "–"
+    return f"{100.0 * float(row['test'][row['metric']]):.2f}"
+
+
+def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, float]) -> str:
+    """A Markdown table: one line per upstream, one column per task (test metric, %), then the score."""
+    tasks = sorted({r["task"] for r in rows})
+    upstreams = list(dict.fromkeys(r["upstream"] for r in rows))
+    by_pair = {(r["upstream"], r["task"]): r for r in rows}
+    metric_of = {r["task"]: (r["metric"], r["higher_is_better"]) for r in rows}
+    header = ["upstream"] + [f"{t} {metric_of[t][0]} {'↑' if metric_of[t][1] else '↓'}" for t in tasks]
+    header.append("score ↑")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for up in upstreams:
+        score = f"{scores[up]:.1f}" if up in scores else "–"
+        lines.append("| " + " | ".join([up] + [_cell(by_pair.get((up, t))) for t in tasks] + [score]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_upstream: str = DEFAULT_BASELINE,
+                  references: Mapping[str, Reference] | None = None) -> str:
+    """Score the rows, write OUT/leaderboard.md and OUT/results.json (every row + scores); return the table."""
+    refs = references_from_rows(rows, baseline_upstream, references)
+    scores = superb_scores(rows, refs)
+    table = leaderboard_markdown(rows, scores)
+    notes = ("Test metrics in %. Score: each task scaled linearly between the baseline "
+             f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, averaged over tasks.")
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "leaderboard.md", f"# Leaderboard\n\n{table}\n{notes}\n")
+    summary = {"rows": list(rows), "scores": scores,
+               "references": {t: {"baseline": r.baseline, "topline": r.topline} for t, r in refs.items()}}
+    atomic_write_text(out_dir / "results.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return table

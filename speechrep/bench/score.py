@@ -1,0 +1,64 @@
+"""The SUPERB-style score: each task's test metric scaled linearly between a baseline (0) and a topline (1000).
+
+    score_t(x) = 1000 · (x − baseline_t) / (topline_t − baseline_t)
+
+The same formula serves both directions: for a lower-is-better metric (PER, WER) the topline is below the
+baseline, so the denominator is negative and an error rate under the baseline's still scores above 0. A result
+worse than the baseline scores below 0 and one past the topline above 1000 (nothing is clipped). The
+upstream's score is the mean over the tasks it was scored on.
+
+Baseline: by default the `fbank` upstream's result on the same task in the same benchmark (SUPERB's FBANK row).
+Topline: by default the best possible value of the metric (accuracy 1.0, PER 0.0: what mini-SUPERB uses). For
+real corpora pass `references` with published baseline/topline values per task.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from speechrep.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCALE = 1000.0
+DEFAULT_BASELINE = "fbank"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The values of a task's metric that map to 0 (baseline) and 1000 (topline)."""
+
+    baseline: float
+    topline: float
+
+
+def task_score(value: float, reference: Reference) -> float:
+    """One task's score: 0 at the baseline, 1000 at the topline, linear in between (and beyond)."""
+    if reference.topline == reference.baseline:
+        raise ConfigError(f"score reference {reference}: baseline equals topline, the scale is undefined")
+    return SCALE * (value - reference.baseline) / (reference.topline - reference.baseline)
+
+
+def references_from_rows(rows: Sequence[Mapping[str, Any]], baseline_upstream: str = DEFAULT_BASELINE,
+                         given: Mapping[str, Reference] | None = None) -> dict[str, Reference]:
+    """Per-task references: `given` first, else baseline = the `baseline_upstream` row, topline = best value."""
+    refs = dict(given or {})
+    for row in rows:
+        task = row["task"]
+        if task in refs or row["upstream"] != baseline_upstream:
+            continue
+        refs[task] = Reference(baseline=float(row["test"][row["metric"]]), topline=float(row["best_value"]))
+    return refs
+
+
+def superb_scores(rows: Sequence[Mapping[str, Any]], references: Mapping[str, Reference]) -> dict[str, float]:
+    """Upstream → mean task score over the tasks that have a usable reference."""
+    per_upstream: dict[str, list[float]] = {}
+    for row in rows:
+        ref = references.get(row["task"])
+        if ref is None or ref.topline == ref.baseline:
+            log.warning("no usable score reference for task %s; left out of the score", row["task"])
+            continue
+        per_upstream.setdefault(row["upstream"], []).append(task_score(float(row["test"][row["metric"]]), ref))
+    return {up: sum(scores) / len(scores) for up, scores in per_upstream.items()}

@@ -1,0 +1,378 @@
+"""Where downstream heads get their input: an upstream's hidden states, live or from an on-disk cache.
+
+    source = FeatureSource.load("hubert_tiny", cache_root=Path("out/features"))   # frozen upstream + cache
+    batches = source.batches(train_cuts, max_duration=100.0, shuffle=True, seed=0)  # epoch -> FeatureBatch
+    encoder = source.encoder(layers=None, finetune=False)     # nn.Module: batch -> (features, lengths)
+
+A frozen upstream gives the same hidden states every epoch, so they are computed once per upstream × corpus
+subset and stored as fp16 (every layer, so the Featurizer's weighted sum stays trainable). The cache lives in
+`cache_root/<upstream name>-<fingerprint>/`, where the fingerprint hashes the upstream's class, config, hidden
+sizes, stride and weights: retraining or editing an upstream never reuses stale features. Entries are keyed by
+cut id plus a hash of the cut's audio source, start and duration (two corpora may reuse a cut id). Each shard is
+a safetensors file (`<cut key>/<layer>` → (T', H)) plus a JSON list of its cut keys, both written to a temporary
+name and renamed, so a killed run leaves only whole shards and the next run computes just the missing cuts.
+Reading memory-maps one shard at a time per cut; memory stays bounded by the batch, not the corpus.
+
+With `finetune=True` the upstream is part of the trained model and always runs live.
+`CorpusNormalizer` normalises each layer with mean/std computed on the train split (the `fbank_global`
+baseline: raw filterbanks with corpus-level rather than per-utterance CMVN).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset.collation import collate_audio
+from lhotse.dataset.sampling import DynamicBucketingSampler, SimpleCutSampler
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from speechrep.data.batching import rank_and_world
+from speechrep.errors import SpeechrepError
+from speechrep.upstream.base import padding_mask
+from speechrep.upstream.featurizer import Featurizer
+
+log = logging.getLogger(__name__)
+
+SHARD_BYTES = 256 * 2**20  # one cache shard holds about this much fp16 data
+CACHE_BATCH_SECONDS = 160.0  # audio per upstream forward while filling the cache
+
+
+@dataclass
+class FeatureBatch:
+    """The cuts of one batch (their labels) and its input: padded audio, or cached hidden states."""
+
+    cuts: CutSet
+    wavs: Tensor | None = None  # (B, T) float32
+    wav_lens: Tensor | None = None  # (B,)
+    hidden_states: list[Tensor] | None = None  # one (B, T', H) per layer, from the cache
+    lengths: Tensor | None = None  # (B,) valid frames of hidden_states
+
+    def __len__(self) -> int:
+        return len(self.cuts)
+
+
+# --------------------------------------------------------------------------------------------- upstream forward
+
+def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Every hidden state (B, T', H) of `upstream` and the valid frame counts, padding frames zeroed."""
+    out = upstream(wavs, wav_lens)
+    lengths = out.lengths.to(wavs.device).long()
+    mask = padding_mask(lengths, out.hidden_states[0].shape[1])[..., None]
+    # Some upstreams leave garbage in padded frames; zero them so pooling and the cache never see it.
+    return [h * mask.to(h.dtype) for h in out.hidden_states], lengths
+
+
+def upstream_fingerprint(upstream: nn.Module) -> str:
+    """A 16-hex-digit hash of an upstream's class, config, hidden sizes, stride and every weight and buffer."""
+    h = hashlib.sha256()
+    h.update(f"{type(upstream).__module__}.{type(upstream).__qualname__}".encode())
+    h.update(repr(getattr(upstream, "config", None)).encode())
+    h.update(repr((list(upstream.hidden_sizes), int(upstream.stride))).encode())
+    for name, tensor in sorted(upstream.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------- the cache
+
+class FeatureCache:
+    """All-layer hidden states of one upstream, on disk, keyed by `cut_key` (cut id + audio source hash)."""
+
+    def __init__(self, directory: Path, dtype: torch.dtype = torch.float16):
+        self.directory = Path(directory)
+        self.dtype = dtype
+        self._index: dict[str, str] | None = None  # cut key -> shard file name
+
+    def index(self) -> dict[str, str]:
+        """Cut key → shard name of every cut already cached (read from the shards' JSON lists)."""
+        if self._index is None:
+            self._index = {}
+            for listing in sorted(self.directory.glob("shard-*.json")):
+                shard = listing.with_suffix(".safetensors")
+                if shard.is_file():
+                    for key in json.loads(listing.read_text()):
+                        self._index[key] = shard.name
+        return self._index
+
+    def missing(self, cuts: CutSet) -> CutSet:
+        """The cuts of `cuts` that are not cached yet."""
+        index = self.index()
+        return cuts.filter(lambda c: cut_key(c) not in index).to_eager()
+
+    def fill(self, cuts: CutSet, upstream: nn.Module, device: torch.device) -> None:
+        """Compute and store the hidden states of every cut not cached yet, one atomic shard at a time."""
+        todo = self.missing(cuts)
+        if len(todo) == 0:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log.info("feature cache %s: computing %d of %d cuts", self.directory, len(todo), len(cuts))
+        pending: dict[str, Tensor] = {}
+        pending_keys: list[str] = []
+        pending_bytes = 0
+        sampler = SimpleCutSampler(todo, max_duration=CACHE_BATCH_SECONDS, shuffle=False)
+        upstream.to(device).eval()
+        bar = tqdm(total=len(todo), desc=f"features {self.directory.parent.name}", unit="cut",
+                   disable=not os.isatty(2))
+        with torch.inference_mode():
+            for batch_cuts in sampler:
+                wavs, wav_lens = collate_audio(batch_cuts)
+                states, lengths = run_upstream(upstream, wavs.float().to(device), wav_lens.long().to(device))
+                for i, cut in enumerate(batch_cuts):
+                    n, key = int(lengths[i]), cut_key(cut)
+                    for layer, h in enumerate(states):
+                        t = h[i, :n].to("cpu", self.dtype).contiguous()
+                        pending[f"{key}/{layer}"] = t
+                        pending_bytes += t.numel() * t.element_size()
+                    pending_keys.append(key)
+                bar.update(len(batch_cuts))
+                if pending_bytes >= SHARD_BYTES:
+                    self._write_shard(pending, pending_keys)
+                    pending, pending_keys, pending_bytes = {}, [], 0
+        if pending_keys:
+            self._write_shard(pending, pending_keys)
+        bar.close()
+
+    def _write_shard(self, tensors: dict[str, Tensor], keys: list[str]) -> None:
+        """Write the tensors, then the cut list; a shard counts only once its list exists."""
+        name = f"shard-{uuid.uuid4().hex[:12]}"
+        shard, listing = self.directory / f"{name}.safetensors", self.directory / f"{name}.json"
+        tmp = self.directory / f".{name}.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, shard)
+        tmp_list = self.directory / f".{name}.json.tmp"
+        tmp_list.write_text(json.dumps(keys))
+        os.replace(tmp_list, listing)
+        index = self.index()
+        for key in keys:
+            index[key] = shard.name
+
+    def read(self, cuts: CutSet, num_layers: int) -> tuple[list[Tensor], Tensor]:
+        """Padded hidden states (one (B, T', H) float32 per layer) and frame counts of the given cuts."""
+        index = self.index()
+        per_cut = []
+        for cut in cuts:
+            key = cut_key(cut)
+            if key not in index:
+                raise SpeechrepError(f"{self.directory}: cut {cut.id!r} is not in the feature cache")
+            handle = _open_shard(str(self.directory / index[key]))
+            per_cut.append([handle.get_tensor(f"{key}/{layer}") for layer in range(num_layers)])
+        lengths = torch.tensor([layers[0].shape[0] for layers in per_cut], dtype=torch.long)
+        states = [nn.utils.rnn.pad_sequence([layers[k].float() for layers in per_cut], batch_first=True)
+                  for k in range(num_layers)]
+        return states, lengths
+
+
+@lru_cache(maxsize=8)
+def _open_shard(path: str):
+    """A memory-mapped safetensors handle, kept open for the few shards in use."""
+    return safe_open(path, framework="pt")
+
+
+# ----------------------------------------------------------------------------------------------- normalisation
+
+class CorpusNormalizer(nn.Module):
+    """Per-layer, per-dimension standardisation with statistics of a whole (train) split."""
+
+    def __init__(self, means: list[Tensor], stds: list[Tensor]):
+        super().__init__()
+        for k, (m, s) in enumerate(zip(means, stds)):
+            self.register_buffer(f"mean_{k}", m.float())
+            self.register_buffer(f"std_{k}", s.float())
+        self.num_layers = len(means)
+
+    def forward(self, states: list[Tensor], lengths: Tensor) -> list[Tensor]:
+        """Standardised hidden states; padding frames stay zero."""
+        mask = padding_mask(lengths, states[0].shape[1])[..., None]
+        return [((h - getattr(self, f"mean_{k}")) / getattr(self, f"std_{k}")) * mask
+                for k, h in enumerate(states)]
+
+
+# --------------------------------------------------------------------------------------------- encoder module
+
+class _Frozen:
+    """Holds a frozen upstream outside the module tree: it is not trained, not checkpointed, stays in eval()."""
+
+    def __init__(self, upstream: nn.Module):
+        self.upstream = upstream.eval().requires_grad_(False)
+
+
+class LayerSizes(nn.Module):
+    """A parameter-free stand-in for an upstream: just its `hidden_sizes` (what a Featurizer needs to combine)."""
+
+    def __init__(self, hidden_sizes: list[int]):
+        super().__init__()
+        self.hidden_sizes = list(hidden_sizes)
+
+
+class FeatureEncoder(nn.Module):
+    """FeatureBatch → (features (B, T', H), lengths): upstream (live or cached) → normaliser → Featurizer.
+
+    The Featurizer combines hidden states (`Featurizer.combine`) and is built on `LayerSizes`, so a frozen
+    upstream's weights never enter the run's checkpoints; with `finetune=True` the upstream is a submodule.
+    """
+
+    def __init__(self, upstream: nn.Module, layers: list[int] | None, finetune: bool,
+                 normalizer: CorpusNormalizer | None = None, normalize_layers: bool = False):
+        super().__init__()
+        self.finetune = finetune
+        if finetune:
+            self.upstream = upstream.requires_grad_(True)
+        else:
+            self._frozen = _Frozen(upstream)
+        self.normalizer = normalizer
+        self.featurizer = Featurizer(LayerSizes(upstream.hidden_sizes), layers=layers, normalize=normalize_layers)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        # .to()/.cuda() must also move the frozen upstream, which is deliberately not a submodule.
+        if not self.finetune:
+            self._frozen.upstream._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def hidden_states(self, batch: FeatureBatch) -> tuple[list[Tensor], Tensor]:
+        """Every layer's hidden states of the batch (from the cache, or the upstream run now)."""
+        if batch.hidden_states is not None:
+            return batch.hidden_states, batch.lengths
+        if self.finetune:
+            return run_upstream(self.upstream, batch.wavs, batch.wav_lens)
+        with torch.no_grad():
+            return run_upstream(self._frozen.upstream, batch.wavs, batch.wav_lens)
+
+    def forward(self, batch: FeatureBatch) -> tuple[Tensor, Tensor]:
+        """The weighted sum of the (normalised) layers and the valid frame counts."""
+        states, lengths = self.hidden_states(batch)
+        if self.normalizer is not None:
+            states = self.normalizer(states, lengths)
+        return self.featurizer.combine(states, lengths)
+
+    def layer_weights(self) -> list[float]:
+        """The learned softmax weight of each layer (for results.json)."""
+        return [round(float(w), 6) for w in self.featurizer.layer_weights()]
+
+
+class DownstreamModel(nn.Module):
+    """The trained model of one run: feature encoder, then the task head; `model(batch)` = head(features)."""
+
+    def __init__(self, encoder: FeatureEncoder, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, batch: FeatureBatch):  # noqa: ANN201 - the head decides the output type
+        """The head's output for the batch."""
+        features, lengths = self.encoder(batch)
+        return self.head(features, lengths)
+
+
+# ------------------------------------------------------------------------------------------------ the source
+
+def _cut_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int, epoch: int) -> Iterable[CutSet]:
+    """Duration-bounded CutSet batches, deterministic for (cuts, seed, epoch), this DDP rank's share."""
+    rank, world = rank_and_world()
+    if shuffle:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+            sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, seed=seed,
+                                              num_buckets=min(10, max(2, len(cuts) // 20)),
+                                              world_size=world, rank=rank)
+    else:
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=world, rank=rank)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+class FeatureSource:
+    """One upstream and, when it is frozen, its feature cache: makes batches and the encoder module."""
+
+    def __init__(self, name: str, upstream: nn.Module, cache_root: Path | None = None,
+                 cache_dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu"):
+        self.name = name
+        self.upstream = upstream
+        self.device = torch.device(device)
+        self.cache = (FeatureCache(Path(cache_root) / f"{_safe(name)}-{upstream_fingerprint(upstream)}", cache_dtype)
+                      if cache_root is not None else None)
+        self.hidden_sizes: list[int] = list(upstream.hidden_sizes)
+        self.stride: int = int(upstream.stride)
+        self.frame_shift: float = self.stride / int(getattr(upstream, "sample_rate", 16000))  # seconds
+
+    @property
+    def hidden_size(self) -> int:
+        """Size of the Featurizer's output (every layer of an upstream has the same size)."""
+        return self.hidden_sizes[-1]
+
+    def batches(self, cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0,
+                live: bool = False) -> Callable[[int], Iterable[FeatureBatch]]:
+        """A function epoch → FeatureBatches; cached hidden states unless caching is off or `live`."""
+        if max_duration <= 0:
+            raise SpeechrepError(f"max_duration must be positive, got {max_duration}")
+        cache = None if live else self.cache
+        if cache is not None:
+            cache.fill(cuts, self.upstream, self.device)
+        num_layers = len(self.hidden_sizes)
+
+        def make(epoch: int) -> Iterable[FeatureBatch]:
+            for batch_cuts in _cut_sampler(cuts, max_duration, shuffle, seed, epoch):
+                batch_cuts = batch_cuts.sort_by_duration(ascending=False)
+                if cache is not None:
+                    states, lengths = cache.read(batch_cuts, num_layers)
+                    yield FeatureBatch(batch_cuts, hidden_states=states, lengths=lengths)
+                else:
+                    wavs, wav_lens = collate_audio(batch_cuts)
+                    yield FeatureBatch(batch_cuts, wavs=wavs.float(), wav_lens=wav_lens.long())
+
+        return make
+
+    def corpus_normalizer(self, cuts: CutSet, max_duration: float = CACHE_BATCH_SECONDS) -> CorpusNormalizer:
+        """Per-layer mean and std over every valid frame of `cuts` (the train split)."""
+        sums = [torch.zeros(h, dtype=torch.float64) for h in self.hidden_sizes]
+        squares = [torch.zeros(h, dtype=torch.float64) for h in self.hidden_sizes]
+        count = 0
+        frozen = _Frozen(self.upstream)
+        for batch in self.batches(cuts, max_duration, shuffle=False)(0):
+            if batch.hidden_states is not None:
+                states, lengths = batch.hidden_states, batch.lengths
+            else:
+                with torch.inference_mode():
+                    states, lengths = run_upstream(frozen.upstream, batch.wavs, batch.wav_lens)
+            mask = padding_mask(lengths, states[0].shape[1])
+            for k, h in enumerate(states):
+                valid = h[mask].double()
+                sums[k] += valid.sum(0)
+                squares[k] += (valid ** 2).sum(0)
+            count += int(lengths.sum())
+        if count == 0:
+            raise SpeechrepError(f"{self.name}: no frames in the train split to compute corpus statistics")
+        means = [s / count for s in sums]
+        stds = [torch.sqrt((q / count - m ** 2).clamp(min=0.0)) + 1e-5 for q, m in zip(squares, means)]
+        return CorpusNormalizer(means, stds)
+
+    def encoder(self, layers: list[int] | None, finetune: bool,
+                normalizer: CorpusNormalizer | None = None) -> FeatureEncoder:
+        """The module mapping a FeatureBatch to weighted-sum features for this upstream."""
+        return FeatureEncoder(self.upstream, layers, finetune, normalizer)
+
+
+def _safe(name: str) -> str:
+    """A folder-name-safe version of an upstream name or path."""
+    return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name.strip("/"))[-80:]
+
+
+def cut_key(cut) -> str:  # noqa: ANN001 - any lhotse cut
+    """Cache key of a cut: its id plus a hash of its audio source, offset and duration."""
+    src = cut.recording.sources[0].source if cut.has_recording else ""
+    digest = hashlib.sha1(f"{src}|{cut.start:.6f}|{cut.duration:.6f}|{cut.channel}".encode()).hexdigest()[:10]
+    return f"{cut.id}#{digest}"

@@ -1,0 +1,310 @@
+"""The one SUPERB runner: every (upstream, task) pair trained and evaluated the same way.
+
+    rows = benchmark(["fbank", "hubert_tiny"], ["ks", "pr"], corpus_dir, out_dir, preset="tiny")
+
+Protocol: the upstream is frozen (unless `finetune`), a learnable softmax-weighted sum of its layers feeds the
+task's light head, the head trains on train, `checkpoints/best.pt` is picked by the dev metric only, and the
+test split is loaded and evaluated once, at the end, with the best checkpoint. Layout of `out_dir`:
+
+    features/<upstream>-<fingerprint>/        hidden states of frozen upstreams (see downstream.features)
+    <upstream>/<task>/results.json            the pair's result; present = done, a rerun skips it
+    <upstream>/<task>/[lr<lr>/][<sub run>/]   run directories of the shared training loop (resumable)
+
+Upstream names: any hub name or exported directory; `NAME@random` is the same architecture with freshly
+initialised weights (the untrained control); `fbank_global` is the raw 80-dim filterbank standardised with
+mean/std of the task's train split (SUPERB's `fbank` normalises each utterance, which pools to a constant).
+
+With `lr_sweep`, each learning rate trains in its own `lr<lr>/` run, the best mean dev metric wins, and only the
+winner is evaluated on test. A task with sub-runs (ER folds) reports the mean over them of dev and test.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from speechrep.config import apply_override, load_config, parse_yaml
+from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource
+from speechrep.downstream.tasks import TaskParts, TaskSpec, get_task
+from speechrep.errors import ConfigError
+from speechrep.train import (is_main_process, load_checkpoint, prepare_run_dir, seed_everything, train,
+                             write_results)
+from speechrep.train.distributed import resolve_device
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "downstream"
+RANDOM_SUFFIX = "@random"
+GLOBAL_FBANK = "fbank_global"
+RANDOM_INIT_SEED = 0
+
+
+# ------------------------------------------------------------------------------------------------- upstreams
+
+@dataclass(frozen=True)
+class UpstreamChoice:
+    """How one leaderboard row's upstream is built."""
+
+    label: str  # row name and folder name under out_dir, e.g. "hubert_tiny@random"
+    source: str  # what the hub loads: a registry name or a directory
+    random_init: bool  # same architecture, fresh weights
+    corpus_norm: bool  # standardise each layer with train-split statistics (fbank_global)
+
+
+def parse_upstream(name: str, random_init: bool = False) -> UpstreamChoice:
+    """Turn a command-line upstream (`hubert_tiny`, `runs/x/export`, `fbank_global`, `NAME@random`) into a choice."""
+    random_init = random_init or name.endswith(RANDOM_SUFFIX)
+    source = name.removesuffix(RANDOM_SUFFIX)
+    corpus_norm = source == GLOBAL_FBANK
+    base = Path(source).name if ("/" in source or Path(source).is_dir()) else source
+    label = base + (RANDOM_SUFFIX if random_init else "")
+    return UpstreamChoice(label, "fbank_raw" if corpus_norm else source, random_init, corpus_norm)
+
+
+def load_upstream_module(choice: UpstreamChoice) -> nn.Module:
+    """Build the upstream of a choice; random-init re-initialises every submodule with a fixed seed."""
+    from speechrep.upstream import registry
+
+    load = getattr(registry, "load_upstream", None)
+    try:
+        upstream = load(choice.source) if load is not None else registry.get_constructor(choice.source)()
+    except ValueError as e:
+        raise ConfigError(f"--upstream {choice.source}: {e}") from None
+    if choice.random_init:
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(RANDOM_INIT_SEED)
+        for module in upstream.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        torch.random.set_rng_state(generator_state)
+    return upstream
+
+
+# --------------------------------------------------------------------------------------------------- configs
+
+def load_task_config(spec: TaskSpec, preset: str | None = None, overrides: Sequence[str] = ()) -> Any:
+    """A task's config: dataclass defaults ← configs/downstream/<task>.yaml ← preset file ← overrides.
+
+    A preset is `configs/downstream/<preset>/<task>.yaml`, applied as overrides on top of the task's file.
+    An override `key=value` applies to every task; `<task>.key=value` (e.g. `pr.train.lr=1e-2`) to one task.
+    """
+    base = CONFIG_DIR / f"{spec.name}.yaml"
+    cfg = load_config(spec.config, base if base.is_file() else None)
+    if preset is not None:
+        preset_file = CONFIG_DIR / preset / f"{spec.name}.yaml"
+        if not preset_file.is_file():
+            raise ConfigError(f"{preset_file}: no preset {preset!r} for task {spec.name!r}")
+        for item in _flatten(parse_yaml(preset_file.read_text()) or {}):
+            try:
+                cfg = apply_override(cfg, item)
+            except ConfigError as e:
+                raise ConfigError(f"{preset_file}: {e}") from None
+    for item in overrides:
+        first, _, rest = item.partition(".")
+        if first in _task_names():
+            if first == spec.name:
+                cfg = apply_override(cfg, rest)
+        else:
+            cfg = apply_override(cfg, item)
+    return cfg
+
+
+def _task_names() -> set[str]:
+    from speechrep.downstream.tasks import TASKS
+
+    return set(TASKS)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """A nested YAML mapping as `a.b=value` overrides (values as YAML flow text)."""
+    items = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            items.append(f"{prefix}{key}={text}")
+    return items
+
+
+# ----------------------------------------------------------------------------------------------- one run
+
+def _count(params) -> int:  # noqa: ANN001 - any iterable of parameters
+    return sum(p.numel() for p in params)
+
+
+def _evaluate(parts: TaskParts, model: nn.Module, batches) -> dict[str, float]:  # noqa: ANN001
+    """The task's metrics over a split, in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return {k: float(v) for k, v in parts.evaluate(model, batches).items()}
+    finally:
+        model.train(was_training)
+
+
+def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path,
+            run_dir: Path, finetune: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
+    """Train one head (resuming if interrupted), select on dev, and (if asked) evaluate test once; results.json."""
+    results_path = run_dir / "results.json"
+    if results_path.is_file():
+        done = json.loads(results_path.read_text())
+        if done.get("test") is not None or not evaluate_test:
+            return done
+    started = time.time()
+    cfg = replace(cfg, train=replace(cfg.train, metric=spec.metric,
+                                     metric_mode="max" if spec.higher_is_better else "min"))
+    prepare_run_dir(run_dir, cfg)
+    seed_everything(cfg.train.seed)
+    parts = spec.build(cfg, corpus_dir, source)
+    normalizer: CorpusNormalizer | None = None
+    if choice.corpus_norm:
+        normalizer = source.corpus_normalizer(parts.train_cuts)
+    encoder = source.encoder(cfg.layers, finetune, normalizer)
+    model = DownstreamModel(encoder, parts.head)
+
+    param_groups = None
+    if finetune:
+        upstream_ids = {id(p) for p in encoder.upstream.parameters()}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in upstream_ids]
+        param_groups = [{"params": rest}, {"params": list(encoder.upstream.parameters()), "lr": cfg.upstream_lr}]
+    train_batches = source.batches(parts.train_cuts, cfg.max_duration, shuffle=True, seed=cfg.train.seed,
+                                   live=finetune)
+    dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=finetune)
+
+    device = resolve_device(cfg.train.device)
+    state = train(model, train_batches, parts.loss_fn, cfg.train, run_dir,
+                  evaluate=lambda m: _evaluate(parts, m, _on(device, dev_batches(0))), param_groups=param_groups)
+    if not is_main_process():
+        return {}
+    load_checkpoint(run_dir / "checkpoints" / "best.pt", model)
+    model.to(device)
+    dev = _evaluate(parts, model, _on(device, dev_batches(0)))
+    test = None
+    if evaluate_test:
+        # The only place the test split is read: after training, with the checkpoint chosen on dev.
+        test_batches = source.batches(parts.load_test(), cfg.max_duration, shuffle=False, live=finetune)
+        test = _evaluate(parts, model, _on(device, test_batches(0)))
+    previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = {
+        "task": spec.name, "upstream": choice.label, "metric": spec.metric,
+        "higher_is_better": spec.higher_is_better, "lr": cfg.train.lr, "finetune": finetune,
+        "dev": dev, "test": test, "best_step": state.best_step, "steps": state.step,
+        "layer_weights": encoder.layer_weights(),
+        "params": {"upstream": _count(source.upstream.parameters()),
+                   "trainable": _count(p for p in model.parameters() if p.requires_grad)},
+        "wall_time_s": round(previous.get("wall_time_s", 0.0) + time.time() - started, 2),
+    }
+    write_results(run_dir, results)
+    return results
+
+
+def _on(device: torch.device, batches):  # noqa: ANN001, ANN202 - iterable of FeatureBatch
+    """Move each batch to `device` as it is produced."""
+    from speechrep.train import to_device
+
+    for batch in batches:
+        yield to_device(batch, device)
+
+
+# ------------------------------------------------------------------------------------------------ one pair
+
+def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+
+
+def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path, *,
+             finetune: bool = False, lr_sweep: Sequence[float] | None = None, preset: str | None = None,
+             overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything for one (upstream, task): LR sweep × sub-runs, selection on dev, test once; pair results.json."""
+    done = pair_dir / "results.json"
+    if done.is_file():
+        log.info("%s: done, skipping", done)
+        return json.loads(done.read_text())
+    spec = get_task(task)
+    started = time.time()
+    base_cfg = load_task_config(spec, preset, overrides)
+    lrs = list(lr_sweep) if lr_sweep else [base_cfg.train.lr]
+    sub_cfgs = spec.sub_runs(base_cfg) if spec.sub_runs else {"": base_cfg}
+
+    def run_dirs(lr: float) -> dict[str, tuple[Any, Path]]:
+        lr_dir = pair_dir / f"lr{lr:g}" if lr_sweep else pair_dir
+        return {name: (replace(c, train=replace(c.train, lr=lr)), lr_dir / name if name else lr_dir)
+                for name, c in sub_cfgs.items()}
+
+    def one_source() -> FeatureSource:
+        # Fine-tuning changes the upstream: every run starts from a fresh copy.
+        if not finetune:
+            return source
+        return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None, device=source.device)
+
+    dev_by_lr: dict[float, dict[str, float]] = {}
+    if len(lrs) > 1:  # with one LR there is nothing to select: train and test in one go below
+        for lr in lrs:
+            runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=False)
+                    for c, d in run_dirs(lr).values()]
+            dev_by_lr[lr] = _mean_metrics([r["dev"] for r in runs])
+    sign = 1.0 if spec.higher_is_better else -1.0
+    best_lr = max(lrs, key=lambda lr: sign * dev_by_lr[lr][spec.metric]) if len(lrs) > 1 else lrs[0]
+    finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=True)
+              for name, (c, d) in run_dirs(best_lr).items()}
+    rows = list(finals.values())
+    dev_by_lr[best_lr] = _mean_metrics([r["dev"] for r in rows])
+    results = {
+        "task": task, "upstream": choice.label, "metric": spec.metric, "higher_is_better": spec.higher_is_better,
+        "best_value": spec.best_value, "lr": best_lr, "finetune": finetune, "preset": preset,
+        "dev": _mean_metrics([r["dev"] for r in rows]), "test": _mean_metrics([r["test"] for r in rows]),
+        "dev_by_lr": {f"{lr:g}": m for lr, m in dev_by_lr.items()},
+        "sub_runs": {name or "main": {k: r[k] for k in ("dev", "test", "layer_weights", "best_step", "steps")}
+                     for name, r in finals.items()},
+        "layer_weights": [sum(ws) / len(rows) for ws in zip(*(r["layer_weights"] for r in rows))],
+        "params": rows[0]["params"],
+        "wall_time_s": round(time.time() - started, 2),
+    }
+    if not all(math.isfinite(v) for v in results["test"].values()):
+        log.warning("%s/%s: non-finite test metrics %s", choice.label, task, results["test"])
+    write_results(pair_dir, results)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ the suite
+
+def benchmark(upstreams: Sequence[str], tasks: Sequence[str], corpus_dir: Path, out_dir: Path, *,
+              finetune: bool = False, lr_sweep: Sequence[float] | None = None, random_init: bool = False,
+              feature_cache: bool = True, preset: str | None = None,
+              overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Run every (upstream, task) pair into out_dir (skipping finished ones); returns their results rows."""
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    if not corpus_dir.is_dir():
+        raise ConfigError(f"--corpus {corpus_dir}: no such folder (make one with `speechrep synth`)")
+    for task in tasks:
+        get_task(task)  # unknown names fail before any training starts
+    choices = [parse_upstream(u, random_init) for u in upstreams]
+    labels = [c.label for c in choices]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--upstream: two upstreams share a name: {labels}")
+    rows = []
+    for choice in choices:
+        pair_dirs = {task: out_dir / choice.label / task for task in tasks}
+        if all((d / "results.json").is_file() for d in pair_dirs.values()):
+            rows += [json.loads((d / "results.json").read_text()) for d in pair_dirs.values()]
+            continue
+        upstream = load_upstream_module(choice)
+        device = resolve_device("auto")
+        cache_root = out_dir / "features" if feature_cache and not finetune else None
+        source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
+        for task, pair_dir in pair_dirs.items():
+            log.info("benchmark: %s on %s", choice.label, task)
+            rows.append(run_pair(task, choice, source, corpus_dir, pair_dir, finetune=finetune,
+                                 lr_sweep=lr_sweep, preset=preset, overrides=overrides))
+    return rows

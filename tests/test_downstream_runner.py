@@ -1,0 +1,137 @@
+"""The SUPERB runner end to end on a tiny tone corpus: CLI, resume, test-split isolation, feature cache parity."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from downstream_corpus import make_corpus
+
+import speechrep.downstream.runner as runner
+from speechrep.cli import main
+from speechrep.data.batching import load_cuts
+from speechrep.downstream.features import FeatureSource
+from speechrep.downstream.tasks import ks as ks_task
+
+FAST = ["train.max_steps=30", "train.eval_every=15"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), ("ks",))
+
+
+def test_cli_benchmark_trains_scores_and_resumes(corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["benchmark", "--upstream", "fbank", "--upstream", "fbank_global", "--upstream", "hubert_tiny",
+            "--tasks", "ks", "--corpus", str(corpus), "--out", str(out), "--preset", "tiny", *FAST]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    rows = {r["upstream"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"fbank", "fbank_global", "hubert_tiny"}
+    # Per-utterance CMVN pools to a constant vector: SUPERB's fbank is at chance on 4 balanced keywords,
+    # while corpus-level statistics keep the keyword information.
+    assert rows["fbank"]["test"]["accuracy"] == pytest.approx(0.25)
+    assert rows["fbank_global"]["test"]["accuracy"] >= 0.9
+    hubert = rows["hubert_tiny"]
+    assert len(hubert["layer_weights"]) == 3 and sum(hubert["layer_weights"]) == pytest.approx(1.0, abs=1e-4)
+    assert hubert["params"]["upstream"] > 0 and 0 < hubert["params"]["trainable"] < 10_000
+    assert {"dev", "test", "wall_time_s", "lr", "sub_runs"} <= set(hubert)
+    assert hubert["sub_runs"]["main"]["steps"] == 30 and hubert["sub_runs"]["main"]["best_step"] in (15, 30)
+    scores = json.loads((out / "results.json").read_text())["scores"]
+    assert scores["fbank"] == pytest.approx(0.0)
+    assert scores["fbank_global"] == pytest.approx(1000 * (rows["fbank_global"]["test"]["accuracy"] - 0.25) / 0.75)
+    assert "fbank_global" in table and (out / "leaderboard.md").is_file()
+    assert (out / "hubert_tiny" / "ks" / "checkpoints" / "best.pt").is_file()
+
+    # The same command again: every pair is done, nothing trains.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(runner, "train", no_training)
+    assert main(argv) == 0
+    again = {r["upstream"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert again == rows
+
+
+def test_interrupted_pair_resumes_from_its_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    overrides = ["train.max_steps=20", "train.eval_every=10"]
+    first = runner.benchmark(["fbank_global"], ["ks"], corpus, out, preset="tiny", overrides=overrides)[0]
+    # Lose the results (as if killed after training): the rerun reuses the checkpoints, no new steps.
+    (out / "fbank_global" / "ks" / "results.json").unlink()
+    lines_before = (out / "fbank_global" / "ks" / "metrics.jsonl").read_text()
+    second = runner.benchmark(["fbank_global"], ["ks"], corpus, out, preset="tiny", overrides=overrides)[0]
+    assert second["test"] == first["test"] and second["sub_runs"]["main"]["steps"] == 20
+    assert (out / "fbank_global" / "ks" / "metrics.jsonl").read_text() == lines_before
+
+
+def test_model_selection_never_reads_the_test_split(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    events: list[str] = []
+    test_ids = {c.id for c in load_cuts(corpus, "ks", "test")}
+    real_train, real_batches, real_load = runner.train, FeatureSource.batches, ks_task.load_cuts
+
+    def spy_train(*args, **kwargs):
+        state = real_train(*args, **kwargs)
+        events.append("training done")
+        return state
+
+    def spy_load(path, subset=None, split="train"):
+        events.append(f"load {split}")
+        return real_load(path, subset, split)
+
+    def spy_batches(self, cuts, *args, **kwargs):
+        events.append("test batches made" if {c.id for c in cuts} & test_ids else "batches made")
+        make = real_batches(self, cuts, *args, **kwargs)
+
+        def epoch(e: int):
+            for batch in make(e):
+                events.append("test batch" if {c.id for c in batch.cuts} & test_ids else "batch")
+                yield batch
+
+        return epoch
+
+    monkeypatch.setattr(runner, "train", spy_train)
+    monkeypatch.setattr(ks_task, "load_cuts", spy_load)
+    monkeypatch.setattr(FeatureSource, "batches", spy_batches)
+    runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path / "out", preset="tiny", overrides=FAST)
+    done = events.index("training done")
+    first_test = min(i for i, e in enumerate(events) if "test" in e)
+    assert first_test > done, events[: first_test + 1]
+    assert events.count("load test") == 1 and events.count("test batches made") == 1
+    assert events.count("test batch") >= 1
+
+
+def test_feature_cache_matches_live_features(corpus: Path, tmp_path: Path) -> None:
+    cuts = load_cuts(corpus, "ks", "dev")
+    upstream = runner.load_upstream_module(runner.parse_upstream("hubert_tiny"))
+    live = FeatureSource("hubert_tiny", upstream)
+    cached16 = FeatureSource("hubert_tiny", upstream, cache_root=tmp_path / "c16")
+    cached32 = FeatureSource("hubert_tiny", upstream, cache_root=tmp_path / "c32", cache_dtype=torch.float32)
+    encoder = live.encoder(layers=None, finetune=False)
+    with torch.no_grad():
+        for b_live, b16, b32 in zip(*(s.batches(cuts, 4.0, shuffle=False)(0) for s in (live, cached16, cached32))):
+            assert b_live.hidden_states is None and b16.hidden_states is not None
+            assert [c.id for c in b_live.cuts] == [c.id for c in b16.cuts]
+            f_live, n_live = encoder(b_live)
+            f32, n32 = encoder(b32)
+            f16, _ = encoder(b16)
+            assert torch.equal(n_live, n32)
+            torch.testing.assert_close(f32, f_live, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(f16, f_live, atol=2e-2, rtol=1e-2)
+    # A second source finds the shards on disk and computes nothing.
+    again = FeatureSource("hubert_tiny", upstream, cache_root=tmp_path / "c16")
+    assert len(again.cache.missing(cuts)) == 0
+
+
+def test_cached_and_live_runs_give_the_same_results(corpus: Path, tmp_path: Path) -> None:
+    choice = runner.parse_upstream("fbank_global")
+    results = []
+    for name, cache_root in (("live", None), ("cached", tmp_path / "features")):
+        source = FeatureSource(choice.label, runner.load_upstream_module(choice), cache_root=cache_root,
+                               cache_dtype=torch.float32)
+        results.append(runner.run_pair("ks", choice, source, corpus, tmp_path / name, preset="tiny",
+                                       overrides=FAST))
+    assert results[0]["dev"] == results[1]["dev"] and results[0]["test"] == results[1]["test"]
+    assert results[0]["layer_weights"] == results[1]["layer_weights"]
