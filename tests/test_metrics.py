@@ -38,6 +38,15 @@ from speechrep.downstream.metrics import (
 from speechrep.errors import AudioError, SpeechrepError
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny tensors: one intra-op thread avoids thread spin-waits when the CPU cores are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # ---- error rates -------------------------------------------------------------------------------------------
 def test_error_rate_counts_substitutions_deletions_insertions_over_reference_tokens():
     # utt 1: b→x substituted, d deleted; utt 2: sil and t inserted; 6 reference tokens in all
