@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,19 @@ def test_speech_commands_missing_list(tmp_path: Path) -> None:
     (tmp_path / "sc" / "testing_list.txt").unlink()
     with pytest.raises(CorpusLayoutError, match="testing_list.txt"):
         prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
+
+
+def test_speech_commands_skips_bad_files(tmp_path: Path) -> None:
+    build_speech_commands(tmp_path / "sc")
+    (tmp_path / "sc" / "yes" / "aaaa1111_nohash_0.wav").write_bytes(b"not audio")
+    (tmp_path / "sc" / "no" / "cccc3333_nohash_0.wav").unlink()  # listed in testing_list.txt
+    out = prepare_corpus("speech_commands", tmp_path / "sc", tmp_path / "out")
+    assert "yes_aaaa1111_nohash_0" not in {c.id for c in out["ks"]["train"]}
+    assert {c.id for c in out["ks"]["test"]} == {"bed_cccc3333_nohash_0", "_silence__white_noise_0009"}
+    report = (tmp_path / "out" / "skipped_speech_commands.txt").read_text().splitlines()
+    assert len(report) == 2
+    assert report[0].endswith("no/cccc3333_nohash_0.wav: listed in the split lists, missing")
+    assert "yes/aaaa1111_nohash_0.wav: cannot read audio" in report[1]
 
 
 def test_rerun_keeps_the_written_manifests(tmp_path: Path) -> None:
@@ -210,8 +224,6 @@ def test_iemocap(tmp_path: Path) -> None:
 
 def test_iemocap_missing_session(tmp_path: Path) -> None:
     build_iemocap(tmp_path / "iemocap")
-    import shutil
-
     shutil.rmtree(tmp_path / "iemocap" / "Session4")
     with pytest.raises(CorpusLayoutError, match="Session4"):
         prepare_corpus("iemocap", tmp_path / "iemocap", None)
@@ -248,8 +260,11 @@ def test_fluent_speech_commands(tmp_path: Path) -> None:
 def test_fluent_speech_commands_missing_audio(tmp_path: Path) -> None:
     build_fsc(tmp_path / "fsc")
     (tmp_path / "fsc" / "wavs" / "speakers" / "spkB" / "utt1.wav").unlink()
-    with pytest.raises(CorpusLayoutError, match="utt1.wav"):
-        prepare_corpus("fluent_speech_commands", tmp_path / "fsc", None)
+    with pytest.raises(CorpusLayoutError, match="ic/dev: no usable utterances"):
+        prepare_corpus("fluent_speech_commands", tmp_path / "fsc", tmp_path / "out")
+    report = (tmp_path / "out" / "skipped_fluent_speech_commands.txt").read_text()
+    assert report.endswith("spkB/utt1.wav: missing audio listed in valid_data.csv\n")
+    assert not (tmp_path / "out" / "ic").exists()  # nothing half-written
 
 
 # ---------------------------------------------------------------------------------------------- LibriSpeech
@@ -288,8 +303,6 @@ def test_librispeech(tmp_path: Path) -> None:
 
 def test_librispeech_missing_part(tmp_path: Path) -> None:
     build_librispeech(tmp_path / "LibriSpeech")
-    import shutil
-
     shutil.rmtree(tmp_path / "LibriSpeech" / "test-clean")
     with pytest.raises(CorpusLayoutError, match="test-clean"):
         prepare_corpus("librispeech", tmp_path / "LibriSpeech", None)
@@ -365,8 +378,10 @@ def test_activity_segments_bridges_short_pauses() -> None:
 def test_libri2mix_missing_source(tmp_path: Path) -> None:
     build_libri2mix(tmp_path / "max")
     (tmp_path / "max" / "dev" / "s2" / "61-70-0000_121-12-0003.wav").unlink()
-    with pytest.raises(CorpusLayoutError, match="s2/61-70-0000_121-12-0003.wav"):
-        prepare_corpus("libri2mix", tmp_path / "max", None)
+    with pytest.raises(CorpusLayoutError, match="ss/dev: no usable utterances"):
+        prepare_corpus("libri2mix", tmp_path / "max", tmp_path / "out")
+    report = (tmp_path / "out" / "skipped_libri2mix.txt").read_text()
+    assert "dev/s2/61-70-0000_121-12-0003.wav: missing source audio" in report
 
 
 # ---------------------------------------------------------------------------------------- VoiceBank-DEMAND
@@ -408,7 +423,12 @@ def test_voicebank_demand(tmp_path: Path) -> None:
 def test_voicebank_missing_clean_twin(tmp_path: Path) -> None:
     build_voicebank(tmp_path / "vb")
     (tmp_path / "vb" / "clean_trainset_28spk_wav" / "p230_002.wav").unlink()
-    with pytest.raises(CorpusLayoutError, match="clean_trainset_28spk_wav/p230_002.wav"):
+    with pytest.raises(CorpusLayoutError, match="se/train: no usable utterances"):
+        prepare_corpus("voicebank_demand", tmp_path / "vb", tmp_path / "out")
+    report = (tmp_path / "out" / "skipped_voicebank_demand.txt").read_text()
+    assert "clean_trainset_28spk_wav/p230_002.wav: missing clean twin of a noisy file" in report
+    shutil.rmtree(tmp_path / "vb" / "noisy_testset_wav")
+    with pytest.raises(CorpusLayoutError, match="noisy_testset_wav: missing noisy folder"):
         prepare_corpus("voicebank_demand", tmp_path / "vb", None)
 
 

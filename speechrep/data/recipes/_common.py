@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+import numpy as np
+import soundfile as sf
+from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.qa import validate
 
-from speechrep.errors import SpeechrepError
+from speechrep.errors import AudioError, SpeechrepError
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 # subset -> split -> cuts: every recipe returns this shape and writes OUT/<subset>/<split>.jsonl.gz
 Manifests = dict[str, dict[str, CutSet]]
+T = TypeVar("T")
 
 
 class CorpusLayoutError(SpeechrepError, FileNotFoundError):
@@ -56,12 +59,67 @@ def load_if_done(
     }
 
 
-def recording(path: Path, recording_id: str) -> Recording:
-    """A lhotse Recording of an audio file, with a layout error (not a traceback) when it cannot be read."""
+def recording(path: Path, recording_id: str, what: str = "audio file") -> Recording:
+    """A lhotse Recording of an audio file (absolute path, header read once with soundfile); an AudioError
+    naming the file when it is missing, not audio or empty."""
+    if not path.is_file():
+        raise AudioError(f"{path}: missing {what}")
     try:
-        return Recording.from_file(path, recording_id=recording_id)
+        info = sf.info(str(path))
     except Exception as e:  # soundfile raises several types for unreadable files
-        raise CorpusLayoutError(f"{path}: cannot read audio ({e})") from e
+        raise AudioError(f"{path}: cannot read audio ({_one_line(e)})") from e
+    if info.frames == 0:
+        raise AudioError(f"{path}: empty audio")
+    channels = list(range(info.channels))
+    return Recording(
+        id=recording_id,
+        sources=[AudioSource(type="file", channels=channels, source=os.path.abspath(path))],
+        sampling_rate=info.samplerate,
+        num_samples=info.frames,
+        duration=info.frames / info.samplerate,
+        channel_ids=channels,
+    )
+
+
+def _one_line(error: Exception) -> str:
+    """The first line of an exception's message (library messages can span several)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_audio(path: Path, what: str = "audio file") -> tuple[np.ndarray, int]:
+    """(first channel as float32, sample rate) of an audio file; an AudioError when missing or unreadable."""
+    if not path.is_file():
+        raise AudioError(f"{path}: missing {what}")
+    try:
+        audio, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"{path}: cannot read audio ({_one_line(e)})") from e
+    return audio[:, 0], sample_rate
+
+
+class SkipReport:
+    """The files a corpus run leaves out (missing or unreadable audio) and why, reported once at the end, so
+    that one bad file among thousands costs that file, not the run."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def attempt(self, build: Callable[[], T]) -> T | None:
+        """`build()`, or None (the problem noted) when it hits an AudioError."""
+        try:
+            return build()
+        except AudioError as e:
+            self.problems.append(str(e))
+            return None
+
+    def report(self, output_dir: Path | None, corpus: str) -> None:
+        """Log the problems and list them all in OUT/skipped_<corpus>.txt."""
+        if not self.problems:
+            return
+        logger.warning("%s: left out %d files, e.g. %s", corpus, len(self.problems), self.problems[0])
+        if output_dir is not None:
+            write_text_atomic(Path(output_dir) / f"skipped_{corpus}.txt", "\n".join(self.problems) + "\n")
 
 
 def at_sample_rate(rec: Recording, sample_rate: int = 16000) -> Recording:
@@ -97,7 +155,7 @@ def write_manifests(manifests: Manifests, output_dir: Path | None) -> Manifests:
     for subset, splits in manifests.items():
         for split, cuts in splits.items():
             if len(cuts) == 0:
-                raise CorpusLayoutError(f"{subset}/{split}: no utterances found in the corpus folder")
+                raise CorpusLayoutError(f"{subset}/{split}: no usable utterances in the corpus folder")
             validate(cuts)
     if output_dir is None:
         return manifests

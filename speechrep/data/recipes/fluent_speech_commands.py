@@ -16,6 +16,7 @@ from lhotse import CutSet
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     load_if_done,
     recording,
     require,
@@ -27,7 +28,7 @@ SPLIT_FILES = {"train": "train_data.csv", "dev": "valid_data.csv", "test": "test
 COLUMNS = ("path", "speakerId", "transcription", "action", "object", "location")
 
 
-def _read_split(corpus_dir: Path, csv_name: str) -> CutSet:
+def _read_split(corpus_dir: Path, csv_name: str, skipped: SkipReport) -> CutSet:
     """The cuts of one official split CSV, with `custom["intent"] = {action, object, location}`."""
     csv_path = require(corpus_dir / "data" / csv_name, "split CSV")
     with csv_path.open(newline="") as f:
@@ -37,7 +38,9 @@ def _read_split(corpus_dir: Path, csv_name: str) -> CutSet:
     cuts = []
     for row in rows:
         audio = corpus_dir / row["path"]
-        rec = recording(require(audio, f"audio listed in {csv_name}"), recording_id=Path(row["path"]).stem)
+        rec = skipped.attempt(lambda a=audio: recording(a, a.stem, f"audio listed in {csv_name}"))
+        if rec is None:
+            continue
         intent = {"action": row["action"], "object": row["object"], "location": row["location"]}
         cuts.append(
             whole_cut(rec, text=row["transcription"], speaker=row["speakerId"], custom={"intent": intent})
@@ -51,5 +54,7 @@ def prepare_fluent_speech_commands(corpus_dir: Path, output_dir: Path | None = N
     if done:
         return done
     corpus_dir = Path(corpus_dir)
-    ic = {split: _read_split(corpus_dir, name) for split, name in SPLIT_FILES.items()}
+    skipped = SkipReport()
+    ic = {split: _read_split(corpus_dir, name, skipped) for split, name in SPLIT_FILES.items()}
+    skipped.report(output_dir, "fluent_speech_commands")
     return write_manifests({"ic": ic}, output_dir)

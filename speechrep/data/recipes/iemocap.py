@@ -16,14 +16,15 @@ from pathlib import Path
 from lhotse import CutSet, MonoCut
 
 from speechrep.data.recipes._common import (
-    CorpusLayoutError,
     Manifests,
+    SkipReport,
     load_if_done,
     recording,
     require,
     whole_cut,
     write_manifests,
 )
+from speechrep.errors import ConfigError
 
 SESSIONS = (1, 2, 3, 4, 5)
 EMOTIONS = ("neu", "hap", "ang", "sad")
@@ -42,7 +43,7 @@ def read_emo_evaluation(path: Path) -> dict[str, str]:
     return labels
 
 
-def _session_cuts(root: Path, session: int) -> list[MonoCut]:
+def _session_cuts(root: Path, session: int, skipped: SkipReport) -> list[MonoCut]:
     """The cuts of one session whose label is one of the four classes."""
     sess_dir = require(root / f"Session{session}", "session folder")
     eval_dir = require(sess_dir / "dialog" / "EmoEvaluation", "EmoEvaluation folder")
@@ -53,26 +54,28 @@ def _session_cuts(root: Path, session: int) -> list[MonoCut]:
             emotion = MERGE.get(raw, raw)
             if emotion not in EMOTIONS:
                 continue
-            wav = require(
-                wav_dir / eval_file.stem / f"{utt}.wav", f"audio of {utt} labelled in {eval_file.name}"
-            )
+            wav = wav_dir / eval_file.stem / f"{utt}.wav"
+            what = f"audio labelled in {eval_file.name}"
+            rec = skipped.attempt(lambda w=wav, u=utt, what=what: recording(w, u, what))
+            if rec is None:
+                continue
             # the speaker is the session plus the gender letter of the utterance's last field (F000 / M012)
             speaker = f"Ses{session:02d}{utt.rsplit('_', 1)[-1][0]}"
-            cuts.append(
-                whole_cut(recording(wav, utt), speaker=speaker, custom={"emotion": emotion, "fold": session})
-            )
+            cuts.append(whole_cut(rec, speaker=speaker, custom={"emotion": emotion, "fold": session}))
     return cuts
 
 
 def prepare_iemocap(corpus_dir: Path, output_dir: Path | None = None, test_session: int = 1) -> Manifests:
     """Read IEMOCAP into `er/{train,dev,test}` cuts with `custom["emotion"]` and `custom["fold"]`."""
     if test_session not in SESSIONS:
-        raise CorpusLayoutError(f"test_session must be one of {SESSIONS}, got {test_session}")
+        raise ConfigError(f"test_session must be one of {SESSIONS}, got {test_session}")
     done = load_if_done(output_dir, {"er": ("train", "dev", "test")})
     if done:
         return done
     root = Path(corpus_dir)
-    by_session = {session: _session_cuts(root, session) for session in SESSIONS}
+    skipped = SkipReport()
+    by_session = {session: _session_cuts(root, session, skipped) for session in SESSIONS}
+    skipped.report(output_dir, "iemocap")
     rest = [cut for session, cuts in by_session.items() if session != test_session for cut in cuts]
     splits = {
         "train": [c for i, c in enumerate(rest) if i % DEV_EVERY != DEV_EVERY - 1],

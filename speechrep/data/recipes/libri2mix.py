@@ -18,14 +18,15 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from lhotse import CutSet, MonoCut, SupervisionSegment
 from tqdm.auto import tqdm
 
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     load_if_done,
+    read_audio,
     recording,
     require,
     write_manifests,
@@ -69,64 +70,63 @@ def _read_ids(meta_csv: Path) -> list[str]:
     return [row["mixture_ID"] for row in rows]
 
 
+def _mixture_cuts(
+    part_dir: Path, mix_id: str, mixture: str, threshold_db: float, min_pause: float
+) -> tuple[MonoCut, MonoCut]:
+    """(ss cut, sd cut) of one mixture; an AudioError when one of its three files is missing or unreadable."""
+    speakers = [utt.split("-")[0] for utt in mix_id.split("_")]
+    if len(speakers) != 2:
+        raise CorpusLayoutError(f"{part_dir / mixture / mix_id}.wav: not a two-utterance mixture ID")
+    mix = recording(part_dir / mixture / f"{mix_id}.wav", mix_id, "mixture audio")
+    sources = {k: part_dir / f"s{k}" / f"{mix_id}.wav" for k in (1, 2)}
+    segments = []
+    for k, path in sources.items():
+        audio, sample_rate = read_audio(path, "source audio")
+        for j, (start, end) in enumerate(activity_segments(audio, sample_rate, threshold_db, min_pause)):
+            end = min(end, mix.duration)
+            segments.append(
+                SupervisionSegment(
+                    id=f"{mix_id}-{speakers[k - 1]}-{k}-{j:03d}",
+                    recording_id=mix_id,
+                    start=start,
+                    duration=round(end - start, 4),
+                    channel=0,
+                    speaker=speakers[k - 1],
+                    language="English",
+                )
+            )
+    segments.sort(key=lambda s: s.start)
+    per_source = [
+        SupervisionSegment(
+            id=f"{mix_id}_s{k}",
+            recording_id=mix_id,
+            start=0.0,
+            duration=mix.duration,
+            channel=0,
+            speaker=speakers[k - 1],
+            language="English",
+            custom={"source": k},
+        )
+        for k in sources
+    ]
+    custom = {f"source{k}": recording(path, f"{mix_id}_s{k}", "source audio") for k, path in sources.items()}
+    ss = MonoCut(mix_id, 0.0, mix.duration, 0, recording=mix, supervisions=per_source, custom=custom)
+    sd = MonoCut(mix_id, 0.0, mix.duration, 0, recording=mix, supervisions=segments)
+    return ss, sd
+
+
 def _part_cuts(
-    root: Path, part: str, mixture: str, threshold_db: float, min_pause: float
+    root: Path, part: str, mixture: str, threshold_db: float, min_pause: float, skipped: SkipReport
 ) -> tuple[list[MonoCut], list[MonoCut]]:
     """(ss cuts, sd cuts) of one part."""
     ids = _read_ids(require(root / "metadata" / f"mixture_{part}_{mixture}.csv", "mixture metadata"))
     part_dir = require(root / part, "part folder")
     ss, sd = [], []
     for mix_id in tqdm(ids, desc=f"Libri2Mix {part}", leave=False):
-        mix = recording(require(part_dir / mixture / f"{mix_id}.wav", "mixture audio"), mix_id)
-        speakers = [utt.split("-")[0] for utt in mix_id.split("_")]
-        if len(speakers) != 2:
-            raise CorpusLayoutError(f"{part_dir / mixture / mix_id}.wav: not a two-utterance mixture ID")
-        sources = {f"source{k}": part_dir / f"s{k}" / f"{mix_id}.wav" for k in (1, 2)}
-        sups = []
-        for k, path in enumerate(sources.values()):
-            audio, sr = sf.read(require(path, "source audio"), dtype="float32", always_2d=True)
-            for j, (start, end) in enumerate(activity_segments(audio[:, 0], sr, threshold_db, min_pause)):
-                end = min(end, mix.duration)
-                sups.append(
-                    SupervisionSegment(
-                        id=f"{mix_id}-{speakers[k]}-{k}-{j:03d}",
-                        recording_id=mix_id,
-                        start=start,
-                        duration=round(end - start, 4),
-                        channel=0,
-                        speaker=speakers[k],
-                        language="English",
-                    )
-                )
-        sups.sort(key=lambda s: s.start)
-        custom = {name: recording(path, f"{mix_id}_{name}") for name, path in sources.items()}
-        whole = [
-            SupervisionSegment(
-                id=f"{mix_id}_s{k}",
-                recording_id=mix_id,
-                start=0.0,
-                duration=mix.duration,
-                channel=0,
-                speaker=speakers[k - 1],
-                language="English",
-                custom={"source": k},
-            )
-            for k in (1, 2)
-        ]
-        ss.append(
-            MonoCut(
-                id=mix_id,
-                start=0.0,
-                duration=mix.duration,
-                channel=0,
-                recording=mix,
-                supervisions=whole,
-                custom=custom,
-            )
-        )
-        sd.append(
-            MonoCut(id=mix_id, start=0.0, duration=mix.duration, channel=0, recording=mix, supervisions=sups)
-        )
+        pair = skipped.attempt(lambda m=mix_id: _mixture_cuts(part_dir, m, mixture, threshold_db, min_pause))
+        if pair is not None:
+            ss.append(pair[0])
+            sd.append(pair[1])
     return ss, sd
 
 
@@ -153,9 +153,11 @@ def prepare_libri2mix(
         return done
     root = Path(corpus_dir)
     manifests: Manifests = {"ss": {}, "sd": {}}
+    skipped = SkipReport()
     for split, part in parts.items():
-        ss, sd = _part_cuts(root, part, mixture, threshold_db, min_pause)
+        ss, sd = _part_cuts(root, part, mixture, threshold_db, min_pause, skipped)
         manifests["ss"][split], manifests["sd"][split] = CutSet.from_cuts(ss), CutSet.from_cuts(sd)
+    skipped.report(output_dir, "libri2mix")
     write_manifests(manifests, output_dir)
     if output_dir is not None:
         for split, cuts in manifests["sd"].items():

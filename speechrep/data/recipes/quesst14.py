@@ -22,6 +22,7 @@ from lhotse import CutSet, MonoCut
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     at_sample_rate,
     load_if_done,
     recording,
@@ -58,10 +59,13 @@ def read_ground_truth(path: Path) -> dict[str, set[str]]:
     return matches
 
 
-def _cut(folder: Path, name: str, custom: dict) -> MonoCut:
-    """A whole-file cut of `folder/<name>.wav` at 16 kHz."""
-    rec = at_sample_rate(recording(require(folder / f"{name}.wav", "audio listed in the language key"), name))
-    return whole_cut(rec, custom=custom)
+def _cuts(folder: Path, names: list[str], custom: dict, skipped: SkipReport) -> list[MonoCut]:
+    """Whole-file cuts of `folder/<name>.wav` at 16 kHz, for the files that can be read."""
+    recs = [
+        skipped.attempt(lambda n=n: recording(folder / f"{n}.wav", n, "audio in the language key"))
+        for n in names
+    ]
+    return [whole_cut(at_sample_rate(rec), custom=dict(custom)) for rec in recs if rec is not None]
 
 
 def prepare_quesst14(
@@ -74,16 +78,22 @@ def prepare_quesst14(
     root, scoring = Path(corpus_dir), Path(corpus_dir) / "scoring"
     require(scoring, "scoring folder")
     docs = read_language_key(scoring / "language_key_utterances.lst", languages)
-    doc_cuts = [_cut(root / "Audio", name, {"role": "document"}) for name in docs]
+    skipped = SkipReport()
+    doc_cuts = _cuts(root / "Audio", docs, {"role": "document"}, skipped)
+    kept = {c.id for c in doc_cuts}
     qbe = {}
     for split, (name, folder) in QUERY_SETS.items():
         truth = read_ground_truth(scoring / f"groundtruth_quesst14_{name}" / f"quesst14_{name}.rttm")
-        kept = set(docs)
-        queries = [
-            _cut(root / folder, q, {"role": "query", "matches": sorted(truth.get(q, set()) & kept)})
-            for q in read_language_key(scoring / f"language_key_{name}.lst", languages)
-        ]
+        queries = _cuts(
+            root / folder,
+            read_language_key(scoring / f"language_key_{name}.lst", languages),
+            {"role": "query"},
+            skipped,
+        )
+        for query in queries:
+            query.supervisions[0].custom["matches"] = sorted(truth.get(query.id, set()) & kept)
         qbe[split] = CutSet.from_cuts(queries + doc_cuts)
+    skipped.report(output_dir, "quesst14")
     write_manifests({"qbe": qbe}, output_dir)
     if output_dir is not None:
         for split, cuts in qbe.items():

@@ -17,6 +17,7 @@ from lhotse import CutSet
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     load_if_done,
     recording,
     require,
@@ -97,7 +98,7 @@ def prepare_snips(
         return done
     root = Path(corpus_dir)
     labels = read_iob_file(root / "all.iob.snips.txt")
-    sf = {}
+    skipped, sf = SkipReport(), {}
     for split, split_speakers in speakers.items():
         folder = require(root / FOLDERS[split], "audio folder")
         cuts = []
@@ -106,13 +107,10 @@ def prepare_snips(
             if speaker not in split_speakers or wav.stem not in labels:
                 continue
             label = labels[wav.stem]
-            cuts.append(
-                whole_cut(
-                    recording(wav, wav.stem),
-                    text=label["text"],
-                    speaker=speaker,
-                    custom={k: label[k] for k in ("tags", "slots", "tagged_text", "intent")},
-                )
-            )
+            rec = skipped.attempt(lambda w=wav: recording(w, w.stem))
+            if rec is not None:
+                custom = {k: label[k] for k in ("tags", "slots", "tagged_text", "intent")}
+                cuts.append(whole_cut(rec, text=label["text"], speaker=speaker, custom=custom))
         sf[split] = CutSet.from_cuts(cuts)
+    skipped.report(output_dir, "snips")
     return write_manifests({"sf": sf}, output_dir)

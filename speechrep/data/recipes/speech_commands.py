@@ -16,6 +16,7 @@ from lhotse import CutSet, MonoCut, SupervisionSegment
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     load_if_done,
     recording,
     require,
@@ -53,12 +54,14 @@ def _word_cut(root: Path, rel: str) -> MonoCut:
     return whole_cut(rec, text=word, speaker=speaker, custom={"keyword": keyword})
 
 
-def _silence_cuts(root: Path) -> dict[str, list[MonoCut]]:
+def _silence_cuts(root: Path, skipped: SkipReport) -> dict[str, list[MonoCut]]:
     """Consecutive 1 s slices of each background-noise file: first 80% to train, 10% to dev, 10% to test."""
     noise_dir = require(root / BACKGROUND, "background noise folder")
     out: dict[str, list[MonoCut]] = {"train": [], "dev": [], "test": []}
     for path in sorted(noise_dir.glob("*.wav")):
-        rec = recording(path, recording_id=f"{BACKGROUND}{path.stem}")
+        rec = skipped.attempt(lambda path=path: recording(path, recording_id=f"{BACKGROUND}{path.stem}"))
+        if rec is None:
+            continue
         n = int(rec.duration)
         n_train, n_dev = int(n * SILENCE_SHARES[0]), int(n * SILENCE_SHARES[1])
         for k in range(n):
@@ -94,13 +97,16 @@ def prepare_speech_commands(corpus_dir: Path, output_dir: Path | None = None) ->
         raise CorpusLayoutError(
             f"{root}: no word folders with .wav files (expected e.g. yes/0a7c2a8d_nohash_0.wav)"
         )
-    missing = sorted((dev_list | test_list) - set(words))
-    if missing:
-        raise CorpusLayoutError(
-            f"{root}: {len(missing)} files of the split lists are missing, e.g. {missing[0]}"
-        )
-    by_split: dict[str, list[MonoCut]] = _silence_cuts(root)
+    skipped = SkipReport()
+    skipped.problems += [
+        f"{root / rel}: listed in the split lists, missing"
+        for rel in sorted((dev_list | test_list) - set(words))
+    ]
+    by_split: dict[str, list[MonoCut]] = _silence_cuts(root, skipped)
     for rel in words:
         split = "dev" if rel in dev_list else "test" if rel in test_list else "train"
-        by_split[split].append(_word_cut(root, rel))
+        cut = skipped.attempt(lambda rel=rel: _word_cut(root, rel))
+        if cut is not None:
+            by_split[split].append(cut)
+    skipped.report(output_dir, "speech_commands")
     return write_manifests({"ks": {s: CutSet.from_cuts(c) for s, c in by_split.items()}}, output_dir)

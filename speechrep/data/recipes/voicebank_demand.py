@@ -16,6 +16,7 @@ from lhotse import CutSet, MonoCut
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     at_sample_rate,
     load_if_done,
     recording,
@@ -23,6 +24,7 @@ from speechrep.data.recipes._common import (
     whole_cut,
     write_manifests,
 )
+from speechrep.errors import AudioError
 
 DEV_SPEAKERS = ("p226", "p287")
 FOLDERS = {
@@ -31,32 +33,32 @@ FOLDERS = {
 }
 
 
-def _pair_cuts(corpus_dir: Path, noisy: str, clean: str, txt: str) -> list[MonoCut]:
-    """One cut per noisy file, with its clean twin attached and its transcript when the txt folder exists."""
-    noisy_dir, clean_dir = (
-        require(corpus_dir / noisy, "noisy folder"),
-        require(corpus_dir / clean, "clean folder"),
+def _pair_cut(path: Path, clean_dir: Path, txt_dir: Path) -> MonoCut:
+    """The cut of one noisy file with its clean twin attached; an AudioError when the pair is not usable."""
+    noisy_rec = at_sample_rate(recording(path, path.stem))
+    clean_rec = at_sample_rate(
+        recording(clean_dir / path.name, f"{path.stem}_clean", "clean twin of a noisy file")
     )
-    txt_dir = corpus_dir / txt
-    cuts = []
-    for path in sorted(noisy_dir.glob("*.wav")):
-        noisy_rec = at_sample_rate(recording(path, path.stem))
-        clean_rec = at_sample_rate(
-            recording(require(clean_dir / path.name, "clean twin of a noisy file"), f"{path.stem}_clean")
+    if abs(clean_rec.duration - noisy_rec.duration) > 1e-3:
+        raise AudioError(
+            f"{clean_dir / path.name}: {clean_rec.duration:.3f} s, its noisy twin {noisy_rec.duration:.3f} s"
         )
-        if abs(clean_rec.duration - noisy_rec.duration) > 1e-3:
-            raise CorpusLayoutError(
-                f"{clean_dir / path.name}: {clean_rec.duration:.3f} s, but its noisy twin "
-                f"has {noisy_rec.duration:.3f} s"
-            )
-        text_file = txt_dir / f"{path.stem}.txt"
-        text = text_file.read_text().strip() if text_file.is_file() else None
-        cut = whole_cut(noisy_rec, text=text, speaker=path.stem.split("_")[0])
-        cut.clean = clean_rec
-        cuts.append(cut)
-    if not cuts:
+    text_file = txt_dir / f"{path.stem}.txt"
+    text = text_file.read_text().strip() if text_file.is_file() else None
+    cut = whole_cut(noisy_rec, text=text, speaker=path.stem.split("_")[0])
+    cut.clean = clean_rec
+    return cut
+
+
+def _pair_cuts(corpus_dir: Path, noisy: str, clean: str, txt: str, skipped: SkipReport) -> list[MonoCut]:
+    """One cut per usable noisy/clean pair, with its transcript when the txt folder exists."""
+    noisy_dir = require(corpus_dir / noisy, "noisy folder")
+    clean_dir = require(corpus_dir / clean, "clean folder")
+    paths = sorted(noisy_dir.glob("*.wav"))
+    if not paths:
         raise CorpusLayoutError(f"{noisy_dir}: no .wav files")
-    return cuts
+    cuts = [skipped.attempt(lambda p=p: _pair_cut(p, clean_dir, corpus_dir / txt)) for p in paths]
+    return [cut for cut in cuts if cut is not None]
 
 
 def prepare_voicebank_demand(corpus_dir: Path, output_dir: Path | None = None) -> Manifests:
@@ -65,10 +67,12 @@ def prepare_voicebank_demand(corpus_dir: Path, output_dir: Path | None = None) -
     if done:
         return done
     corpus_dir = Path(corpus_dir)
-    train = _pair_cuts(corpus_dir, *FOLDERS["train"])
+    skipped = SkipReport()
+    train = _pair_cuts(corpus_dir, *FOLDERS["train"], skipped)
     se = {
         "train": [c for c in train if c.supervisions[0].speaker not in DEV_SPEAKERS],
         "dev": [c for c in train if c.supervisions[0].speaker in DEV_SPEAKERS],
-        "test": _pair_cuts(corpus_dir, *FOLDERS["test"]),
+        "test": _pair_cuts(corpus_dir, *FOLDERS["test"], skipped),
     }
+    skipped.report(output_dir, "voicebank_demand")
     return write_manifests({"se": {s: CutSet.from_cuts(c) for s, c in se.items()}}, output_dir)

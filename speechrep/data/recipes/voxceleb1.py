@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from lhotse import CutSet, MonoCut
@@ -20,6 +21,7 @@ from lhotse import CutSet, MonoCut
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
+    SkipReport,
     load_if_done,
     recording,
     require,
@@ -67,23 +69,29 @@ def make_trials(cuts: list[MonoCut], seed: int = 0) -> list[tuple[int, str, str]
 
 
 class _Cuts:
-    """One cut per wav, built on first use and shared by the subsets."""
+    """One cut per wav, built on first use and shared by the subsets; None for a missing/unreadable file."""
 
-    def __init__(self, wav_dir: Path) -> None:
-        self.wav_dir, self.cache = wav_dir, {}
+    def __init__(self, wav_dir: Path, skipped: SkipReport) -> None:
+        self.wav_dir, self.skipped, self.cache = wav_dir, skipped, {}
 
-    def __call__(self, rel: str) -> MonoCut:
+    def __call__(self, rel: str) -> MonoCut | None:
         if rel not in self.cache:
-            rec = recording(require(self.wav_dir / rel, "audio listed in the protocol"), cut_id_of(rel))
-            self.cache[rel] = whole_cut(rec, speaker=rel.split("/")[0])
+            rec = self.skipped.attempt(
+                lambda: recording(self.wav_dir / rel, cut_id_of(rel), "audio in the protocol")
+            )
+            self.cache[rel] = None if rec is None else whole_cut(rec, speaker=rel.split("/")[0])
         return self.cache[rel]
+
+    def many(self, rels: Iterable[str]) -> list[MonoCut]:
+        """The cuts of the files that could be read."""
+        return [cut for cut in map(self, rels) if cut is not None]
 
 
 def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manifests:
     """Read VoxCeleb1 into `sid/` and `asv/` {train,dev,test} cuts plus `asv/<split>_trials.txt`."""
     corpus_dir = Path(corpus_dir)
-    trial_files = [f"asv/{split}_trials.txt" for split in IDEN_SPLITS.values()]
-    done = load_if_done(output_dir, {"sid": IDEN_SPLITS.values(), "asv": IDEN_SPLITS.values()}, trial_files)
+    trial_outputs = [f"asv/{split}_trials.txt" for split in IDEN_SPLITS.values()]
+    done = load_if_done(output_dir, {"sid": IDEN_SPLITS.values(), "asv": IDEN_SPLITS.values()}, trial_outputs)
     if done:
         return done
     wav_dir = require(corpus_dir / "wav", "wav folder")
@@ -92,25 +100,29 @@ def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manif
     if trial_list is None:
         raise CorpusLayoutError(f"{corpus_dir}: missing the verification list ({' or '.join(TRIAL_LISTS)})")
     trials = _parse_lines(trial_list, 3)
-    cut_of = _Cuts(wav_dir)
+    skipped = SkipReport()
+    cut_of = _Cuts(wav_dir, skipped)
 
-    sid: dict[str, list[MonoCut]] = {split: [] for split in IDEN_SPLITS.values()}
     for code, rel in iden:
         if code not in IDEN_SPLITS:
             raise CorpusLayoutError(f"{corpus_dir / 'iden_split.txt'}: unknown split code {code!r} for {rel}")
-        sid[IDEN_SPLITS[code]].append(cut_of(rel))
+    sid = {
+        split: cut_of.many(rel for code, rel in iden if IDEN_SPLITS[code] == split)
+        for split in IDEN_SPLITS.values()
+    }
 
     trial_files = sorted({rel for _, a, b in trials for rel in (a, b)})
     trial_speakers = {rel.split("/")[0] for rel in trial_files}
     all_files = sorted(p.relative_to(wav_dir).as_posix() for p in wav_dir.glob("*/*/*.wav"))
-    pool_speakers = sorted({rel.split("/")[0] for rel in all_files} - trial_speakers)
+    pool = [rel for rel in all_files if rel.split("/")[0] not in trial_speakers]
+    pool_speakers = sorted({rel.split("/")[0] for rel in pool})
     dev_speakers = set(pool_speakers[ASV_DEV_EVERY - 1 :: ASV_DEV_EVERY] or pool_speakers[-1:])
-    asv: dict[str, list[MonoCut]] = {"train": [], "dev": [], "test": [cut_of(rel) for rel in trial_files]}
-    for rel in all_files:
-        speaker = rel.split("/")[0]
-        if speaker not in trial_speakers:
-            asv["dev" if speaker in dev_speakers else "train"].append(cut_of(rel))
-
+    asv = {
+        "train": cut_of.many(rel for rel in pool if rel.split("/")[0] not in dev_speakers),
+        "dev": cut_of.many(rel for rel in pool if rel.split("/")[0] in dev_speakers),
+        "test": cut_of.many(trial_files),
+    }
+    skipped.report(output_dir, "voxceleb1")
     manifests = write_manifests(
         {
             "sid": {s: CutSet.from_cuts(c) for s, c in sid.items()},
@@ -122,7 +134,10 @@ def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manif
         trial_ids = {
             "train": make_trials(asv["train"]),
             "dev": make_trials(asv["dev"]),
-            "test": [(int(label), cut_id_of(a), cut_id_of(b)) for label, a, b in trials],
+            # trials of a left-out file are dropped with it
+            "test": [
+                (int(label), cut_id_of(a), cut_id_of(b)) for label, a, b in trials if cut_of(a) and cut_of(b)
+            ],
         }
         for split, rows in trial_ids.items():
             text = "".join(f"{label} {a} {b}\n" for label, a, b in rows)
