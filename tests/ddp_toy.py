@@ -1,10 +1,12 @@
 """A toy regression trained by `speechrep.train.train`; run under `torchrun` by tests/test_train_ddp.py.
 
-Usage: torchrun --standalone --nproc_per_node N tests/ddp_toy.py RUN_DIR OUT.pt
-Every rank takes its slice of each global batch of 8; rank 0 writes the final weights to OUT.pt.
+Usage: torchrun --standalone --nproc_per_node N tests/ddp_toy.py RUN_DIR OUT.pt [KILL_AT_STEP]
+Every rank takes its slice of each global batch of 8; rank 0 writes the final weights to OUT.pt. With
+KILL_AT_STEP, the first training call is stopped after that step and the same call is made again (resume).
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -22,12 +24,17 @@ def toy_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
 
 
+class Stop(Exception):
+    """Stands in for a killed job."""
+
+
 def toy_config() -> TrainConfig:
+    """Six steps of two micro-batches, checkpoints at steps 3 and 6."""
     return TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, grad_accum=2, clip_norm=0.5, eval_every=3,
                        log_every=1, device="cpu", weight_decay=0.01)
 
 
-def run(run_dir: Path) -> nn.Module:
+def run(run_dir: Path, kill_at: int | None = None) -> nn.Module:
     """Train the toy model on this process's shard of the data; returns the trained (unwrapped) model."""
     x = torch.randn(48, 6, generator=torch.Generator().manual_seed(0))
     y = x.sum(dim=1).sin()
@@ -46,12 +53,22 @@ def run(run_dir: Path) -> nn.Module:
     def evaluate(model: nn.Module) -> dict[str, float]:
         return {"loss": loss_fn(model, (x[:16], y[:16])).item()}
 
+    def after_step(model: nn.Module, step: int) -> None:
+        if step == kill_at:
+            raise Stop
+
     model = toy_model()
-    train(model, batches, loss_fn, toy_config(), run_dir, evaluate=evaluate)
+    train(model, batches, loss_fn, toy_config(), run_dir, evaluate=evaluate, after_step=after_step)
     return model
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if len(sys.argv) > 3:
+        try:
+            run(Path(sys.argv[1]), kill_at=int(sys.argv[3]))
+        except Stop:
+            pass
     trained = run(Path(sys.argv[1]))
     if is_main_process():
         torch.save(trained.state_dict(), sys.argv[2])

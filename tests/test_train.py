@@ -81,36 +81,40 @@ def test_logged_lr_follows_schedule(tmp_path: Path):
     assert lrs == pytest.approx([1e-2 * lr_factor(s, 12, 3, "linear") for s in range(12)])
 
 
-def test_resume_after_kill_is_bit_identical(tmp_path: Path):
+@pytest.mark.parametrize("eval_every,saved_position", [(5, (5, 0, 10)), (4, (4, 0, 8))])
+def test_resume_after_kill_is_bit_identical(tmp_path: Path, eval_every: int, saved_position: tuple):
     full_model = toy_model(dropout=0.2)
-    full = train(full_model, make_batches(4), noisy_loss, cfg(), tmp_path / "full", evaluate=dev_loss)
+    full = train(full_model, make_batches(4), noisy_loss, cfg(eval_every=eval_every), tmp_path / "full",
+                 evaluate=dev_loss)
 
     def kill_at_7(model: nn.Module, step: int) -> None:
         if step == 7:
             raise Stop
     with pytest.raises(Stop):
-        train(toy_model(dropout=0.2), make_batches(4), noisy_loss, cfg(), tmp_path / "cut", evaluate=dev_loss,
-              after_step=kill_at_7)
-    # Killed after step 7: last.pt is from step 5, which ended exactly at an epoch boundary (10 batches).
+        train(toy_model(dropout=0.2), make_batches(4), noisy_loss, cfg(eval_every=eval_every), tmp_path / "cut",
+              evaluate=dev_loss, after_step=kill_at_7)
+    # Killed after step 7; last.pt is from step 5 (exactly at the end of epoch 0: 10 batches of 4) or from
+    # step 4 (in the middle of epoch 0).
     saved = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
-    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (5, 0, 10)
+    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == saved_position
     resumed_model = toy_model(dropout=0.2)
-    resumed = train(resumed_model, make_batches(4), noisy_loss, cfg(), tmp_path / "cut", evaluate=dev_loss)
+    resumed = train(resumed_model, make_batches(4), noisy_loss, cfg(eval_every=eval_every), tmp_path / "cut",
+                    evaluate=dev_loss)
 
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed == full and resumed.step == 12 and resumed.epoch == 2
     # metrics.jsonl of the resumed run equals the uninterrupted one: rows written after step 5 were replaced.
     assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "full")
-    assert [r["step"] for r in read_metrics(tmp_path / "full", "eval")] == [5, 10, 12]
+    assert [r["step"] for r in read_metrics(tmp_path / "full", "eval")] == [*range(eval_every, 12, eval_every), 12]
     assert all("mae" in r and "grad_norm" in r for r in read_metrics(tmp_path / "full", "train"))
 
     # A finished run started again returns at once, with the trained weights loaded.
     def never(model: nn.Module, step: int) -> None:
         raise AssertionError("a finished run must not train again")
     again_model = toy_model(dropout=0.2)
-    again = train(again_model, make_batches(4), noisy_loss, cfg(), tmp_path / "cut", evaluate=dev_loss,
-                  after_step=never)
+    again = train(again_model, make_batches(4), noisy_loss, cfg(eval_every=eval_every), tmp_path / "cut",
+                  evaluate=dev_loss, after_step=never)
     assert again.step == 12
     assert torch.equal(again_model[0].weight, full_model[0].weight)
 
@@ -227,3 +231,17 @@ def test_rows_of_a_run_killed_before_its_first_checkpoint_are_dropped(tmp_path: 
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
     train(toy_model(), make_batches(4), mse_loss, cfg(log_every=1, max_steps=4), tmp_path)
     assert [r["step"] for r in read_metrics(tmp_path, "train")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("amp_on_cpu,dtype", [(False, torch.float32), (True, torch.bfloat16)])
+def test_bf16_autocast_on_cpu_only_when_asked(tmp_path: Path, amp_on_cpu: bool, dtype: torch.dtype):
+    seen = set()
+
+    def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
+        pred = model(batch["x"]).squeeze(1)
+        seen.add(pred.dtype)
+        return ((pred.float() - batch["y"]) ** 2).mean()
+    model = toy_model()
+    train(model, make_batches(4), loss_fn, cfg(amp="bf16", amp_on_cpu=amp_on_cpu, max_steps=2), tmp_path)
+    assert seen == {dtype}
+    assert model[0].weight.dtype == torch.float32  # autocast never changes the stored weights

@@ -1,4 +1,5 @@
-"""Two gloo processes under torchrun train to the same weights as one process with the same global batch."""
+"""Two gloo processes under torchrun (killed once and resumed) train to the same weights as one process with
+the same global batch."""
 from __future__ import annotations
 
 import importlib.util
@@ -28,9 +29,10 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     env["OMP_NUM_THREADS"] = "1"
     out = tmp_path / "ddp.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(TOY), str(tmp_path / "ddp"), str(out)], env=env, capture_output=True, text=True,
+                           str(TOY), str(tmp_path / "ddp"), str(out), "4"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stderr and "from step 3" in proc.stderr
 
     single = load_toy().run(tmp_path / "single")
     ddp_state = torch.load(out, weights_only=True)
@@ -41,5 +43,5 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     # The logged train loss is the mean over ranks, i.e. the loss of the whole global batch.
     assert [r["loss"] for r in read_metrics(tmp_path / "ddp", "train")] == pytest.approx(
         [r["loss"] for r in read_metrics(tmp_path / "single", "train")], rel=1e-5)
-    assert len(read_metrics(tmp_path / "ddp", "eval")) == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "ddp", "eval")] == [3, 6]
     assert (tmp_path / "ddp" / "checkpoints" / "best.pt").is_file()
