@@ -12,6 +12,7 @@ from speechrep.downstream.ctc import (
     ctc_loss,
     greedy_ctc_decode,
     phone_tokens,
+    slot_char_tokens,
 )
 from speechrep.downstream.heads import (
     AMSoftmax,
@@ -203,6 +204,13 @@ def test_vocabulary_build_encode_decode_and_json_roundtrip(tmp_path):
     path.write_text('["a", "b"]')
     with pytest.raises(ConfigError, match="vocab.json"):
         Vocabulary.load(path)
+
+
+def test_slot_char_tokens_keep_tags_whole():
+    tokens = slot_char_tokens("to  B-city new york E-city")
+    assert tokens == ["t", "o", "|", "B-city", "|", "n", "e", "w", "|", "y", "o", "r", "k", "|", "E-city"]
+    assert chars_to_text(tokens) == "to B-city new york E-city"
+    assert "B-city" in Vocabulary.build([tokens]).symbols
 
 
 def test_bilstm_ctc_learns_a_short_sequence_and_decodes_it():

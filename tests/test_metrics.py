@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from speechrep.downstream.dtw import qbe_scores, subsequence_dtw_cost
+from speechrep.downstream.dtw import normalize_query_scores, qbe_scores, subsequence_dtw_cost
 from speechrep.downstream.metrics import (
     Segment,
     accuracy,
+    combine_der,
     all_slots_accuracy,
     char_error_rate,
     der_from_segments,
@@ -176,6 +177,14 @@ def test_der_collar_removes_boundary_frames():
     assert der_from_segments(reference, hypothesis, collar=0.5).der == 0.0
 
 
+def test_combine_der_pools_errors_over_recordings():
+    reference = [Segment("A", 0, 10), Segment("B", 10, 20)]
+    first = der_from_segments(reference, [Segment("x", 0, 10), Segment("y", 10, 15)])  # 5 s missed of 20
+    second = der_from_segments([Segment("A", 0, 5)], [Segment("x", 0, 5)])  # perfect, 5 s
+    pooled = combine_der([first, second])
+    assert (pooled.der, pooled.miss, pooled.reference_frames) == (pytest.approx(0.2), pytest.approx(0.2), 2500)
+
+
 def test_der_from_frame_activities():
     reference = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], dtype=bool)
     hypothesis = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], dtype=bool)  # channels swapped, one miss, one FA
@@ -264,6 +273,16 @@ def test_qbe_scores_find_the_query_and_ignore_padding():
     assert scores[0] > scores[1] + 0.3 and scores[0] > scores[2] + 0.3
     alone = qbe_scores(query, documents[2:, :55])
     torch.testing.assert_close(scores[2:], alone)
+
+
+def test_normalized_query_scores_let_one_threshold_fit_queries_of_different_scales():
+    raw = torch.tensor([[-0.9, -0.2, -0.8, -0.85], [-0.1, -0.15, 0.3, -0.12]])  # each query's match ranks first
+    labels = np.array([[0, 1, 0, 0], [0, 0, 1, 0]], dtype=bool)
+    normalized = normalize_query_scores(raw)
+    torch.testing.assert_close(normalized.mean(1), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(normalized.std(1), torch.ones(2))
+    assert maximum_term_weighted_value(raw.numpy(), labels) == pytest.approx(0.5)  # query 2's non-matches score above -0.2
+    assert maximum_term_weighted_value(normalized.numpy(), labels) == pytest.approx(1.0)
 
 
 # ---- slot filling ------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 `Vocabulary` maps symbols to ids with the CTC blank at id 0 and `<unk>` at id 1, then the symbols seen in the
 training labels in sorted order, so the same labels always give the same ids. It is saved and loaded as JSON.
 Characters use `|` for the word boundary so a character sequence is a list of single-symbol tokens; phones and
-words are whitespace-separated tokens.
+words are whitespace-separated tokens. For slot filling, `slot_char_tokens` keeps the slot tags (`B-type`,
+`E-type`) whole, as single CTC symbols between word boundaries; `chars_to_text` turns both back into text.
 """
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ WORD_BOUNDARY = "|"
 def char_tokens(text: str) -> list[str]:
     """Characters of a transcript, runs of whitespace turned into one `|`."""
     return list(WORD_BOUNDARY.join(text.split()))
+
+
+def slot_char_tokens(text: str) -> list[str]:
+    """Characters of a slot-tagged transcript, each `B-...`/`E-...` tag kept as one token (SUPERB SF)."""
+    tokens: list[str] = []
+    for k, word in enumerate(text.split()):
+        if k:
+            tokens.append(WORD_BOUNDARY)
+        tokens.extend([word] if word.startswith(("B-", "E-")) and len(word) > 2 else word)
+    return tokens
 
 
 def chars_to_text(tokens: Sequence[str]) -> str:

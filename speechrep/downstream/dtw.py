@@ -9,7 +9,9 @@ Frame distance is the cosine distance 1 - cos(q_i, d_j). The accumulated cost fo
 Each query row is solved for all document columns at once: with a_j = C[i, j] + min(D[i-1, j], D[i-1, j-1])
 and S_j the running sum of row i's costs, D[i, j] = S_j + min_{k<=j}(a_k - S_k), a cumulative minimum. The loop
 runs over the N query frames only, batched over documents. The detection score is minus the best end cost
-divided by the query length, so higher means "more likely contains the query".
+divided by the query length, so higher means "more likely contains the query". MTWV uses one threshold for all
+queries, so `normalize_query_scores` z-normalises each query's scores over the documents first (the usual
+QUESST practice; a query's raw scores depend on its length and phones).
 """
 from __future__ import annotations
 
@@ -62,3 +64,12 @@ def qbe_scores(query: Tensor, documents: Tensor, document_lengths: Tensor | None
     padded = torch.arange(max_len, device=documents.device)[None, :] >= document_lengths.to(documents.device)[:, None]
     best_end = accumulated.masked_fill(padded, float("inf")).min(dim=1).values
     return (-best_end / query.shape[0]).float()
+
+
+def normalize_query_scores(scores: Tensor) -> Tensor:
+    """Z-normalise a (queries, documents) score matrix per query (row), so one threshold fits all queries."""
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise SpeechrepError(f"QbE: need (queries, documents >= 2) scores to normalise, got {tuple(scores.shape)}")
+    mean = scores.mean(dim=1, keepdim=True)
+    std = scores.std(dim=1, keepdim=True).clamp(min=1e-8)
+    return (scores - mean) / std

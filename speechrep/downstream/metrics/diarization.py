@@ -104,6 +104,18 @@ def diarization_error_rate(
     return DERResult(float(miss + false_alarm + confusion), float(miss), float(false_alarm), float(confusion), total)
 
 
+def combine_der(results: list[DERResult]) -> DERResult:
+    """Corpus DER of many recordings: errors summed over all of them, weighted by their reference speech."""
+    total = sum(r.reference_frames for r in results)
+    if total == 0:
+        raise SpeechrepError("DER: no recording with scored reference speech")
+
+    def pooled(part: str) -> float:
+        return sum(getattr(r, part) * r.reference_frames for r in results) / total
+
+    return DERResult(pooled("der"), pooled("miss"), pooled("false_alarm"), pooled("confusion"), total)
+
+
 def der_from_segments(
     reference: list[Segment], hypothesis: list[Segment], frame_shift: float = 0.01, collar: float = 0.0
 ) -> DERResult:
