@@ -172,7 +172,13 @@ def test_non_finite_loss_stops_the_run(tmp_path: Path):
     def nan_loss(model: nn.Module, batch: dict) -> torch.Tensor:
         return mse_loss(model, batch) * float("nan")
     with pytest.raises(FloatingPointError, match="step 1"):
-        train(toy_model(), make_batches(4), nan_loss, cfg(), tmp_path)
+        train(toy_model(), make_batches(4), nan_loss, cfg(), tmp_path / "nan_loss")
+
+    def nan_gradient(model: nn.Module, batch: dict) -> torch.Tensor:
+        # sqrt at 0 is finite but its derivative is not: a finite loss with NaN gradients.
+        return mse_loss(model, batch) + 0.0 * (model[0].weight * 0).sqrt().sum()
+    with pytest.raises(FloatingPointError, match="step 1"):
+        train(toy_model(), make_batches(4), nan_gradient, cfg(), tmp_path / "nan_grad")
 
 
 def test_epoch_with_changing_length_is_detected_on_resume(tmp_path: Path):

@@ -72,7 +72,8 @@ Contract of `train(model, batches, loss_fn, cfg, run_dir, evaluate=None, param_g
 """
 from speechrep.train.checkpoint import (load_checkpoint, read_checkpoint, save_checkpoint, seed_everything,
                                         write_results)
-from speechrep.train.distributed import finish_distributed, is_main_process, rank_and_world
+from speechrep.train.distributed import (finish_distributed, init_distributed, is_main_process, rank_and_world,
+                                         resolve_device)
 from speechrep.train.loop import TrainConfig, TrainState, default_param_groups, to_device, train
 from speechrep.train.run_dir import prepare_run_dir, read_metrics
 from speechrep.train.schedule import lr_factor
@@ -80,5 +81,5 @@ from speechrep.train.schedule import lr_factor
 __all__ = [
     "TrainConfig", "TrainState", "train", "default_param_groups", "to_device", "lr_factor",
     "prepare_run_dir", "read_metrics", "load_checkpoint", "read_checkpoint", "save_checkpoint", "write_results",
-    "seed_everything", "rank_and_world", "is_main_process", "finish_distributed",
+    "seed_everything", "rank_and_world", "is_main_process", "init_distributed", "finish_distributed", "resolve_device",
 ]

@@ -168,12 +168,14 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                 loss_sum += loss.detach().float()
                 for k, v in scalars.items():
                     extras[k] = extras.get(k, 0.0) + float(v) / cfg.grad_accum
-            loss_value = loss_sum.item() / cfg.grad_accum
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"non-finite loss {loss_value} at step {state.step + 1} "
-                                         f"(resume point: {last_path})")
             # max_norm=inf measures the norm without clipping, so grad_norm is always logged.
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_norm or math.inf)
+            finite = torch.stack([loss_sum, grad_norm.to(loss_sum)]).isfinite().all().float()
+            if distributed:  # every rank must stop together, or the others wait forever in the next all-reduce
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not finite.item():
+                raise FloatingPointError(f"non-finite loss or gradient at step {state.step + 1} (loss "
+                                         f"{loss_sum.item() / cfg.grad_accum}; resume point: {last_path})")
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -183,7 +185,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
             bar.update(1)
 
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-                values = {"loss": loss_value, **extras}
+                values = {"loss": loss_sum.item() / cfg.grad_accum, **extras}
                 if distributed:
                     values = _mean_over_ranks(values, device)
                 values["lr"] = lr
