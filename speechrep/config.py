@@ -66,31 +66,44 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)
 
 
-def load_config(cls: type[T], path: Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build `cls` from its defaults, then the YAML file `path`, then `key.sub=value` overrides."""
+def load_config(cls: type[T], path: Path | Sequence[Path] | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build `cls` from its defaults, then the YAML file(s) `path` (each overlays the previous), then overrides."""
+    paths = [] if path is None else [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
     data: dict[str, Any] = {}
-    source = "config"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        try:
-            loaded = parse_yaml(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
-        loaded.pop(PROVENANCE_KEY, None)
-        data = loaded
+    for p in paths:
+        _merge(data, _read_mapping(p))
+    source = ", ".join(str(p) for p in paths) or "config"
     for item in overrides:
         _apply_to_dict(cls, data, item)
     try:
         return _build(cls, data, prefix="")
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}" if path is not None else str(e)) from None
+        raise ConfigError(f"{source}: {e}" if paths else str(e)) from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (provenance removed)."""
+    try:
+        loaded = parse_yaml(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    loaded.pop(PROVENANCE_KEY, None)
+    return loaded
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> None:
+    """Overlay `top` on `base` in place: nested mappings merge key by key, anything else replaces."""
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def apply_override(cfg: T, item: str) -> T:
@@ -116,6 +129,18 @@ def _apply_to_dict(cls: type, data: dict[str, Any], item: str) -> None:
             data[name] = _coerce(_parse_override_text(text, tp), tp, key)
             return
         inner = _dataclass_in(tp)
+        if inner is None and (typing.get_origin(tp) is dict or tp is dict):
+            # A free-form mapping (e.g. hub-model overrides): `model.num_layers=2` sets one entry in it.
+            sub = data[name] if name in data else _field_default(cls, name)
+            sub = dict(sub) if isinstance(sub, dict) else {}
+            data[name] = sub
+            for part in parts[depth + 1:-1]:
+                sub = sub.setdefault(part, {})
+                if not isinstance(sub, dict):
+                    raise ConfigError(f"key {key!r}: {part!r} holds {sub!r}, not a mapping")
+            sub[parts[-1]] = _parse_override_text(text, Any)
+            data[name] = _coerce(data[name], tp, ".".join(parts[:depth + 1]))
+            return
         if inner is None:
             raise ConfigError(f"unknown key {key!r}: {'.'.join(parts[:depth + 1])!r} is not a nested config")
         sub = data.get(name)
@@ -214,6 +239,14 @@ def _build(cls: type[T], data: Any, prefix: str, base: Any = None) -> T:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def _field_default(cls: type, name: str) -> Any:
+    """The default value of field `name` of `cls` (None when it has none)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _default_instance(f: dataclasses.Field, value: Any) -> Any:

@@ -30,7 +30,7 @@ class Experiment:
     layers: Optional[list[int]] = None
     use_cmvn: bool = False
     data_dir: Path = Path("data")
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=lambda: {"corpus": "synthetic"})
     optim: Optim = field(default_factory=Optim)
     head: Head | None = None
 
@@ -150,3 +150,20 @@ class WithPresetOptim:
 def test_nested_values_overlay_the_parents_default(tmp_path: Path):
     cfg = load_config(WithPresetOptim, write(tmp_path, "optim:\n  betas: [0.1, 0.2]\n"), ["optim.lr=2"])
     assert cfg.optim == Optim(lr=2.0, betas=(0.1, 0.2), schedule="cosine")
+
+
+def test_several_yaml_files_overlay_in_order(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("name: base\noptim:\n  lr: 0.5\n  schedule: cosine\n")
+    (tmp_path / "tiny.yaml").write_text("optim:\n  lr: 0.1\n")
+    cfg = load_config(Experiment, [tmp_path / "base.yaml", tmp_path / "tiny.yaml"], ["head.hidden=2"])
+    assert (cfg.name, cfg.optim.lr, cfg.optim.schedule, cfg.head.hidden) == ("base", 0.1, "cosine", 2)
+    with pytest.raises(ConfigError, match="tiny.yaml"):
+        (tmp_path / "tiny.yaml").write_text("optim:\n  lr: fast\n")
+        load_config(Experiment, [tmp_path / "base.yaml", tmp_path / "tiny.yaml"])
+
+
+def test_override_one_entry_of_a_mapping_field():
+    cfg = load_config(Experiment, None, ["tags.split=dev"])
+    assert cfg.tags == {"corpus": "synthetic", "split": "dev"}
+    with pytest.raises(ConfigError, match="tags"):
+        load_config(Experiment, None, ["tags.split=[1, 2]"])
