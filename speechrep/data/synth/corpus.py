@@ -14,7 +14,7 @@ from lhotse import CutSet, MonoCut
 
 from speechrep.data.synth.card import write_card
 from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan, write_atomic
-from speechrep.data.synth.workers import run_forked
+from speechrep.data.synth.workers import SynthesisRunner
 from speechrep.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,14 @@ Sizes = dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]]  # subset -
 # speakers per split (sid: the shared speaker count in every position) and items per split: utterances,
 # or mixtures (ss), conversations (sd), documents (qbe: plus a quarter as many queries).
 PRESETS: dict[str, Sizes] = {
+    # "micro" exists for the test suite: every subset, a few items each, in seconds.
+    "micro": {
+        "unlabeled": ((2, 1, 1), (4, 2, 2)), "pr": ((2, 1, 1), (3, 2, 2)), "asr": ((2, 1, 1), (3, 2, 2)),
+        "ks": ((2, 1, 1), (12, 4, 4)), "qbe": ((2, 1, 1), (4, 4, 4)), "sid": ((3, 3, 3), (6, 3, 3)),
+        "asv": ((2, 2, 2), (4, 4, 4)), "sd": ((2, 2, 2), (1, 1, 1)), "er": ((2, 1, 1), (4, 4, 4)),
+        "ic": ((2, 1, 1), (4, 2, 2)), "sf": ((2, 1, 1), (4, 2, 2)), "se": ((2, 1, 1), (2, 2, 2)),
+        "ss": ((2, 2, 2), (2, 1, 1)),
+    },
     "tiny": {
         "unlabeled": ((6, 2, 2), (24, 6, 6)), "pr": ((4, 2, 2), (12, 6, 6)), "asr": ((4, 2, 2), (12, 6, 6)),
         "ks": ((6, 3, 3), (36, 12, 12)), "qbe": ((3, 2, 2), (8, 8, 8)), "sid": ((6, 6, 6), (24, 12, 12)),
@@ -88,7 +96,7 @@ def load_subset(subset_dir: Path) -> dict[str, CutSet]:
     return out
 
 
-def build_subset(name: str, output_dir: Path, preset: str, seed: int, num_workers: int = 2) -> dict[str, CutSet]:
+def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: SynthesisRunner) -> None:
     """Build one subset from scratch (its folder is replaced) and mark it complete last."""
     subset_dir = output_dir / name
     if subset_dir.exists():
@@ -104,8 +112,7 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, num_worker
     for split in SPLITS:
         items = plan.items[split]
         cuts[split] = []
-        for index, meta in run_forked((item.job for item in items), num_workers, desc=f"{name}/{split}",
-                                      total=len(items)):
+        for index, meta in runner.run([item.job for item in items], desc=f"{name}/{split}"):
             if meta is None:
                 failures += 1
                 continue
@@ -122,7 +129,6 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, num_worker
         log.warning("%s: %d utterance(s) failed to synthesise and were left out", name, failures)
     write_card(subset_dir, name, preset, seed, cuts, plan.speakers, failures)
     write_atomic(subset_dir / _MARKER, json.dumps(_marker(preset, seed)))
-    return load_subset(subset_dir)
 
 
 def make_synthetic_corpus(output_dir: Path, preset: str = "tiny", seed: int = 0,
@@ -136,12 +142,12 @@ def make_synthetic_corpus(output_dir: Path, preset: str = "tiny", seed: int = 0,
         raise ConfigError(f"unknown synthetic subset(s) {unknown} (choose from {list(SUBSETS)})")
     output_dir = Path(output_dir).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
     output_dir.mkdir(parents=True, exist_ok=True)
-    corpus = {}
-    for name in names:
-        if _is_complete(output_dir / name, preset, seed):
-            log.info("%s: already complete, skipped", name)
-            corpus[name] = load_subset(output_dir / name)
-            continue
-        log.info("%s: building (%s preset, seed %d)", name, preset, seed)
-        corpus[name] = build_subset(name, output_dir, preset, seed, num_workers)
-    return corpus
+    todo = [n for n in names if not _is_complete(output_dir / n, preset, seed)]
+    for name in sorted(set(names) - set(todo), key=names.index):
+        log.info("%s: already complete, skipped", name)
+    if todo:
+        with SynthesisRunner(num_workers) as runner:
+            for name in todo:
+                log.info("%s: building (%s preset, seed %d)", name, preset, seed)
+                build_subset(name, output_dir, preset, seed, runner)
+    return {name: load_subset(output_dir / name) for name in names}

@@ -99,10 +99,11 @@ def set_voice(name: str) -> None:
 
 
 def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-               volume: int = 100, wordgap: int = 0) -> Synthesis:
+               volume: int = 100, wordgap: int = 0, seed: int = 0) -> Synthesis:
     """Speak `text` with a voice and prosody settings; returns samples and timed phoneme/word events."""
     set_voice(voice)
     lib = _State.lib
+    lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))  # eSpeak's own jitter (flutter, noise) follows the seed
     for key, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range), ("volume", volume),
                        ("wordgap", wordgap)):
         lib.espeak_SetParameter(_PARAM[key], int(value), 0)

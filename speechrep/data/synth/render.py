@@ -1,7 +1,7 @@
-"""Rendering one synthetic recording in a forked worker: eSpeak speech at 22.05 kHz → 16 kHz, speaker
+"""Rendering one synthetic recording from eSpeak's output (see `workers`): speech at 22.05 kHz → 16 kHz, speaker
 channel colouring, optional reverberation, padding, gain, a noise floor and background noise; phone and
-word alignments come from eSpeak's synthesis events. Each `job_*` function writes its FLAC files and
-returns plain metadata for the manifests."""
+word alignments come from eSpeak's synthesis events. Each `job_*` function takes the syntheses of its
+specs, writes its FLAC files and returns plain metadata for the manifests."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -91,12 +91,17 @@ def _trim_bounds(x: np.ndarray, margin: int = 160) -> tuple[int, int]:
     return max(int(loud[0]) - margin, 0), min(int(loud[-1]) + margin, x.size)
 
 
-def render_speech(spec: UtteranceSpec, background: bool = True) -> tuple[Speech, np.ndarray]:
-    """Render `spec`; returns the finished utterance and the same utterance without background noise."""
+def synthesis_request(spec: UtteranceSpec) -> dict:
+    """The keyword arguments of `espeak.synthesize` for a spec."""
+    return {"text": spec.text, "voice": spec.speaker.voice, "rate": spec.rate, "pitch": spec.pitch,
+            "pitch_range": spec.pitch_range, "volume": spec.volume, "seed": spec.seed}
+
+
+def render_speech(spec: UtteranceSpec, synth: espeak.Synthesis,
+                  background: bool = True) -> tuple[Speech, np.ndarray]:
+    """Finish eSpeak's output for `spec`; returns the utterance and the same without background noise."""
     rng = np.random.default_rng(spec.seed)
     if spec.text:
-        synth = espeak.synthesize(spec.text, spec.speaker.voice, spec.rate, spec.pitch, spec.pitch_range,
-                                  spec.volume)
         phones, words = _event_alignments(spec.text, synth)
         speech = soxr.resample(synth.samples.astype(np.float32) / 32768.0, espeak.ESPEAK_SAMPLE_RATE,
                                SAMPLE_RATE, quality="HQ")
@@ -123,8 +128,10 @@ def render_speech(spec: UtteranceSpec, background: bool = True) -> tuple[Speech,
     dry = audio.copy()
     if background and spec.snr is not None:
         noise = augment.coloured_noise(rng, audio.size, exponent=float(rng.uniform(0.0, 2.0)))
-        reference = speech_rms if speech_rms > 0 else 10.0 ** (-30.0 / 20.0)
-        audio = audio + noise * reference / 10.0 ** (spec.snr / 20.0)
+        if speech_rms > 0:  # SNR against the whole clean clip, as `snr_db(clean, noisy - clean)` measures it
+            audio = augment.add_noise(audio, noise, spec.snr)
+        else:  # no speech: noise at a level as if against typical speech
+            audio = audio + noise * 10.0 ** ((-25.0 - spec.snr) / 20.0)
     peak = float(np.max(np.abs(audio), initial=0.0))
     if peak > 0.95:
         audio, dry = audio * (0.95 / peak), dry * (0.95 / peak)
@@ -139,16 +146,17 @@ def _meta(speech: Speech) -> dict:
             "speech_span": [round(v, 4) for v in speech.speech_span]}
 
 
-def job_single(spec: UtteranceSpec, path: Path) -> dict:
+def job_single(syntheses: list[espeak.Synthesis], spec: UtteranceSpec, path: Path) -> dict:
     """One utterance written to `path`."""
-    speech, _ = render_speech(spec)
+    speech, _ = render_speech(spec, syntheses[0])
     save_audio(path, speech.audio, SAMPLE_RATE)
     return _meta(speech)
 
 
-def job_enhancement(spec: UtteranceSpec, noisy_path: Path, clean_path: Path) -> dict:
+def job_enhancement(syntheses: list[espeak.Synthesis], spec: UtteranceSpec, noisy_path: Path,
+                    clean_path: Path) -> dict:
     """A noisy utterance and its clean reference (same samples without the background noise)."""
-    speech, clean = render_speech(spec)
+    speech, clean = render_speech(spec, syntheses[0])
     save_audio(noisy_path, speech.audio, SAMPLE_RATE)
     save_audio(clean_path, clean, SAMPLE_RATE)
     return _meta(speech)
@@ -158,12 +166,12 @@ def _to_pcm16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def job_separation(specs: tuple[UtteranceSpec, UtteranceSpec], level_db: float, paths: tuple[Path, Path, Path],
-                   ) -> dict:
+def job_separation(syntheses: list[espeak.Synthesis], specs: tuple[UtteranceSpec, UtteranceSpec],
+                   level_db: float, paths: tuple[Path, Path, Path]) -> dict:
     """Two speakers mixed at `level_db` (source 2 relative to source 1); the mixture is exactly the sum
     of the two 16-bit sources as written."""
-    first, _ = render_speech(specs[0], background=False)
-    second, _ = render_speech(specs[1], background=False)
+    first, _ = render_speech(specs[0], syntheses[0], background=False)
+    second, _ = render_speech(specs[1], syntheses[1], background=False)
     length = max(first.audio.size, second.audio.size)
     s1 = np.pad(first.audio, (0, length - first.audio.size))
     s2 = np.pad(second.audio, (0, length - second.audio.size))
@@ -176,14 +184,14 @@ def job_separation(specs: tuple[UtteranceSpec, UtteranceSpec], level_db: float, 
     return {"num_samples": int(length), "sources": [_meta(first), _meta(second)]}
 
 
-def job_conversation(specs: list[UtteranceSpec], gaps: list[float], snr: float | None, seed: int,
-                     path: Path) -> dict:
+def job_conversation(syntheses: list[espeak.Synthesis], specs: list[UtteranceSpec], gaps: list[float],
+                     snr: float | None, seed: int, path: Path) -> dict:
     """Turns placed one after another with pauses (gap > 0) or overlaps (gap < 0); returns each turn's
     speech interval, measured on the rendered samples."""
     rng = np.random.default_rng(seed)
     turns, position, pieces = [], 0.3, []
-    for spec, gap in zip(specs, [0.0] + list(gaps)):
-        speech, _ = render_speech(spec, background=False)
+    for spec, synth, gap in zip(specs, syntheses, [0.0] + list(gaps)):
+        speech, _ = render_speech(spec, synth, background=False)
         begin, end = speech.speech_span
         seg = speech.audio[int(round(begin * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
         previous_end = turns[-1]["end"] if turns else position

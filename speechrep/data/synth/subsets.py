@@ -32,9 +32,9 @@ SE_SNRS = (0.0, 5.0, 10.0, 15.0)
 
 @dataclass
 class Item:
-    """A job for a worker and the function that turns its result into cuts (None: job failed)."""
+    """A job (the utterances to speak, then `fn(syntheses, *args)`) and how its result becomes cuts."""
 
-    job: tuple[Callable[..., Any], tuple]
+    job: tuple[list[UtteranceSpec], Callable[..., Any], tuple]
     to_cuts: Callable[[dict], list[MonoCut]]
     extra: dict = field(default_factory=dict)  # planner data needed for split-level files
 
@@ -88,7 +88,7 @@ def _single_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec, custom: dict
         return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec,
                         supervisions=[sup], custom=cut_custom)]
 
-    return Item((job_single, (spec, path)), to_cuts)
+    return Item(([spec], job_single, (spec, path)), to_cuts)
 
 
 def _speakers(rng: np.random.Generator, counts: tuple[int, int, int], prefix: str) -> dict[str, list[Speaker]]:
@@ -284,7 +284,7 @@ def _enhancement_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec) -> Item
         return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup],
                         custom={"clean": recording(f"{cut_id}_clean", clean, meta["num_samples"])})]
 
-    return Item((job_enhancement, (spec, noisy, clean)), to_cuts)
+    return Item(([spec], job_enhancement, (spec, noisy, clean)), to_cuts)
 
 
 def plan_ss(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
@@ -316,7 +316,7 @@ def _separation_item(audio_dir: Path, cut_id: str, specs: tuple[UtteranceSpec, U
                         custom={"source1": recording(f"{cut_id}_s1", paths[1], n),
                                 "source2": recording(f"{cut_id}_s2", paths[2], n), "level_db": round(level_db, 3)})]
 
-    return Item((job_separation, (specs, level_db, paths)), to_cuts)
+    return Item((list(specs), job_separation, (specs, level_db, paths)), to_cuts)
 
 
 def plan_sd(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
@@ -350,7 +350,7 @@ def _conversation_item(audio_dir: Path, cut_id: str, specs: list[UtteranceSpec],
                 for k, turn in enumerate(meta["turns"])]
         return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=sups)]
 
-    return Item((job_conversation, (specs, gaps, snr, seed, path)), to_cuts)
+    return Item((specs, job_conversation, (specs, gaps, snr, seed, path)), to_cuts)
 
 
 def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:

@@ -1,87 +1,151 @@
-"""Run synthesis jobs in freshly forked children of an initialised parent, a few at a time.
+"""Run synthesis jobs on both cores, deterministically.
 
-eSpeak NG keeps global state and is not thread-safe; forking one child per job from a parent that only
-initialised the library makes every job start from the same state, so results do not depend on the
-order or the number of workers."""
+eSpeak NG keeps global state, is not thread-safe and drifts inside a long-lived process, so each
+utterance is spoken by a fresh child forked from a lean "zygote" process that only initialised the library
+(`_zygote.py`; forking a process that holds torch would cost tens of milliseconds per utterance). The
+rest of each job (resampling, effects, mixing, FLAC) is ordinary numpy work done by a pool of long-lived
+workers. Results never depend on the number of workers or on their timing."""
 from __future__ import annotations
 
 import logging
-import os
+import multiprocessing
 import pickle
-import selectors
+import struct
+import subprocess
 import sys
-from typing import Any, Callable, Iterable, Iterator
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
-from speechrep.data.synth import espeak
+from speechrep.data.synth.espeak import Synthesis
+from speechrep.data.synth.render import UtteranceSpec, synthesis_request
 
 log = logging.getLogger(__name__)
 
-Job = tuple[Callable[..., Any], tuple]
+_HEADER = struct.Struct("<Q")
+_ZYGOTE = Path(__file__).with_name("_zygote.py")
 
 
-def _child(job: Job, write_fd: int) -> None:
-    try:
-        payload = pickle.dumps((True, job[0](*job[1])))
-    except BaseException as err:  # reported to the parent, which skips the job
-        payload = pickle.dumps((False, f"{type(err).__name__}: {err}"))
-    with os.fdopen(write_fd, "wb") as pipe:
-        pipe.write(payload)
+class _Zygote:
+    """The zygote subprocess: requests go in through a writer thread, replies are read here."""
 
+    def __init__(self, max_children: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(_ZYGOTE), str(max_children)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.queue: deque = deque()
+        self.ready = threading.Condition()
+        self.writer = threading.Thread(target=self._write_loop, daemon=True)
+        self.writer.start()
 
-def run_forked(jobs: Iterable[Job], num_workers: int = 2, desc: str = "synth",
-               total: int | None = None) -> Iterator[tuple[int, Any]]:
-    """Yield `(index, result)` for each job in input order; a failed job yields `(index, None)` and logs."""
-    espeak.initialize()
-    jobs = iter(enumerate(jobs))
-    selector = selectors.DefaultSelector()
-    buffers: dict[int, bytearray] = {}
-    finished: dict[int, Any] = {}
-    next_to_yield, exhausted = 0, False
-    bar = tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False)
-    try:
+    def _write_loop(self) -> None:
         while True:
-            while not exhausted and len(buffers) < max(1, num_workers):
-                item = next(jobs, None)
-                if item is None:
-                    exhausted = True
-                    break
-                index, job = item
-                read_fd, write_fd = os.pipe()
-                pid = os.fork()
-                if pid == 0:  # the child never returns into the caller's code
-                    os.close(read_fd)
-                    code = 0
+            with self.ready:
+                while not self.queue:
+                    self.ready.wait()
+                request = self.queue.popleft()
+            data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self.proc.stdin.write(_HEADER.pack(len(data)) + data)
+                self.proc.stdin.flush()
+                if request is None:
+                    self.proc.stdin.close()
+                    return
+            except BrokenPipeError:
+                return
+
+    def send(self, key: Any, request: dict | None) -> None:
+        with self.ready:
+            self.queue.append(None if request is None else (key, request))
+            self.ready.notify()
+
+    def receive(self) -> tuple[Any, bool, Any]:
+        header = self.proc.stdout.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise RuntimeError(f"the eSpeak zygote exited (code {self.proc.poll()})")
+        return pickle.loads(self.proc.stdout.read(_HEADER.unpack(header)[0]))
+
+    def close(self) -> None:
+        self.send(None, None)
+        self.writer.join(timeout=10)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_EMPTY = Synthesis(np.zeros(0, np.int16))
+
+
+class SynthesisRunner:
+    """A zygote plus a worker pool, started once and reused for every split of every subset."""
+
+    def __init__(self, num_workers: int = 2) -> None:
+        self.num_workers = max(1, num_workers)
+        # The pool is forked before the zygote starts so that no worker holds the zygote's pipes open.
+        self.pool = multiprocessing.get_context("fork").Pool(self.num_workers)
+        self.zygote = _Zygote(self.num_workers)
+
+    def __enter__(self) -> "SynthesisRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the zygote and the pool."""
+        self.zygote.close()
+        self.pool.terminate()
+        self.pool.join()
+
+    def run(self, jobs: Sequence[tuple[list[UtteranceSpec], Callable[..., Any], tuple]],
+            desc: str = "synth") -> Iterator[tuple[int, Any]]:
+        """For each `(specs, fn, args)` yield `(index, fn(syntheses_of_specs, *args))` in order; a failed
+        job yields `(index, None)` and a warning. Consume the iterator fully before the next `run`."""
+        window = 8 * self.num_workers  # jobs in flight: bounds memory whatever the corpus size
+        syntheses: dict[int, list] = {}
+        missing: dict[int, int] = {}
+        failed: set[int] = set()
+        results: dict[int, Any] = {}
+        submitted = 0
+        with tqdm(total=len(jobs), desc=desc, disable=not sys.stderr.isatty(), leave=False) as bar:
+            for index in range(len(jobs)):
+                while submitted < len(jobs) and submitted < index + window:
+                    specs = jobs[submitted][0]
+                    syntheses[submitted] = [_EMPTY if not s.text else None for s in specs]
+                    missing[submitted] = sum(1 for s in specs if s.text)
+                    for k, spec in enumerate(specs):
+                        if spec.text:
+                            self.zygote.send((submitted, k), synthesis_request(spec))
+                    if missing[submitted] == 0:
+                        self._start(jobs, submitted, syntheses, results)
+                    submitted += 1
+                while index not in results and index not in failed:
+                    (job, k), ok, payload = self.zygote.receive()
+                    if not ok:
+                        log.warning("%s: job %d: eSpeak failed (%s); skipped", desc, job, payload)
+                        failed.add(job)
+                    if job in failed:
+                        continue
+                    samples, phonemes, words = payload
+                    syntheses[job][k] = Synthesis(np.frombuffer(samples, dtype=np.int16), phonemes, words)
+                    missing[job] -= 1
+                    if missing[job] == 0:
+                        self._start(jobs, job, syntheses, results)
+                syntheses.pop(index, None)
+                result = None
+                if index not in failed:
                     try:
-                        _child(job, write_fd)
-                    except BaseException:
-                        code = 1
-                    os._exit(code)
-                os.close(write_fd)
-                buffers[read_fd] = bytearray()
-                selector.register(read_fd, selectors.EVENT_READ, (index, pid))
-            if not buffers:
-                break
-            for key, _ in selector.select():
-                chunk = os.read(key.fd, 1 << 20)
-                if chunk:
-                    buffers[key.fd] += chunk
-                    continue
-                index, pid = key.data
-                selector.unregister(key.fd)
-                os.close(key.fd)
-                os.waitpid(pid, 0)
-                data = buffers.pop(key.fd)
-                ok, result = pickle.loads(data) if data else (False, "worker died without a result")
-                if not ok:
-                    log.warning("synthesis job %d failed and is skipped: %s", index, result)
-                    result = None
-                finished[index] = result
+                        result = results.pop(index).get()
+                    except Exception as err:  # one bad utterance must not stop the corpus
+                        log.warning("%s: job %d failed (%s: %s); skipped", desc, index, type(err).__name__, err)
                 bar.update(1)
-            while next_to_yield in finished:
-                yield next_to_yield, finished.pop(next_to_yield)
-                next_to_yield += 1
-    finally:
-        bar.close()
-        selector.close()
+                yield index, result
+
+    def _start(self, jobs, index: int, syntheses: dict[int, list], results: dict[int, Any]) -> None:
+        _, fn, args = jobs[index]
+        results[index] = self.pool.apply_async(fn, (syntheses.pop(index),) + tuple(args))
