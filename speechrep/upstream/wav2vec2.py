@@ -108,6 +108,8 @@ class Wav2Vec2(nn.Module):
         self.sample_rate = 16000
         self.receptive_field, self.stride = conv_receptive_field(config.conv_layers)
         self.hidden_sizes = [config.hidden_size] * (config.num_layers + 1)
+        # used only by pre-training: the mask embedding, and the pre-LN final norm (HF's hidden states end before it)
+        self.pretraining_only_parameters = ("mask_emb", "encoder.norm") if config.layer_norm_first else ("mask_emb",)
         self.feature_encoder = ConvFeatureEncoder(config.conv_layers, config.conv_norm, config.conv_bias)
         self.feature_projection = _FeatureProjection(
             self.feature_encoder.out_channels, config.hidden_size, config.feature_projection_norm,
