@@ -201,8 +201,9 @@ def build_iemocap(root: Path) -> dict[str, str]:
             )
             lines.append(f"[{k}.0000 - {k}.5000]\t{utt}\t{label}\t[2.5000, 2.5000, 2.5000]\n")
             lines.append(f"C-E1:\t{label};\t()\n")  # evaluator lines are not labels
-            if label in ("neu", "hap", "exc", "ang", "sad"):
-                expected[utt] = "hap" if label == "exc" else label
+            names = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
+            if label in names:
+                expected[utt] = names[label]
         eval_dir = root / f"Session{s}" / "dialog" / "EmoEvaluation"
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / f"{dialog}.txt").write_text("".join(lines))
@@ -474,19 +475,21 @@ def test_quesst14(tmp_path: Path) -> None:
     build_quesst14(tmp_path / "quesst14Database")
     prepare_corpus("quesst14", tmp_path / "quesst14Database", tmp_path / "out")
     qbe = {
-        s: {c.id: c for c in CutSet.from_file(tmp_path / "out" / "qbe" / f"{s}.jsonl.gz")}
-        for s in ("dev", "test")
+        name: {c.id: c for c in CutSet.from_file(tmp_path / "out" / "qbe" / f"{name}.jsonl.gz")}
+        for name in ("dev", "dev_queries", "test", "test_queries")
     }
     docs = ["quesst14_00001", "quesst14_00002", "quesst14_00004"]  # the Albanian one is left out
-    assert sorted(qbe["dev"]) == docs + ["quesst14_dev_0001"]
-    assert sorted(qbe["test"]) == docs + ["quesst14_eval_0001"]
-    assert sup(qbe["dev"]["quesst14_dev_0001"]).custom == {
+    assert sorted(qbe["dev"]) == sorted(qbe["test"]) == docs
+    assert sorted(qbe["dev_queries"]) == ["quesst14_dev_0001"]  # the Albanian query too
+    assert sorted(qbe["test_queries"]) == ["quesst14_eval_0001"]
+    assert sup(qbe["dev_queries"]["quesst14_dev_0001"]).custom == {
         "role": "query",
         "matches": ["quesst14_00001", "quesst14_00004"],
     }
-    assert sup(qbe["test"]["quesst14_eval_0001"]).custom["matches"] == ["quesst14_00002"]
-    assert sup(qbe["test"]["quesst14_00004"]).custom == {"role": "document"}
-    assert qbe["dev"]["quesst14_dev_0001"].load_audio().shape == (1, 6400)  # 0.4 s at 8 kHz -> 16 kHz
+    assert sup(qbe["test_queries"]["quesst14_eval_0001"]).custom["matches"] == ["quesst14_00002"]
+    assert sup(qbe["dev"]["quesst14_00004"]).custom == {"role": "document", "contains": ["quesst14_dev_0001"]}
+    assert sup(qbe["test"]["quesst14_00004"]).custom == {"role": "document", "contains": []}
+    assert qbe["dev_queries"]["quesst14_dev_0001"].load_audio().shape == (1, 6400)  # 0.4 s, 8 -> 16 kHz
     assert not (tmp_path / "out" / "qbe" / "train.jsonl.gz").exists()
     truth = (tmp_path / "out" / "qbe" / "dev_truth.txt").read_text().splitlines()
     assert truth == [

@@ -3,8 +3,9 @@
 Layout (`IEMOCAP_full_release/`): `Session{1..5}/sentences/wav/<dialog>/<utterance>.wav` and the labels in
 `Session{n}/dialog/EmoEvaluation/<dialog>.txt`, one line per utterance:
 `[start - end]<TAB>id<TAB>emo<TAB>[v, a, d]`.
-Kept: neu, hap, exc (merged into hap), ang, sad; every other label is dropped. Each cut carries
-`custom["emotion"]` and `custom["fold"]` (its session, 1-5), so any fold can be re-split later; the written
+Kept: neu, hap, exc (merged into hap), ang, sad, named like the synthetic `er` subset (neutral, happy, angry,
+sad); every other label is dropped. Each cut carries `custom["emotion"]` and `custom["fold"]` (its session,
+1-5), so any fold can be re-split later; the written
 split tests on `test_session`, and keeps every fifth utterance of the other sessions for dev.
 """
 
@@ -27,8 +28,8 @@ from speechrep.data.recipes._common import (
 from speechrep.errors import ConfigError
 
 SESSIONS = (1, 2, 3, 4, 5)
-EMOTIONS = ("neu", "hap", "ang", "sad")
-MERGE = {"exc": "hap"}
+# IEMOCAP label -> the emotion names of the synthetic `er` subset; exc(ited) is merged into happy
+EMOTIONS = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 DEV_EVERY = 5  # one training-session utterance in five goes to dev
 _LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\w+)\s+(\w+)\s+\[")
 
@@ -51,8 +52,8 @@ def _session_cuts(root: Path, session: int, skipped: SkipReport) -> list[MonoCut
     cuts = []
     for eval_file in sorted(eval_dir.glob("*.txt")):
         for utt, raw in sorted(read_emo_evaluation(eval_file).items()):
-            emotion = MERGE.get(raw, raw)
-            if emotion not in EMOTIONS:
+            emotion = EMOTIONS.get(raw)
+            if emotion is None:
                 continue
             wav = wav_dir / eval_file.stem / f"{utt}.wav"
             what = f"audio labelled in {eval_file.name}"

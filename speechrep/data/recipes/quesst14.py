@@ -1,14 +1,13 @@
 """QUESST 2014 (MediaEval query-by-example) → the `qbe` subset, English part by default, as in SUPERB QbE.
 
-Layout (`quesst14Database/`): documents in `Audio/`, queries in `dev_queries/` and `eval_queries/` (8 kHz wav,
-resampled to 16 kHz on load), and in `scoring/`: `language_key_{utterances,dev,eval}.lst`
-(`<path> <language>`)
-and the ground truth `groundtruth_quesst14_{dev,eval}/quesst14_{dev,eval}.rttm`, one `LEXEME <document> 1
-<start> <duration> <query> ...` line per occurrence of a query in a document.
-`qbe/dev` (dev queries) and `qbe/test` (eval queries) each hold their queries and every document; each cut has
-`custom["role"]` (`query` or `document`), and a query's `custom["matches"]` lists the documents containing it.
-`qbe/<split>_truth.txt` lists every query-document pair as `<query> <document> <1|0>`. QbE has no training
-data, so no train split is written.
+Layout (`quesst14Database/`): documents in `Audio/`, queries in `dev_queries/` and `eval_queries/` (8 kHz
+wav, resampled to 16 kHz on load), and in `scoring/`: `language_key_{utterances,dev,eval}.lst`
+(`<path> <language>`) and the ground truth `groundtruth_quesst14_{dev,eval}/quesst14_{dev,eval}.rttm`, one
+`LEXEME <document> 1 <start> <duration> <query> ...` line per occurrence of a query in a document.
+Written like the synthetic `qbe` subset: `qbe/<split>_queries.jsonl.gz` (dev: the dev queries, test: the eval
+queries; `custom["matches"]`: the documents containing the query), `qbe/<split>.jsonl.gz` (every document;
+`custom["contains"]`: the split's queries it contains) and `qbe/<split>_truth.txt` (`<query> <document> <1|0>`
+for every pair). QbE has no training data, so no train split is written.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from lhotse import CutSet, MonoCut
+from lhotse import CutSet, Recording
 
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
@@ -59,49 +58,52 @@ def read_ground_truth(path: Path) -> dict[str, set[str]]:
     return matches
 
 
-def _cuts(folder: Path, names: list[str], custom: dict, skipped: SkipReport) -> list[MonoCut]:
-    """Whole-file cuts of `folder/<name>.wav` at 16 kHz, for the files that can be read."""
+def _recordings(folder: Path, names: list[str], skipped: SkipReport) -> list[Recording]:
+    """16 kHz recordings of `folder/<name>.wav`, for the files that can be read."""
     recs = [
         skipped.attempt(lambda n=n: recording(folder / f"{n}.wav", n, "audio in the language key"))
         for n in names
     ]
-    return [whole_cut(at_sample_rate(rec), custom=dict(custom)) for rec in recs if rec is not None]
+    return [at_sample_rate(rec) for rec in recs if rec is not None]
 
 
 def prepare_quesst14(
     corpus_dir: Path, output_dir: Path | None = None, languages: Sequence[str] | None = ("nnenglish",)
 ) -> Manifests:
-    """Read QUESST14 into `qbe/{dev,test}` cuts of queries (with their matching documents) and documents."""
-    done = load_if_done(output_dir, {"qbe": QUERY_SETS}, [f"qbe/{split}_truth.txt" for split in QUERY_SETS])
+    """Read QUESST14 into `qbe/{dev,test}` documents and `qbe/{dev,test}_queries` with the ground truth."""
+    layout = {"qbe": [f"{split}{kind}" for split in QUERY_SETS for kind in ("", "_queries")]}
+    done = load_if_done(output_dir, layout, [f"qbe/{split}_truth.txt" for split in QUERY_SETS])
     if done:
         return done
     root, scoring = Path(corpus_dir), Path(corpus_dir) / "scoring"
     require(scoring, "scoring folder")
-    docs = read_language_key(scoring / "language_key_utterances.lst", languages)
     skipped = SkipReport()
-    doc_cuts = _cuts(root / "Audio", docs, {"role": "document"}, skipped)
-    kept = {c.id for c in doc_cuts}
-    qbe = {}
+    docs = _recordings(
+        root / "Audio", read_language_key(scoring / "language_key_utterances.lst", languages), skipped
+    )
+    qbe, truth_lines = {}, {}
     for split, (name, folder) in QUERY_SETS.items():
         truth = read_ground_truth(scoring / f"groundtruth_quesst14_{name}" / f"quesst14_{name}.rttm")
-        queries = _cuts(
-            root / folder,
-            read_language_key(scoring / f"language_key_{name}.lst", languages),
-            {"role": "query"},
-            skipped,
+        queries = _recordings(
+            root / folder, read_language_key(scoring / f"language_key_{name}.lst", languages), skipped
         )
-        for query in queries:
-            query.supervisions[0].custom["matches"] = sorted(truth.get(query.id, set()) & kept)
-        qbe[split] = CutSet.from_cuts(queries + doc_cuts)
+        matches = {q.id: sorted(truth.get(q.id, set()) & {d.id for d in docs}) for q in queries}
+        contains = defaultdict(list)
+        for query, found_in in matches.items():
+            for doc in found_in:
+                contains[doc].append(query)
+        qbe[f"{split}_queries"] = CutSet.from_cuts(
+            whole_cut(q, custom={"role": "query", "matches": matches[q.id]}) for q in queries
+        )
+        qbe[split] = CutSet.from_cuts(
+            whole_cut(d, custom={"role": "document", "contains": contains.get(d.id, [])}) for d in docs
+        )
+        truth_lines[split] = "".join(
+            f"{q.id} {d.id} {int(d.id in matches[q.id])}\n" for q in queries for d in docs
+        )
     skipped.report(output_dir, "quesst14")
     write_manifests({"qbe": qbe}, output_dir)
     if output_dir is not None:
-        for split, cuts in qbe.items():
-            queries = [c for c in cuts if c.supervisions[0].custom["role"] == "query"]
-            text = "".join(
-                f"{q.id} {d.id} {int(d.id in q.supervisions[0].custom['matches'])}\n"
-                for q in queries
-                for d in doc_cuts
-            )
+        for split, text in truth_lines.items():
             write_text_atomic(Path(output_dir) / "qbe" / f"{split}_truth.txt", text)
-    return qbe
+    return {"qbe": qbe}
