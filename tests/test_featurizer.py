@@ -109,3 +109,13 @@ def test_frozen_upstream_stays_in_eval_and_finetuning_gives_it_gradients() -> No
     out, _ = tuned(wavs, lens)
     out.sum().backward()
     assert all(p.grad is not None for p in tuned.upstream.parameters())
+
+
+def test_frozen_single_layer_features_train_a_head() -> None:
+    torch.manual_seed(0)
+    wavs, lens = _batch()
+    feat = Featurizer(tera_tiny(), layers=[1])
+    head = nn.Linear(32, 2)
+    out, _ = feat(wavs, lens)
+    head(out).sum().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

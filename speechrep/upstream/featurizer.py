@@ -15,8 +15,8 @@ class Featurizer(nn.Module):
 
     `layers=None` learns a softmax weight over every layer (initialised equal); `layers=[k, ...]` restricts the
     sum to those layers (one layer: that layer as is). `normalize=True` applies a layer norm without affine
-    parameters to each layer before weighting (as S3PRL). The upstream is frozen (no gradients, eval mode,
-    inference mode) unless `finetune_upstream=True`. `forward(wavs, wav_lens)` runs the upstream;
+    parameters to each layer before weighting (as S3PRL). The upstream is frozen (no gradients, eval mode)
+    unless `finetune_upstream=True`. `forward(wavs, wav_lens)` runs the upstream;
     `combine(hidden_states, lengths)` works on precomputed hidden states (the downstream feature cache).
     """
 
@@ -81,11 +81,7 @@ class Featurizer(nn.Module):
 
     def forward(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Run the upstream on padded waveforms and combine its layers → (features (B, T', H), lengths)."""
-        if self.finetune_upstream:
+        # no_grad rather than inference_mode: the layer weights' backward must save these hidden states
+        with torch.set_grad_enabled(self.finetune_upstream and torch.is_grad_enabled()):
             out = self.upstream(wavs, wav_lens)
-        else:
-            with torch.inference_mode():
-                out = self.upstream(wavs, wav_lens)
-            # inference tensors cannot enter autograd; clones are ordinary tensors
-            out.hidden_states = [h.clone() for h in out.hidden_states]
         return self.combine(out.hidden_states, out.lengths)
