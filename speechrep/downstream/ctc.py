@@ -111,10 +111,11 @@ def ctc_loss(logits: Tensor, lengths: Tensor, targets: Sequence[Sequence[int]]) 
     """Mean CTC loss (per target symbol, PyTorch's "mean") of (B, T, V) logits against id sequences."""
     if len(targets) != logits.shape[0]:
         raise SpeechrepError(f"CTC: {logits.shape[0]} utterances but {len(targets)} targets")
-    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    device = logits.device
+    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=device)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long, device=device)
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V), as F.ctc_loss wants
-    return F.ctc_loss(log_probs, flat, lengths.long().cpu(), target_lengths, blank=0, zero_infinity=True)
+    return F.ctc_loss(log_probs, flat, lengths.long().to(device), target_lengths, blank=0, zero_infinity=True)
 
 
 def greedy_ctc_decode(logits: Tensor, lengths: Tensor, blank_id: int = 0) -> list[list[int]]:

@@ -24,22 +24,22 @@ from speechrep.errors import SpeechrepError
 
 def cosine_distances(query: Tensor, documents: Tensor) -> Tensor:
     """(B, N, M) cosine distances between (N, H) query frames and (B, M, H) document frames."""
-    return 1.0 - torch.einsum("nh,bmh->bnm", F.normalize(query, dim=-1), F.normalize(documents, dim=-1))
+    return 1.0 - F.normalize(query, dim=-1) @ F.normalize(documents, dim=-1).transpose(1, 2)
 
 
-def subsequence_dtw_cost(costs: Tensor) -> Tensor:
-    """(B, N, M) accumulated subsequence-DTW costs of (B, N, M) frame costs (free start/end along M)."""
-    costs = costs.double()  # the running-sum trick subtracts large sums; float64 keeps it exact enough
+def subsequence_dtw_end_costs(costs: Tensor) -> Tensor:
+    """(B, M) accumulated costs of the last query row: the best match of the whole query ending at column j.
+
+    `costs` is (B, N, M) frame distances (query frames × document frames), all >= 0.
+    """
+    rows = costs.double().transpose(0, 1).contiguous()  # (N, B, M); float64 keeps the running sums exact
     # Free start: the first query frame may align at any column (costs are >= 0, so starting fresh is best).
-    previous = costs[:, 0]
-    rows = [previous]
+    previous = rows[0]
     inf_column = torch.full_like(previous[:, :1], float("inf"))
-    for i in range(1, costs.shape[1]):
+    for row_costs in rows[1:]:
         diagonal = torch.cat([inf_column, previous[:, :-1]], dim=1)
-        entry = costs[:, i] + torch.minimum(previous, diagonal)
-        previous = _row_with_horizontal_steps(entry, costs[:, i])
-        rows.append(previous)
-    return torch.stack(rows, dim=1)
+        previous = _row_with_horizontal_steps(row_costs + torch.minimum(previous, diagonal), row_costs)
+    return previous
 
 
 def _row_with_horizontal_steps(entry: Tensor, row_costs: Tensor) -> Tensor:
@@ -59,7 +59,7 @@ def qbe_scores(query: Tensor, documents: Tensor, document_lengths: Tensor | None
     batch, max_len = documents.shape[:2]
     if document_lengths is None:
         document_lengths = torch.full((batch,), max_len, dtype=torch.long)
-    accumulated = subsequence_dtw_cost(cosine_distances(query, documents))[:, -1]  # (B, M) end costs
+    accumulated = subsequence_dtw_end_costs(cosine_distances(query, documents))
     # Padding sits right of the real frames, and costs only flow rightwards, so real columns are unaffected.
     padded = torch.arange(max_len, device=documents.device)[None, :] >= document_lengths.to(documents.device)[:, None]
     best_end = accumulated.masked_fill(padded, float("inf")).min(dim=1).values
