@@ -399,6 +399,8 @@ def build_voicebank(root: Path) -> None:
         write_wav(root / noisy / f"{name}.wav", 0.5, seed=10 + k, sr=48000)
     (root / "testset_txt").mkdir()
     (root / "testset_txt" / "p232_001.txt").write_text("Please call Stella.\n")
+    (root / "logfiles").mkdir()
+    (root / "logfiles" / "log_testset.txt").write_text("p232_001 bus 7.5\n")
 
 
 def test_voicebank_demand(tmp_path: Path) -> None:
@@ -414,6 +416,8 @@ def test_voicebank_demand(tmp_path: Path) -> None:
     ]
     (test,) = se["test"]
     assert sup(test).text == "Please call Stella." and sup(test).speaker == "p232"
+    assert sup(test).custom == {"noise": "bus", "snr": 7.5}
+    assert sup(se["train"][0]).custom is None  # no training log in this tree
     noisy, clean = test.load_audio(), test.load_clean()
     assert noisy.shape == clean.shape == (1, 8000)  # 0.5 s resampled to 16 kHz
     clean48 = sf.read(tmp_path / "vb" / "clean_testset_wav" / "p232_001.wav", dtype="float32")[0]

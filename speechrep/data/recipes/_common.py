@@ -144,7 +144,7 @@ def whole_cut(
         channel=0,
         text=text,
         speaker=speaker,
-        language="English",
+        language="en",
         custom=custom,
     )
     return MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])

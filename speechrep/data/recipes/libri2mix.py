@@ -92,7 +92,7 @@ def _mixture_cuts(
                     duration=round(end - start, 4),
                     channel=0,
                     speaker=speakers[k - 1],
-                    language="English",
+                    language="en",
                 )
             )
     segments.sort(key=lambda s: s.start)
@@ -104,7 +104,7 @@ def _mixture_cuts(
             duration=mix.duration,
             channel=0,
             speaker=speakers[k - 1],
-            language="English",
+            language="en",
             custom={"source": k},
         )
         for k in sources

@@ -47,7 +47,7 @@ def prepare_librispeech(
         require(corpus_dir / part, f"LibriSpeech part {part!r}")
         read = lhotse_prepare_librispeech(corpus_dir, dataset_parts=[part], output_dir=None)[part]
         sups = [
-            dataclasses.replace(s, custom={"phones": phonemize(s.text)})
+            dataclasses.replace(s, language="en", custom={"phones": phonemize(s.text)})
             for s in tqdm(read["supervisions"], desc=f"phonemize {part}", leave=False)
         ]
         splits[split] = CutSet.from_manifests(

@@ -74,7 +74,7 @@ def _silence_cuts(root: Path, skipped: SkipReport) -> dict[str, list[MonoCut]]:
                 duration=1.0,
                 channel=0,
                 text="",
-                language="English",
+                language="en",
                 custom={"keyword": SILENCE},
             )
             out[split].append(
