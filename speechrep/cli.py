@@ -88,26 +88,6 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synth_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=("tiny", "small", "full"), default="tiny",
-                   help="corpus size: tiny (tests, <1 min), small (demo, minutes), full (tens of hours)")
-    p.add_argument("--out", type=Path, required=True, help="output directory (re-running skips finished subsets)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same corpus")
-    p.add_argument("--subsets", default=None, help="comma-separated subset names (default: all), e.g. ks,sid")
-    p.add_argument("--workers", type=int, default=2, help="synthesis processes")
-
-
-@command("synth", "build the synthetic mini-SUPERB corpus (eSpeak NG speech, every task)", _synth_arguments)
-def _synth(args: argparse.Namespace) -> int:
-    from speechrep.data.synth import make_synthetic_corpus
-
-    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
-    corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed, subsets=subsets,
-                                   num_workers=args.workers)
-    for name, splits in corpus.items():
-        print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
-    return 0
-
 def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
                    help="hub name or exported directory (repeatable); NAME@random = untrained control; "
@@ -141,6 +121,48 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(write_summary(rows, args.out), end="")
     return 0
 
+
+def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="pre-training method (see `speechrep pretrain --list`)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="a corpus directory (its `unlabeled` subset) or a lhotse manifest of unlabeled audio")
+    p.add_argument("--out", type=Path, required=True, help="run directory; the upstream is exported to OUT/upstream")
+    p.add_argument("--preset", default=None, help="e.g. tiny: configs/pretrain/<preset>/<method>.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=200")
+
+
+@command("pretrain", "pre-train an SSL upstream on unlabeled speech (resumable, torchrun-ready)", _pretrain_arguments)
+def _pretrain(args: argparse.Namespace) -> int:
+    from speechrep.pretrain import run_method
+    from speechrep.train import finish_distributed, is_main_process
+
+    out = run_method(args.method, args.data, args.out, preset=args.preset, overrides=args.overrides)
+    if is_main_process():
+        print(f"exported upstream: {out}  (load with speechrep.load_upstream({str(out)!r}))")
+    finish_distributed()
+    return 0
+
+
+
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("tiny", "small", "full"), default="tiny",
+                   help="corpus size: tiny (tests, <1 min), small (demo, minutes), full (tens of hours)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (re-running skips finished subsets)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same corpus")
+    p.add_argument("--subsets", default=None, help="comma-separated subset names (default: all), e.g. ks,sid")
+    p.add_argument("--workers", type=int, default=2, help="synthesis processes")
+
+
+@command("synth", "build the synthetic mini-SUPERB corpus (eSpeak NG speech, every task)", _synth_arguments)
+def _synth(args: argparse.Namespace) -> int:
+    from speechrep.data.synth import make_synthetic_corpus
+
+    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
+    corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed, subsets=subsets,
+                                   num_workers=args.workers)
+    for name, splits in corpus.items():
+        print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,6 +22,7 @@ from lhotse.dataset.sampling import DynamicBucketingSampler, SimpleCutSampler
 from torch import Tensor
 
 from speechrep.errors import SpeechrepError
+from speechrep.train.distributed import rank_and_world
 
 
 @dataclass
@@ -47,13 +48,6 @@ class _CutAudioDataset(torch.utils.data.Dataset):
         cuts = cuts.sort_by_duration(ascending=False)
         wavs, lens = collate_audio(cuts)
         return AudioBatch(wavs.float(), lens.long(), cuts)
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's DDP rank and the world size ((0, 1) when not distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def audio_batches(cuts: CutSet, max_duration: float, shuffle: bool = True, seed: int = 0,

@@ -1,0 +1,52 @@
+"""Pre-training objectives: one file per SSL method, each trains a hub architecture and exports it.
+
+`METHODS` maps a method name to its module; each module defines `Config` (a dataclass with `data: PretrainData`
+and `train: TrainConfig`) and `run(cfg, data, run_dir) -> Path` (the exported upstream directory).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Sequence
+
+from speechrep.config import load_config
+from speechrep.errors import ConfigError
+from speechrep.train import seed_everything
+
+METHODS: dict[str, str] = {
+    "apc": "speechrep.pretrain.apc",
+}
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+
+
+def list_methods() -> list[str]:
+    """Names of the pre-training methods, sorted."""
+    return sorted(METHODS)
+
+
+def method_module(method: str) -> Any:
+    """The module implementing `method`; unknown names raise ConfigError listing the known ones."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown pre-training method {method!r}; choose from {', '.join(list_methods())}")
+    return importlib.import_module(METHODS[method])
+
+
+def method_config(method: str, preset: str | None = None, overrides: Sequence[str] = ()) -> Any:
+    """The method's config: configs/pretrain/<method>.yaml ← configs/pretrain/<preset>/<method>.yaml ← overrides."""
+    module = method_module(method)
+    paths = [CONFIG_DIR / f"{method}.yaml"]
+    if preset is not None:
+        paths.append(CONFIG_DIR / preset / f"{method}.yaml")
+        if not paths[-1].is_file():
+            presets = sorted(p.parent.name for p in CONFIG_DIR.glob(f"*/{method}.yaml"))
+            raise ConfigError(f"{paths[-1]}: no preset {preset!r} for {method} (presets: {', '.join(presets) or 'none'})")
+    return load_config(module.Config, paths, overrides)
+
+
+def run_method(method: str, data: str | Path, run_dir: str | Path, preset: str | None = None,
+               overrides: Sequence[str] = ()) -> Path:
+    """Pre-train `method` on `data` (a corpus directory or a manifest) into `run_dir`; returns the export."""
+    cfg = method_config(method, preset, overrides)
+    seed_everything(cfg.train.seed)  # the same initial weights on every run (and every rank)
+    return method_module(method).run(cfg, Path(data), Path(run_dir))

@@ -40,6 +40,8 @@ class APCConfig:
 class APC(nn.Module):
     """APC / VQ-APC upstream (satisfies the Upstream protocol)."""
 
+    family = "apc"
+    config_class = APCConfig
     sample_rate = SAMPLE_RATE
     stride = HOP
 

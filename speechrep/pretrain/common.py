@@ -1,0 +1,135 @@
+"""The shared frame of every pre-training method: unlabeled data in, the training loop, an exported upstream out.
+
+A method is one file, `speechrep/pretrain/<method>.py`, read top to bottom (STYLE.md §3):
+
+    @dataclass
+    class APCConfig:
+        upstream: str = "apc"                                  # hub architecture to train
+        model: dict[str, Any] = field(default_factory=dict)    # overrides of its hub config (e.g. num_layers: 2)
+        n_future: int = 3                                      # objective hyper-parameters
+        data: PretrainData = field(default_factory=PretrainData)
+        train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100_000, lr=1e-3))
+
+    class APCObjective(nn.Module):                             # pre-training-only heads live here, not in the hub
+        def __init__(self, upstream: nn.Module, cfg: APCConfig): ...
+        def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]: ...   # loss, scalars to log
+
+    def run(cfg: APCConfig, data: Path, run_dir: Path) -> Path:
+        upstream = load_upstream(cfg.upstream, **cfg.model)
+        return run_pretraining("apc", APCObjective(upstream, cfg), upstream, cfg, data, run_dir)
+
+and one line in `METHODS` (speechrep/pretrain/__init__.py). `configs/pretrain/<method>.yaml` holds the paper's
+settings and `configs/pretrain/<method>.<preset>.yaml` (e.g. `tiny`) a preset; each file is complete on its own
+relative to the dataclass defaults. `speechrep pretrain --method apc --data CORPUS --out RUN [--preset tiny]
+[key=value ...]` runs it; starting the same command again resumes; under `torchrun` it runs DDP.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from lhotse import CutSet
+from torch import Tensor, nn
+
+from speechrep.config import config_to_dict
+from speechrep.data.batching import AudioBatch, audio_batches, load_cuts
+from speechrep.errors import SpeechrepError
+from speechrep.train import TrainConfig, is_main_process, prepare_run_dir, train, write_results
+from speechrep.train.run_dir import git_revision, package_versions
+from speechrep.upstream.loading import export_upstream
+
+log = logging.getLogger(__name__)
+
+UNLABELED = "unlabeled"
+
+
+@dataclass
+class PretrainData:
+    """Which unlabeled audio a method sees and how it is batched."""
+
+    max_duration: float = 60.0          # seconds of audio per batch and rank (before grad_accum)
+    max_utterance: float = 15.0         # longer utterances are cut into windows of at most this many seconds
+    min_utterance: float = 1.0          # shorter windows/utterances are dropped
+    dev_fraction: float = 0.05          # held out when the data has no dev split (a single manifest)
+    max_dev_batches: int = 20           # bounds the dev evaluation
+    num_workers: int = 0                # DataLoader worker processes decoding audio
+
+
+def load_unlabeled(data: str | Path, cfg: PretrainData) -> tuple[CutSet, CutSet]:
+    """(train, dev) cuts: a corpus directory's `unlabeled` subset, or one manifest with a held-out dev share."""
+    data = Path(data)
+    if data.is_dir():
+        train_cuts = load_cuts(data, UNLABELED, "train")
+        dev_path = data / UNLABELED / "dev.jsonl.gz"
+        dev_cuts = load_cuts(dev_path) if dev_path.is_file() else None
+    else:
+        train_cuts, dev_cuts = load_cuts(data), None
+    if dev_cuts is None:  # a stable split: by sorted id, every k-th cut
+        ids = sorted(train_cuts.ids)
+        step = max(2, round(1 / max(cfg.dev_fraction, 1e-6)))
+        held = set(ids[::step])
+        dev_cuts = CutSet.from_cuts(c for c in train_cuts if c.id in held)
+        train_cuts = CutSet.from_cuts(c for c in train_cuts if c.id not in held)
+    train_cuts = _windows(train_cuts, cfg)
+    dev_cuts = _windows(dev_cuts, cfg)
+    if len(train_cuts) == 0:
+        raise SpeechrepError(f"{data}: no unlabeled utterance of at least {cfg.min_utterance} s to train on")
+    return train_cuts, dev_cuts
+
+
+def _windows(cuts: CutSet, cfg: PretrainData) -> CutSet:
+    """Cut long utterances into windows of at most `max_utterance` s, keep those of at least `min_utterance` s."""
+    return CutSet.from_cuts(c for c in cuts.cut_into_windows(duration=cfg.max_utterance)
+                            if c.duration >= cfg.min_utterance)
+
+
+def objective_loss(model: nn.Module, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
+    """The loss_fn of every method: the objective module maps a batch to (loss, scalars)."""
+    return model(batch)
+
+
+def run_pretraining(method: str, objective: nn.Module, upstream: nn.Module, cfg: Any, data: str | Path,
+                    run_dir: str | Path,
+                    after_step: Callable[[nn.Module, int], None] | None = None) -> Path:
+    """Train `objective` (which owns `upstream`) with the shared loop, then export `upstream` to RUN_DIR/upstream."""
+    run_dir = Path(run_dir)
+    data_cfg: PretrainData = cfg.data
+    train_cfg: TrainConfig = cfg.train
+    prepare_run_dir(run_dir, cfg)
+    train_cuts, dev_cuts = load_unlabeled(data, data_cfg)
+    log.info("%s: %d training windows (%.2f h), %d dev", method, len(train_cuts),
+             sum(c.duration for c in train_cuts) / 3600, len(dev_cuts))
+    batches = audio_batches(train_cuts, data_cfg.max_duration, shuffle=True, seed=train_cfg.seed,
+                            num_workers=data_cfg.num_workers)
+    dev_batches = audio_batches(dev_cuts, data_cfg.max_duration, shuffle=False, num_workers=data_cfg.num_workers)
+    device_of = lambda m: next(m.parameters()).device  # noqa: E731
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        # Fixed masks/negatives on dev, and the training RNG left exactly as it was (exact resume).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            sums: dict[str, float] = {}
+            n = 0
+            for i, batch in enumerate(dev_batches(0)):
+                if i >= data_cfg.max_dev_batches:
+                    break
+                loss, scalars = model(batch.to(device_of(model)))
+                for k, v in {"loss": float(loss), **scalars}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                n += 1
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    state = train(objective, batches, objective_loss, train_cfg, run_dir, evaluate=evaluate, after_step=after_step)
+    out = run_dir / "upstream"
+    if is_main_process():
+        provenance = {"method": method, "data": str(data), "steps": state.step, "config": config_to_dict(cfg),
+                      "versions": package_versions(), "git_revision": git_revision()}
+        export_upstream(upstream, out, provenance)
+        write_results(run_dir, {"method": method, "steps": state.step, "dev": state.last_eval,
+                                "best_dev_step": state.best_step, "upstream": str(out)})
+        log.info("%s: exported %s", method, out)
+    return out
+
