@@ -43,9 +43,10 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalise x (B, C, T) along C."""
+        # unbiased variance, as the reference implementation, so converted weights give the same outputs
         mean = x.mean(1, keepdim=True)
-        var = x.var(1, keepdim=True, unbiased=False)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        var = x.var(1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 class CPC(nn.Module):
