@@ -59,6 +59,7 @@ def test_error_rate_counts_substitutions_deletions_insertions_over_reference_tok
 
 def test_error_rate_with_empty_reference_counts_insertions():
     assert error_rate([["a", "b"], ["c"]], [["a", "b"], []]) == pytest.approx(1 / 2)
+    assert error_rate([[], ["x"]], [["a"], ["x"]]) == pytest.approx(1 / 2)  # empty hypothesis: one deletion
 
 
 def test_word_and_char_error_rates():

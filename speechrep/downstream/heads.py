@@ -26,10 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from speechrep.downstream.metrics.separation import pit_assign
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.nn.pooling import AttentiveStatisticsPooling, StatisticsPooling, masked_mean
-
-
-def _frame_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:
-    return torch.arange(max_len, device=device)[None, :] < lengths.to(device)[:, None]
+from speechrep.upstream.base import padding_mask
 
 
 def _run_packed(rnn: nn.Module, features: Tensor, lengths: Tensor) -> Tensor:
@@ -118,7 +115,7 @@ class XVector(nn.Module):
         self.embedding = nn.Linear(2 * stats_channels, embedding_size)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
-        mask = _frame_mask(lengths, features.shape[1], features.device)[:, None, :].to(features.dtype)
+        mask = padding_mask(lengths.to(features.device), features.shape[1])[:, None, :].to(features.dtype)
         hidden = features.transpose(1, 2) * mask
         for layer in self.frame_layers:
             hidden = layer(hidden) * mask
@@ -164,7 +161,7 @@ def pit_bce_loss(logits: Tensor, labels: Tensor, lengths: Tensor) -> tuple[Tenso
     """
     if logits.shape != labels.shape or logits.dim() != 3:
         raise SpeechrepError(f"PIT-BCE: logits {tuple(logits.shape)} vs labels {tuple(labels.shape)}")
-    mask = _frame_mask(lengths, logits.shape[1], logits.device).to(logits.dtype)
+    mask = padding_mask(lengths.to(logits.device), logits.shape[1]).to(logits.dtype)
     pairwise = F.binary_cross_entropy_with_logits(  # (B, T, S_out, S_ref)
         logits[:, :, :, None].expand(-1, -1, -1, labels.shape[2]),
         labels[:, :, None, :].to(logits.dtype).expand(-1, -1, logits.shape[2], -1),
