@@ -279,3 +279,31 @@ def test_mfcc_and_spectrogram_sizes() -> None:
     assert m.hidden_sizes == [39] and out.hidden_states[0].shape == (1, 23, 39)
     s = spectrogram()
     assert s.hidden_sizes == [257] and s(wavs, lens).hidden_states[0].shape == (1, 23, 257)
+
+
+def test_cpc_head_infonce_matches_manual_scores() -> None:
+    from speechrep.upstream.cpc import CPCConfig, CPCHead
+
+    torch.manual_seed(0)
+    head = CPCHead(CPCConfig(hidden_size=16), n_predicts=2, n_negatives=3, num_heads=2)
+    context, encoded, lengths = torch.randn(2, 6, 16), torch.randn(2, 6, 16), torch.tensor([6, 4])
+    loss, acc = head(context, encoded, lengths, generator=torch.Generator().manual_seed(1))
+    # redo the computation by hand with the same negative draw
+    pool = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])  # flat indices of the 6 + 4 valid frames
+    draw = torch.randint(10, (2, 6, 3), generator=torch.Generator().manual_seed(1))
+    negatives = encoded.flatten(0, 1)[pool[draw]]
+    manual = []
+    for k in (1, 2):
+        pred = head.predictors[k - 1](context)
+        terms = []
+        for b in range(2):
+            for t in range(int(lengths[b]) - k):
+                cands = torch.cat([encoded[b, t + k][None], negatives[b, t]])
+                terms.append(-torch.log_softmax((pred[b, t] * cands).mean(-1), 0)[0])
+        manual.append(torch.stack(terms).mean())
+    assert loss.item() == pytest.approx(torch.stack(manual).mean().item(), rel=1e-5)
+    assert acc.shape == (2,) and ((acc >= 0) & (acc <= 1)).all()
+    # causal predictors: changing the last context frame leaves earlier predictions alone
+    changed = context.clone()
+    changed[:, -1] += 1
+    torch.testing.assert_close(head.predictors[0](changed)[:, :-1], head.predictors[0](context)[:, :-1])

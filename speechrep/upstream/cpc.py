@@ -5,7 +5,7 @@ frame) each followed by channel-wise LayerNorm ("ChannelNorm", replacing the bat
 and ReLU → a unidirectional LSTM. The raw waveform is used as is (no normalisation), as in the reference.
 Hidden states: the encoder output, then one per LSTM layer. Frames follow the conv arithmetic:
 each layer maps n → (n + 2·pad − kernel) // stride + 1, which composes to frames = (samples + 1) // 160.
-The per-step prediction network is pre-training only and not part of this module.
+The per-step prediction networks and the InfoNCE loss are pre-training only (`CPCHead`).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.nn.rnn import RNNStack
@@ -86,6 +87,60 @@ class CPC(nn.Module):
         """Encoder output and every LSTM layer's hidden states for padded 16 kHz waveforms."""
         z, lengths = self.encode(wavs, wav_lens)
         return UpstreamOutput([z, *self.lstm(z, lengths)], lengths)
+
+
+class _CausalTransformerLayer(nn.Module):
+    """One post-LN transformer layer whose frame t attends to frames ≤ t (a CPC prediction network)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, T, D) → (B, T, D); causality also keeps padding (always in the future) out of real frames."""
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).flatten(2)
+        x = self.norm1(x + self.out(a))
+        return self.norm2(x + self.ffn(x))
+
+
+class CPCHead(nn.Module):
+    """Pre-training only: modified CPC's per-step predictors (one causal transformer layer each) and InfoNCE.
+
+    For each step k = 1..n_predicts the context at t predicts the encoder output at t + k; the score of a
+    candidate is the mean of the elementwise product; negatives are `n_negatives` encoder frames drawn
+    uniformly from the valid frames of the batch, the same draw for every k.
+    """
+
+    def __init__(self, config: CPCConfig, n_predicts: int = 12, n_negatives: int = 128, num_heads: int = 8):
+        super().__init__()
+        self.n_negatives = n_negatives
+        self.predictors = nn.ModuleList(_CausalTransformerLayer(config.hidden_size, num_heads)
+                                        for _ in range(n_predicts))
+
+    def forward(self, context: Tensor, encoded: Tensor, lengths: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Mean InfoNCE loss over steps and the per-step accuracy (n_predicts,) of picking the true frame."""
+        B, T, H = encoded.shape
+        valid = padding_mask(lengths, T)
+        pool = valid.flatten().nonzero().squeeze(1)
+        draw = torch.randint(len(pool), (B, T, self.n_negatives), generator=generator, device=pool.device)
+        negatives = encoded.flatten(0, 1)[pool[draw]]  # (B, T, N, H)
+        losses, accuracies = [], []
+        for k, predictor in enumerate(self.predictors, start=1):
+            if T <= k:
+                break
+            pred = predictor(context)[:, : T - k]
+            candidates = torch.cat([encoded[:, k:, None], negatives[:, : T - k]], dim=2)
+            logits = (pred[:, :, None] * candidates).mean(-1)[valid[:, k:]]  # (frames, 1 + N)
+            target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+            losses.append(F.cross_entropy(logits, target))
+            accuracies.append((logits.argmax(-1) == 0).float().mean())
+        return torch.stack(losses).mean(), torch.stack(accuracies).detach()
 
 
 @register_upstream("cpc")
