@@ -1,4 +1,5 @@
-"""Time-span masking: spans stay inside valid frames, the masked fraction follows mask_prob, seeds reproduce."""
+"""Time-span masking: spans stay in valid frames, the masked fraction follows mask_prob, seeds reproduce."""
+
 from __future__ import annotations
 
 import torch
@@ -8,13 +9,16 @@ from speechrep.nn.masking import compute_span_mask
 
 def test_spans_stay_in_valid_frames_and_follow_mask_prob() -> None:
     lengths = torch.tensor([500, 300, 120])
-    mask = compute_span_mask(lengths, 500, mask_prob=0.65, span_length=10,
-                             generator=torch.Generator().manual_seed(0))
+    mask = compute_span_mask(
+        lengths, 500, mask_prob=0.65, span_length=10, generator=torch.Generator().manual_seed(0)
+    )
     assert mask.shape == (3, 500) and mask.dtype == torch.bool
     for row, length in enumerate(lengths.tolist()):
         assert not mask[row, length:].any()
     # overlapping spans cover 1 - exp(-0.65) ≈ 48% of the frames in expectation (fairseq's behaviour)
-    many = compute_span_mask(torch.full((200,), 400), 400, 0.65, 10, generator=torch.Generator().manual_seed(1))
+    many = compute_span_mask(
+        torch.full((200,), 400), 400, 0.65, 10, generator=torch.Generator().manual_seed(1)
+    )
     assert 0.40 < many.float().mean().item() < 0.56
     # every masked run is made of whole spans: run lengths are at least span_length
     zero = torch.zeros(1, dtype=torch.int32)

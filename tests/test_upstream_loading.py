@@ -1,4 +1,5 @@
 """load_upstream / export_upstream: names, export round trips, HF .bin, clear errors, no code execution."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def test_unknown_name_and_missing_path() -> None:
         load_upstream("./hubert_tiny")  # looks like a path: never falls back to the registered name
 
 
-@pytest.mark.parametrize("name", ["wav2vec2_tiny", "wav2vec2_tiny_ln_first", "hubert_tiny", "wavlm_tiny",
-                                  "data2vec_tiny"])
+@pytest.mark.parametrize(
+    "name", ["wav2vec2_tiny", "wav2vec2_tiny_ln_first", "hubert_tiny", "wavlm_tiny", "data2vec_tiny"]
+)
 def test_export_round_trip(name: str, tmp_path: Path) -> None:
     torch.manual_seed(3)
     model = load_upstream(name)
@@ -82,22 +84,34 @@ def test_missing_unexpected_and_mismatched_names(tmp_path: Path) -> None:
 
 def test_checkpoint_for_a_different_architecture_is_refused(tmp_path: Path) -> None:
     export_upstream(load_upstream("hubert_tiny"), tmp_path / "m", {})
-    with pytest.raises(CheckpointError, match=r"does not fit WavLM; missing: .*encoder\.rel_pos_embed\.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"does not fit WavLM; missing: .*encoder\.rel_pos_embed\.weight"
+    ):
         load_upstream("wavlm_tiny", checkpoint=tmp_path / "m")
 
 
 def test_hf_pytorch_model_bin_and_preprocessor_normalisation(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
-                                       num_conv_pos_embedding_groups=4)
+    config = transformers.HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     torch.manual_seed(0)
     hf = transformers.HubertModel(config).eval()
     hf.save_pretrained(tmp_path / "hf")
-    # an older-style checkpoint: pytorch_model.bin with the legacy weight_g/weight_v names of the positional conv
+    # an older-style checkpoint: pytorch_model.bin with the legacy weight_g/weight_v names of the pos conv
     state = load_file(tmp_path / "hf" / "model.safetensors")
-    legacy = {key.replace("parametrizations.weight.original0", "weight_g")
-              .replace("parametrizations.weight.original1", "weight_v"): value for key, value in state.items()}
+    legacy = {
+        key.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): value
+        for key, value in state.items()
+    }
     assert "encoder.pos_conv_embed.conv.weight_g" in legacy
     torch.save(legacy, tmp_path / "hf" / "pytorch_model.bin")
     (tmp_path / "hf" / "model.safetensors").unlink()
@@ -124,8 +138,11 @@ def test_pickled_code_is_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(CheckpointError, match="weights_only"):
         load_upstream(tmp_path / "hf")
     # the legacy (pre-zip) torch format goes through the same restricted unpickler
-    torch.save({"cfg": {"model": {"_name": "hubert"}}, "model": {"x": _Boom()}}, tmp_path / "model.pt",
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {"cfg": {"model": {"_name": "hubert"}}, "model": {"x": _Boom()}},
+        tmp_path / "model.pt",
+        _use_new_zipfile_serialization=False,
+    )
     with pytest.raises(CheckpointError, match="non-tensor"):
         read_fairseq_checkpoint(tmp_path / "model.pt")
     assert not (tmp_path / "pwned_by_bin").exists()
@@ -141,14 +158,17 @@ def test_unsupported_inputs_are_clear(tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="x.pt"):
         load_upstream(tmp_path / "x.pt")
-    torch.save({"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_path": "/a"}}, "model": {}}, tmp_path / "ft.pt")
+    torch.save(
+        {"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_path": "/a"}}, "model": {}}, tmp_path / "ft.pt"
+    )
     with pytest.raises(CheckpointError, match="fine-tuned"):
         load_upstream(tmp_path / "ft.pt")
 
 
 def test_conv_spec_is_parsed_without_eval() -> None:
     assert parse_conv_spec("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == (
-        ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2)
+        ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+    )
     with pytest.raises(ConfigError):
         parse_conv_spec("__import__('os').system('true')")
 

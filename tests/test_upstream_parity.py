@@ -5,6 +5,7 @@ Each case builds a tiny HF model with random weights, saves it with save_pretrai
 g/v of the positional conv included) and pickled with a config class that does not exist here load to the same
 outputs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,9 +25,19 @@ from speechrep.errors import CheckpointError  # noqa: E402
 from speechrep.upstream.wav2vec2 import normalize_waveforms  # noqa: E402
 
 TOL = 1e-4
-TINY_HF = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-               conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-               hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+TINY_HF = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+)
 LN_FIRST = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
 GROUP = dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)
 WAVLM = dict(num_buckets=32, max_bucket_distance=64)
@@ -47,7 +58,7 @@ FAMILY = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm", "data2ve
 
 
 def _hf_model(case: str) -> torch.nn.Module:
-    """A tiny HF model whose every parameter is perturbed (so norms and biases are not at their init values)."""
+    """A tiny HF model with every parameter perturbed (so norms and biases are not at their init values)."""
     config_name, model_name, kwargs, _, _ = CASES[case]
     config = getattr(transformers, config_name)(**kwargs)
     torch.manual_seed(0)
@@ -67,8 +78,9 @@ def _waves(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tenso
     return wavs, torch.tensor(lengths)
 
 
-def _hf_hidden(model: torch.nn.Module, wavs: torch.Tensor, lens: torch.Tensor, normalize: bool,
-               attention_mask: bool) -> list[torch.Tensor]:
+def _hf_hidden(
+    model: torch.nn.Module, wavs: torch.Tensor, lens: torch.Tensor, normalize: bool, attention_mask: bool
+) -> list[torch.Tensor]:
     """HF hidden states for the input our model sees (normalised the way HF's feature extractor does)."""
     inputs = normalize_waveforms(wavs, lens) if normalize else wavs
     mask = (torch.arange(wavs.shape[1])[None] < lens[:, None]).long() if attention_mask else None
@@ -76,9 +88,10 @@ def _hf_hidden(model: torch.nn.Module, wavs: torch.Tensor, lens: torch.Tensor, n
         return list(model(inputs, attention_mask=mask, output_hidden_states=True).hidden_states)
 
 
-def _assert_close(ours: list[torch.Tensor], ref: list[torch.Tensor], lengths: torch.Tensor,
-                  same_frames: bool = True) -> None:
-    """Every hidden state equal to `TOL` on each utterance's valid frames (padded frames may differ in number)."""
+def _assert_close(
+    ours: list[torch.Tensor], ref: list[torch.Tensor], lengths: torch.Tensor, same_frames: bool = True
+) -> None:
+    """Every hidden state equal to `TOL` on each utterance's valid frames (padding may differ in length)."""
     assert len(ours) == len(ref)
     for layer, (a, b) in enumerate(zip(ours, ref)):
         if same_frames:
@@ -90,11 +103,17 @@ def _assert_close(ours: list[torch.Tensor], ref: list[torch.Tensor], lengths: to
 
 def _architecture(model: torch.nn.Module) -> object:
     """The model's config without its training-only regularisation fields."""
-    return dataclasses.replace(model.config, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                               feature_dropout=0.0, layer_drop=0.0)
+    return dataclasses.replace(
+        model.config,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feature_dropout=0.0,
+        layer_drop=0.0,
+    )
 
 
-# --- fairseq layout -------------------------------------------------------------------------------------------
+# --- fairseq layout ---
 
 _TO_FAIRSEQ = [
     (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
@@ -107,8 +126,14 @@ _TO_FAIRSEQ = [
     (r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1$", "encoder.pos_conv.0.weight_v"),
     (r"^encoder\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv.0.bias"),
     (r"^encoder\.pos_conv_embed\.layers\.(\d+)\.conv\.", r"encoder.pos_conv.\1.0."),
-    (r"^encoder\.layers\.0\.attention\.rel_attn_embed\.", "encoder.layers.0.self_attn.relative_attention_bias."),
-    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.", r"encoder.layers.\1.self_attn.grep_linear."),
+    (
+        r"^encoder\.layers\.0\.attention\.rel_attn_embed\.",
+        "encoder.layers.0.self_attn.relative_attention_bias.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.",
+        r"encoder.layers.\1.self_attn.grep_linear.",
+    ),
     (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"encoder.layers.\1.self_attn.grep_a"),
     (r"^encoder\.layers\.(\d+)\.attention\.", r"encoder.layers.\1.self_attn."),
     (r"^encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
@@ -124,7 +149,11 @@ def _fairseq_state(hf_state: dict[str, torch.Tensor], group_norm: bool) -> dict[
         for pattern, target in _TO_FAIRSEQ:
             if re.match(pattern, key):
                 if target is None:  # first conv's norm: GroupNorm at .2 (default mode) or LayerNorm at .2.1
-                    target = "feature_extractor.conv_layers.0.2." if group_norm else "feature_extractor.conv_layers.0.2.1."
+                    target = (
+                        "feature_extractor.conv_layers.0.2."
+                        if group_norm
+                        else "feature_extractor.conv_layers.0.2.1."
+                    )
                     key = target + key.rsplit(".", 1)[1]
                 else:
                     key = re.sub(pattern, target, key)
@@ -146,7 +175,9 @@ def _stub_module() -> types.ModuleType:
     class DictConfig:
         def __init__(self, content):
             self._metadata, self._parent = None, None
-            self._content = {k: DictConfig(v) if isinstance(v, dict) else AnyNode(v) for k, v in content.items()}
+            self._content = {
+                k: DictConfig(v) if isinstance(v, dict) else AnyNode(v) for k, v in content.items()
+            }
 
     class Evil:
         def __reduce__(self):
@@ -159,18 +190,24 @@ def _stub_module() -> types.ModuleType:
     return module
 
 
-def _save_fairseq(case: str, hf_model: torch.nn.Module, path: Path, normalize: bool,
-                  drop: str | None = None) -> None:
-    """Write a fairseq-style .pt (WavLM: its own {"cfg": dict, "model": ...} layout), optionally without `drop`."""
+def _save_fairseq(
+    case: str, hf_model: torch.nn.Module, path: Path, normalize: bool, drop: str | None = None
+) -> None:
+    """Write a fairseq-style .pt (WavLM: its own {"cfg": dict, "model": ...} layout), maybe without `drop`."""
     _, _, kwargs, name, _ = CASES[case]
     group = kwargs.get("feat_extract_norm", "layer") == "group" and name != "data2vec_audio"
     model_cfg = {
         "_name": name,
         "extractor_mode": "default" if group else "layer_norm",
         "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2",
-        "encoder_layers": 2, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64, "encoder_attention_heads": 2,
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 2,
         "layer_norm_first": bool(kwargs.get("do_stable_layer_norm", False)) and name != "data2vec_audio",
-        "conv_bias": bool(kwargs.get("conv_bias", False)), "conv_pos": 16, "conv_pos_groups": 4,
+        "conv_bias": bool(kwargs.get("conv_bias", False)),
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
         "activation_fn": "gelu",
     }
     if name == "data2vec_audio":
@@ -183,8 +220,14 @@ def _save_fairseq(case: str, hf_model: torch.nn.Module, path: Path, normalize: b
     sys.modules[module.__name__] = module
     try:
         if name == "wavlm":
-            wavlm_cfg = dict(model_cfg, relative_position_embedding=True, num_buckets=32, max_distance=64,
-                             normalize=normalize, gru_rel_pos=True)
+            wavlm_cfg = dict(
+                model_cfg,
+                relative_position_embedding=True,
+                num_buckets=32,
+                max_distance=64,
+                normalize=normalize,
+                gru_rel_pos=True,
+            )
             del wavlm_cfg["_name"]
             checkpoint = {"cfg": wavlm_cfg, "model": state}
         else:
@@ -205,7 +248,9 @@ def test_hf_and_fairseq_parity(case: str, tmp_path: Path, monkeypatch: pytest.Mo
     ours = load_upstream(tmp_path / "hf").eval()
     assert ours.family == FAMILY[CASES[case][3]]
     normalize = ours.config.normalize_waveform
-    assert normalize == (ours.config.conv_norm == "layer")  # no preprocessor config: the original's convention
+    assert normalize == (
+        ours.config.conv_norm == "layer"
+    )  # no preprocessor config: the original's convention
 
     # single utterance and an unpadded batch
     for lengths in ([8000], [8000, 8000]):
@@ -220,13 +265,19 @@ def test_hf_and_fairseq_parity(case: str, tmp_path: Path, monkeypatch: pytest.Mo
     with torch.no_grad():
         batch = ours(wavs, lens)
         for row, length in enumerate(lens.tolist()):
-            alone = ours(wavs[row: row + 1, :length], lens[row: row + 1])
+            alone = ours(wavs[row : row + 1, :length], lens[row : row + 1])
             assert alone.lengths.item() == batch.lengths[row].item() == alone.hidden_states[0].shape[1]
-            _assert_close([h[row: row + 1] for h in batch.hidden_states], alone.hidden_states, alone.lengths,
-                          same_frames=False)
-            _assert_close(alone.hidden_states,
-                          _hf_hidden(hf_model, wavs[row: row + 1, :length], lens[row: row + 1], normalize, False),
-                          alone.lengths)
+            _assert_close(
+                [h[row : row + 1] for h in batch.hidden_states],
+                alone.hidden_states,
+                alone.lengths,
+                same_frames=False,
+            )
+            _assert_close(
+                alone.hidden_states,
+                _hf_hidden(hf_model, wavs[row : row + 1, :length], lens[row : row + 1], normalize, False),
+                alone.lengths,
+            )
     if CASES[case][4]:
         _assert_close(batch.hidden_states, _hf_hidden(hf_model, wavs, lens, normalize, True), batch.lengths)
 
@@ -260,7 +311,12 @@ def test_mask_time_indices_match_hf(tmp_path: Path) -> None:
 def test_fairseq_missing_key_is_a_clear_error(tmp_path: Path) -> None:
     """A fairseq checkpoint lacking a parameter names it in one CheckpointError."""
     hf_model = _hf_model("wav2vec2_group")
-    _save_fairseq("wav2vec2_group", hf_model, tmp_path / "broken.pt", False, drop="encoder.layers.1.fc2.weight")
-    with pytest.raises(CheckpointError, match=r"missing: encoder\.layers\.1\.ffn\.fc2\.weight.*unexpected: "
-                                              r"encoder\.layers\.1\.surprise"):
+    _save_fairseq(
+        "wav2vec2_group", hf_model, tmp_path / "broken.pt", False, drop="encoder.layers.1.fc2.weight"
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing: encoder\.layers\.1\.ffn\.fc2\.weight.*unexpected: "
+        r"encoder\.layers\.1\.surprise",
+    ):
         load_upstream(tmp_path / "broken.pt")

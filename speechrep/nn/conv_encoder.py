@@ -1,4 +1,5 @@
 """The wav2vec 2.0 convolutional waveform encoder: strided 1-D convolutions from samples to frames."""
+
 from __future__ import annotations
 
 from typing import Literal, Sequence
@@ -65,7 +66,7 @@ class _ConvBlock(nn.Module):
 
 
 class ConvFeatureEncoder(nn.Module):
-    """Waveform (B, T) → frames (B, T', C). norm="group": GroupNorm on the first layer only (wav2vec 2.0 base);
+    """Waveform (B, T) → frames (B, T', C). norm="group": GroupNorm on the first layer only (wav2vec2 base);
     norm="layer": LayerNorm after every layer (layer-norm-first "large" models, data2vec)."""
 
     def __init__(self, layers: Sequence[ConvLayerSpec], norm: ConvNorm = "group", bias: bool = False):

@@ -1,4 +1,5 @@
 """Time-span masking for masked pre-training (wav2vec 2.0 / HuBERT style), vectorised and seeded."""
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,9 @@ def compute_span_mask(
     span_length = max(1, span_length)
     lengths = lengths.clamp(max=max_len)
     starts_possible = (lengths - span_length + 1).clamp(min=0)
-    noise = torch.rand(batch, generator=generator, device=generator.device if generator else device).to(device)
+    noise = torch.rand(batch, generator=generator, device=generator.device if generator else device).to(
+        device
+    )
     num_spans = torch.floor(mask_prob * lengths.float() / span_length + noise).long()
     num_spans = torch.maximum(num_spans, torch.full_like(num_spans, min_spans)).minimum(starts_possible)
     most = int(num_spans.max())
@@ -38,7 +41,9 @@ def compute_span_mask(
     scores = scores.masked_fill(candidates >= starts_possible[:, None], -1.0)
     starts = scores.topk(most, dim=1).indices  # (B, most)
     keep = torch.arange(most, device=device)[None, :] < num_spans[:, None]
-    positions = starts[:, :, None] + torch.arange(span_length, device=device)[None, None, :]  # (B, most, span)
+    positions = (
+        starts[:, :, None] + torch.arange(span_length, device=device)[None, None, :]
+    )  # (B, most, span)
     positions = positions.masked_fill(~keep[:, :, None], max_len)  # unused spans write to a spill column
     mask = torch.zeros(batch, max_len + 1, dtype=torch.bool, device=device)
     mask.scatter_(1, positions.reshape(batch, -1), True)

@@ -1,5 +1,6 @@
 """Transformer encoder of the wav2vec 2.0 family: SDPA self-attention, convolutional positions, optional gated
 relative position bias (WavLM), post-LN (base) and pre-LN "layer-norm-first" (large) layers."""
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,8 @@ class ConvPositionalEmbedding(nn.Module):
         super().__init__()
         single = depth == 1
         self.layers = nn.ModuleList(
-            _PositionalConvBlock(dim, kernel, groups, weight_norm=single, layer_norm=not single) for _ in range(depth)
+            _PositionalConvBlock(dim, kernel, groups, weight_norm=single, layer_norm=not single)
+            for _ in range(depth)
         )
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -52,7 +54,9 @@ class ConvPositionalEmbedding(nn.Module):
         return x.transpose(1, 2)
 
 
-def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device: torch.device) -> Tensor:
+def relative_position_buckets(
+    length: int, num_buckets: int, max_distance: int, device: torch.device
+) -> Tensor:
     """(T, T) bucket index of key position minus query position (T5/WavLM bidirectional log buckets)."""
     positions = torch.arange(length, device=device)
     relative = positions[None, :] - positions[:, None]
@@ -66,7 +70,7 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention via F.scaled_dot_product_attention, with WavLM's gated relative bias optional."""
+    """Multi-head self-attention via F.scaled_dot_product_attention; optional WavLM gated relative bias."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, gated_relative_bias: bool = False):
         super().__init__()
@@ -93,7 +97,9 @@ class SelfAttention(nn.Module):
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
         mask: Tensor | None = None
         if position_bias is not None:
-            gates = torch.sigmoid(self.gate_linear(self._split(x)).view(batch, self.num_heads, length, 2, 4).sum(-1))
+            gates = torch.sigmoid(
+                self.gate_linear(self._split(x)).view(batch, self.num_heads, length, 2, 4).sum(-1)
+            )
             gate_a, gate_b = gates.chunk(2, dim=-1)
             mask = (gate_a * (gate_b * self.gate_const - 1.0) + 2.0) * position_bias[None]
             if valid is not None:
@@ -154,7 +160,7 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Positional conv → (post-LN: layer norm) → layers → (pre-LN: final layer norm), every layer's input kept."""
+    """Positional conv → (post-LN: layer norm) → layers → (pre-LN: final norm); keeps each layer's input."""
 
     def __init__(
         self,
@@ -184,8 +190,17 @@ class TransformerEncoder(nn.Module):
             self.rel_pos_embed = nn.Embedding(rel_pos_buckets, num_heads)
         gated = rel_pos_buckets > 0
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, num_heads, ffn_dim, layer_norm_first, gated, dropout, attention_dropout,
-                             activation_dropout, eps)
+            TransformerLayer(
+                dim,
+                num_heads,
+                ffn_dim,
+                layer_norm_first,
+                gated,
+                dropout,
+                attention_dropout,
+                activation_dropout,
+                eps,
+            )
             for _ in range(num_layers)
         )
 

@@ -1,6 +1,7 @@
-"""data2vec audio (Baevski et al., 2022, https://arxiv.org/abs/2202.03555): a wav2vec 2.0-style post-LN encoder
-with a layer-norm CNN and a stack of 5 narrow positional convolutions, trained to regress the averaged top layers
-of an EMA teacher at masked frames. Input waveforms are normalised per utterance."""
+"""data2vec audio (Baevski et al., 2022, https://arxiv.org/abs/2202.03555): a wav2vec 2.0-style
+post-LN encoder with a layer-norm CNN and a stack of 5 narrow positional convolutions, trained to regress the
+averaged top layers of an EMA teacher at masked frames. Input waveforms are normalised per utterance."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -1,10 +1,11 @@
 """Reading fairseq checkpoints without fairseq and without running code from them.
 
-fairseq pickles its configuration (omegaconf `DictConfig`, argparse `Namespace`, enums) next to the weights, so
-`torch.load(weights_only=True)` refuses the file. `read_fairseq_checkpoint` unpickles it with an allow-list: torch's
-tensor-rebuilding functions and a few containers are real; every other global the file names becomes an inert
-stand-in class that only records its arguments and state, and is never imported or called.
+fairseq pickles its configuration (omegaconf `DictConfig`, argparse `Namespace`, enums) next to the weights,
+so `torch.load(weights_only=True)` refuses the file. `read_fairseq_checkpoint` reads it with an allow-list;
+torch's tensor-rebuilding functions and a few containers are real; every other global the file names becomes
+an inert stand-in class that only records its arguments and state, and is never imported or called.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -61,8 +62,15 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("builtins", "complex"): complex,
         ("builtins", "slice"): slice,
     }
-    for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state",
-                 "_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_device_tensor_from_numpy"):
+    for name in (
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+        "_rebuild_qtensor",
+        "_rebuild_sparse_tensor",
+        "_rebuild_device_tensor_from_numpy",
+    ):
         if hasattr(torch._utils, name):
             allowed[("torch._utils", name)] = getattr(torch._utils, name)
     for name in dir(torch):
@@ -90,7 +98,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._stand_ins[key]
 
 
-# torch.load calls `pickle_module.Unpickler(...)` and `pickle_module.load(...)`; this module-like object routes
+# torch.load calls `pickle_module.Unpickler(...)` and `pickle_module.load(...)`; this stand-in module routes
 # both through the restricted unpickler
 _restricted_pickle = types.SimpleNamespace(
     Unpickler=RestrictedUnpickler,
@@ -156,7 +164,9 @@ def fairseq_model_config(checkpoint: dict[str, Any], path: Path) -> tuple[str, d
     families = {"wav2vec2": "wav2vec2", "hubert": "hubert", "data2vec_audio": "data2vec", "wavlm": "wavlm"}
     if name not in families:
         if name.endswith(("_ctc", "_seq2seq")) or "w2v_args" in model_cfg or "w2v_path" in model_cfg:
-            raise CheckpointError(f"{path}: fine-tuned fairseq model {name!r}; load the pre-trained checkpoint")
+            raise CheckpointError(
+                f"{path}: fine-tuned fairseq model {name!r}; load the pre-trained checkpoint"
+            )
         raise CheckpointError(f"{path}: unsupported fairseq model {name!r} (known: {', '.join(families)})")
     family = families[name]
     if family == "wav2vec2" and model_cfg.get("relative_position_embedding"):

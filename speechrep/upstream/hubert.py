@@ -1,6 +1,7 @@
 """HuBERT (Hsu et al., 2021, https://arxiv.org/abs/2106.07447): the wav2vec 2.0 encoder trained to predict
-k-means cluster labels of masked frames. The upstream is the encoder alone; the cluster-prediction head belongs to
-pre-training (`speechrep.pretrain`)."""
+k-means cluster labels of masked frames. The upstream is the encoder alone; the cluster-prediction head
+belongs to pre-training (`speechrep.pretrain`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -1,8 +1,9 @@
-"""One front door to every upstream: registry names, speechrep exports, Hugging Face directories, fairseq `.pt`.
+"""One front door to every upstream: registry names, speechrep exports, Hugging Face dirs, fairseq `.pt`.
 
-Nothing here executes code from a checkpoint: weights come from safetensors, `torch.load(weights_only=True)` or
-the restricted unpickler of `speechrep.upstream.fairseq`.
+Nothing here executes code from a checkpoint: weights come from safetensors, `torch.load(weights_only=True)`
+or the restricted unpickler of `speechrep.upstream.fairseq`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,9 @@ def _exportable_classes() -> list[type]:
     """Other model classes declaring `family` and `config_class` (families outside the wav2vec 2.0 tree)."""
     found = []
     for cls in _all_subclasses(nn.Module):
-        if isinstance(getattr(cls, "family", None), str) and dataclasses.is_dataclass(getattr(cls, "config_class", None)):
+        if isinstance(getattr(cls, "family", None), str) and dataclasses.is_dataclass(
+            getattr(cls, "config_class", None)
+        ):
             if cls.__module__.startswith("speechrep."):
                 found.append(cls)
     return found
@@ -78,16 +81,19 @@ def _looks_like_path(name_or_path: str | os.PathLike) -> bool:
     if isinstance(name_or_path, os.PathLike):
         return True
     text = str(name_or_path)
-    return "/" in text or os.sep in text or text.endswith((".pt", ".safetensors", ".bin")) or Path(text).exists()
+    return (
+        "/" in text or os.sep in text or text.endswith((".pt", ".safetensors", ".bin")) or Path(text).exists()
+    )
 
 
-def load_upstream(name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                  **overrides: Any) -> nn.Module:
+def load_upstream(
+    name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None, **overrides: Any
+) -> nn.Module:
     """Build a registered upstream by name (random weights, or `checkpoint`'s), or load one from a path.
 
     A path is never taken for a name: a speechrep export directory, a Hugging Face directory (config.json with
-    model_type wav2vec2/hubert/wavlm/data2vec-audio) or a fairseq/WavLM `.pt`. `overrides` replace config fields
-    (e.g. dropout=0.0). Unknown names raise ValueError; unusable checkpoints raise CheckpointError."""
+    model_type wav2vec2/hubert/wavlm/data2vec-audio) or a fairseq/WavLM `.pt`. `overrides` replace config
+    fields (e.g. dropout=0.0). Unknown names raise ValueError; unusable checkpoints raise CheckpointError."""
     if _looks_like_path(name_or_path):
         if checkpoint is not None:
             raise ConfigError("checkpoint= goes with a registered name, not with a path to a model")
@@ -115,7 +121,9 @@ def _load_path(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
             return _load_export(path, config, overrides)
         if "model_type" in config:
             return _load_huggingface(path, config, overrides)
-        raise CheckpointError(f"{config_path}: neither a speechrep export (format) nor a HF config (model_type)")
+        raise CheckpointError(
+            f"{config_path}: neither a speechrep export (format) nor a HF config (model_type)"
+        )
     if path.suffix in (".pt", ".ckpt"):
         return _load_fairseq(path, overrides)
     raise CheckpointError(f"{path}: unknown model file type (expected a directory or a fairseq .pt)")
@@ -125,7 +133,9 @@ def _build(family: str, config: Any, overrides: Mapping[str, Any], source: str) 
     """Instantiate `family` with `config` updated by `overrides`."""
     classes = _family_classes()
     if family not in classes:
-        raise CheckpointError(f"{source}: unknown upstream family {family!r} (known: {', '.join(sorted(classes))})")
+        raise CheckpointError(
+            f"{source}: unknown upstream family {family!r} (known: {', '.join(sorted(classes))})"
+        )
     try:
         config = dataclasses.replace(config, **overrides)
     except TypeError as error:
@@ -155,8 +165,10 @@ def _load_huggingface(path: Path, hf_config: Mapping[str, Any], overrides: Mappi
 
     model_type = hf_config.get("model_type")
     if model_type not in HF_MODEL_TYPES:
-        raise CheckpointError(f"{path}/config.json: unsupported model_type {model_type!r} "
-                              f"(supported: {', '.join(HF_MODEL_TYPES)})")
+        raise CheckpointError(
+            f"{path}/config.json: unsupported model_type {model_type!r} "
+            f"(supported: {', '.join(HF_MODEL_TYPES)})"
+        )
     family = HF_MODEL_TYPES[model_type]
     do_normalize = None
     preprocessor = path / "preprocessor_config.json"
@@ -189,8 +201,12 @@ def _torch_load_weights_only(path: Path) -> dict[str, Tensor]:
     """torch.load restricted to tensors and plain containers."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or others for unsafe/corrupt files
-        raise CheckpointError(f"{path}: cannot load with weights_only=True ({str(error).splitlines()[0]})") from error
+    except (
+        Exception
+    ) as error:  # torch raises UnpicklingError, RuntimeError or others for unsafe/corrupt files
+        raise CheckpointError(
+            f"{path}: cannot load with weights_only=True ({str(error).splitlines()[0]})"
+        ) from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
@@ -240,28 +256,46 @@ def _name_list(names: list[str], limit: int = 12) -> str:
 
 
 def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load `state` into `model` exactly; missing, unexpected or mis-shaped names raise one CheckpointError."""
+    """Load `state` into `model` exactly; missing, unexpected or mis-shaped names: one CheckpointError."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
-                        for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
     if missing or unexpected or mismatched:
-        parts = [f"{label}: {_name_list(names)}" for label, names in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if names]
-        raise CheckpointError(f"{source}: checkpoint does not fit {type(model).__name__}; " + "; ".join(parts))
+        parts = [
+            f"{label}: {_name_list(names)}"
+            for label, names in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", mismatched),
+            )
+            if names
+        ]
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit {type(model).__name__}; " + "; ".join(parts)
+        )
     model.load_state_dict({key: value.to(own[key].dtype) for key, value in state.items()}, strict=True)
 
 
 def export_upstream(model: nn.Module, out_dir: str | os.PathLike, provenance: Mapping[str, Any]) -> Path:
-    """Write `model` as config.json + model.safetensors into `out_dir` atomically (temporary dir, then rename)."""
+    """Write `model` as config.json + model.safetensors into `out_dir` atomically (temp dir, rename)."""
     family, config = getattr(model, "family", None), getattr(model, "config", None)
     if not isinstance(family, str) or not dataclasses.is_dataclass(config):
-        raise ConfigError(f"{type(model).__name__} cannot be exported: it has no `family` and dataclass `config`")
+        raise ConfigError(
+            f"{type(model).__name__} cannot be exported: it has no `family` and dataclass `config`"
+        )
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": EXPORT_FORMAT, "family": family, "config": dataclasses.asdict(config),
-            "provenance": dict(provenance)}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "family": family,
+        "config": dataclasses.asdict(config),
+        "provenance": dict(provenance),
+    }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}

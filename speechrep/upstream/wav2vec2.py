@@ -1,12 +1,14 @@
 """wav2vec 2.0 (Baevski et al., 2020, https://arxiv.org/abs/2006.11477): a strided CNN over the waveform, a
-linear projection and a Transformer with convolutional positions. HuBERT, WavLM, data2vec and DistilHuBERT share
-this encoder (their files reuse `Wav2Vec2Config` with their own defaults); the pre-training objectives differ.
+linear projection and a Transformer with convolutional positions. HuBERT, WavLM, data2vec and DistilHuBERT
+share this encoder (their files reuse `Wav2Vec2Config` with their own defaults); the pre-training objectives
+differ.
 
 Where we deliberately differ from Hugging Face on padded batches: group norm in the first conv layer ("base"
-models) takes its statistics over the valid frames only, and data2vec's stacked positional convs re-zero padded
-frames between layers, so a padded batch equals each utterance run alone; HF mixes padding into both (it is
-exact only for unpadded input there). For unpadded input and for the layer-norm models the two agree.
+models) takes its statistics over the valid frames only, and data2vec's stacked positional convs re-zero
+padded frames between layers, so a padded batch equals each utterance run alone; HF mixes padding into both
+(it is exact only for unpadded input there). For unpadded input and for the layer-norm models the two agree.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,7 +58,9 @@ class Wav2Vec2Config:
         if self.conv_norm not in ("group", "layer"):
             raise ConfigError(f"conv_norm must be 'group' or 'layer', got {self.conv_norm!r}")
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
 
 
 def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
@@ -88,7 +92,7 @@ class _FeatureProjection(nn.Module):
 
 
 def normalize_waveforms(wavs: Tensor, wav_lens: Tensor, eps: float = 1e-5) -> Tensor:
-    """Zero mean, unit variance over each utterance's valid samples (fairseq's `normalize`); padding stays 0."""
+    """Zero mean, unit variance over each utterance's valid samples (fairseq's `normalize`); padding is 0."""
     valid = padding_mask(wav_lens, wavs.shape[1]).to(wavs.dtype)
     count = valid.sum(-1, keepdim=True).clamp(min=1.0)
     mean = (wavs * valid).sum(-1, keepdim=True) / count
@@ -97,7 +101,7 @@ def normalize_waveforms(wavs: Tensor, wav_lens: Tensor, eps: float = 1e-5) -> Te
 
 
 class Wav2Vec2(nn.Module):
-    """wav2vec 2.0 encoder satisfying the Upstream contract; every transformer layer's input and the last output."""
+    """wav2vec 2.0 encoder (Upstream contract): each transformer layer's input and the last output."""
 
     family = "wav2vec2"
     config_class = Wav2Vec2Config
@@ -108,19 +112,35 @@ class Wav2Vec2(nn.Module):
         self.sample_rate = 16000
         self.receptive_field, self.stride = conv_receptive_field(config.conv_layers)
         self.hidden_sizes = [config.hidden_size] * (config.num_layers + 1)
-        # used only by pre-training: the mask embedding, and the pre-LN final norm (HF's hidden states end before it)
-        self.pretraining_only_parameters = ("mask_emb", "encoder.norm") if config.layer_norm_first else ("mask_emb",)
+        # pre-training only: the mask embedding and the pre-LN final norm (hidden states stop before it)
+        self.pretraining_only_parameters = (
+            ("mask_emb", "encoder.norm") if config.layer_norm_first else ("mask_emb",)
+        )
         self.feature_encoder = ConvFeatureEncoder(config.conv_layers, config.conv_norm, config.conv_bias)
         self.feature_projection = _FeatureProjection(
-            self.feature_encoder.out_channels, config.hidden_size, config.feature_projection_norm,
-            config.feature_dropout, config.layer_norm_eps,
+            self.feature_encoder.out_channels,
+            config.hidden_size,
+            config.feature_projection_norm,
+            config.feature_dropout,
+            config.layer_norm_eps,
         )
         self.mask_emb = nn.Parameter(torch.empty(config.hidden_size).uniform_())
         self.encoder = TransformerEncoder(
-            config.hidden_size, config.num_layers, config.num_heads, config.ffn_size, config.layer_norm_first,
-            config.pos_conv_kernel, config.pos_conv_groups, config.pos_conv_depth, config.rel_pos_buckets,
-            config.rel_pos_max_distance, config.dropout, config.attention_dropout, config.activation_dropout,
-            config.layer_drop, config.layer_norm_eps,
+            config.hidden_size,
+            config.num_layers,
+            config.num_heads,
+            config.ffn_size,
+            config.layer_norm_first,
+            config.pos_conv_kernel,
+            config.pos_conv_groups,
+            config.pos_conv_depth,
+            config.rel_pos_buckets,
+            config.rel_pos_max_distance,
+            config.dropout,
+            config.attention_dropout,
+            config.activation_dropout,
+            config.layer_drop,
+            config.layer_norm_eps,
         )
 
     def conv_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,7 +163,7 @@ class Wav2Vec2(nn.Module):
     def encode(
         self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None
     ) -> tuple[list[Tensor], Tensor]:
-        """Projected features → (hidden states of all layers, final output); masked frames become `mask_emb`."""
+        """Projected features → (hidden states of all layers, final output); masked frames get `mask_emb`."""
         if mask_time_indices is not None:
             feats = torch.where(mask_time_indices[..., None], self.mask_emb.to(feats.dtype), feats)
         valid = padding_mask(lengths, feats.shape[1]) if bool((lengths < feats.shape[1]).any()) else None
@@ -156,7 +176,7 @@ class Wav2Vec2(nn.Module):
         return UpstreamOutput(hidden_states=hidden_states, lengths=lengths)
 
 
-# --- checkpoint-key conversion -------------------------------------------------------------------------------
+# --- checkpoint-key conversion ---
 
 _HF_RULES: list[tuple[str, str]] = [
     (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_encoder.layers.\1.conv."),
@@ -164,15 +184,22 @@ _HF_RULES: list[tuple[str, str]] = [
     (r"^feature_projection\.layer_norm\.", "feature_projection.norm."),
     (r"^feature_projection\.projection\.", "feature_projection.linear."),
     (r"^masked_spec_embed$", "mask_emb"),
-    (r"^encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$",
-     "encoder.pos_conv.layers.0.conv.parametrizations.weight.original0"),
-    (r"^encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$",
-     "encoder.pos_conv.layers.0.conv.parametrizations.weight.original1"),
+    (
+        r"^encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$",
+        "encoder.pos_conv.layers.0.conv.parametrizations.weight.original0",
+    ),
+    (
+        r"^encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$",
+        "encoder.pos_conv.layers.0.conv.parametrizations.weight.original1",
+    ),
     (r"^encoder\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv.layers.0.conv.bias"),
     (r"^encoder\.pos_conv_embed\.layers\.(\d+)\.conv\.", r"encoder.pos_conv.layers.\1.conv."),
     (r"^encoder\.layer_norm\.", "encoder.norm."),
     (r"^encoder\.layers\.0\.attention\.rel_attn_embed\.", "encoder.rel_pos_embed."),
-    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.", r"encoder.layers.\1.attention.gate_linear."),
+    (
+        r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.",
+        r"encoder.layers.\1.attention.gate_linear.",
+    ),
     (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"encoder.layers.\1.attention.gate_const"),
     (r"^encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.", r"encoder.layers.\1.attention.\2_proj."),
     (r"^encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.attention_norm."),
@@ -181,8 +208,10 @@ _HF_RULES: list[tuple[str, str]] = [
     (r"^encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layers.\1.ffn_norm."),
 ]
 # heads of HF task/pre-training models, not part of the upstream
-_HF_IGNORED = re.compile(r"^(quantizer|project_q|project_hid|lm_head|projector|classifier|layer_weights|adapter"
-                         r"|tdnn|feature_extractor_dropout|label_embeddings_concat|final_proj|dropout_features)")
+_HF_IGNORED = re.compile(
+    r"^(quantizer|project_q|project_hid|lm_head|projector|classifier|layer_weights|adapter"
+    r"|tdnn|feature_extractor_dropout|label_embeddings_concat|final_proj|dropout_features)"
+)
 _HF_PREFIX = re.compile(r"^(wav2vec2|hubert|wavlm|data2vec_audio)\.")
 
 _FAIRSEQ_RULES: list[tuple[str, str]] = [
@@ -207,12 +236,16 @@ _FAIRSEQ_RULES: list[tuple[str, str]] = [
     (r"^encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layers.\1.ffn_norm."),
 ]
 # pre-training-only parts of fairseq models (quantizer, targets, EMA teacher, prediction heads)
-_FAIRSEQ_IGNORED = re.compile(r"^(quantizer|project_q|project_inp|final_proj|label_embs_concat|target_glu|_ema"
-                              r"|ema\.|label_embs|layer_norm_first|encoder\.layers\.\d+\.self_attn\.bias_[kv])")
+_FAIRSEQ_IGNORED = re.compile(
+    r"^(quantizer|project_q|project_inp|final_proj|label_embs_concat|target_glu|_ema"
+    r"|ema\.|label_embs|layer_norm_first|encoder\.layers\.\d+\.self_attn\.bias_[kv])"
+)
 
 
-def _rename(state: Mapping[str, Tensor], rules: list[tuple[str, str]], ignored: re.Pattern) -> dict[str, Tensor]:
-    """Apply the first matching rename rule to every key; drop ignored keys; keep unmatched keys (reported later)."""
+def _rename(
+    state: Mapping[str, Tensor], rules: list[tuple[str, str]], ignored: re.Pattern
+) -> dict[str, Tensor]:
+    """Apply the first matching rename rule to each key; drop ignored keys; keep the rest (reported later)."""
     compiled = [(re.compile(pattern), target) for pattern, target in rules]
     out: dict[str, Tensor] = {}
     for key, value in state.items():
@@ -237,7 +270,9 @@ def convert_fairseq_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]
     return _rename(state, _FAIRSEQ_RULES, _FAIRSEQ_IGNORED)
 
 
-def config_from_hf(hf: Mapping[str, Any], base: Wav2Vec2Config, do_normalize: bool | None = None) -> Wav2Vec2Config:
+def config_from_hf(
+    hf: Mapping[str, Any], base: Wav2Vec2Config, do_normalize: bool | None = None
+) -> Wav2Vec2Config:
     """Map a Hugging Face config.json (wav2vec2, hubert, wavlm, data2vec-audio) onto our config."""
     model_type = hf.get("model_type", "wav2vec2")
     for key in ("hidden_act", "feat_extract_activation"):
@@ -245,8 +280,13 @@ def config_from_hf(hf: Mapping[str, Any], base: Wav2Vec2Config, do_normalize: bo
             raise ConfigError(f"config.json: {key}={hf[key]!r} is not supported (only 'gelu')")
     if hf.get("conv_pos_batch_norm", False):
         raise ConfigError("config.json: conv_pos_batch_norm=true is not supported")
-    conv = tuple(zip(hf.get("conv_dim", [512] * 7), hf.get("conv_kernel", [10, 3, 3, 3, 3, 2, 2]),
-                     hf.get("conv_stride", [5, 2, 2, 2, 2, 2, 2])))
+    conv = tuple(
+        zip(
+            hf.get("conv_dim", [512] * 7),
+            hf.get("conv_kernel", [10, 3, 3, 3, 3, 2, 2]),
+            hf.get("conv_stride", [5, 2, 2, 2, 2, 2, 2]),
+        )
+    )
     is_data2vec = model_type == "data2vec-audio"
     values: dict[str, Any] = dict(
         conv_layers=tuple(tuple(int(v) for v in layer) for layer in conv),
@@ -267,13 +307,17 @@ def config_from_hf(hf: Mapping[str, Any], base: Wav2Vec2Config, do_normalize: bo
         feature_projection_norm=bool(hf.get("feat_proj_layer_norm", True)),
     )
     if is_data2vec:
-        values.update(pos_conv_kernel=hf.get("conv_pos_kernel_size", 19),
-                      pos_conv_depth=hf.get("num_conv_pos_embeddings", 5))
+        values.update(
+            pos_conv_kernel=hf.get("conv_pos_kernel_size", 19),
+            pos_conv_depth=hf.get("num_conv_pos_embeddings", 5),
+        )
     else:
         values.update(pos_conv_kernel=hf.get("num_conv_pos_embeddings", 128), pos_conv_depth=1)
     if model_type == "wavlm":
-        values.update(rel_pos_buckets=hf.get("num_buckets", 320),
-                      rel_pos_max_distance=hf.get("max_bucket_distance", 800))
+        values.update(
+            rel_pos_buckets=hf.get("num_buckets", 320),
+            rel_pos_max_distance=hf.get("max_bucket_distance", 800),
+        )
     if do_normalize is not None:
         values["normalize_waveform"] = do_normalize
     else:
@@ -304,12 +348,16 @@ def parse_conv_spec(text: str) -> tuple[tuple[int, int, int], ...]:
     except SyntaxError as error:
         raise ConfigError(f"conv_feature_layers: cannot parse {text!r}") from error
     layers = evaluate(tree)
-    if not isinstance(layers, list) or not all(isinstance(layer, tuple) and len(layer) == 3 for layer in layers):
+    if not isinstance(layers, list) or not all(
+        isinstance(layer, tuple) and len(layer) == 3 for layer in layers
+    ):
         raise ConfigError(f"conv_feature_layers: expected a list of (dim, kernel, stride), got {text!r}")
     return tuple(tuple(int(v) for v in layer) for layer in layers)
 
 
-def config_from_fairseq(model_cfg: Mapping[str, Any], base: Wav2Vec2Config, normalize: bool) -> Wav2Vec2Config:
+def config_from_fairseq(
+    model_cfg: Mapping[str, Any], base: Wav2Vec2Config, normalize: bool
+) -> Wav2Vec2Config:
     """Map a fairseq (or WavLM) model config onto ours; missing fields take fairseq's defaults."""
     activation = model_cfg.get("activation_fn", "gelu")
     if activation != "gelu":
@@ -318,8 +366,13 @@ def config_from_fairseq(model_cfg: Mapping[str, Any], base: Wav2Vec2Config, norm
     conv_pos = int(model_cfg.get("conv_pos", 128))
     depth = int(model_cfg.get("pos_conv_depth", 1) or 1)
     values: dict[str, Any] = dict(
-        conv_layers=parse_conv_spec(str(model_cfg.get(
-            "conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"))),
+        conv_layers=parse_conv_spec(
+            str(
+                model_cfg.get(
+                    "conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"
+                )
+            )
+        ),
         conv_norm="layer" if extractor == "layer_norm" else "group",
         conv_bias=bool(model_cfg.get("conv_bias", False)),
         hidden_size=int(model_cfg.get("encoder_embed_dim", 768)),
@@ -338,17 +391,28 @@ def config_from_fairseq(model_cfg: Mapping[str, Any], base: Wav2Vec2Config, norm
         normalize_waveform=normalize,
     )
     if model_cfg.get("relative_position_embedding", False):
-        values.update(rel_pos_buckets=int(model_cfg.get("num_buckets", 320)),
-                      rel_pos_max_distance=int(model_cfg.get("max_distance", 800)))
+        values.update(
+            rel_pos_buckets=int(model_cfg.get("num_buckets", 320)),
+            rel_pos_max_distance=int(model_cfg.get("max_distance", 800)),
+        )
     return replace(base, **values)
 
 
-# --- registered configurations -------------------------------------------------------------------------------
+# --- registered configurations ---
 
 LARGE = dict(hidden_size=1024, num_layers=24, num_heads=16, ffn_size=4096)
-LARGE_LN_FIRST = dict(LARGE, conv_norm="layer", conv_bias=True, layer_norm_first=True, normalize_waveform=True)
-TINY = dict(conv_layers=TINY_CONV, hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, pos_conv_kernel=16,
-            pos_conv_groups=4)
+LARGE_LN_FIRST = dict(
+    LARGE, conv_norm="layer", conv_bias=True, layer_norm_first=True, normalize_waveform=True
+)
+TINY = dict(
+    conv_layers=TINY_CONV,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    ffn_size=64,
+    pos_conv_kernel=16,
+    pos_conv_groups=4,
+)
 
 
 @register_upstream("wav2vec2_base")
@@ -372,7 +436,7 @@ def wav2vec2_tiny(**overrides: Any) -> Wav2Vec2:
 @register_upstream("wav2vec2_tiny_ln_first")
 def wav2vec2_tiny_ln_first(**overrides: Any) -> Wav2Vec2:
     """A 2-layer, width-32 layer-norm-first wav2vec 2.0 for tests."""
-    config = Wav2Vec2Config(**dict(TINY, conv_norm="layer", conv_bias=True, layer_norm_first=True,
-                                   normalize_waveform=True))
+    config = Wav2Vec2Config(
+        **dict(TINY, conv_norm="layer", conv_bias=True, layer_norm_first=True, normalize_waveform=True)
+    )
     return Wav2Vec2(replace(config, **overrides))
-

@@ -1,6 +1,7 @@
 """WavLM (Chen et al., 2022, https://arxiv.org/abs/2110.13900): the wav2vec 2.0 encoder with a gated relative
 position bias shared by all layers (bucketed like T5, scaled per query and head by a gate computed from the
 query's content), pre-trained by masked prediction on denoised targets of noisy/overlapped speech."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
