@@ -86,6 +86,9 @@ def write_card(subset_dir: Path, name: str, preset: str, seed: int, cuts: dict[s
         spk = sorted({s.speaker for c in cuts[split] for s in c.supervisions})
         splits[split] = {"cuts": len(cuts[split]), "hours": round(sum(c.duration for c in cuts[split]) / 3600, 4),
                          "speakers": len(spk)}
+        if name == "qbe":  # documents and queries live in separate manifests
+            queries = sum(c.supervisions[0].custom["role"] == "query" for c in cuts[split])
+            splits[split].update(cuts=len(cuts[split]) - queries, queries=queries)
     card = {"subset": name, "preset": preset, "seed": seed, "sample_rate": 16000, "splits": splits,
             "speaker_disjoint_splits": name != "sid", "failed_utterances": failures,
             "labels": _inventory(name, [c for split in SPLITS for c in cuts[split]]),

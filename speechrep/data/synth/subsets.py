@@ -86,9 +86,16 @@ def _single_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec, custom: dict
                                  text=spec.text, speaker=spec.speaker.id, language="en",
                                  custom=sup_custom or None)
         return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec,
-                        supervisions=[sup], custom=cut_custom)]
+                        supervisions=[sup], custom={**(cut_custom or {}), **_effects(spec)} or None)]
 
     return Item(([spec], job_single, (spec, path)), to_cuts)
+
+
+def _effects(spec: UtteranceSpec) -> dict:
+    # Recorded so that analyses can separate clean from degraded utterances.
+    effects = {"background_snr_db": spec.snr, "reverb_rt60_s": spec.reverb_rt60}
+    return {"effects": {k: round(v, 3) for k, v in effects.items() if v is not None}} if any(
+        v is not None for v in effects.values()) else {}
 
 
 def _speakers(rng: np.random.Generator, counts: tuple[int, int, int], prefix: str) -> dict[str, list[Speaker]]:
@@ -329,7 +336,9 @@ def plan_sd(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         for i in range(n):
             pair = [spk[split][j] for j in rng.choice(len(spk[split]), size=2, replace=False)]
             turns = int(rng.integers(3, 7))
-            who = [pair[t % 2] if rng.random() < 0.85 else pair[(t + 1) % 2] for t in range(turns)]
+            who = pair[:]  # both speak; after that turns mostly alternate, sometimes one speaker goes on
+            for _ in range(turns - 2):
+                who.append(who[-2] if rng.random() < 0.85 else who[-1])
             specs = [_spec(rng, s, texts.random_sentence(rng, 2, 8), effects=False) for s in who]
             gaps = [float(rng.uniform(-0.8, 1.2)) for _ in range(turns - 1)]
             snr = float(rng.uniform(*_SNR_RANGE)) if rng.random() < _NOISE_PROB else None
