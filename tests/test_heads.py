@@ -84,7 +84,9 @@ def _heads() -> dict[str, torch.nn.Module]:
         "xvector": XVector(6, embedding_size=10, channels=8, stats_channels=12),
         "xvector_attentive": XVector(6, embedding_size=10, channels=8, stats_channels=12, attentive=True),
         "diarization": DiarizationLSTM(6, num_speakers=3, hidden_size=8),
-        "mask": MaskBiLSTM(6, num_sources=2, n_fft=64, hop_length=16, feature_stride=32, hidden_size=8, num_layers=2),
+        "mask": MaskBiLSTM(
+            6, num_sources=2, n_fft=64, hop_length=16, feature_stride=32, hidden_size=8, num_layers=2
+        ),
     }
 
 

@@ -1,14 +1,14 @@
 """Subsequence DTW for query-by-example spoken term detection (SUPERB QbE: no training, one layer at a time).
 
-The query (N frames) must be matched entirely; the match may start and end anywhere in the document (M frames).
+The query (N frames) is matched entirely; the match may start and end anywhere in the document (M frames).
 Frame distance is the cosine distance 1 - cos(q_i, d_j). The accumulated cost follows the steps (i-1, j),
 (i, j-1) and (i-1, j-1):
 
     D[i, j] = C[i, j] + min(D[i-1, j], D[i-1, j-1], D[i, j-1]),   D[0, j] = C[0, j]   (free start)
 
 Each query row is solved for all document columns at once: with a_j = C[i, j] + min(D[i-1, j], D[i-1, j-1])
-and S_j the running sum of row i's costs, D[i, j] = S_j + min_{k<=j}(a_k - S_k), a cumulative minimum. The loop
-runs over the N query frames only, batched over documents. The detection score is minus the best end cost
+and S_j the running sum of row i's costs, D[i, j] = S_j + min_{k<=j}(a_k - S_k), a cumulative minimum. The
+loop runs over the N query frames only, batched over documents. The detection score is minus the best end cost
 divided by the query length, so higher means "more likely contains the query". MTWV uses one threshold for all
 queries, so `normalize_query_scores` z-normalises each query's scores over the documents first (the usual
 QUESST practice; a query's raw scores depend on its length and phones).
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from speechrep.errors import SpeechrepError
+from speechrep.upstream.base import padding_mask
 
 
 def cosine_distances(query: Tensor, documents: Tensor) -> Tensor:
@@ -52,7 +53,8 @@ def qbe_scores(query: Tensor, documents: Tensor, document_lengths: Tensor | None
     """(B,) detection scores of one (N, H) query in (B, M, H) padded documents; higher = better match."""
     if query.dim() != 2 or documents.dim() != 3 or query.shape[-1] != documents.shape[-1]:
         raise SpeechrepError(
-            f"QbE DTW: expected query (N, H) and documents (B, M, H), got {tuple(query.shape)}, {tuple(documents.shape)}"
+            "QbE DTW: expected query (N, H) and documents (B, M, H), "
+            f"got {tuple(query.shape)}, {tuple(documents.shape)}"
         )
     if query.shape[0] == 0 or documents.shape[1] == 0:
         raise SpeechrepError("QbE DTW: empty query or document")
@@ -61,7 +63,7 @@ def qbe_scores(query: Tensor, documents: Tensor, document_lengths: Tensor | None
         document_lengths = torch.full((batch,), max_len, dtype=torch.long)
     accumulated = subsequence_dtw_end_costs(cosine_distances(query, documents))
     # Padding sits right of the real frames, and costs only flow rightwards, so real columns are unaffected.
-    padded = torch.arange(max_len, device=documents.device)[None, :] >= document_lengths.to(documents.device)[:, None]
+    padded = ~padding_mask(document_lengths.to(documents.device), max_len)
     best_end = accumulated.masked_fill(padded, float("inf")).min(dim=1).values
     return (-best_end / query.shape[0]).float()
 
@@ -69,7 +71,7 @@ def qbe_scores(query: Tensor, documents: Tensor, document_lengths: Tensor | None
 def normalize_query_scores(scores: Tensor) -> Tensor:
     """Z-normalise a (queries, documents) score matrix per query (row), so one threshold fits all queries."""
     if scores.dim() != 2 or scores.shape[1] < 2:
-        raise SpeechrepError(f"QbE: need (queries, documents >= 2) scores to normalise, got {tuple(scores.shape)}")
+        raise SpeechrepError(f"QbE: need (queries, documents >= 2) scores, got {tuple(scores.shape)}")
     mean = scores.mean(dim=1, keepdim=True)
     std = scores.std(dim=1, keepdim=True).clamp(min=1e-8)
     return (scores - mean) / std

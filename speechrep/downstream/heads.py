@@ -71,7 +71,12 @@ class BiLSTMCTC(nn.Module):
     """Bidirectional LSTM stack + projection to the CTC vocabulary (SUPERB ASR: 2 layers × 1024 units)."""
 
     def __init__(
-        self, input_size: int, vocab_size: int, hidden_size: int = 1024, num_layers: int = 2, dropout: float = 0.2
+        self,
+        input_size: int,
+        vocab_size: int,
+        hidden_size: int = 1024,
+        num_layers: int = 2,
+        dropout: float = 0.2,
     ):
         super().__init__()
         self.lstm = nn.LSTM(
@@ -105,7 +110,10 @@ class XVector(nn.Module):
         sizes = [input_size, channels, channels, channels, channels, stats_channels]
         self.frame_layers = nn.ModuleList(
             nn.Sequential(
-                nn.Conv1d(sizes[k], sizes[k + 1], kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2),
+                # "same" padding keeps frame k aligned with input frame k, so lengths stay valid
+                nn.Conv1d(
+                    sizes[k], sizes[k + 1], kernel, dilation=dilation, padding=dilation * (kernel // 2)
+                ),
                 nn.ReLU(),
                 nn.BatchNorm1d(sizes[k + 1]),
             )
@@ -216,7 +224,9 @@ class MaskBiLSTM(nn.Module):
     ):
         super().__init__()
         if feature_stride % hop_length:
-            raise ConfigError(f"MaskBiLSTM: feature stride {feature_stride} is not a multiple of hop {hop_length}")
+            raise ConfigError(
+                f"MaskBiLSTM: feature stride {feature_stride} is not a multiple of hop {hop_length}"
+            )
         self.upsample = feature_stride // hop_length
         self.num_sources = num_sources
         self.num_bins = n_fft // 2 + 1

@@ -17,7 +17,8 @@ def _valid_mask(features: Tensor, lengths: Tensor) -> Tensor:
     """(B, T, 1) float mask of valid frames; every utterance needs at least one."""
     if features.dim() != 3 or lengths.shape != features.shape[:1]:
         raise SpeechrepError(
-            f"pooling: expected features (B, T, H) and lengths (B,), got {tuple(features.shape)}, {tuple(lengths.shape)}"
+            "pooling: expected features (B, T, H) and lengths (B,), "
+            f"got {tuple(features.shape)}, {tuple(lengths.shape)}"
         )
     if (lengths < 1).any():
         raise SpeechrepError("pooling: an utterance has no frames")

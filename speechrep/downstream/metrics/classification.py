@@ -9,7 +9,9 @@ from speechrep.errors import SpeechrepError
 
 def _check_shapes(predictions: Tensor, targets: Tensor) -> None:
     if predictions.shape != targets.shape:
-        raise SpeechrepError(f"accuracy: predictions {tuple(predictions.shape)} vs targets {tuple(targets.shape)}")
+        raise SpeechrepError(
+            f"accuracy: predictions {tuple(predictions.shape)} vs targets {tuple(targets.shape)}"
+        )
 
 
 def accuracy(predictions: Tensor, targets: Tensor, mask: Tensor | None = None) -> float:

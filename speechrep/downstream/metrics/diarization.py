@@ -3,10 +3,10 @@
 DER = (missed speech + false alarm + speaker confusion) / total reference speech, where at each frame with
 N_ref reference and N_hyp hypothesis speakers active and N_correct of them matched:
 miss = max(0, N_ref - N_hyp), false alarm = max(0, N_hyp - N_ref), confusion = min(N_ref, N_hyp) - N_correct.
-Overlapped frames count every active speaker (NIST md-eval with overlap scored). Hypothesis speakers are mapped
-one-to-one to reference speakers by the Hungarian assignment (scipy's `linear_sum_assignment`) that maximises
-the frames they share. The collar (seconds) removes from scoring the frames within `collar` of any reference
-segment boundary, on both sides (md-eval's `-c`; SUPERB's SD uses collar 0).
+Overlapped frames count every active speaker (NIST md-eval with overlap scored). Hypothesis speakers
+are mapped one-to-one to reference speakers by the Hungarian assignment (scipy's `linear_sum_assignment`)
+that maximises the frames they share. The collar (seconds) removes from scoring the frames within `collar`
+of any reference segment boundary, on both sides (md-eval's `-c`; SUPERB's SD uses collar 0).
 """
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def diarization_error_rate(
     miss = np.maximum(n_ref - n_hyp, 0).sum() / total
     false_alarm = np.maximum(n_hyp - n_ref, 0).sum() / total
     confusion = (np.minimum(n_ref, n_hyp) - n_correct).sum() / total
-    return DERResult(float(miss + false_alarm + confusion), float(miss), float(false_alarm), float(confusion), total)
+    der = miss + false_alarm + confusion
+    return DERResult(float(der), float(miss), float(false_alarm), float(confusion), total)
 
 
 def combine_der(results: list[DERResult]) -> DERResult:

@@ -30,7 +30,9 @@ def _checked(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarr
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     if scores.ndim != 2 or scores.shape != labels.shape:
-        raise SpeechrepError(f"QbE: expected (queries, documents) scores and labels, got {scores.shape}, {labels.shape}")
+        raise SpeechrepError(
+            f"QbE: expected (queries, documents) scores and labels, got {scores.shape}, {labels.shape}"
+        )
     if not np.isfinite(scores).all():
         raise SpeechrepError("QbE: scores contain NaN or Inf")
     keep = labels.any(axis=1)

@@ -68,13 +68,17 @@ def reorder_sources(estimates: Tensor, perm: Tensor) -> Tensor:
 def pit_loss(estimates: Tensor, references: Tensor) -> tuple[Tensor, Tensor]:
     """Permutation-invariant negative SI-SDR of (B, S, T) waveforms → (mean loss, perm (B, S))."""
     if estimates.shape != references.shape or estimates.dim() != 3:
-        raise SpeechrepError(f"PIT: estimates {tuple(estimates.shape)} vs references {tuple(references.shape)}")
+        raise SpeechrepError(
+            f"PIT: estimates {tuple(estimates.shape)} vs references {tuple(references.shape)}"
+        )
     pairwise = -si_sdr(estimates[:, :, None, :], references[:, None, :, :])
     best_loss, perm = pit_assign(pairwise)
     return best_loss.mean(), perm
 
 
-def _checked_pair(reference: ArrayLike, degraded: ArrayLike, sample_rate: int, name: str) -> tuple[np.ndarray, ...]:
+def _checked_pair(
+    reference: ArrayLike, degraded: ArrayLike, sample_rate: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     reference = np.asarray(reference, dtype=np.float64).ravel()
     degraded = np.asarray(degraded, dtype=np.float64).ravel()
     if sample_rate != 16000:
@@ -99,7 +103,9 @@ def pesq_wb(reference: ArrayLike, degraded: ArrayLike, sample_rate: int = 16000)
         raise AudioError(f"PESQ: {type(error).__name__}: {message}") from None
 
 
-def stoi(reference: ArrayLike, degraded: ArrayLike, sample_rate: int = 16000, extended: bool = False) -> float:
+def stoi(
+    reference: ArrayLike, degraded: ArrayLike, sample_rate: int = 16000, extended: bool = False
+) -> float:
     """Short-time objective intelligibility (0 to 1; `extended` for ESTOI) of a degraded signal."""
     reference, degraded = _checked_pair(reference, degraded, sample_rate, "STOI")
     return float(pystoi.stoi(reference, degraded, sample_rate, extended=extended))
