@@ -39,7 +39,16 @@ def test_unknown_name_and_missing_path() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["wav2vec2_tiny", "wav2vec2_tiny_ln_first", "hubert_tiny", "wavlm_tiny", "data2vec_tiny"]
+    "name",
+    [
+        "wav2vec2_tiny",
+        "wav2vec2_tiny_ln_first",
+        "hubert_tiny",
+        "wavlm_tiny",
+        "data2vec_tiny",
+        "distilhubert_tiny",
+        "melhubert_tiny",
+    ],
 )
 def test_export_round_trip(name: str, tmp_path: Path) -> None:
     torch.manual_seed(3)

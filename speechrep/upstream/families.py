@@ -8,3 +8,5 @@ from speechrep.upstream import wav2vec2  # noqa: F401
 from speechrep.upstream import hubert  # noqa: F401
 from speechrep.upstream import wavlm  # noqa: F401
 from speechrep.upstream import data2vec  # noqa: F401
+from speechrep.upstream import distilhubert  # noqa: F401
+from speechrep.upstream import melhubert  # noqa: F401

@@ -1,0 +1,146 @@
+"""MelHuBERT (Lin et al., 2023, https://arxiv.org/abs/2211.09944): HuBERT without the CNN. The input is a
+40-bin Kaldi log-mel filterbank (Hamming window, 25 ms / 10 ms), standardised with fixed corpus statistics and,
+for the 20 ms model, two consecutive frames stacked into one 80-dim vector; a linear projection feeds the
+HuBERT Transformer (conv positions, post-LN). Pre-training masks input frames to zero before the projection and
+predicts k-means labels of the mel frames.
+
+The corpus mean/std are buffers (identity until a checkpoint or `set_feature_stats` provides them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechrep.audio.features import fbank, num_frames
+from speechrep.errors import AudioError
+from speechrep.nn.transformer import TransformerEncoder
+from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.registry import register_upstream
+
+
+@dataclass(frozen=True)
+class MelHuBERTConfig:
+    """MelHuBERT architecture and input features."""
+
+    num_mel_bins: int = 40
+    window_type: str = "hamming"
+    stack_frames: int = 2  # 2: 20 ms frames (stride 320); 1: 10 ms (stride 160)
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_size: int = 3072
+    layer_norm_first: bool = False
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    layer_norm_eps: float = 1e-5
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    layer_drop: float = 0.0
+
+
+def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """(B, T, D) → (B, ceil(T/factor), factor·D): consecutive frames concatenated, a short tail zero-filled."""
+    if factor == 1:
+        return feats, lengths
+    batch, frames, dim = feats.shape
+    feats = F.pad(feats, (0, 0, 0, (-frames) % factor))
+    stacked = feats.reshape(batch, -1, factor * dim)
+    return stacked, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+
+
+class MelHuBERT(nn.Module):
+    """MelHuBERT encoder satisfying the Upstream contract; every transformer layer's input and the last output."""
+
+    family = "melhubert"
+    config_class = MelHuBERTConfig
+
+    def __init__(self, config: MelHuBERTConfig):
+        super().__init__()
+        self.config = config
+        self.sample_rate = 16000
+        self.stride = 160 * config.stack_frames
+        self.hidden_sizes = [config.hidden_size] * (config.num_layers + 1)
+        self.pretraining_only_parameters = ("encoder.norm",) if config.layer_norm_first else ()
+        self.register_buffer("feature_mean", torch.zeros(config.num_mel_bins))
+        self.register_buffer("feature_std", torch.ones(config.num_mel_bins))
+        self.projection = nn.Linear(config.num_mel_bins * config.stack_frames, config.hidden_size)
+        self.encoder = TransformerEncoder(
+            config.hidden_size,
+            config.num_layers,
+            config.num_heads,
+            config.ffn_size,
+            config.layer_norm_first,
+            config.pos_conv_kernel,
+            config.pos_conv_groups,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
+            layer_drop=config.layer_drop,
+            eps=config.layer_norm_eps,
+        )
+
+    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Set the per-bin corpus statistics used to standardise the filterbank."""
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
+
+    def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T) waveforms → ((B, T', stack·bins) standardised stacked log-mels, zero past each length; lengths)."""
+        wav_lens = wav_lens.to(wavs.device)
+        if wavs.shape[0] and int(num_frames(wav_lens.min())) == 0:
+            raise AudioError(
+                f"an utterance has {int(wav_lens.min())} samples, fewer than one 400-sample frame"
+            )
+        mels, lengths = fbank(
+            wavs, wav_lens, num_mel_bins=self.config.num_mel_bins, window_type=self.config.window_type
+        )
+        mels = (mels - self.feature_mean) / self.feature_std
+        # padding stays zero after standardisation, as the original zero-fills a stacked utterance's odd tail
+        mels = mels * padding_mask(lengths, mels.shape[1])[..., None].to(mels.dtype)
+        return stack_frames(mels, lengths, self.config.stack_frames)
+
+    def encode(
+        self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor]:
+        """Stacked log-mels → (hidden states of all layers, final output); masked frames are zeroed first."""
+        if mask_time_indices is not None:
+            feats = feats.masked_fill(mask_time_indices[..., None], 0.0)
+        x = self.projection(feats)
+        valid = padding_mask(lengths, x.shape[1]) if bool((lengths < x.shape[1]).any()) else None
+        return self.encoder(x, valid)
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
+        """(B, T) float waveforms at 16 kHz, (B,) lengths → every layer's hidden states and valid frames."""
+        feats, lengths = self.input_features(wavs, wav_lens)
+        hidden_states, _ = self.encode(feats, lengths)
+        return UpstreamOutput(hidden_states=hidden_states, lengths=lengths)
+
+
+# checkpoint keys: MelHuBERT's own releases are not converted yet; exports of this model load as usual
+
+
+@register_upstream("melhubert_base")
+def melhubert_base(**overrides: Any) -> MelHuBERT:
+    """MelHuBERT Base, 20 ms frames: 12 post-LN layers of width 768 on 2 stacked 40-bin log-mel frames."""
+    return MelHuBERT(replace(MelHuBERTConfig(), **overrides))
+
+
+@register_upstream("melhubert_base_10ms")
+def melhubert_base_10ms(**overrides: Any) -> MelHuBERT:
+    """MelHuBERT Base, 10 ms frames (no stacking)."""
+    return MelHuBERT(replace(MelHuBERTConfig(stack_frames=1), **overrides))
+
+
+@register_upstream("melhubert_tiny")
+def melhubert_tiny(**overrides: Any) -> MelHuBERT:
+    """A 2-layer, width-32 MelHuBERT for tests."""
+    config = MelHuBERTConfig(
+        hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, pos_conv_kernel=16, pos_conv_groups=4
+    )
+    return MelHuBERT(replace(config, **overrides))
