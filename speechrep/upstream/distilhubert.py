@@ -1,7 +1,7 @@
 """DistilHuBERT (Chang et al., 2022, https://arxiv.org/abs/2110.01900): HuBERT Base's CNN and a 2-layer
 Transformer, trained to predict HuBERT's layers 4, 8 and 12 with one linear head each (the heads are used only
-by pre-training and are not part of the upstream). Its feature projection has no layer norm. A Hugging Face copy
-(model_type "hubert") loads as a 2-layer HuBERT with the same weights and outputs."""
+by pre-training and are not part of the upstream). Its feature projection has no layer norm. A Hugging Face
+copy (model_type "hubert") loads as a 2-layer HuBERT with the same weights and outputs."""
 
 from __future__ import annotations
 

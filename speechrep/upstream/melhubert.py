@@ -1,8 +1,8 @@
 """MelHuBERT (Lin et al., 2023, https://arxiv.org/abs/2211.09944): HuBERT without the CNN. The input is a
-40-bin Kaldi log-mel filterbank (Hamming window, 25 ms / 10 ms), standardised with fixed corpus statistics and,
-for the 20 ms model, two consecutive frames stacked into one 80-dim vector; a linear projection feeds the
-HuBERT Transformer (conv positions, post-LN). Pre-training masks input frames to zero before the projection and
-predicts k-means labels of the mel frames.
+40-bin Kaldi log-mel filterbank (Hamming window, 25 ms / 10 ms), standardised with fixed corpus statistics
+and, for the 20 ms model, two consecutive frames stacked into one 80-dim vector; a linear projection feeds the
+HuBERT Transformer (conv positions, post-LN). Pre-training masks input frames to zero before the projection
+and predicts k-means labels of the mel frames.
 
 The corpus mean/std are buffers (identity until a checkpoint or `set_feature_stats` provides them).
 """
@@ -45,7 +45,7 @@ class MelHuBERTConfig:
 
 
 def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """(B, T, D) → (B, ceil(T/factor), factor·D): consecutive frames concatenated, a short tail zero-filled."""
+    """(B, T, D) → (B, ceil(T/factor), factor·D): consecutive frames concatenated, short tail zero-filled."""
     if factor == 1:
         return feats, lengths
     batch, frames, dim = feats.shape
@@ -55,7 +55,7 @@ def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, T
 
 
 class MelHuBERT(nn.Module):
-    """MelHuBERT encoder satisfying the Upstream contract; every transformer layer's input and the last output."""
+    """MelHuBERT encoder (Upstream contract): each transformer layer's input and the last output."""
 
     family = "melhubert"
     config_class = MelHuBERTConfig
@@ -91,7 +91,7 @@ class MelHuBERT(nn.Module):
         self.feature_std.copy_(std)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T) waveforms → ((B, T', stack·bins) standardised stacked log-mels, zero past each length; lengths)."""
+        """(B, T) waveforms → ((B, T', stack·bins) standardised stacked log-mels, zero-padded; lengths)."""
         wav_lens = wav_lens.to(wavs.device)
         if wavs.shape[0] and int(num_frames(wav_lens.min())) == 0:
             raise AudioError(
