@@ -1,5 +1,5 @@
-"""Classic hub families: numbers for the quantizers, RNN stack, APC, NPC's masking, the Mockingjay/TERA encoder
-(parity with Hugging Face's BERT encoder), CPC's conv arithmetic and the feature baselines."""
+"""Classic hub families: numbers for the quantizers, RNN stack, APC, NPC's masking, the Mockingjay/TERA
+encoder (parity with Hugging Face's BERT encoder), CPC's conv arithmetic and the feature baselines."""
 from __future__ import annotations
 
 import numpy as np
@@ -140,14 +140,15 @@ def test_npc_representation_never_sees_the_masked_neighbourhood() -> None:
     assert not torch.allclose(model.forward_features(far, lengths).hidden_states[-2][:, t], z[:, t])
 
 
-# -------------------------------------------------------------------------------------------- Mockingjay / TERA
+# ------------------------------------------------------------------------------------------ Mockingjay / TERA
 def _copy_into_bert(model: Mockingjay):
     """A Hugging Face BertEncoder (eager attention) carrying the weights of `model`'s layers."""
     from transformers import BertConfig
     from transformers.models.bert.modeling_bert import BertEncoder
 
     c = model.config
-    cfg = BertConfig(hidden_size=c.hidden_size, num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
+    cfg = BertConfig(hidden_size=c.hidden_size, num_hidden_layers=c.num_layers,
+                     num_attention_heads=c.num_heads,
                      intermediate_size=c.ffn_size, hidden_act="gelu", layer_norm_eps=1e-12)
     cfg._attn_implementation = "eager"
     bert = BertEncoder(cfg).eval()
@@ -191,15 +192,15 @@ def test_embedding_is_projection_plus_sinusoids_then_layer_norm() -> None:
     pos = torch.arange(6.0)[:, None]
     freq = 10000 ** (-torch.arange(0, 32, 2) / 32)
     enc = torch.stack([torch.sin(pos * freq), torch.cos(pos * freq)], dim=-1).flatten(1)
-    expected = F.layer_norm(model.input_proj(feats) + enc, (32,), model.input_norm.weight, model.input_norm.bias,
-                            eps=1e-12)
+    norm = model.input_norm
+    expected = F.layer_norm(model.input_proj(feats) + enc, (32,), norm.weight, norm.bias, eps=1e-12)
     torch.testing.assert_close(model.forward_features(feats, lengths).hidden_states[0], expected,
                                atol=1e-5, rtol=1e-5)
 
 
 def test_audio_albert_shares_one_layer() -> None:
-    shared, separate = audio_albert_tiny(), Mockingjay(MockingjayConfig(hidden_size=32, num_layers=3, num_heads=4,
-                                                                       ffn_size=64))
+    shared = audio_albert_tiny()
+    separate = Mockingjay(MockingjayConfig(hidden_size=32, num_layers=3, num_heads=4, ffn_size=64))
     per_layer = sum(p.numel() for p in separate.layers[0].parameters())
     n_shared = sum(p.numel() for p in shared.parameters())
     assert n_shared == sum(p.numel() for p in separate.parameters()) - 2 * per_layer
@@ -249,7 +250,7 @@ def test_cpc_conv_arithmetic_and_channel_norm() -> None:
     x = torch.randn(2, 256, 10) * 3 + 1
     y = norm(x)
     torch.testing.assert_close(y.mean(1), torch.zeros(2, 10), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.var(1), torch.ones(2, 10), atol=1e-3, rtol=0)  # Bessel-corrected, as CPC_audio
+    torch.testing.assert_close(y.var(1), torch.ones(2, 10), atol=1e-3, rtol=0)  # Bessel-corrected variance
 
 
 # -------------------------------------------------------------------------------------------------- baselines

@@ -54,7 +54,8 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     wavs = torch.zeros(len(SAMPLE_LENS), max(SAMPLE_LENS))
     t = torch.arange(max(SAMPLE_LENS)) / 16000
     for i, n in enumerate(SAMPLE_LENS):
-        wavs[i, :n] = 0.3 * torch.sin(2 * torch.pi * (180 + 70 * i) * t[:n]) + 0.05 * torch.randn(n, generator=gen)
+        tone = 0.3 * torch.sin(2 * torch.pi * (180 + 70 * i) * t[:n])
+        wavs[i, :n] = tone + 0.05 * torch.randn(n, generator=gen)
     # padding filled with loud garbage: it must not leak into the real frames
     wavs[1, SAMPLE_LENS[1]:] = 0.9
     wavs[2, SAMPLE_LENS[2]:] = -0.7

@@ -1,4 +1,4 @@
-"""Vector quantizers: Gumbel-softmax product codebooks (VQ-APC, NPC, wav2vec 2.0) and nearest-neighbour VQ-VAE."""
+"""Vector quantizers: Gumbel-softmax product codebooks (VQ-APC, NPC, wav2vec 2.0) and VQ-VAE codebooks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,12 +50,12 @@ class GroupedLinear(nn.Module):
 
 
 class GumbelVectorQuantizer(nn.Module):
-    """Product quantizer: `groups` codebooks of `entries` vectors, chosen by a Gumbel-softmax over a linear map.
+    """Product quantizer: `groups` codebooks of `entries` vectors, picked by Gumbel-softmax over a linear map.
 
     With groups=1 it is the VQ layer of VQ-APC/NPC (Chung et al. 2020); with groups=2, entries=320 it is the
-    wav2vec 2.0 quantizer. Training samples hard Gumbel codes with straight-through gradients; evaluation takes
-    the argmax (still straight-through, so the projection gets gradients in both modes). `temperature` is a
-    plain attribute so a schedule can anneal it. `loss` is the wav2vec 2.0 diversity loss (G·V − ppl) / (G·V).
+    wav2vec 2.0 quantizer. Training samples hard Gumbel codes with straight-through gradients; evaluation
+    takes the argmax (still straight-through, so the projection gets gradients in both modes). `temperature`
+    is a plain attribute so a schedule can anneal it. `loss`: wav2vec 2.0 diversity loss (G·V − ppl) / G·V.
     `grouped_input=True` makes group g read only the g-th slice of the input (the multi-group VQ layers of
     VQ-APC/NPC); otherwise every group reads the whole input (wav2vec 2.0).
     """
@@ -85,7 +85,8 @@ class GumbelVectorQuantizer(nn.Module):
         quantized = torch.einsum("btgv,gvd->btgd", onehot.to(self.codebook.dtype), self.codebook).flatten(2)
         perplexity = _perplexity(probs, mask)
         total = self.groups * self.entries
-        return QuantizerOutput(quantized.to(x.dtype), logits.argmax(-1), perplexity, (total - perplexity) / total)
+        diversity = (total - perplexity) / total
+        return QuantizerOutput(quantized.to(x.dtype), logits.argmax(-1), perplexity, diversity)
 
 
 class NearestNeighbourQuantizer(nn.Module):

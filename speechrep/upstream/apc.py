@@ -11,11 +11,12 @@ per frame: stride 160, frames = 1 + (samples − 400) // 160. The postnet is pre
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.nn.quantizers import GumbelVectorQuantizer
+from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import UpstreamOutput, padding_mask
 from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
@@ -60,13 +61,18 @@ class APC(nn.Module):
         """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""
         return log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
 
-    def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
-        """Hidden states from precomputed log-mel features (B, T', num_mel_bins)."""
-        states = self.rnn(feats, lengths)
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[UpstreamOutput, QuantizerOutput | None]:
+        """Hidden states from log-mel features, plus the VQ layer's output (codes, perplexity) for VQ-APC."""
+        states, vq = self.rnn(feats, lengths), None
         if self.vq is not None:
             mask = padding_mask(lengths, feats.shape[1])
-            states.append(self.vq(states[-1], mask).quantized * mask[..., None])
-        return UpstreamOutput(states, lengths)
+            vq = self.vq(states[-1], mask)
+            states.append(vq.quantized * mask[..., None])
+        return UpstreamOutput(states, lengths), vq
+
+    def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
+        """Hidden states from precomputed log-mel features (B, T', num_mel_bins)."""
+        return self.encode(feats, lengths)[0]
 
     def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
         """Hidden states of every GRU layer for a padded batch of 16 kHz waveforms."""
@@ -74,7 +80,7 @@ class APC(nn.Module):
 
 
 class APCHead(nn.Module):
-    """Pre-training only: the postnet mapping the last hidden state (quantized for VQ-APC) `n_future` frames ahead."""
+    """Pre-training only: postnet predicting the frame `n_future` ahead from the last (quantized) state."""
 
     def __init__(self, config: APCConfig):
         super().__init__()
@@ -91,24 +97,24 @@ class APCHead(nn.Module):
 
 
 @register_upstream("apc")
-def apc(**overrides) -> APC:
-    """APC: 3-layer residual GRU 512 on 80 log-mel (paper's configuration, ≈4.06M parameters + 41k postnet)."""
+def apc(**overrides: Any) -> APC:
+    """APC: 3-layer residual GRU 512 on 80 log-mel (the paper's configuration, 4.06M parameters)."""
     return APC(replace(APCConfig(), **overrides))
 
 
 @register_upstream("apc_tiny")
-def apc_tiny(**overrides) -> APC:
+def apc_tiny(**overrides: Any) -> APC:
     """A small APC for tests."""
     return APC(replace(APCConfig(num_mel_bins=80, hidden_size=32, num_layers=2), **overrides))
 
 
 @register_upstream("vq_apc")
-def vq_apc(**overrides) -> APC:
+def vq_apc(**overrides: Any) -> APC:
     """VQ-APC: APC with a 512-code Gumbel VQ layer on the last GRU layer, predicting 5 frames ahead."""
     return APC(replace(APCConfig(vq_codebook_size=512, n_future=5), **overrides))
 
 
 @register_upstream("vq_apc_tiny")
-def vq_apc_tiny(**overrides) -> APC:
+def vq_apc_tiny(**overrides: Any) -> APC:
     """A small VQ-APC (two 8-code groups) for tests."""
     return APC(replace(APCConfig(hidden_size=32, num_layers=2, vq_codebook_size=8, vq_groups=2), **overrides))

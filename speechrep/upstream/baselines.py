@@ -6,6 +6,7 @@ Also the shared log-mel front end of the mel-input SSL families (APC, NPC, Mocki
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -19,7 +20,7 @@ HOP = 160  # 10 ms
 
 def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,
                      cmvn: bool = True) -> tuple[Tensor, Tensor]:
-    """(B, T', num_mel_bins) Kaldi log-mel filterbank (per-utterance CMVN unless cmvn=False) and frame lengths."""
+    """(B, T', num_mel_bins) Kaldi log-mel filterbank (utterance CMVN unless cmvn=False), frame lengths."""
     feats, lengths = features.fbank(wavs, wav_lens, num_mel_bins=num_mel_bins)
     return (features.cmvn(feats, lengths) if cmvn else feats), lengths
 
@@ -58,32 +59,32 @@ _PLAIN_FRAMES = (("window_type", "hann"), ("preemph_coeff", 0.0), ("remove_dc_of
 
 
 @register_upstream("fbank")
-def fbank(**overrides) -> FeatureBaseline:
+def fbank(**overrides: Any) -> FeatureBaseline:
     """80 Kaldi log-mel filterbank, per-utterance CMVN (SUPERB's FBANK baseline)."""
     return FeatureBaseline(replace(BaselineConfig(kind="fbank"), **overrides))
 
 
 @register_upstream("fbank_raw")
-def fbank_raw(**overrides) -> FeatureBaseline:
+def fbank_raw(**overrides: Any) -> FeatureBaseline:
     """80 Kaldi log-mel filterbank, unnormalised (corpus-level statistics are applied downstream)."""
     return FeatureBaseline(replace(BaselineConfig(kind="fbank", cmvn=False), **overrides))
 
 
 @register_upstream("mfcc")
-def mfcc(**overrides) -> FeatureBaseline:
+def mfcc(**overrides: Any) -> FeatureBaseline:
     """13 Kaldi MFCC + Δ + ΔΔ (39), per-utterance CMVN."""
     return FeatureBaseline(replace(BaselineConfig(kind="mfcc", delta_order=2, options=(("num_ceps", 13),)),
                                    **overrides))
 
 
 @register_upstream("mel")
-def mel(**overrides) -> FeatureBaseline:
+def mel(**overrides: Any) -> FeatureBaseline:
     """80 log-mel energies from a Hann-window front end, per-utterance CMVN."""
     config = BaselineConfig(kind="fbank", options=(("num_mel_bins", 80), *_PLAIN_FRAMES))
     return FeatureBaseline(replace(config, **overrides))
 
 
 @register_upstream("spectrogram")
-def spectrogram(**overrides) -> FeatureBaseline:
+def spectrogram(**overrides: Any) -> FeatureBaseline:
     """257-bin log power spectrogram (512-point FFT, Hann window), per-utterance CMVN."""
     return FeatureBaseline(replace(BaselineConfig(kind="spectrogram", options=_PLAIN_FRAMES), **overrides))

@@ -1,4 +1,4 @@
-"""Modified CPC (Rivière et al. 2020, https://arxiv.org/abs/2002.02848), the CPC of ZeroSpeech 2021 and SUPERB.
+"""Modified CPC (Rivière et al. 2020, https://arxiv.org/abs/2002.02848): the CPC of ZeroSpeech 2021, SUPERB.
 
 Waveform → 5 strided 1-D convolutions (kernels 10, 8, 4, 4, 4; strides 5, 4, 2, 2, 2: 160 samples, 10 ms per
 frame) each followed by channel-wise LayerNorm ("ChannelNorm", replacing the batch norm of the original CPC)
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -144,18 +145,18 @@ class CPCHead(nn.Module):
 
 
 @register_upstream("cpc")
-def cpc(**overrides) -> CPC:
+def cpc(**overrides: Any) -> CPC:
     """Modified CPC of Rivière et al. 2020: 256 channels, one LSTM layer of 256."""
     return CPC(replace(CPCConfig(), **overrides))
 
 
 @register_upstream("cpc_big")
-def cpc_big(**overrides) -> CPC:
+def cpc_big(**overrides: Any) -> CPC:
     """CPC-big of the ZeroSpeech 2021 baseline: 512 channels, four LSTM layers of 512."""
     return CPC(replace(CPCConfig(hidden_size=512, num_lstm_layers=4), **overrides))
 
 
 @register_upstream("cpc_tiny")
-def cpc_tiny(**overrides) -> CPC:
+def cpc_tiny(**overrides: Any) -> CPC:
     """A small CPC for tests."""
     return CPC(replace(CPCConfig(hidden_size=32, num_lstm_layers=2), **overrides))

@@ -13,10 +13,10 @@ from speechrep.errors import ConfigError
 class Featurizer(nn.Module):
     """Combines the hidden states of `upstream` into one (B, T', H) feature sequence.
 
-    `layers=None` learns a softmax weight over every layer (initialised equal); `layers=[k, ...]` restricts the
-    sum to those layers (one layer: that layer as is). `normalize=True` applies a layer norm without affine
-    parameters to each layer before weighting (as S3PRL). The upstream is frozen (no gradients, eval mode)
-    unless `finetune_upstream=True`. `forward(wavs, wav_lens)` runs the upstream;
+    `layers=None` learns a softmax weight over every layer (initialised equal); `layers=[k, ...]` restricts
+    the sum to those layers (one layer: that layer as is). `normalize=True` applies a layer norm without
+    affine parameters to each layer before weighting (as S3PRL). The upstream is frozen (no gradients, eval
+    mode) unless `finetune_upstream=True`. `forward(wavs, wav_lens)` runs the upstream;
     `combine(hidden_states, lengths)` works on precomputed hidden states (the downstream feature cache).
     """
 
@@ -46,7 +46,8 @@ class Featurizer(nn.Module):
             raise ConfigError("Featurizer: layers is empty; pass None for all layers or a list of indices")
         bad = [k for k in layers if not -count <= k < count]
         if bad:
-            raise ConfigError(f"Featurizer: layers {bad} out of range for an upstream with {count} hidden states")
+            raise ConfigError(f"Featurizer: layers {bad} out of range for an upstream with {count} hidden "
+                              "states")
         resolved = [k % count for k in layers]
         if len(set(resolved)) != len(resolved):
             raise ConfigError(f"Featurizer: layers {list(layers)} repeat a layer")
@@ -66,7 +67,7 @@ class Featurizer(nn.Module):
         return self.weights.detach().softmax(-1)
 
     def combine(self, hidden_states: Sequence[Tensor], lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Weighted sum of precomputed hidden states (all layers of the upstream, in order) → (features, lengths)."""
+        """Weighted sum of precomputed hidden states (every layer, in order) → (features, lengths)."""
         if len(hidden_states) != len(self.upstream.hidden_sizes):
             raise ConfigError(f"Featurizer: got {len(hidden_states)} hidden states, the upstream has "
                               f"{len(self.upstream.hidden_sizes)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,8 @@ class _PostLNLayer(nn.Module):
 class Mockingjay(nn.Module):
     """Mockingjay / TERA / Audio ALBERT upstream (satisfies the Upstream protocol)."""
 
+    family = "mockingjay"
+    config_class = MockingjayConfig
     sample_rate = SAMPLE_RATE
 
     def __init__(self, config: MockingjayConfig):
@@ -94,7 +97,8 @@ class Mockingjay(nn.Module):
         """Hidden states from (possibly altered) stacked log-mel features, as pre-training feeds them."""
         mask = padding_mask(lengths, feats.shape[1])
         keep = mask[..., None].to(feats.dtype)
-        x = self.input_proj(feats) + sinusoidal_positions(feats.shape[1], self.config.hidden_size, feats.device)
+        positions = sinusoidal_positions(feats.shape[1], self.config.hidden_size, feats.device)
+        x = self.input_proj(feats) + positions
         x = self.dropout(self.input_norm(x)) * keep
         states = [x]
         for i in range(self.config.num_layers):
@@ -122,7 +126,7 @@ class SpecHead(nn.Module):
 
 
 def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """Concatenate every `factor` consecutive frames (dropping the remainder): (B, T, D) → (B, T//factor, D·factor)."""
+    """Concatenate each `factor` consecutive frames, drop the rest: (B, T, D) → (B, T//factor, D·factor)."""
     if factor == 1:
         return feats, lengths
     B, T, D = feats.shape
@@ -158,39 +162,39 @@ def alter_features(feats: Tensor, lengths: Tensor, time_mask_prob: float = 0.15,
 
 
 @register_upstream("mockingjay")
-def mockingjay(**overrides) -> Mockingjay:
+def mockingjay(**overrides: Any) -> Mockingjay:
     """Mockingjay: 12 layers × 768 on 80 log-mel stacked ×3 (stride 480)."""
     return Mockingjay(replace(MockingjayConfig(num_layers=12, downsample=3), **overrides))
 
 
 @register_upstream("mockingjay_tiny")
-def mockingjay_tiny(**overrides) -> Mockingjay:
+def mockingjay_tiny(**overrides: Any) -> Mockingjay:
     """A small Mockingjay (frame stacking ×3) for tests."""
     return Mockingjay(replace(MockingjayConfig(num_layers=2, downsample=3, hidden_size=32, num_heads=4,
                                                ffn_size=64), **overrides))
 
 
 @register_upstream("tera_base")
-def tera_base(**overrides) -> Mockingjay:
+def tera_base(**overrides: Any) -> Mockingjay:
     """TERA base: 3 layers × 768 on unstacked 80 log-mel (stride 160, ≈21.3M parameters)."""
     return Mockingjay(replace(MockingjayConfig(num_layers=3, downsample=1), **overrides))
 
 
 @register_upstream("tera_tiny")
-def tera_tiny(**overrides) -> Mockingjay:
+def tera_tiny(**overrides: Any) -> Mockingjay:
     """A small TERA for tests."""
     return Mockingjay(replace(MockingjayConfig(num_layers=2, hidden_size=32, num_heads=4, ffn_size=64),
                               **overrides))
 
 
 @register_upstream("audio_albert")
-def audio_albert(**overrides) -> Mockingjay:
+def audio_albert(**overrides: Any) -> Mockingjay:
     """Audio ALBERT: one 768-wide layer shared across 6 layers, unstacked 80 log-mel (stride 160)."""
     return Mockingjay(replace(MockingjayConfig(num_layers=6, share_layers=True), **overrides))
 
 
 @register_upstream("audio_albert_tiny")
-def audio_albert_tiny(**overrides) -> Mockingjay:
+def audio_albert_tiny(**overrides: Any) -> Mockingjay:
     """A small Audio ALBERT for tests."""
     return Mockingjay(replace(MockingjayConfig(num_layers=3, share_layers=True, hidden_size=32, num_heads=4,
                                                ffn_size=64), **overrides))

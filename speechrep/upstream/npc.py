@@ -13,12 +13,13 @@ a padded batch equals the utterances one by one; in training mode batch statisti
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.nn.quantizers import GumbelVectorQuantizer
+from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.upstream.base import UpstreamOutput, padding_mask
 from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
 from speechrep.upstream.registry import register_upstream
@@ -77,6 +78,8 @@ class MaskedConv1d(nn.Conv1d):
 class NPC(nn.Module):
     """NPC upstream (satisfies the Upstream protocol)."""
 
+    family = "npc"
+    config_class = NPCConfig
     sample_rate = SAMPLE_RATE
     stride = HOP
 
@@ -100,6 +103,10 @@ class NPC(nn.Module):
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
         """Hidden states from log-mel features (B, T', num_mel_bins)."""
+        return self.encode(feats, lengths)[0]
+
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[UpstreamOutput, QuantizerOutput]:
+        """Hidden states from log-mel features, plus the VQ layer's output (codes, perplexity)."""
         mask = padding_mask(lengths, feats.shape[1])
         keep = mask[:, None, :].to(feats.dtype)
         x, states, masked_sum = feats.transpose(1, 2) * keep, [], 0
@@ -109,8 +116,9 @@ class NPC(nn.Module):
             masked_sum = masked_sum + masked_conv(x)
             states.append(x.transpose(1, 2))
         z = (masked_sum * keep).transpose(1, 2)
-        states += [z, self.vq(z, mask).quantized * mask[..., None]]
-        return UpstreamOutput(states, lengths)
+        vq = self.vq(z, mask)
+        states += [z, vq.quantized * mask[..., None]]
+        return UpstreamOutput(states, lengths), vq
 
     def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
         """Hidden states for a padded batch of 16 kHz waveforms."""
@@ -132,13 +140,13 @@ class NPCHead(nn.Module):
 
 
 @register_upstream("npc")
-def npc(**overrides) -> NPC:
+def npc(**overrides: Any) -> NPC:
     """NPC: 4 blocks of 512, masked kernel 15, input mask 5, VQ 4 groups × 64 codes, on 80 log-mel."""
     return NPC(replace(NPCConfig(), **overrides))
 
 
 @register_upstream("npc_tiny")
-def npc_tiny(**overrides) -> NPC:
+def npc_tiny(**overrides: Any) -> NPC:
     """A small NPC for tests."""
     return NPC(replace(NPCConfig(hidden_size=32, num_blocks=2, kernel_size=9, mask_size=3, vq_groups=2,
                                  vq_codebook_size=8), **overrides))
