@@ -30,12 +30,13 @@ def conv_receptive_field(layers: Sequence[ConvLayerSpec]) -> tuple[int, int]:
 
 def masked_instance_norm(x: Tensor, valid: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """GroupNorm(C, C) over time computed on valid frames only; x (B, C, T), valid (B, T) bool."""
-    mask = valid[:, None, :].to(x.dtype)
+    dtype, x = x.dtype, x.float()  # statistics in fp32 under autocast, like fairseq's Fp32GroupNorm
+    mask = valid[:, None, :].float()
     count = mask.sum(-1, keepdim=True).clamp(min=1.0)
     mean = (x * mask).sum(-1, keepdim=True) / count
     var = ((x - mean).square() * mask).sum(-1, keepdim=True) / count
     x = (x - mean) * torch.rsqrt(var + eps)
-    return x * weight[None, :, None] + bias[None, :, None]
+    return (x * weight.float()[None, :, None] + bias.float()[None, :, None]).to(dtype)
 
 
 class _ConvBlock(nn.Module):
@@ -56,7 +57,10 @@ class _ConvBlock(nn.Module):
         x = self.conv(x)
         if self.norm_kind == "group":
             if valid is None:
-                x = self.norm(x)
+                norm = self.norm
+                x = F.group_norm(
+                    x.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps
+                ).to(x.dtype)
             else:
                 # statistics over valid frames only, so a padded batch equals each utterance alone
                 x = masked_instance_norm(x, valid, self.norm.weight, self.norm.bias, self.norm.eps)

@@ -111,7 +111,7 @@ class MelHuBERT(nn.Module):
         """Stacked log-mels → (hidden states of all layers, final output); masked frames are zeroed first."""
         if mask_time_indices is not None:
             feats = feats.masked_fill(mask_time_indices[..., None], 0.0)
-        x = self.projection(feats)
+        x = self.projection(feats.to(self.projection.weight.dtype))  # fbank is fp32 even in a bf16 model
         valid = padding_mask(lengths, x.shape[1]) if bool((lengths < x.shape[1]).any()) else None
         return self.encoder(x, valid)
 
