@@ -15,6 +15,18 @@ from speechrep.train import seed_everything
 
 METHODS: dict[str, str] = {
     "apc": "speechrep.pretrain.apc",
+    "data2vec": "speechrep.pretrain.data2vec",
+    "distilhubert": "speechrep.pretrain.distilhubert",
+    "hubert": "speechrep.pretrain.hubert",
+    "melhubert": "speechrep.pretrain.melhubert",
+    "best_rq": "speechrep.pretrain.best_rq",
+    "vq_apc": "speechrep.pretrain.vq_apc",
+    "npc": "speechrep.pretrain.npc",
+    "mockingjay": "speechrep.pretrain.mockingjay",
+    "tera": "speechrep.pretrain.tera",
+    "audio_albert": "speechrep.pretrain.audio_albert",
+    "wav2vec2": "speechrep.pretrain.wav2vec2",
+    "cpc": "speechrep.pretrain.cpc",
 }
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"

@@ -4,6 +4,7 @@ The reference shape of a method file: config → objective module → run.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from speechrep.data.batching import AudioBatch
+from speechrep.nn.quantizers import QuantizerOutput
 from speechrep.pretrain.common import PretrainData, run_pretraining
 from speechrep.train import TrainConfig
 from speechrep.upstream.apc import APCHead
 from speechrep.upstream.loading import load_upstream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,18 +32,48 @@ class Config:
                                                                    eval_every=2000, log_every=100))
 
 
+class CodebookMonitor:
+    """Codebook usage of a VQ layer as scalars to log, with a warning when the codebook collapses.
+
+    `code_perplexity` is the quantizer's perplexity (summed over groups, at most groups × entries) and
+    `code_usage` that perplexity as a share of all codes. The codebook counts as collapsed when the
+    perplexity per group falls below `collapse_below` effective codes; the warning is logged on entering
+    that state, not at every step.
+    """
+
+    def __init__(self, groups: int, entries: int, collapse_below: float = 2.0):
+        self.groups, self.entries, self.collapse_below = groups, entries, collapse_below
+        self.collapsed = False
+
+    def __call__(self, vq: QuantizerOutput) -> dict[str, float]:
+        """Scalars for one batch's quantizer output; warns once per collapse."""
+        perplexity = float(vq.perplexity.detach())
+        collapsed = perplexity / self.groups < self.collapse_below
+        if collapsed and not self.collapsed:
+            log.warning("VQ codebook collapse: perplexity %.2f over %d group(s) of %d codes (below %.1f per group)",
+                        perplexity, self.groups, self.entries, self.collapse_below)
+        self.collapsed = collapsed
+        return {"code_perplexity": perplexity, "code_usage": perplexity / (self.groups * self.entries)}
+
+
 class APCObjective(nn.Module):
-    """The APC upstream plus its postnet; forward gives the L1 loss of predicting `n_future` frames ahead."""
+    """The APC upstream plus its postnet; forward gives the L1 loss of predicting `n_future` frames ahead.
+
+    With a VQ layer (VQ-APC) the postnet reads the quantized last layer and the codebook usage is logged.
+    """
 
     def __init__(self, upstream: nn.Module):
         super().__init__()
         self.upstream = upstream
         self.head = APCHead(upstream.config)
+        c = upstream.config
+        self.monitor = CodebookMonitor(c.vq_groups, c.vq_codebook_size) if c.vq_codebook_size else None
 
     def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
         feats, lengths = self.upstream.input_features(batch.wavs, batch.wav_lens)
-        out = self.upstream.forward_features(feats, lengths)
-        return self.head.loss(out.hidden_states[-1], feats, lengths), {}
+        out, vq = self.upstream.encode(feats, lengths)
+        loss = self.head.loss(out.hidden_states[-1], feats, lengths)
+        return loss, ({} if vq is None or self.monitor is None else self.monitor(vq))
 
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:

@@ -1,0 +1,36 @@
+"""Shared inputs of the generative pre-training tests: the synthetic corpus's `unlabeled` subset and one batch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechrep.data.batching import AudioBatch, audio_batches, load_cuts
+from speechrep.data.synth import make_synthetic_corpus
+
+
+def unlabeled_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `micro` synthetic corpus (seed 0), `unlabeled` subset only, built once per session and reused."""
+    root = tmp_path_factory.getbasetemp() / "synth_micro_unlabeled"
+    make_synthetic_corpus(root, preset="micro", seed=0, subsets=["unlabeled"], num_workers=1)
+    return root
+
+
+def first_batch(corpus: Path, max_duration: float = 8.0) -> AudioBatch:
+    """The first (unshuffled) training batch of the corpus, for overfitting tests."""
+    return next(iter(audio_batches(load_cuts(corpus, "unlabeled", "train"), max_duration, shuffle=False)(0)))
+
+
+def overfit(objective: torch.nn.Module, batch: AudioBatch, steps: int, lr: float = 3e-3) -> list[float]:
+    """Train `objective` on one batch with Adam for `steps` steps (global RNG seeded); the losses."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(objective.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, _ = objective(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses
