@@ -17,8 +17,6 @@ METHODS: dict[str, str] = {
     "apc": "speechrep.pretrain.apc",
     "data2vec": "speechrep.pretrain.data2vec",
     "distilhubert": "speechrep.pretrain.distilhubert",
-    "data2vec": "speechrep.pretrain.data2vec",
-    "distilhubert": "speechrep.pretrain.distilhubert",
     "hubert": "speechrep.pretrain.hubert",
     "melhubert": "speechrep.pretrain.melhubert",
     "best_rq": "speechrep.pretrain.best_rq",
