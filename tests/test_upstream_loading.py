@@ -187,3 +187,26 @@ def test_too_short_input_is_a_clear_error() -> None:
 
     with pytest.raises(AudioError, match="fewer than the 400"):
         load_upstream("hubert_tiny")(torch.zeros(1, 300), torch.tensor([300]))
+
+
+def test_hf_checkpoint_without_mask_embedding_loads(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        mask_time_prob=0.0,
+        mask_feature_prob=0.0,
+    )
+    hf = transformers.Wav2Vec2Model(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    assert "masked_spec_embed" not in load_file(tmp_path / "hf" / "model.safetensors")
+    ours = load_upstream(tmp_path / "hf").eval()
+    wavs = 0.2 * torch.randn(1, 8000)
+    with torch.no_grad():
+        ref = hf(wavs, output_hidden_states=True).hidden_states[-1]
+        assert (ours(wavs, torch.tensor([8000])).hidden_states[-1] - ref).abs().max() < 1e-4

@@ -176,7 +176,8 @@ def _load_huggingface(path: Path, hf_config: Mapping[str, Any], overrides: Mappi
         do_normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize", False))
     config = config_from_hf(hf_config, _family_classes()[family].config_class(), do_normalize)
     model = _build(family, config, overrides, str(path))
-    load_weights(model, convert_hf_state_dict(_read_hf_weights(path)), str(path))
+    # HF omits masked_spec_embed when the config disables masking; it is used by pre-training only
+    load_weights(model, convert_hf_state_dict(_read_hf_weights(path)), str(path), optional=("mask_emb",))
     model.provenance = {"source": str(path), "format": "huggingface", "model_type": model_type}
     return model
 
@@ -224,7 +225,7 @@ def _load_fairseq(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
         raise CheckpointError(f"{path}: family {family!r} is not available")
     config = config_from_fairseq(model_cfg, classes[family].config_class(), normalize)
     model = _build(family, config, overrides, str(path))
-    load_weights(model, convert_fairseq_state_dict(checkpoint["model"]), str(path))
+    load_weights(model, convert_fairseq_state_dict(checkpoint["model"]), str(path), optional=("mask_emb",))
     model.provenance = {"source": str(path), "format": "fairseq", "family": family}
     return model
 
@@ -255,10 +256,14 @@ def _name_list(names: list[str], limit: int = 12) -> str:
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load `state` into `model` exactly; missing, unexpected or mis-shaped names: one CheckpointError."""
+def load_weights(
+    model: nn.Module, state: Mapping[str, Tensor], source: str, optional: tuple[str, ...] = ()
+) -> None:
+    """Load `state` into `model` exactly; missing, unexpected or mis-shaped names: one CheckpointError.
+
+    Names in `optional` may be absent (they keep their initial values)."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if k not in optional)
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(
         f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
@@ -278,7 +283,7 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
         raise CheckpointError(
             f"{source}: checkpoint does not fit {type(model).__name__}; " + "; ".join(parts)
         )
-    model.load_state_dict({key: value.to(own[key].dtype) for key, value in state.items()}, strict=True)
+    model.load_state_dict({key: value.to(own[key].dtype) for key, value in state.items()}, strict=False)
 
 
 def export_upstream(model: nn.Module, out_dir: str | os.PathLike, provenance: Mapping[str, Any]) -> Path:

@@ -238,7 +238,7 @@ _FAIRSEQ_RULES: list[tuple[str, str]] = [
 # pre-training-only parts of fairseq models (quantizer, targets, EMA teacher, prediction heads)
 _FAIRSEQ_IGNORED = re.compile(
     r"^(quantizer|project_q|project_inp|final_proj|label_embs_concat|target_glu|_ema"
-    r"|ema\.|label_embs|layer_norm_first|encoder\.layers\.\d+\.self_attn\.bias_[kv])"
+    r"|ema\.|label_embs)"
 )
 
 
@@ -391,6 +391,8 @@ def config_from_fairseq(
         normalize_waveform=normalize,
     )
     if model_cfg.get("relative_position_embedding", False):
+        if not model_cfg.get("gru_rel_pos", True):
+            raise ConfigError("WavLM config: gru_rel_pos=False (ungated relative bias) is not supported")
         values.update(
             rel_pos_buckets=int(model_cfg.get("num_buckets", 320)),
             rel_pos_max_distance=int(model_cfg.get("max_distance", 800)),
