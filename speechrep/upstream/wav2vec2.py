@@ -7,6 +7,10 @@ Where we deliberately differ from Hugging Face on padded batches: group norm in 
 models) takes its statistics over the valid frames only, and data2vec's stacked positional convs re-zero
 padded frames between layers, so a padded batch equals each utterance run alone; HF mixes padding into both
 (it is exact only for unpadded input there). For unpadded input and for the layer-norm models the two agree.
+
+Hidden states follow transformers >= 5 and fairseq's layer results: index 0 is the first layer's input (after
+the encoder layer norm in post-LN models), then each layer's output; in pre-LN models the final layer norm is
+not applied to the last one (`encode` returns the normed output separately). transformers 4.x applied it.
 """
 
 from __future__ import annotations
