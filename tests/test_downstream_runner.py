@@ -17,6 +17,15 @@ from speechrep.downstream.tasks import ks as ks_task
 FAST = ["train.max_steps=30", "train.eval_every=15"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models on a shared CPU: one intra-op thread avoids spinning on a busy second core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"), ("ks",))
@@ -135,3 +144,56 @@ def test_cached_and_live_runs_give_the_same_results(corpus: Path, tmp_path: Path
                                        overrides=FAST))
     assert results[0]["dev"] == results[1]["dev"] and results[0]["test"] == results[1]["test"]
     assert results[0]["layer_weights"] == results[1]["layer_weights"]
+
+
+def test_lr_sweep_selects_on_dev_and_tests_only_the_winner(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    row = runner.benchmark(["fbank_global"], ["ks"], corpus, out, preset="tiny", lr_sweep=[1e-2, 1e-6],
+                           overrides=FAST)[0]
+    assert set(row["dev_by_lr"]) == {"0.01", "1e-06"}
+    assert row["lr"] == 1e-2 and row["dev_by_lr"]["0.01"]["accuracy"] > row["dev_by_lr"]["1e-06"]["accuracy"]
+    winner = json.loads((out / "fbank_global" / "ks" / "lr0.01" / "results.json").read_text())
+    loser = json.loads((out / "fbank_global" / "ks" / "lr1e-06" / "results.json").read_text())
+    assert winner["test"] == row["test"] and loser["test"] is None
+
+
+def test_finetune_trains_the_upstream_with_its_own_lr(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    row = runner.benchmark(["hubert_tiny"], ["ks"], corpus, out, preset="tiny", finetune=True,
+                           overrides=["train.max_steps=4", "train.eval_every=4", "upstream_lr=1e-3"])[0]
+    assert row["finetune"] and row["params"]["trainable"] > row["params"]["upstream"]
+    assert not (out / "features").exists()  # a trained upstream is never cached
+    state = torch.load(out / "hubert_tiny" / "ks" / "checkpoints" / "last.pt", weights_only=True)
+    upstream_keys = [k for k in state["model"] if k.startswith("encoder.upstream.")]
+    assert upstream_keys
+    groups = state["optimizer"]["param_groups"]
+    assert sorted(g["initial_lr"] for g in groups) == [1e-3, 1e-2]
+
+
+def test_frozen_checkpoints_hold_only_the_trained_parts(corpus: Path, tmp_path: Path) -> None:
+    runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path, preset="tiny",
+                     overrides=["train.max_steps=2", "train.eval_every=2"])
+    state = torch.load(tmp_path / "hubert_tiny" / "ks" / "checkpoints" / "best.pt", weights_only=True)
+    assert set(state["model"]) == {"encoder.featurizer.weights", "head.projection.weight", "head.projection.bias",
+                                   "head.classifiers.0.weight", "head.classifiers.0.bias"}
+
+
+def test_random_init_is_a_named_reproducible_control() -> None:
+    choice = runner.parse_upstream("hubert_tiny", random_init=True)
+    assert choice == runner.parse_upstream("hubert_tiny@random")
+    assert choice.label == "hubert_tiny@random" and choice.source == "hubert_tiny"
+    first, second = runner.load_upstream_module(choice), runner.load_upstream_module(choice)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert runner.parse_upstream("fbank_global") == runner.UpstreamChoice("fbank_global", "fbank_raw", False, True)
+
+
+def test_reinitialise_replaces_every_trained_weight() -> None:
+    upstream = runner.load_upstream_module(runner.parse_upstream("hubert_tiny"))
+    with torch.no_grad():
+        for p in upstream.parameters():
+            p.copy_(torch.randn_like(p) * 0.1 + 5.0)  # stand-in for pre-trained weights
+    trained = {name: p.detach().clone() for name, p in upstream.named_parameters()}
+    runner.reinitialise(upstream, seed=0)
+    for name, p in upstream.named_parameters():
+        assert (p - trained[name]).abs().min() > 1.0, name

@@ -28,7 +28,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from lhotse import CutSet
@@ -265,17 +265,21 @@ class FeatureEncoder(nn.Module):
 
 
 class DownstreamModel(nn.Module):
-    """The trained model of one run: feature encoder, then the task head; `model(batch)` = head(features)."""
+    """The trained model of one run: feature encoder, then the task head.
+
+    `model(batch)` returns `(head output, lengths)`: the frame counts of the features, which frame heads keep
+    (CTC needs them); utterance heads ignore them.
+    """
 
     def __init__(self, encoder: FeatureEncoder, head: nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = head
 
-    def forward(self, batch: FeatureBatch):  # noqa: ANN201 - the head decides the output type
-        """The head's output for the batch."""
+    def forward(self, batch: FeatureBatch) -> tuple[Any, Tensor]:
+        """The head's output for the batch and the valid frame counts."""
         features, lengths = self.encoder(batch)
-        return self.head(features, lengths)
+        return self.head(features, lengths), lengths
 
 
 # ------------------------------------------------------------------------------------------------ the source

@@ -34,8 +34,8 @@ from speechrep.config import apply_override, load_config, parse_yaml
 from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource
 from speechrep.downstream.tasks import TaskParts, TaskSpec, get_task
 from speechrep.errors import ConfigError
-from speechrep.train import (is_main_process, load_checkpoint, prepare_run_dir, seed_everything, train,
-                             write_results)
+from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepare_run_dir, seed_everything,
+                             train, write_results)
 from speechrep.train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,25 @@ def load_upstream_module(choice: UpstreamChoice) -> nn.Module:
     except ValueError as e:
         raise ConfigError(f"--upstream {choice.source}: {e}") from None
     if choice.random_init:
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(RANDOM_INIT_SEED)
-        for module in upstream.modules():
-            reset = getattr(module, "reset_parameters", None)
+        reinitialise(upstream, RANDOM_INIT_SEED)
+    return upstream
+
+
+def reinitialise(module: nn.Module, seed: int) -> None:
+    """Fresh random weights for every parameter, reproducibly: each submodule's `reset_parameters`, then
+    N(0, 0.02) for the non-constant parameters no reset reached (mask embeddings, weight-norm factors)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        before = {name: p.detach().clone() for name, p in module.named_parameters()}
+        for sub in module.modules():
+            reset = getattr(sub, "reset_parameters", None)
             if callable(reset):
                 reset()
-        torch.random.set_rng_state(generator_state)
-    return upstream
+        for name, p in module.named_parameters():
+            untouched = torch.equal(p, before[name])
+            constant = p.numel() > 0 and bool((p == p.flatten()[0]).all())  # e.g. LayerNorm ones: already fresh
+            if untouched and not constant:
+                nn.init.normal_(p, std=0.02)
 
 
 # --------------------------------------------------------------------------------------------------- configs
@@ -182,11 +193,14 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=finetune)
 
     device = resolve_device(cfg.train.device)
-    state = train(model, train_batches, parts.loss_fn, cfg.train, run_dir,
-                  evaluate=lambda m: _evaluate(parts, m, _on(device, dev_batches(0))), param_groups=param_groups)
+    state = TrainState()  # a task that trains nothing (QbE) is only evaluated
+    if spec.trains:
+        state = train(model, train_batches, parts.loss_fn, cfg.train, run_dir,
+                      evaluate=lambda m: _evaluate(parts, m, _on(device, dev_batches(0))), param_groups=param_groups)
     if not is_main_process():
         return {}
-    load_checkpoint(run_dir / "checkpoints" / "best.pt", model)
+    if spec.trains:
+        load_checkpoint(run_dir / "checkpoints" / "best.pt", model)
     model.to(device)
     dev = _evaluate(parts, model, _on(device, dev_batches(0)))
     test = None

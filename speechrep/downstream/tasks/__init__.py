@@ -17,7 +17,7 @@ select on dev, evaluate test once, write results.json):
         train_cuts, dev_cuts = load_cuts(corpus_dir, cfg.subset, "train"), load_cuts(corpus_dir, cfg.subset, "dev")
         labels = sorted({keyword_of(c) for c in train_cuts})
         head = MeanPoolLinear(features.hidden_size, len(labels))
-        def loss_fn(model, batch): ...   # model(batch) = head(*Featurizer(upstream(batch)))
+        def loss_fn(model, batch): ...   # logits, lengths = model(batch): head(weighted sum of layers)
         def evaluate(model, batches): ... # {"accuracy": ...} over a whole split, no grad
         return TaskParts(head, train_cuts, dev_cuts, lambda: load_cuts(corpus_dir, cfg.subset, "test"),
                          loss_fn, evaluate)
@@ -85,6 +85,7 @@ class TaskSpec:
     higher_is_better: bool
     best_value: float  # the topline of the SUPERB-style score on mini-SUPERB (e.g. accuracy 1.0, PER 0.0)
     sub_runs: Callable[[Any], dict[str, Any]] | None = None  # e.g. ER folds; metrics are averaged over them
+    trains: bool = True  # False (QbE): nothing to train, the runner only evaluates dev, then test
 
 
 # Registry: task name → module defining `TASK`. Imported on demand so one broken task does not break the rest.
@@ -96,6 +97,12 @@ TASKS: dict[str, str] = {
     "pr": "speechrep.downstream.tasks.pr",
     "pf": "speechrep.downstream.tasks.pf",
     "asr": "speechrep.downstream.tasks.asr",
+    "asv": "speechrep.downstream.tasks.asv",
+    "sd": "speechrep.downstream.tasks.sd",
+    "sf": "speechrep.downstream.tasks.sf",
+    "se": "speechrep.downstream.tasks.se",
+    "ss": "speechrep.downstream.tasks.ss",
+    "qbe": "speechrep.downstream.tasks.qbe",
 }
 
 

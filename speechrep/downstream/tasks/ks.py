@@ -46,13 +46,13 @@ def build(cfg: KSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
     head = MeanPoolLinear(features.hidden_size, len(classes), cfg.projection_size)
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> torch.Tensor:
-        logits = model(batch)
+        logits, _ = model(batch)
         return F.cross_entropy(logits, class_targets(batch, classes, logits.device))
 
     def evaluate(model: nn.Module, batches: Iterable[FeatureBatch]) -> dict[str, float]:
         predictions, targets = [], []
         for batch in batches:
-            logits = model(batch)
+            logits, _ = model(batch)
             predictions.append(logits.argmax(-1).cpu())
             targets.append(class_targets(batch, classes, torch.device("cpu")))
         return {"accuracy": accuracy(torch.cat(predictions), torch.cat(targets))}
