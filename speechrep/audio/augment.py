@@ -79,6 +79,11 @@ def random_eq(rng: np.random.Generator, sample_rate: int = 16000, num_bands: int
     return np.concatenate(sections, axis=0)
 
 
+def peaking_eq(centre: float, gain_db: float, q: float = 0.7, sample_rate: int = 16000) -> np.ndarray:
+    """One peaking-EQ section (RBJ audio-EQ cookbook) as second-order sections for `apply_eq`."""
+    return _peaking_sos(centre, gain_db, q, sample_rate)
+
+
 def _peaking_sos(centre: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:
     # The RBJ audio-EQ-cookbook peaking filter.
     a = 10.0 ** (gain_db / 40.0)

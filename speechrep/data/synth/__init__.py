@@ -22,7 +22,7 @@ supervision; `custom` = `sup.custom`):
 - `asv`: `{split}_trials.txt` lines `1|0 enroll_cut_id test_cut_id` (1 = same speaker).
 - `sd`: two-speaker conversations with pauses and overlaps; one supervision per turn (start, duration,
   speaker) and `{split}.rttm`.
-- `er`: `custom["emotion"]` in neutral/happy/angry/sad (prosody: rate, pitch, range, loudness) and
+- `er`: `custom["emotion"]` in neutral/happy/angry/sad (rate, pitch, range, loudness, spectral tilt) and
   `custom["fold"]` (speaker group 1..5: train = folds 1-3, dev = 4, test = 5).
 - `ic`: `custom["intent"]` = {"action", "object", "location"}, several phrasings per intent.
 - `sf`: `custom["intent"]`, `custom["slots"]` ([{"type", "value"}]), `custom["tags"]` (BIO per word),

@@ -46,7 +46,7 @@ PRESETS: dict[str, Sizes] = {
     "small": {
         "unlabeled": ((40, 5, 5), (1000, 60, 60)), "pr": ((20, 5, 5), (400, 80, 80)),
         "asr": ((20, 5, 5), (400, 80, 80)), "ks": ((40, 10, 10), (1200, 240, 240)),
-        "qbe": ((10, 5, 5), (160, 80, 80)), "sid": ((40, 40, 40), (800, 160, 160)),
+        "qbe": ((10, 5, 5), (160, 80, 80)), "sid": ((80, 80, 80), (800, 240, 240)),
         "asv": ((40, 10, 10), (400, 100, 100)), "sd": ((20, 5, 5), (80, 20, 20)),
         "er": ((24, 6, 6), (600, 160, 160)), "ic": ((20, 5, 5), (600, 150, 150)),
         "sf": ((20, 5, 5), (600, 150, 150)), "se": ((20, 5, 5), (300, 60, 60)),
@@ -124,7 +124,7 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
         else:
             write_cutset(cuts[split], subset_dir / f"{split}.jsonl.gz")
     if plan.finish is not None:
-        plan.finish(subset_dir, cuts, plan.items)
+        plan.finish(subset_dir, cuts)
     if failures:
         log.warning("%s: %d utterance(s) failed to synthesise and were left out", name, failures)
     write_card(subset_dir, name, preset, seed, cuts, plan.speakers, failures)

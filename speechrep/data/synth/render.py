@@ -18,7 +18,8 @@ from speechrep.data.synth.speakers import Speaker
 
 SAMPLE_RATE = 16000
 _NOISE_FLOOR_DBFS = (-72.0, -60.0)
-_SPEECH_RMS_DBFS = (-30.0, -20.0)
+_SPEECH_RMS_DBFS = (-32.0, -24.0)
+_SPEAKER_EQ_DB, _SESSION_EQ_DB = 5.0, 4.0
 
 Alignment = list[tuple[str, float, float]]  # (label, start_s, end_s)
 
@@ -38,6 +39,8 @@ class UtteranceSpec:
     total_duration: float | None = None  # fixed clip length: speech placed at a random offset inside
     reverb_rt60: float | None = None
     snr: float | None = None  # background noise (dB against the speech), None for none
+    level_db: float = 0.0  # loudness offset (vocal effort of an emotion style)
+    tilt_db: float = 0.0  # boost (+) or cut (-) of the 1.5-6 kHz region (vocal effort: bright vs soft)
 
 
 @dataclass
@@ -105,7 +108,12 @@ def render_speech(spec: UtteranceSpec, synth: espeak.Synthesis,
         phones, words = _event_alignments(spec.text, synth)
         speech = soxr.resample(synth.samples.astype(np.float32) / 32768.0, espeak.ESPEAK_SAMPLE_RATE,
                                SAMPLE_RATE, quality="HQ")
-        speech = augment.apply_eq(speech, augment.random_eq(np.random.default_rng(spec.speaker.eq_seed)))
+        speech = augment.apply_eq(speech, augment.random_eq(np.random.default_rng(spec.speaker.eq_seed),
+                                                            max_gain_db=_SPEAKER_EQ_DB))
+        # A milder random EQ per utterance: the channel changes between sessions, as in VoxCeleb.
+        speech = augment.apply_eq(speech, augment.random_eq(rng, max_gain_db=_SESSION_EQ_DB))
+        if spec.tilt_db:
+            speech = augment.apply_eq(speech, augment.peaking_eq(3000.0, spec.tilt_db, 0.5, SAMPLE_RATE))
         if spec.reverb_rt60:
             speech = augment.reverberate(speech, augment.synthetic_rir(rng, SAMPLE_RATE, spec.reverb_rt60))
         begin, end = _trim_bounds(speech)
@@ -114,7 +122,7 @@ def render_speech(spec: UtteranceSpec, synth: espeak.Synthesis,
         phones, words, speech, begin = [], [], np.zeros(0, np.float32), 0
     speech_rms = np.sqrt(augment.signal_power(speech)) if speech.size else 0.0
     if speech_rms > 0:
-        speech = speech * (10.0 ** (rng.uniform(*_SPEECH_RMS_DBFS) / 20.0) / speech_rms)
+        speech = speech * (10.0 ** ((rng.uniform(*_SPEECH_RMS_DBFS) + spec.level_db) / 20.0) / speech_rms)
         speech_rms = np.sqrt(augment.signal_power(speech))
     if spec.total_duration is not None:
         total = int(round(spec.total_duration * SAMPLE_RATE))

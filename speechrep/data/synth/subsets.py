@@ -1,10 +1,10 @@
 """One planner per subset: each turns a size, speakers and a random generator into `Item`s (a synthesis
-job plus how to turn its result into lhotse cuts and extra files). Planning happens in the parent, in a
+job plus how to turn its result into lhotse cuts) and split-level files (trials, RTTM, QbE truth). Planning happens in the parent, in a
 fixed order, so the corpus depends only on the seed."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,12 +18,12 @@ from speechrep.data.synth.render import (SAMPLE_RATE, UtteranceSpec, job_convers
 from speechrep.data.synth.speakers import Speaker, make_speakers
 
 SPLITS = ("train", "dev", "test")
-ER_STYLES: dict[str, tuple[float, int, float, float]] = {
-    # style: (rate factor, pitch shift, pitch-range factor, volume factor)
-    "neutral": (1.0, 0, 1.0, 1.0),
-    "happy": (1.12, 10, 1.5, 1.1),
-    "angry": (1.18, 4, 1.25, 1.5),
-    "sad": (0.82, -8, 0.55, 0.7),
+ER_STYLES: dict[str, tuple[float, int, float, float, float]] = {
+    # style: (rate factor, pitch shift, pitch-range factor, loudness dB, 3 kHz tilt dB)
+    "neutral": (1.0, 0, 1.0, 0.0, 0.0),
+    "happy": (1.12, 14, 1.6, 2.0, 3.0),
+    "angry": (1.2, 6, 1.3, 6.0, 6.0),
+    "sad": (0.8, -10, 0.5, -5.0, -6.0),
 }
 ER_FOLDS = 5
 _REVERB_PROB, _NOISE_PROB, _SNR_RANGE = 0.25, 0.5, (5.0, 25.0)
@@ -36,7 +36,6 @@ class Item:
 
     job: tuple[list[UtteranceSpec], Callable[..., Any], tuple]
     to_cuts: Callable[[dict], list[MonoCut]]
-    extra: dict = field(default_factory=dict)  # planner data needed for split-level files
 
 
 @dataclass
@@ -45,7 +44,7 @@ class Plan:
 
     speakers: dict[str, list[Speaker]]
     items: dict[str, list[Item]]
-    finish: Callable[[Path, dict[str, list[MonoCut]], dict[str, list[Item]]], None] | None = None
+    finish: Callable[[Path, dict[str, list[MonoCut]]], None] | None = None
 
 
 def recording(rec_id: str, path: Path, num_samples: int) -> Recording:
@@ -56,7 +55,7 @@ def recording(rec_id: str, path: Path, num_samples: int) -> Recording:
 
 def _spec(rng: np.random.Generator, speaker: Speaker, text: str, effects: bool = True,
           style: str = "neutral", **kwargs) -> UtteranceSpec:
-    rate_f, pitch_shift, range_f, volume_f = ER_STYLES[style]
+    rate_f, pitch_shift, range_f, level_db, tilt_db = ER_STYLES[style]
     reverb = float(rng.uniform(0.2, 0.8)) if effects and rng.random() < _REVERB_PROB else None
     snr = float(rng.uniform(*_SNR_RANGE)) if effects and rng.random() < _NOISE_PROB else None
     return UtteranceSpec(
@@ -64,7 +63,7 @@ def _spec(rng: np.random.Generator, speaker: Speaker, text: str, effects: bool =
         rate=int(np.clip(speaker.rate * rate_f * rng.uniform(0.9, 1.1), 80, 450)),
         pitch=int(np.clip(speaker.pitch + pitch_shift + rng.integers(-6, 7), 0, 99)),
         pitch_range=int(np.clip(speaker.pitch_range * range_f + rng.integers(-8, 9), 0, 99)),
-        volume=int(np.clip(100 * volume_f, 10, 200)), reverb_rt60=reverb, snr=snr, **kwargs)
+        level_db=level_db, tilt_db=tilt_db, reverb_rt60=reverb, snr=snr, **kwargs)
 
 
 def _alignment_fields(meta: dict) -> dict:
@@ -158,7 +157,7 @@ def plan_asv(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int
     plan = plan_sentences("asv", rng, audio_dir, speakers, counts)
     trial_rng = np.random.default_rng(int(rng.integers(2**31)))
 
-    def finish(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:
+    def finish(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
         for split in SPLITS:
             write_atomic(subset_dir / f"{split}_trials.txt", "".join(
                 f"{label} {a} {b}\n" for label, a, b in make_trials(trial_rng, cuts[split])))
@@ -255,7 +254,7 @@ def plan_qbe(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int
     return Plan(spk, items, finish=_finish_qbe)
 
 
-def _finish_qbe(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:
+def _finish_qbe(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
     for split in SPLITS:
         queries = [c for c in cuts[split] if c.supervisions[0].custom["role"] == "query"]
         docs = [c for c in cuts[split] if c.supervisions[0].custom["role"] == "document"]
@@ -362,7 +361,7 @@ def _conversation_item(audio_dir: Path, cut_id: str, specs: list[UtteranceSpec],
     return Item((specs, job_conversation, (specs, gaps, snr, seed, path)), to_cuts)
 
 
-def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]], _items) -> None:
+def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
     for split in SPLITS:
         lines = [f"SPEAKER {c.id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
                  for c in cuts[split] for s in c.supervisions]
