@@ -32,5 +32,22 @@ def overfit(objective: torch.nn.Module, batch: AudioBatch, steps: int, lr: float
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
+
+
+def fixed_loss(objective: torch.nn.Module, batch: AudioBatch, seed: int = 123) -> float:
+    """The objective's eval-mode loss on `batch` with fixed masks/codes (seeded), the training RNG untouched."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        objective.eval()
+        loss = float(objective(batch)[0])
+        objective.train()
+    return loss
+
+
+def loss_before_and_after(objective: torch.nn.Module, batch: AudioBatch, steps: int = 40) -> tuple[float, float]:
+    """Fixed-mask loss on `batch` before and after overfitting it for `steps` steps."""
+    before = fixed_loss(objective, batch)
+    overfit(objective, batch, steps)
+    return before, fixed_loss(objective, batch)
