@@ -1,0 +1,167 @@
+"""Bounded-memory extraction of long audio: run an upstream on overlapping windows and stitch the frames.
+
+A window of `chunk_seconds` is run alone; of its frames only a central *core* is kept, so every kept frame
+(except at the true start and end of the file) sees at least `overlap_seconds` of real audio on each side.
+Windows start on multiples of the upstream's stride, so a window's frame i is exactly the full pass's frame
+`start / stride + i` (same samples under its receptive field); the cores tile the full pass's frames with no
+gap and no duplicate, and the stitched output has exactly as many frames as the full pass.
+
+The trade-off. Memory and time of one window are bounded by `chunk_seconds` (self-attention is quadratic in
+length), and the stitched features take O(frames × layers × width). What is lost is context beyond a window:
+- frame-local front ends (conv encoder with layer norm, Kaldi fbank without CMVN) are identical to a full pass;
+- anything with utterance-wide statistics differs: group norm over time in the first conv of "base"
+  wav2vec 2.0/HuBERT/WavLM, waveform normalisation of "large" models, per-utterance CMVN of the fbank/log-mel
+  families;
+- self-attention sees only its window: the deeper the layer, the further context matters, so a longer
+  overlap and longer windows bring the chunked features closer to the full pass.
+docs/benchmarks.md reports the measured difference for a Base-size model on a medium-length file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from speechrep.errors import ConfigError
+from speechrep.nn.conv_encoder import conv_receptive_field
+from speechrep.upstream.base import UpstreamOutput
+
+KALDI_WINDOW = 400  # 25 ms at 16 kHz: the analysis window of the log-mel front ends
+KALDI_SHIFT = 160  # 10 ms
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where output frame j lies in the input: samples [j·stride − offset, j·stride − offset + receptive_field)."""
+
+    receptive_field: int  # input samples that one output frame depends on (before any self-attention/RNN)
+    stride: int  # input samples between consecutive output frames
+    offset: int = 0  # left zero-padding of the front end, in input samples
+
+    def centre_samples(self, num_frames: int) -> Tensor:
+        """(num_frames,) float64 sample position of the centre of each frame's receptive field."""
+        starts = torch.arange(num_frames, dtype=torch.float64) * self.stride - self.offset
+        return starts + self.receptive_field / 2
+
+
+def frame_geometry(upstream: nn.Module) -> FrameGeometry:
+    """Receptive field and stride of one output frame, from the upstream's conv config or feature window."""
+    stride = int(upstream.stride)
+    if hasattr(upstream, "receptive_field"):  # wav2vec 2.0 family: an unpadded conv stack
+        return FrameGeometry(int(upstream.receptive_field), stride)
+    extractor = getattr(upstream, "extractor", None)
+    frame_options = getattr(extractor, "frame_options", None)
+    if frame_options is not None:  # hand-crafted baselines: one analysis window per frame
+        if not frame_options.snip_edges:
+            # frames are centred on multiples of the shift
+            return FrameGeometry(frame_options.frame_length, stride, frame_options.frame_length // 2)
+        return FrameGeometry(frame_options.frame_length, stride)
+    config = getattr(upstream, "config", None)
+    conv_layers = getattr(config, "conv_layers", None)
+    if conv_layers and len(conv_layers[0]) == 3 and type(upstream).__name__ == "CPC":
+        return _padded_conv_geometry(conv_layers)
+    if stride % KALDI_SHIFT == 0:  # log-mel families: `stride / 160` stacked 25 ms / 10 ms frames
+        return FrameGeometry(KALDI_WINDOW + stride - KALDI_SHIFT, stride)
+    raise ConfigError(f"{type(upstream).__name__}: cannot tell the receptive field of its frames")
+
+
+def _padded_conv_geometry(layers: Sequence[tuple[int, int, int]]) -> FrameGeometry:
+    """Geometry of a (kernel, stride, padding) conv stack such as CPC's encoder."""
+    field, _ = conv_receptive_field([(0, kernel, stride) for kernel, stride, _ in layers])
+    offset, jump = 0, 1
+    for _, stride, padding in layers:
+        offset += padding * jump
+        jump *= stride
+    return FrameGeometry(field, jump, offset)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Window and kept-core sizes in frames of the upstream, derived from seconds."""
+
+    window_frames: int
+    overlap_frames: int
+    geometry: FrameGeometry
+
+    @property
+    def core_frames(self) -> int:
+        """Frames kept from a window that is neither the first nor the last."""
+        return self.window_frames - 2 * self.overlap_frames
+
+    @property
+    def window_samples(self) -> int:
+        """Input samples of one full window (yields exactly `window_frames` frames)."""
+        return (self.window_frames - 1) * self.geometry.stride + self.geometry.receptive_field
+
+
+def plan_chunks(
+    upstream: nn.Module, chunk_seconds: float, overlap_seconds: float, sample_rate: int = 16000
+) -> ChunkPlan:
+    """Convert window/overlap seconds into whole frames of `upstream`; the kept core must be positive."""
+    geometry = frame_geometry(upstream)
+    window = int(chunk_seconds * sample_rate) // geometry.stride
+    overlap = math.ceil(overlap_seconds * sample_rate / geometry.stride)
+    if overlap < 0 or window - 2 * overlap < 1:
+        raise ConfigError(
+            f"chunking: chunk_seconds={chunk_seconds} must exceed twice overlap_seconds={overlap_seconds}"
+        )
+    return ChunkPlan(window, overlap, geometry)
+
+
+def iter_chunks(
+    upstream: nn.Module,
+    wav: Tensor,
+    chunk_seconds: float = 30.0,
+    overlap_seconds: float = 5.0,
+    layers: Sequence[int] | None = None,
+) -> Iterator[tuple[int, list[Tensor]]]:
+    """Yield (first global frame, kept frames (T_core, H) of each selected layer) window by window."""
+    if wav.dim() != 1:
+        raise ConfigError(f"chunking: expected one waveform (T,), got shape {tuple(wav.shape)}")
+    plan = plan_chunks(upstream, chunk_seconds, overlap_seconds, int(getattr(upstream, "sample_rate", 16000)))
+    stride, total = plan.geometry.stride, wav.shape[0]
+    window_start = 0  # in frames
+    while True:
+        begin = window_start * stride
+        end = min(total, begin + plan.window_samples)
+        is_first, is_last = window_start == 0, end >= total
+        piece = wav[begin:end][None]
+        output: UpstreamOutput = upstream(piece, torch.tensor([end - begin], device=wav.device))
+        frames = int(output.lengths[0])
+        keep_from = 0 if is_first else plan.overlap_frames
+        keep_to = frames if is_last else plan.overlap_frames + plan.core_frames
+        selected = output.hidden_states if layers is None else [output.hidden_states[k] for k in layers]
+        yield window_start + keep_from, [hidden[0, keep_from:keep_to] for hidden in selected]
+        if is_last:
+            return
+        window_start += plan.core_frames
+
+
+def chunked_forward(
+    upstream: nn.Module,
+    wav: Tensor,
+    chunk_seconds: float = 30.0,
+    overlap_seconds: float = 5.0,
+    layers: Sequence[int] | None = None,
+) -> UpstreamOutput:
+    """Hidden states (1, T', H) of one long waveform (T,) computed window by window (see module docstring).
+
+    `layers` selects hidden states (default all). Output tensors grow as windows arrive, so peak memory is
+    one window's activations plus the features themselves.
+    """
+    per_layer: list[list[Tensor]] = []
+    for _, kept in iter_chunks(upstream, wav, chunk_seconds, overlap_seconds, layers):
+        if not per_layer:
+            per_layer = [[] for _ in kept]
+        for parts, hidden in zip(per_layer, kept):
+            parts.append(hidden.clone())  # a copy, so the window's full activations are freed now
+    hidden_states = []
+    for parts in per_layer:  # one layer at a time: the transient copy is one layer's size, not all
+        hidden_states.append(torch.cat(parts)[None])
+        parts.clear()
+    lengths = torch.tensor([hidden_states[0].shape[1]], device=wav.device)
+    return UpstreamOutput(hidden_states=hidden_states, lengths=lengths)
