@@ -10,12 +10,13 @@ test split is loaded and evaluated once, at the end, with the best checkpoint. L
     <upstream>/<task>/results.json            the pair's result; present = done, a rerun skips it
     <upstream>/<task>/[lr<lr>/][<sub run>/]   run directories of the shared training loop (resumable)
 
-Upstream names: any hub name or exported directory; `NAME@random` is the same architecture with freshly
-initialised weights (the untrained control); `fbank_global` is the raw 80-dim filterbank standardised with
-mean/std of the task's train split (SUPERB's `fbank` normalises each utterance, which pools to a constant).
+Upstream names: any hub name or model path (`LABEL=PATH` names its row); `NAME@random` is the same
+architecture with freshly initialised weights (the untrained control); `fbank_global` is the raw 80-dim
+filterbank standardised with mean/std of the task's train split (SUPERB's `fbank` normalises each utterance,
+which pools to a constant under mean pooling).
 
-With `lr_sweep`, each learning rate trains in its own `lr<lr>/` run, the best mean dev metric wins, and only the
-winner is evaluated on test. A task with sub-runs (ER folds) reports the mean over them of dev and test.
+With `lr_sweep`, each learning rate trains in its own `lr<lr>/` run, the best mean dev metric wins, and only
+the winner is evaluated on test. A task with sub-runs (ER folds) reports the mean over them of dev and test.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from torch import nn
 from speechrep.config import apply_override, load_config, parse_yaml
 from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource
 from speechrep.downstream.tasks import TaskParts, TaskSpec, get_task
-from speechrep.errors import ConfigError
+from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepare_run_dir, seed_everything,
                              train, write_results)
 from speechrep.train.distributed import resolve_device
@@ -59,23 +60,35 @@ class UpstreamChoice:
 
 
 def parse_upstream(name: str, random_init: bool = False) -> UpstreamChoice:
-    """Turn a command-line upstream (`hubert_tiny`, `runs/x/export`, `fbank_global`, `NAME@random`) into a choice."""
-    random_init = random_init or name.endswith(RANDOM_SUFFIX)
-    source = name.removesuffix(RANDOM_SUFFIX)
+    """Turn a command-line upstream into a choice: `hubert_tiny`, `runs/x/upstream`, `LABEL=PATH`,
+    `fbank_global`, each optionally suffixed `@random`. A path's row is named after its folder (the run folder
+    for a pre-training export `RUN/upstream`) unless `LABEL=` names it."""
+    label, sep, source = name.partition("=")
+    if not sep:
+        label, source = "", name
+    random_init = random_init or source.endswith(RANDOM_SUFFIX) or label.endswith(RANDOM_SUFFIX)
+    source, label = source.removesuffix(RANDOM_SUFFIX), label.removesuffix(RANDOM_SUFFIX)
     corpus_norm = source == GLOBAL_FBANK
-    base = Path(source).name if ("/" in source or Path(source).is_dir()) else source
-    label = base + (RANDOM_SUFFIX if random_init else "")
-    return UpstreamChoice(label, "fbank_raw" if corpus_norm else source, random_init, corpus_norm)
+    if not label:
+        path = Path(source)
+        is_path = "/" in source or path.exists() or path.suffix in (".pt", ".safetensors")
+        label = (path.parent.name if path.name == "upstream" and path.parent.name else path.name) if is_path \
+            else source
+    if not label or "/" in label:
+        raise ConfigError(f"--upstream {name!r}: cannot name this upstream; use LABEL=PATH")
+    return UpstreamChoice(label + (RANDOM_SUFFIX if random_init else ""),
+                          "fbank_raw" if corpus_norm else source, random_init, corpus_norm)
 
 
 def load_upstream_module(choice: UpstreamChoice) -> nn.Module:
-    """Build the upstream of a choice; random-init re-initialises every submodule with a fixed seed."""
-    from speechrep.upstream import registry
+    """Build the upstream of a choice; random-init re-initialises every weight with a fixed seed."""
+    from speechrep.upstream import load_upstream
 
-    load = getattr(registry, "load_upstream", None)
     try:
-        upstream = load(choice.source) if load is not None else registry.get_constructor(choice.source)()
-    except ValueError as e:
+        upstream = load_upstream(choice.source)
+    except SpeechrepError:
+        raise
+    except ValueError as e:  # an unknown registry name
         raise ConfigError(f"--upstream {choice.source}: {e}") from None
     if choice.random_init:
         reinitialise(upstream, RANDOM_INIT_SEED)
@@ -84,18 +97,17 @@ def load_upstream_module(choice: UpstreamChoice) -> nn.Module:
 
 def reinitialise(module: nn.Module, seed: int) -> None:
     """Fresh random weights for every parameter, reproducibly: each submodule's `reset_parameters`, then
-    N(0, 0.02) for the non-constant parameters no reset reached (mask embeddings, weight-norm factors)."""
+    N(0, 0.02) for the parameters no reset owns (mask embeddings, weight-norm factors)."""
+    reached: set[int] = set()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        before = {name: p.detach().clone() for name, p in module.named_parameters()}
         for sub in module.modules():
             reset = getattr(sub, "reset_parameters", None)
             if callable(reset):
                 reset()
-        for name, p in module.named_parameters():
-            untouched = torch.equal(p, before[name])
-            constant = p.numel() > 0 and bool((p == p.flatten()[0]).all())  # e.g. LayerNorm ones: already fresh
-            if untouched and not constant:
+                reached.update(id(p) for p in sub.parameters(recurse=False))
+        for p in module.parameters():
+            if id(p) not in reached:
                 nn.init.normal_(p, std=0.02)
 
 
@@ -165,7 +177,7 @@ def _evaluate(parts: TaskParts, model: nn.Module, batches) -> dict[str, float]: 
 
 def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path,
             run_dir: Path, finetune: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
-    """Train one head (resuming if interrupted), select on dev, and (if asked) evaluate test once; results.json."""
+    """Train one head (resuming if interrupted), select on dev, test once if asked; write results.json."""
     results_path = run_dir / "results.json"
     if results_path.is_file():
         done = json.loads(results_path.read_text())
@@ -187,7 +199,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     if finetune:
         upstream_ids = {id(p) for p in encoder.upstream.parameters()}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in upstream_ids]
-        param_groups = [{"params": rest}, {"params": list(encoder.upstream.parameters()), "lr": cfg.upstream_lr}]
+        param_groups = [{"params": rest},
+                        {"params": list(encoder.upstream.parameters()), "lr": cfg.upstream_lr}]
     train_batches = source.batches(parts.train_cuts, cfg.max_duration, shuffle=True, seed=cfg.train.seed,
                                    live=finetune)
     dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=finetune)
@@ -195,8 +208,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     device = resolve_device(cfg.train.device)
     state = TrainState()  # a task that trains nothing (QbE) is only evaluated
     if spec.trains:
-        state = train(model, train_batches, parts.loss_fn, cfg.train, run_dir,
-                      evaluate=lambda m: _evaluate(parts, m, _on(device, dev_batches(0))), param_groups=param_groups)
+        state = train(model, train_batches, parts.loss_fn, cfg.train, run_dir, param_groups=param_groups,
+                      evaluate=lambda m: _evaluate(parts, m, _on(device, dev_batches(0))))
     if not is_main_process():
         return {}
     if spec.trains:
@@ -240,7 +253,7 @@ def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path, *,
              finetune: bool = False, lr_sweep: Sequence[float] | None = None, preset: str | None = None,
              overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Everything for one (upstream, task): LR sweep × sub-runs, selection on dev, test once; pair results.json."""
+    """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json."""
     done = pair_dir / "results.json"
     if done.is_file():
         log.info("%s: done, skipping", done)
@@ -260,7 +273,8 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
         # Fine-tuning changes the upstream: every run starts from a fresh copy.
         if not finetune:
             return source
-        return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None, device=source.device)
+        return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None,
+                             device=source.device)
 
     dev_by_lr: dict[float, dict[str, float]] = {}
     if len(lrs) > 1:  # with one LR there is nothing to select: train and test in one go below
@@ -275,7 +289,8 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
     rows = list(finals.values())
     dev_by_lr[best_lr] = _mean_metrics([r["dev"] for r in rows])
     results = {
-        "task": task, "upstream": choice.label, "metric": spec.metric, "higher_is_better": spec.higher_is_better,
+        "task": task, "upstream": choice.label, "metric": spec.metric,
+        "higher_is_better": spec.higher_is_better,
         "best_value": spec.best_value, "lr": best_lr, "finetune": finetune, "preset": preset,
         "dev": _mean_metrics([r["dev"] for r in rows]), "test": _mean_metrics([r["test"] for r in rows]),
         "dev_by_lr": {f"{lr:g}": m for lr, m in dev_by_lr.items()},

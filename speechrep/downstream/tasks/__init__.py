@@ -6,7 +6,7 @@ at the bottom one `TASK = TaskSpec(...)`. It knows nothing about upstreams, chec
 select on dev, evaluate test once, write results.json):
 
     @dataclass
-    class KSConfig:                       # satisfies TaskConfig; configs/downstream/ks.yaml holds the defaults
+    class KSConfig:                       # satisfies TaskConfig; defaults also in configs/downstream/ks.yaml
         subset: str = "ks"                # corpus subset: CORPUS/<subset>/{train,dev,test}.jsonl.gz
         layers: list[int] | None = None   # None: learned softmax-weighted sum of every layer
         max_duration: float = 200.0       # seconds of audio per batch
@@ -14,7 +14,8 @@ select on dev, evaluate test once, write results.json):
         train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=200_000, ...))
 
     def build(cfg: KSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
-        train_cuts, dev_cuts = load_cuts(corpus_dir, cfg.subset, "train"), load_cuts(corpus_dir, cfg.subset, "dev")
+        train_cuts = load_cuts(corpus_dir, cfg.subset, "train")
+        dev_cuts = load_cuts(corpus_dir, cfg.subset, "dev")
         labels = sorted({keyword_of(c) for c in train_cuts})
         head = MeanPoolLinear(features.hidden_size, len(labels))
         def loss_fn(model, batch): ...   # logits, lengths = model(batch): head(weighted sum of layers)
@@ -28,8 +29,8 @@ Rules the runner relies on:
 - `build` may read train and dev, never test: `TaskParts.load_test` is called once, after training, with the
   best-on-dev checkpoint loaded (`tests/test_downstream_runner.py` checks this).
 - `loss_fn(model, batch)` returns a scalar loss or `(loss, {name: float})` for logging.
-- `evaluate(model, batches)` runs under `torch.inference_mode()` with `model.eval()` (the runner sets both) and
-  returns a dict that contains `TaskSpec.metric`; extra entries (e.g. CER next to WER) are reported too.
+- `evaluate(model, batches)` runs under `torch.inference_mode()` with `model.eval()` (the runner sets both)
+  and returns a dict that contains `TaskSpec.metric`; extra entries (e.g. CER next to WER) are reported too.
 - Labels come from the cuts in `batch.cuts` (supervision fields and `custom`), read by small functions in the
   task file; a missing label raises `SpeechrepError` naming the cut and the field.
 - `TaskSpec.sub_runs` (optional) splits one task into runs whose metrics are averaged, e.g. ER's
@@ -124,7 +125,7 @@ def get_task(name: str) -> TaskSpec:
 
 
 def cut_label(cut: Any, name: str) -> Any:
-    """A label of a cut's first supervision: a field (`text`, `speaker`) or a `custom` entry (`keyword`, ...)."""
+    """A label of a cut's first supervision: a field (`text`, `speaker`) or a `custom` entry (`keyword`)."""
     from speechrep.errors import SpeechrepError
 
     if not cut.supervisions:
