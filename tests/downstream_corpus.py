@@ -17,7 +17,8 @@ SPLIT_SIZES = {"train": 48, "dev": 16, "test": 16}
 KEYWORDS = ("yes", "no", "up", "down")
 SPEAKERS = (110.0, 170.0, 230.0, 310.0)
 EMOTIONS = ("neu", "hap", "ang", "sad")
-SLOTS = {"action": ("activate", "decrease"), "object": ("lamp", "music", "heat"), "location": ("kitchen", "bedroom")}
+SLOTS = {"action": ("activate", "decrease"), "object": ("lamp", "music", "heat"),
+         "location": ("kitchen", "bedroom")}
 PHONES = ("AA", "B", "K", "S", "IY", "M")
 LETTERS = "abcd"
 

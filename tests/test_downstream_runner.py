@@ -1,4 +1,4 @@
-"""The SUPERB runner end to end on a tiny tone corpus: CLI, resume, test-split isolation, feature cache parity."""
+"""The SUPERB runner end to end on a tiny tone corpus: CLI, resume, test isolation, feature cache parity."""
 from __future__ import annotations
 
 import json
@@ -50,7 +50,8 @@ def test_cli_benchmark_trains_scores_and_resumes(corpus: Path, tmp_path: Path, m
     assert hubert["sub_runs"]["main"]["steps"] == 30 and hubert["sub_runs"]["main"]["best_step"] in (15, 30)
     scores = json.loads((out / "results.json").read_text())["scores"]
     assert scores["fbank"] == pytest.approx(0.0)
-    assert scores["fbank_global"] == pytest.approx(1000 * (rows["fbank_global"]["test"]["accuracy"] - 0.25) / 0.75)
+    expected = 1000 * (rows["fbank_global"]["test"]["accuracy"] - 0.25) / 0.75
+    assert scores["fbank_global"] == pytest.approx(expected)
     assert "fbank_global" in table and (out / "leaderboard.md").is_file()
     assert (out / "hubert_tiny" / "ks" / "checkpoints" / "best.pt").is_file()
 
@@ -120,7 +121,8 @@ def test_feature_cache_matches_live_features(corpus: Path, tmp_path: Path) -> No
     cached32 = FeatureSource("hubert_tiny", upstream, cache_root=tmp_path / "c32", cache_dtype=torch.float32)
     encoder = live.encoder(layers=None, finetune=False)
     with torch.no_grad():
-        for b_live, b16, b32 in zip(*(s.batches(cuts, 4.0, shuffle=False)(0) for s in (live, cached16, cached32))):
+        epochs = [s.batches(cuts, 4.0, shuffle=False)(0) for s in (live, cached16, cached32)]
+        for b_live, b16, b32 in zip(*epochs):
             assert b_live.hidden_states is None and b16.hidden_states is not None
             assert [c.id for c in b_live.cuts] == [c.id for c in b16.cuts]
             f_live, n_live = encoder(b_live)
@@ -174,8 +176,9 @@ def test_frozen_checkpoints_hold_only_the_trained_parts(corpus: Path, tmp_path: 
     runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path, preset="tiny",
                      overrides=["train.max_steps=2", "train.eval_every=2"])
     state = torch.load(tmp_path / "hubert_tiny" / "ks" / "checkpoints" / "best.pt", weights_only=True)
-    assert set(state["model"]) == {"encoder.featurizer.weights", "head.projection.weight", "head.projection.bias",
-                                   "head.classifiers.0.weight", "head.classifiers.0.bias"}
+    trained = {"encoder.featurizer.weights", "head.projection.weight", "head.projection.bias",
+               "head.classifiers.0.weight", "head.classifiers.0.bias"}
+    assert set(state["model"]) == trained
 
 
 def test_random_init_is_a_named_reproducible_control() -> None:
@@ -185,7 +188,8 @@ def test_random_init_is_a_named_reproducible_control() -> None:
     first, second = runner.load_upstream_module(choice), runner.load_upstream_module(choice)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
-    assert runner.parse_upstream("fbank_global") == runner.UpstreamChoice("fbank_global", "fbank_raw", False, True)
+    expected = runner.UpstreamChoice("fbank_global", "fbank_raw", random_init=False, corpus_norm=True)
+    assert runner.parse_upstream("fbank_global") == expected
 
 
 def test_reinitialise_replaces_every_trained_weight() -> None:
@@ -197,3 +201,16 @@ def test_reinitialise_replaces_every_trained_weight() -> None:
     runner.reinitialise(upstream, seed=0)
     for name, p in upstream.named_parameters():
         assert (p - trained[name]).abs().min() > 1.0, name
+
+
+def test_exported_upstream_directory_runs_under_its_run_name(corpus: Path, tmp_path: Path) -> None:
+    from speechrep.upstream import export_upstream, load_upstream
+
+    export_upstream(load_upstream("hubert_tiny"), tmp_path / "my_run" / "upstream", {"note": "test"})
+    assert runner.parse_upstream(str(tmp_path / "my_run" / "upstream")).label == "my_run"
+    assert runner.parse_upstream(f"mine={tmp_path / 'my_run' / 'upstream'}@random").label == "mine@random"
+    row = runner.benchmark([str(tmp_path / "my_run" / "upstream")], ["ks"], corpus, tmp_path / "out",
+                           preset="tiny", overrides=["train.max_steps=2", "train.eval_every=2"])[0]
+    assert row["upstream"] == "my_run" and (tmp_path / "out" / "my_run" / "ks" / "results.json").is_file()
+    with pytest.raises(runner.ConfigError, match="unknown upstream"):
+        runner.benchmark(["no_such_upstream"], ["ks"], corpus, tmp_path / "out2")

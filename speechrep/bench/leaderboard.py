@@ -36,12 +36,13 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], scores: Mapping[str,
 
 def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_upstream: str = DEFAULT_BASELINE,
                   references: Mapping[str, Reference] | None = None) -> str:
-    """Score the rows, write OUT/leaderboard.md and OUT/results.json (every row + scores); return the table."""
+    """Score the rows; write OUT/leaderboard.md and OUT/results.json (rows + scores); return the table."""
     refs = references_from_rows(rows, baseline_upstream, references)
     scores = superb_scores(rows, refs)
     table = leaderboard_markdown(rows, scores)
     notes = ("Test metrics in %. Score: each task scaled linearly between the baseline "
-             f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, averaged over tasks.")
+             f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, "
+             "averaged over tasks.")
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "leaderboard.md", f"# Leaderboard\n\n{table}\n{notes}\n")
     summary = {"rows": list(rows), "scores": scores,

@@ -1,4 +1,4 @@
-"""The SUPERB-style score: each task's test metric scaled linearly between a baseline (0) and a topline (1000).
+"""The SUPERB-style score: each task's test metric scaled linearly from a baseline (0) to a topline (1000).
 
     score_t(x) = 1000 · (x − baseline_t) / (topline_t − baseline_t)
 
@@ -7,7 +7,7 @@ baseline, so the denominator is negative and an error rate under the baseline's 
 worse than the baseline scores below 0 and one past the topline above 1000 (nothing is clipped). The
 upstream's score is the mean over the tasks it was scored on.
 
-Baseline: by default the `fbank` upstream's result on the same task in the same benchmark (SUPERB's FBANK row).
+Baseline: by default the `fbank` upstream's result on the same task in the same benchmark (SUPERB's FBANK).
 Topline: by default the best possible value of the metric (accuracy 1.0, PER 0.0: what mini-SUPERB uses). For
 real corpora pass `references` with published baseline/topline values per task.
 """
@@ -42,7 +42,7 @@ def task_score(value: float, reference: Reference) -> float:
 
 def references_from_rows(rows: Sequence[Mapping[str, Any]], baseline_upstream: str = DEFAULT_BASELINE,
                          given: Mapping[str, Reference] | None = None) -> dict[str, Reference]:
-    """Per-task references: `given` first, else baseline = the `baseline_upstream` row, topline = best value."""
+    """Per-task references: `given` first, else baseline = `baseline_upstream`'s row, topline = best value."""
     refs = dict(given or {})
     for row in rows:
         task = row["task"]
@@ -60,5 +60,6 @@ def superb_scores(rows: Sequence[Mapping[str, Any]], references: Mapping[str, Re
         if ref is None or ref.topline == ref.baseline:
             log.warning("no usable score reference for task %s; left out of the score", row["task"])
             continue
-        per_upstream.setdefault(row["upstream"], []).append(task_score(float(row["test"][row["metric"]]), ref))
+        score = task_score(float(row["test"][row["metric"]]), ref)
+        per_upstream.setdefault(row["upstream"], []).append(score)
     return {up: sum(scores) / len(scores) for up, scores in per_upstream.items()}

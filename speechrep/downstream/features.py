@@ -1,17 +1,18 @@
 """Where downstream heads get their input: an upstream's hidden states, live or from an on-disk cache.
 
-    source = FeatureSource.load("hubert_tiny", cache_root=Path("out/features"))   # frozen upstream + cache
+    source = FeatureSource("hubert_tiny", load_upstream("hubert_tiny"), cache_root=Path("out/features"))
     batches = source.batches(train_cuts, max_duration=100.0, shuffle=True, seed=0)  # epoch -> FeatureBatch
-    encoder = source.encoder(layers=None, finetune=False)     # nn.Module: batch -> (features, lengths)
+    encoder = source.encoder(layers=None, finetune=False)  # nn.Module: batch -> (features, lengths)
 
-A frozen upstream gives the same hidden states every epoch, so they are computed once per upstream × corpus
-subset and stored as fp16 (every layer, so the Featurizer's weighted sum stays trainable). The cache lives in
-`cache_root/<upstream name>-<fingerprint>/`, where the fingerprint hashes the upstream's class, config, hidden
-sizes, stride and weights: retraining or editing an upstream never reuses stale features. Entries are keyed by
-cut id plus a hash of the cut's audio source, start and duration (two corpora may reuse a cut id). Each shard is
-a safetensors file (`<cut key>/<layer>` → (T', H)) plus a JSON list of its cut keys, both written to a temporary
-name and renamed, so a killed run leaves only whole shards and the next run computes just the missing cuts.
-Reading memory-maps one shard at a time per cut; memory stays bounded by the batch, not the corpus.
+A frozen upstream gives the same hidden states every epoch, so they are computed once per upstream and cut
+and stored as fp16 (every layer, so the Featurizer's weighted sum stays trainable). The cache lives in
+`cache_root/<upstream name>-<fingerprint>/`; the fingerprint hashes the upstream's class, config, hidden
+sizes, stride and weights, so retraining or editing an upstream never reuses stale features. Entries are
+keyed by cut id plus a hash of the cut's audio source, start and duration (two corpora may reuse a cut id).
+A shard is a safetensors file (`<cut key>/<layer>` → (T', H)) plus a JSON list of its cut keys, each written
+to a temporary name and renamed, so a killed run leaves only whole shards and the next run computes just the
+missing cuts. Shards are memory-mapped and read cut by cut: memory stays bounded by the batch, not the
+corpus. (Under torchrun every rank fills the cache it needs; shards written twice are harmless duplicates.)
 
 With `finetune=True` the upstream is part of the trained model and always runs live.
 `CorpusNormalizer` normalises each layer with mean/std computed on the train split (the `fbank_global`
@@ -64,7 +65,7 @@ class FeatureBatch:
         return len(self.cuts)
 
 
-# --------------------------------------------------------------------------------------------- upstream forward
+# ------------------------------------------------------------------------------------------- upstream forward
 
 def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[list[Tensor], Tensor]:
     """Every hidden state (B, T', H) of `upstream` and the valid frame counts, padding frames zeroed."""
@@ -76,7 +77,7 @@ def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[l
 
 
 def upstream_fingerprint(upstream: nn.Module) -> str:
-    """A 16-hex-digit hash of an upstream's class, config, hidden sizes, stride and every weight and buffer."""
+    """A 16-hex-digit hash of an upstream's class, config, hidden sizes, stride, weights and buffers."""
     h = hashlib.sha256()
     h.update(f"{type(upstream).__module__}.{type(upstream).__qualname__}".encode())
     h.update(repr(getattr(upstream, "config", None)).encode())
@@ -88,7 +89,7 @@ def upstream_fingerprint(upstream: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-# --------------------------------------------------------------------------------------------------- the cache
+# -------------------------------------------------------------------------------------------------- the cache
 
 class FeatureCache:
     """All-layer hidden states of one upstream, on disk, keyed by `cut_key` (cut id + audio source hash)."""
@@ -183,7 +184,7 @@ def _open_shard(path: str):
     return safe_open(path, framework="pt")
 
 
-# ----------------------------------------------------------------------------------------------- normalisation
+# ---------------------------------------------------------------------------------------------- normalisation
 
 class CorpusNormalizer(nn.Module):
     """Per-layer, per-dimension standardisation with statistics of a whole (train) split."""
@@ -205,14 +206,14 @@ class CorpusNormalizer(nn.Module):
 # --------------------------------------------------------------------------------------------- encoder module
 
 class _Frozen:
-    """Holds a frozen upstream outside the module tree: it is not trained, not checkpointed, stays in eval()."""
+    """Holds a frozen upstream outside the module tree: not trained, not checkpointed, always in eval()."""
 
     def __init__(self, upstream: nn.Module):
         self.upstream = upstream.eval().requires_grad_(False)
 
 
 class LayerSizes(nn.Module):
-    """A parameter-free stand-in for an upstream: just its `hidden_sizes` (what a Featurizer needs to combine)."""
+    """A parameter-free stand-in for an upstream: its `hidden_sizes`, all a Featurizer needs to combine."""
 
     def __init__(self, hidden_sizes: list[int]):
         super().__init__()
@@ -235,7 +236,8 @@ class FeatureEncoder(nn.Module):
         else:
             self._frozen = _Frozen(upstream)
         self.normalizer = normalizer
-        self.featurizer = Featurizer(LayerSizes(upstream.hidden_sizes), layers=layers, normalize=normalize_layers)
+        self.featurizer = Featurizer(LayerSizes(upstream.hidden_sizes), layers=layers,
+                                     normalize=normalize_layers)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
         # .to()/.cuda() must also move the frozen upstream, which is deliberately not a submodule.
@@ -294,7 +296,8 @@ def _cut_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int, ep
                                               num_buckets=min(10, max(2, len(cuts) // 20)),
                                               world_size=world, rank=rank)
     else:
-        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=world, rank=rank)
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=world,
+                                   rank=rank)
     sampler.set_epoch(epoch)
     return sampler
 
@@ -307,8 +310,10 @@ class FeatureSource:
         self.name = name
         self.upstream = upstream
         self.device = torch.device(device)
-        self.cache = (FeatureCache(Path(cache_root) / f"{_safe(name)}-{upstream_fingerprint(upstream)}", cache_dtype)
-                      if cache_root is not None else None)
+        self.cache: FeatureCache | None = None
+        if cache_root is not None:
+            folder = Path(cache_root) / f"{_safe(name)}-{upstream_fingerprint(upstream)}"
+            self.cache = FeatureCache(folder, cache_dtype)
         self.hidden_sizes: list[int] = list(upstream.hidden_sizes)
         self.stride: int = int(upstream.stride)
         self.frame_shift: float = self.stride / int(getattr(upstream, "sample_rate", 16000))  # seconds

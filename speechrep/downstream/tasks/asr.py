@@ -59,7 +59,8 @@ def build(cfg: ASRConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
             hypotheses += [chars_to_text(vocab.decode(ids))
                            for ids in greedy_ctc_decode(logits, lengths, vocab.blank_id)]
             references += [transcript_of(c) for c in batch.cuts]
-        return {"wer": word_error_rate(hypotheses, references), "cer": char_error_rate(hypotheses, references)}
+        return {"wer": word_error_rate(hypotheses, references),
+                "cer": char_error_rate(hypotheses, references)}
 
     return TaskParts(head, train_cuts, dev_cuts, lambda: load_cuts(corpus_dir, cfg.subset, "test"),
                      loss_fn, evaluate)

@@ -1,4 +1,4 @@
-"""ER, emotion recognition (SUPERB; IEMOCAP, 4 classes, 5 folds): mean-pool + linear, accuracy, mean over folds.
+"""ER, emotion recognition (SUPERB; IEMOCAP, 4 classes): mean-pool + linear, accuracy, mean over 5 folds.
 
 Labels: `custom["emotion"]` and `custom["fold"]` (IEMOCAP session, or the synthetic corpus's speaker group).
 Cross-validation re-splits the whole subset by fold: run `fold<k>` tests on the cuts of fold k, selects on

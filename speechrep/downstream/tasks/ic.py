@@ -1,4 +1,4 @@
-"""IC, intent classification (SUPERB; Fluent Speech Commands): mean-pool + linear, one softmax per slot.
+"""IC, intent classification (SUPERB; Fluent Speech Commands): mean-pool + one linear softmax per slot.
 
 Labels: `custom["intent"]`, a mapping slot → value (action, object, location). Accuracy counts an utterance as
 right only when every slot is right (SUPERB's IC accuracy).
@@ -39,7 +39,8 @@ def intent_of(cut) -> dict[str, str]:  # noqa: ANN001 - a lhotse cut
     """The slot → value mapping of a cut."""
     intent = cut_label(cut, "intent")
     if not isinstance(intent, dict) or not intent:
-        raise SpeechrepError(f"cut {cut.id!r}: custom['intent'] must be a mapping slot -> value, got {intent!r}")
+        raise SpeechrepError(f"cut {cut.id!r}: custom['intent'] must be a mapping slot -> value, "
+                             f"got {intent!r}")
     return intent
 
 
@@ -53,12 +54,13 @@ def slot_targets(batch: FeatureBatch, slots: dict[str, dict[str, int]], device: 
 
 
 def build(cfg: ICConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
-    """Slot values from the train split, a mean-pool head with one classifier per slot, summed cross-entropy."""
+    """Slot values from the train split, a mean-pool head with one classifier per slot, summed losses."""
     train_cuts = load_cuts(corpus_dir, cfg.subset, "train")
     dev_cuts = load_cuts(corpus_dir, cfg.subset, "dev")
     intents = [intent_of(c) for c in train_cuts]
     slot_names = sorted({slot for intent in intents for slot in intent})
-    slots = {s: {v: i for i, v in enumerate(sorted({str(it[s]) for it in intents if s in it}))} for s in slot_names}
+    slots = {s: {v: i for i, v in enumerate(sorted({str(it[s]) for it in intents if s in it}))}
+             for s in slot_names}
     head = MeanPoolLinear(features.hidden_size, [len(v) for v in slots.values()], cfg.projection_size)
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> tuple[torch.Tensor, dict[str, float]]:

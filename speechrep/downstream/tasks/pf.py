@@ -1,8 +1,8 @@
 """PF, frame-level phoneme classification (the Mockingjay/TERA probe): linear per frame, frame accuracy.
 
 Labels: `custom["phone_alignment"]`, a list of `[phone, start_s, end_s]`. Frame i of the features covers
-[i·shift, (i+1)·shift) seconds (shift = upstream stride / 16 kHz) and takes the phone that contains its centre,
-or `<sil>` where no phone does (pauses, leading and trailing silence). Every valid frame is scored.
+[i·shift, (i+1)·shift) seconds (shift = upstream stride / 16 kHz) and takes the phone that contains its
+centre, or `<sil>` where no phone does (pauses, leading and trailing silence). Every valid frame is scored.
 """
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ def phones_of(cut) -> list[str]:  # noqa: ANN001 - a lhotse cut
     if isinstance(phones, str):
         phones = phones.split()
     if not isinstance(phones, list) or not all(isinstance(p, str) and p for p in phones):
-        raise SpeechrepError(f"cut {cut.id!r}: custom['phones'] must be a list of phone symbols, got {phones!r}")
+        raise SpeechrepError(f"cut {cut.id!r}: custom['phones'] must be a list of phone symbols, "
+                             f"got {str(phones)[:80]}")
     return phones
 
 
