@@ -164,5 +164,34 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
     return 0
 
+
+def _extract_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path,
+                   help="audio files, folders (searched recursively) or lhotse manifests")
+    p.add_argument("--upstream", required=True, help="registered name (see list) or an exported/HF/fairseq model")
+    p.add_argument("--checkpoint", type=Path, default=None, help="weights for a registered name")
+    p.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices, e.g. 6,12")
+    p.add_argument("--out", type=Path, required=True, help="writes shard-*.safetensors and index.jsonl here")
+    p.add_argument("--max-batch-seconds", type=float, default=120.0, help="padded audio seconds per batch")
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="longer files run in windows this long")
+    p.add_argument("--overlap-seconds", type=float, default=5.0, help="context kept on each side of a window")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, stored bf16")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+
+
+@command("extract", "write an upstream's hidden states for audio files to safetensors shards (resumable)",
+         _extract_arguments)
+def _extract(args: argparse.Namespace) -> int:
+    from speechrep.upstream.extract import extract_features
+    from speechrep.upstream.loading import load_upstream
+
+    upstream = load_upstream(args.upstream, args.checkpoint).to(args.device)
+    summary = extract_features(upstream, args.inputs, args.out, args.layers,
+                               max_batch_seconds=args.max_batch_seconds, chunk_seconds=args.chunk_seconds,
+                               overlap_seconds=args.overlap_seconds, precision=args.precision)
+    print(summary, file=sys.stderr if summary.failures else sys.stdout)
+    return 1 if summary.failures else 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
