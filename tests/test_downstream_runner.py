@@ -214,3 +214,30 @@ def test_exported_upstream_directory_runs_under_its_run_name(corpus: Path, tmp_p
     assert row["upstream"] == "my_run" and (tmp_path / "out" / "my_run" / "ks" / "results.json").is_file()
     with pytest.raises(runner.ConfigError, match="unknown upstream"):
         runner.benchmark(["no_such_upstream"], ["ks"], corpus, tmp_path / "out2")
+
+
+def test_cache_keeps_values_beyond_fp16_range(tmp_path: Path) -> None:
+    from lhotse.dataset.collation import collate_audio
+
+    from speechrep.downstream.features import FeatureCache
+    from speechrep.upstream.base import UpstreamOutput
+
+    class Loud(torch.nn.Module):
+        sample_rate, stride, hidden_sizes = 16000, 160, [2, 2]
+
+        def forward(self, wavs, wav_lens):  # noqa: ANN001, ANN202
+            frames = wavs[:, : wavs.shape[1] // 160 * 160].reshape(len(wavs), -1, 160)
+            h = torch.stack([frames.mean(-1), frames.std(-1)], -1)
+            return UpstreamOutput([h, h * 1e6], wav_lens // 160)
+
+    corpus = make_corpus(tmp_path / "c", ("ks",))
+    cuts = load_cuts(corpus, "ks", "dev").subset(first=3)
+    cache = FeatureCache(tmp_path / "cache")
+    cache.fill(cuts, Loud(), torch.device("cpu"))
+    states, lengths = cache.read(cuts, 2)
+    live = Loud()(*collate_audio(cuts))
+    assert torch.isfinite(states[1]).all() and states[1].abs().max() > 1e5
+    for i in range(3):
+        n = int(lengths[i])
+        torch.testing.assert_close(states[1][i, :n], live.hidden_states[1][i, :n], rtol=1e-6, atol=0)
+        torch.testing.assert_close(states[0][i, :n], live.hidden_states[0][i, :n], rtol=2e-3, atol=1e-4)

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SHARD_BYTES = 256 * 2**20  # one cache shard holds about this much fp16 data
 CACHE_BATCH_SECONDS = 160.0  # audio per upstream forward while filling the cache
+FP16_MAX = 65504.0
 
 
 @dataclass
@@ -136,7 +137,10 @@ class FeatureCache:
                 for i, cut in enumerate(batch_cuts):
                     n, key = int(lengths[i]), cut_key(cut)
                     for layer, h in enumerate(states):
-                        t = h[i, :n].to("cpu", self.dtype).contiguous()
+                        t = h[i, :n].to("cpu")
+                        # Activations beyond the fp16 range (a few large models have them) stay fp32.
+                        fits = self.dtype != torch.float16 or not t.numel() or t.abs().max() < FP16_MAX
+                        t = t.to(self.dtype if fits else torch.float32).contiguous()
                         pending[f"{key}/{layer}"] = t
                         pending_bytes += t.numel() * t.element_size()
                     pending_keys.append(key)
@@ -287,17 +291,20 @@ class DownstreamModel(nn.Module):
 # ------------------------------------------------------------------------------------------------ the source
 
 def _cut_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int, epoch: int) -> Iterable[CutSet]:
-    """Duration-bounded CutSet batches, deterministic for (cuts, seed, epoch), this DDP rank's share."""
-    rank, world = rank_and_world()
+    """Duration-bounded CutSet batches, deterministic for (cuts, seed, epoch).
+
+    Shuffled (training) batches are this DDP rank's share; ordered (evaluation) batches cover the whole split,
+    because only rank 0 evaluates.
+    """
     if shuffle:
+        rank, world = rank_and_world()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
             sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, seed=seed,
                                               num_buckets=min(10, max(2, len(cuts) // 20)),
                                               world_size=world, rank=rank)
     else:
-        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=world,
-                                   rank=rank)
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=1, rank=0)
     sampler.set_epoch(epoch)
     return sampler
 
