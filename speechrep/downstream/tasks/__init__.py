@@ -23,7 +23,8 @@ select on dev, evaluate test once, write results.json):
         return TaskParts(head, train_cuts, dev_cuts, lambda: load_cuts(corpus_dir, cfg.subset, "test"),
                          loss_fn, evaluate)
 
-    TASK = TaskSpec(name="ks", config=KSConfig, build=build, metric="accuracy", higher_is_better=True)
+    TASK = TaskSpec(name="ks", config=KSConfig, build=build, metric="accuracy", higher_is_better=True,
+                    best_value=1.0)
 
 Rules the runner relies on:
 - `build` may read train and dev, never test: `TaskParts.load_test` is called once, after training, with the
@@ -35,6 +36,12 @@ Rules the runner relies on:
   task file; a missing label raises `SpeechrepError` naming the cut and the field.
 - `TaskSpec.sub_runs` (optional) splits one task into runs whose metrics are averaged, e.g. ER's
   cross-validation folds: `{"fold1": cfg_for_fold_1, ...}`; each sub-run is its own run directory.
+- `TaskSpec.trains=False` (QbE) skips training: the runner only evaluates dev, then test.
+- The runner sets `cfg.train.metric`, `metric_mode` from `TaskSpec.metric`, `higher_is_better`: best.pt is
+  always chosen by the task's headline dev metric.
+- What a task may use from `features` (a FeatureSource): `hidden_size` (input size of the head),
+  `hidden_sizes`, `frame_shift` (seconds per feature frame, for frame labels), `stride`, `name`, and
+  `batches(...)` for a task that scores hidden states without training (QbE); never the upstream module.
 """
 from __future__ import annotations
 
