@@ -96,7 +96,8 @@ def build(cfg: ASVConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> torch.Tensor:
         embeddings, _ = model(batch)
-        labels = torch.tensor([speakers[cut_label(c, "speaker")] for c in batch.cuts], device=embeddings.device)
+        labels = torch.tensor([speakers[cut_label(c, "speaker")] for c in batch.cuts],
+                              device=embeddings.device)
         return getattr(model, "module", model).head.classifier(embeddings, labels)  # `module`: under DDP
 
     def evaluate(model: nn.Module, batches: Iterable[FeatureBatch]) -> dict[str, float]:

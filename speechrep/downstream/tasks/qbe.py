@@ -68,8 +68,9 @@ def read_truth(path: Path, queries: list[str], documents: list[str]) -> Truth:
     return Truth(queries, documents, labels)
 
 
-def layer_scores(query_states: list[list[Tensor]], document_states: list[list[Tensor]], layer: int) -> np.ndarray:
-    """(queries, documents) z-normalised DTW scores of one layer; states are per-cut lists of (T, H) layers."""
+def layer_scores(query_states: list[list[Tensor]], document_states: list[list[Tensor]],
+                 layer: int) -> np.ndarray:
+    """(queries, documents) z-normalised DTW scores of one layer; a state is a cut's list of (T, H) layers."""
     documents = pad_sequence([d[layer].float() for d in document_states], batch_first=True)
     lengths = torch.tensor([d[layer].shape[0] for d in document_states])
     scores = torch.stack([qbe_scores(q[layer].float(), documents, lengths) for q in query_states])
@@ -81,7 +82,8 @@ def build(cfg: QbEConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
     subset_dir = Path(corpus_dir) / cfg.subset
 
     def split(name: str) -> tuple[CutSet, Truth]:
-        queries, documents = load_cuts(subset_dir / f"{name}_queries.jsonl.gz"), load_cuts(corpus_dir, cfg.subset, name)
+        queries = load_cuts(subset_dir / f"{name}_queries.jsonl.gz")
+        documents = load_cuts(corpus_dir, cfg.subset, name)
         truth = read_truth(subset_dir / f"{name}_truth.txt", list(queries.ids), list(documents.ids))
         return queries + documents, truth
 
@@ -94,7 +96,7 @@ def build(cfg: QbEConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
     chosen: dict[str, int] = {}  # the layer picked on dev
 
     def states_of(model: nn.Module, batches: Iterable[FeatureBatch]) -> dict[str, list[Tensor]]:
-        """Every cut's hidden states, one (T, H) tensor per layer (normalised like the trained tasks' input)."""
+        """Every cut's hidden states, one (T, H) tensor per layer (normalised as the trained tasks' input)."""
         encoder = model.encoder
         states: dict[str, list[Tensor]] = {}
         for batch in batches:
@@ -126,8 +128,8 @@ def build(cfg: QbEConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
             chosen["layer"] = max(layers, key=lambda k: results[k])  # MTWV first, MAP breaks ties
         elif "layer" not in chosen:  # test before any dev evaluation: pick the layer on dev first
             device = next(model.parameters()).device
-            dev_batches = (to_device(b, device) for b in features.batches(dev_cuts, cfg.max_duration, False)(0))
-            dev_results = per_layer(states_of(model, dev_batches), dev_truth)
+            dev_batches = features.batches(dev_cuts, cfg.max_duration, shuffle=False)(0)
+            dev_results = per_layer(states_of(model, (to_device(b, device) for b in dev_batches)), dev_truth)
             chosen["layer"] = max(layers, key=lambda k: dev_results[k])
         best = chosen["layer"]
         return {"mtwv": results[best][0], "map": results[best][1], "layer": float(best),

@@ -54,7 +54,8 @@ def speaker_turns(cut) -> list[Segment]:  # noqa: ANN001 - a lhotse cut
     """The cut's speaker turns (times relative to the cut), in order of start time."""
     turns = [Segment(str(s.speaker), max(0.0, s.start), min(cut.duration, s.end)) for s in cut.supervisions]
     if not turns or any(s.speaker in ("None", "") for s in turns):
-        raise SpeechrepError(f"cut {cut.id!r}: diarization needs one supervision per turn, each with a speaker")
+        raise SpeechrepError(f"cut {cut.id!r}: diarization needs one supervision per turn, each with a "
+                             "speaker")
     return sorted(turns, key=lambda s: (s.start, s.end))
 
 
@@ -117,7 +118,8 @@ def build(cfg: SDConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
             logits, lengths = model(batch)
             probabilities = torch.sigmoid(logits.float()).cpu().numpy()
             for cut, p, n in zip(batch.cuts, probabilities, lengths.tolist()):
-                hypothesis = activity_to_turns(smooth_decisions(p[:n], cfg.threshold, cfg.median_filter), shift)
+                decisions = smooth_decisions(p[:n], cfg.threshold, cfg.median_filter)
+                hypothesis = activity_to_turns(decisions, shift)
                 results.append(der_from_segments(speaker_turns(cut), hypothesis, SCORING_SHIFT, cfg.collar))
         total = combine_der(results)
         return {"der": total.der, "miss": total.miss, "false_alarm": total.false_alarm,

@@ -2,11 +2,11 @@
 
 Input: the upstream's features of the noisy recording (the cut's audio). Target: `cut.clean` (a lhotse
 Recording field, `cut.load_clean()`) of the same length. The head predicts a [0, 1] mask per STFT bin of the
-noisy input (n_fft 512, hop 160, Hann; frames of a coarser upstream are repeated to the STFT rate); training
-minimises the mean squared error between the masked noisy magnitude and the phase-sensitive target
-|C|·cos(∠C − ∠X), clipped to [0, |X|] (s3prl's "NPSM" MSE objective). The estimate is the masked spectrum with
-the noisy phase, inverted by iSTFT. Reported per utterance and averaged: wide-band PESQ (the headline, which
-also picks the checkpoint on dev), STOI and SI-SDR against the clean reference.
+noisy input (n_fft 512, hop 160, Hann; frames of a coarser upstream are repeated to the STFT rate);
+training minimises the mean squared error between the masked noisy magnitude and the phase-sensitive
+target |C|·cos(∠C − ∠X), clipped to [0, |X|] (s3prl's "NPSM" MSE objective). The estimate is the masked
+spectrum with the noisy phase, inverted by iSTFT. Reported per utterance and averaged: wide-band PESQ (the
+headline, which also picks the checkpoint on dev), STOI and SI-SDR against the clean reference.
 """
 from __future__ import annotations
 

@@ -97,9 +97,11 @@ def build(cfg: SFConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
             hypotheses += [chars_to_text(vocab.decode(ids))
                            for ids in greedy_ctc_decode(logits, lengths, vocab.blank_id)]
             references += [slot_target(c) for c in batch.cuts]
+        plain_hypotheses = [plain_text(h) for h in hypotheses]
+        plain_references = [plain_text(r) for r in references]
         return {"slot_type_f1": slot_type_f1(hypotheses, references),
                 "slot_value_cer": slot_value_cer(hypotheses, references),
-                "cer": char_error_rate([plain_text(h) for h in hypotheses], [plain_text(r) for r in references])}
+                "cer": char_error_rate(plain_hypotheses, plain_references)}
 
     return TaskParts(head, train_cuts, dev_cuts, lambda: load_cuts(corpus_dir, cfg.subset, "test"),
                      loss_fn, evaluate)

@@ -22,13 +22,14 @@ from speechrep.downstream.features import FeatureBatch, FeatureSource
 from speechrep.downstream.heads import MaskBiLSTM, istft, match_frames, stft
 from speechrep.downstream.metrics import pit_assign, pit_loss, reorder_sources, si_sdr, si_sdr_improvement
 from speechrep.downstream.tasks import TaskParts, TaskSpec
-from speechrep.downstream.tasks.se import HOP, N_FFT, load_waves, masked_mse, phase_sensitive_target, stft_lengths
+from speechrep.downstream.tasks.se import (HOP, N_FFT, load_waves, masked_mse, phase_sensitive_target,
+                                           stft_lengths)
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig
 
 SOURCE_FIELDS = ("source1", "source2")
-# Topline of the SUPERB-style score: mean SI-SDRi of the oracle phase-sensitive [0, 1] masks (the best this
-# head can output) over the 16 mixtures of the tiny mini-SUPERB (seed 0): 16.6 dB.
+# Topline of the SUPERB-style score: the mean SI-SDRi of oracle masks in this head's output range (the
+# phase-sensitive target / |X|, clipped to [0, 1]) over the 16 mixtures of the tiny mini-SUPERB (seed 0).
 ORACLE_SI_SDRI = 16.6
 
 
@@ -49,7 +50,8 @@ class SSConfig:
 
 def source_spectra(batch: FeatureBatch, device: torch.device) -> Tensor:
     """(B, 2, T, F) complex spectra of the two reference sources."""
-    return torch.stack([stft(load_waves(batch.cuts, name, device)[0], N_FFT, HOP) for name in SOURCE_FIELDS], 1)
+    waves = [load_waves(batch.cuts, name, device)[0] for name in SOURCE_FIELDS]
+    return torch.stack([stft(w, N_FFT, HOP) for w in waves], 1)
 
 
 def build(cfg: SSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
