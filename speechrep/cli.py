@@ -144,6 +144,40 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 
+def _kmeans_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", required=True, metavar="mfcc|fbank|UPSTREAM[:LAYER]",
+                   help="hand-crafted features, or a hub name / exported upstream and a hidden-state index")
+    p.add_argument("--data", type=Path, required=True,
+                   help="a corpus directory (its `unlabeled` train and dev) or a manifest")
+    p.add_argument("--k", type=int, required=True, help="number of clusters")
+    p.add_argument("--out", type=Path, required=True, help="writes kmeans.json, centroids.npy, <split>.npz")
+    p.add_argument("--stride", type=int, default=None, help="samples per label (hand-crafted features; default 320)")
+    p.add_argument("--fit-fraction", type=float, default=1.0, help="share of train utterances to fit on")
+    p.add_argument("--max-fit-frames", type=int, default=1_000_000, help="frames sampled to fit at most")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where upstream features run")
+
+
+@command("kmeans", "k-means targets for HuBERT-style pre-training: fit on a sample, label train and dev",
+         _kmeans_arguments)
+def _kmeans(args: argparse.Namespace) -> int:
+    from speechrep.pretrain.kmeans import run_kmeans
+
+    report = run_kmeans(args.features, args.data, args.k, args.out, stride=args.stride,
+                        fit_fraction=args.fit_fraction, max_fit_frames=args.max_fit_frames, seed=args.seed,
+                        device=args.device)
+    print(f"{args.out}: k={report['k']} on {report['describe']}, label every {report['stride']} samples, "
+          f"{report['used_clusters']}/{report['k']} clusters used")
+    for split, stats in report["splits"].items():
+        quality = stats.get("label_quality")
+        line = f"  {split}: {stats['cuts']} cuts, {stats['frames']} frames, {stats['used_clusters']} clusters used"
+        if quality:
+            line += (f"; phone purity {quality['phone_purity']:.3f}, "
+                     f"cluster purity {quality['cluster_purity']:.3f}, PNMI {quality['pnmi']:.3f}")
+        print(line)
+    return 0
+
+
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=("tiny", "small", "full"), default="tiny",
                    help="corpus size: tiny (tests, <1 min), small (demo, minutes), full (tens of hours)")

@@ -10,3 +10,4 @@ from speechrep.upstream import wavlm  # noqa: F401
 from speechrep.upstream import data2vec  # noqa: F401
 from speechrep.upstream import distilhubert  # noqa: F401
 from speechrep.upstream import melhubert  # noqa: F401
+from speechrep.upstream import best_rq  # noqa: F401
