@@ -241,3 +241,44 @@ def test_cache_keeps_values_beyond_fp16_range(tmp_path: Path) -> None:
         n = int(lengths[i])
         torch.testing.assert_close(states[1][i, :n], live.hidden_states[1][i, :n], rtol=1e-6, atol=0)
         torch.testing.assert_close(states[0][i, :n], live.hidden_states[0][i, :n], rtol=2e-3, atol=1e-4)
+
+
+def test_overrides_apply_to_every_task_or_to_one(tmp_path: Path) -> None:
+    from speechrep.downstream.tasks import get_task
+
+    overrides = ["train.max_steps=7", "pr.train.lr=0.5", "ks.projection_size=8"]
+    ks = runner.load_task_config(get_task("ks"), "tiny", overrides)
+    pr = runner.load_task_config(get_task("pr"), "tiny", overrides)
+    assert ks.train.max_steps == pr.train.max_steps == 7
+    assert pr.train.lr == 0.5 and ks.train.lr == 1e-2 and ks.projection_size == 8
+    with pytest.raises(runner.ConfigError, match="unknown key"):
+        runner.load_task_config(get_task("pr"), None, ["projection_size=8"])
+    with pytest.raises(runner.ConfigError, match="no preset"):
+        runner.load_task_config(get_task("ks"), "nonexistent")
+
+
+def test_bad_input_gives_one_line_errors(corpus: Path, tmp_path: Path, capsys) -> None:
+    from lhotse import CutSet
+
+    base = ["benchmark", "--upstream", "fbank", "--corpus", str(corpus), "--out", str(tmp_path / "o")]
+    assert main([*base, "--tasks", "nope"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+    assert main([*base, "--tasks", "ks", "--lr-sweep", "1e-2,fast"]) == 2
+    assert "--lr-sweep" in capsys.readouterr().err
+    missing = ["benchmark", "--upstream", "fbank", "--tasks", "ks", "--corpus", str(tmp_path / "none"),
+               "--out", str(tmp_path / "o")]
+    assert main(missing) == 2 and "no such folder" in capsys.readouterr().err
+    # A cut without its label names the cut and the field.
+    broken = tmp_path / "broken"
+    (broken / "ks").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        cuts = load_cuts(corpus, "ks", split)
+        if split == "train":
+            first = next(iter(cuts))
+            first.supervisions[0].custom = {}
+        CutSet.from_cuts(cuts).to_file(broken / "ks" / f"{split}.jsonl.gz")
+    argv = ["benchmark", "--upstream", "fbank", "--tasks", "ks", "--corpus", str(broken), "--out",
+            str(tmp_path / "o2"), "--preset", "tiny"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"cut {first.id!r}" in err and "'keyword'" in err
