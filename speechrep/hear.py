@@ -6,14 +6,14 @@
     scene = module.get_scene_embeddings(audio, model)
 
 Timestamps are exact, not stride/2 guesses: output frame j of an upstream depends on input samples
-[j·stride − offset, j·stride − offset + receptive_field), with the receptive field of the front end computed
+[j·stride − offset, j·stride − offset + receptive_field), the receptive field of the front end computed
 from its configuration (`speechrep.upstream.chunking.frame_geometry`): the conv stack's kernels and strides
 for the wav2vec 2.0 family (400 samples, stride 320 → centres at 12.5, 32.5, 52.5 ms ...), the analysis
 window for fbank/MFCC-style baselines and log-mel families (25 ms window, 10 ms shift → 12.5, 22.5 ms ...;
-`k` stacked frames span 400 + 160·(k − 1) samples), the padded conv stack for CPC. A frame's timestamp is the
-centre of that interval in milliseconds. Self-attention or RNN layers above the front end see wider context;
-the timestamp locates the frame's own samples. Sounds longer than `chunk_seconds` run in overlapping windows
-(`speechrep.upstream.chunking`), so memory stays bounded.
+`k` stacked frames span 400 + 160·(k − 1) samples), the padded conv stack for CPC. A frame's timestamp
+is the centre of that interval in milliseconds. Self-attention or RNN layers above the front end see wider
+context; the timestamp locates the frame's own samples. Sounds longer than `chunk_seconds` run in
+overlapping windows (`speechrep.upstream.chunking`), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class HearModel(nn.Module):
         self.upstream = upstream.eval()
         sizes = list(upstream.hidden_sizes)
         if layer is not None and not -len(sizes) <= layer < len(sizes):
-            raise ConfigError(f"hear: layer {layer} out of range; this upstream has layers 0..{len(sizes) - 1}")
+            raise ConfigError(f"hear: layer {layer} out of range; this upstream has 0..{len(sizes) - 1}")
         if layer is None and len(set(sizes)) != 1:
             raise ConfigError(f"hear: layer=None averages all layers, but their sizes differ ({sizes})")
         self.layer = layer
@@ -82,7 +82,9 @@ class HearModel(nn.Module):
         return centres.float()[None].expand(n_sounds, -1)
 
 
-def load_model(model_file_path: str = "", upstream: str = "hubert_base", layer: int | None = None) -> HearModel:
+def load_model(
+    model_file_path: str = "", upstream: str = "hubert_base", layer: int | None = None
+) -> HearModel:
     """A HEAR model: `upstream` by name (random weights if `model_file_path` is empty, else its weights), or
     the model at `model_file_path` itself when that is a directory (speechrep export, HF) or a fairseq .pt."""
     if not model_file_path:
@@ -96,7 +98,7 @@ def load_model(model_file_path: str = "", upstream: str = "hubert_base", layer: 
 
 
 def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
-    """(n_sounds, n_samples) → (embeddings (n_sounds, n_frames, size), timestamps (n_sounds, n_frames) in ms)."""
+    """(n_sounds, n_samples) → ((n_sounds, n_frames, size) embeddings, (n_sounds, n_frames) times in ms)."""
     with torch.inference_mode():
         embeddings = model(audio)
     timestamps = model.timestamps(embeddings.shape[0], embeddings.shape[1]).to(embeddings.device)

@@ -30,7 +30,7 @@ def _relative_errors(full: list[torch.Tensor], chunked: list[torch.Tensor]) -> l
 
 
 def test_geometry_from_conv_config_and_feature_window() -> None:
-    # wav2vec 2.0 stack (10,5),(3,2)x4,(2,2)x2: 1 + 9 + 2·5 + 2·10 + 2·20 + 2·40 + 1·80 + 1·160 = 400 samples
+    # wav2vec 2.0 stack (10,5),(3,2)x4,(2,2)x2: 1 + 9 + 2·5 + 2·10 + 2·20 + 2·40 + 80 + 160 = 400 samples
     geometry = frame_geometry(load_upstream("wav2vec2_tiny"))
     assert (geometry.receptive_field, geometry.stride, geometry.offset) == (400, 320, 0)
     assert conv_receptive_field(BASE_CONV) == (400, 320)  # the tiny model has the Base kernels and strides

@@ -1,4 +1,4 @@
-"""`extract_features` and `speechrep extract`: features equal the upstream's, bad files skipped, re-runs resume."""
+"""`extract_features` and `speechrep extract`: the upstream's features, bad files skipped, re-runs resume."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     generator = torch.Generator().manual_seed(0)
     for utt_id, seconds in DURATIONS.items():
-        save_audio(root / f"{utt_id}.wav", 0.2 * torch.randn(int(16000 * seconds), generator=generator), 16000)
+        samples = 0.2 * torch.randn(int(16000 * seconds), generator=generator)
+        save_audio(root / f"{utt_id}.wav", samples, 16000)
     (root / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
     (root / "notes.txt").write_text("not audio, not picked up")
     return root
@@ -89,7 +90,9 @@ def test_cli_refuses_other_settings_in_the_same_directory(
     assert "layers: [7] out of range" in capsys.readouterr().err
 
 
-def test_a_killed_run_leaves_nothing_that_breaks_the_next(corpus: Path, exported: Path, tmp_path: Path) -> None:
+def test_a_killed_run_leaves_nothing_that_breaks_the_next(
+    corpus: Path, exported: Path, tmp_path: Path
+) -> None:
     model = load_upstream(exported)
     out = tmp_path / "feats"
     extract_features(model, [corpus / "a.wav"], out, layers=[2], progress=False)

@@ -8,7 +8,7 @@ gap and no duplicate, and the stitched output has exactly as many frames as the 
 
 The trade-off. Memory and time of one window are bounded by `chunk_seconds` (self-attention is quadratic in
 length), and the stitched features take O(frames × layers × width). What is lost is context beyond a window:
-- frame-local front ends (conv encoder with layer norm, Kaldi fbank without CMVN) are identical to a full pass;
+- frame-local front ends (conv encoder with layer norm, Kaldi fbank without CMVN) equal a full pass;
 - anything with utterance-wide statistics differs: group norm over time in the first conv of "base"
   wav2vec 2.0/HuBERT/WavLM, waveform normalisation of "large" models, per-utterance CMVN of the fbank/log-mel
   families;
@@ -36,7 +36,7 @@ KALDI_SHIFT = 160  # 10 ms
 
 @dataclass(frozen=True)
 class FrameGeometry:
-    """Where output frame j lies in the input: samples [j·stride − offset, j·stride − offset + receptive_field)."""
+    """Frame j depends on input samples [j·stride − offset, j·stride − offset + receptive_field)."""
 
     receptive_field: int  # input samples that one output frame depends on (before any self-attention/RNN)
     stride: int  # input samples between consecutive output frames

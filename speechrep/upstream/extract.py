@@ -82,7 +82,8 @@ def _manifest_utterances(path: Path, sample_rate: int) -> list[_Utterance]:
     try:
         manifest = load_manifest(path)
     except Exception as error:  # lhotse raises many types on malformed manifests
-        raise ConfigError(f"{path}: not a readable lhotse manifest ({type(error).__name__}: {error})") from error
+        reason = f"{type(error).__name__}: {error}"
+        raise ConfigError(f"{path}: not a readable lhotse manifest ({reason})") from error
     if isinstance(manifest, RecordingSet):
         manifest = CutSet.from_manifests(recordings=manifest)
     if not isinstance(manifest, CutSet):
@@ -188,9 +189,9 @@ class _ShardWriter:
         for key, tensor in zip(keys, hidden):
             self.tensors[key] = tensor.detach().to("cpu").clone()  # a copy: a view would pin the whole batch
             self.bytes += tensor.numel() * tensor.element_size()
-        self.entries.append({"id": utt.id, "source": utt.source, "keys": keys, "frames": int(hidden[0].shape[0]),
-                             "layers": self.settings["layers"], "stride": self.settings["stride"],
-                             "sample_rate": self.settings["sample_rate"]})
+        self.entries.append({"id": utt.id, "source": utt.source, "keys": keys,
+                             "frames": int(hidden[0].shape[0]), "layers": self.settings["layers"],
+                             "stride": self.settings["stride"], "sample_rate": self.settings["sample_rate"]})
         if self.bytes >= self.max_shard_bytes:
             self.flush()
 
@@ -217,8 +218,8 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
         previous = json.loads(path.read_text())
         differing = sorted(k for k in settings if k != "upstream" and previous.get(k) != settings[k])
         if differing:
-            raise ConfigError(f"{out_dir}: holds features written with other settings ({', '.join(differing)} "
-                              f"differ from {SETTINGS_NAME}); use another output directory")
+            raise ConfigError(f"{out_dir}: holds features written with other settings "
+                              f"({', '.join(differing)} differ from {SETTINGS_NAME}); use another directory")
     else:
         path.write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -231,10 +232,10 @@ def parse_layers(layers: str | Sequence[int], num_layers: int) -> list[int]:
         try:
             layers = [int(part) for part in layers.split(",") if part.strip()]
         except ValueError as error:
-            raise ConfigError(f"layers: expected 'all' or comma-separated integers, got {layers!r}") from error
+            raise ConfigError(f"layers: expected 'all' or comma-separated integers, got {layers!r}") from None
     chosen = sorted(set(int(k) for k in layers))
     if not chosen or chosen[0] < 0 or chosen[-1] >= num_layers:
-        raise ConfigError(f"layers: {list(layers)} out of range; this upstream has layers 0..{num_layers - 1}")
+        raise ConfigError(f"layers: {list(layers)} out of range; this upstream has 0..{num_layers - 1}")
     return chosen
 
 
@@ -276,7 +277,8 @@ def extract_features(
     chosen = parse_layers(layers, len(upstream.hidden_sizes))
     settings = {"upstream": getattr(upstream, "provenance", type(upstream).__name__), "layers": chosen,
                 "hidden_sizes": [upstream.hidden_sizes[k] for k in chosen], "stride": geometry.stride,
-                "receptive_field": geometry.receptive_field, "sample_rate": sample_rate, "precision": precision}
+                "receptive_field": geometry.receptive_field, "sample_rate": sample_rate,
+                "precision": precision}
     _check_settings(out, settings)
     utterances, failures = collect_utterances(inputs, sample_rate)
     done = read_index(out)
@@ -318,7 +320,8 @@ def extract_features(
     upstream.eval()
     long = [utt for utt in todo if utt.duration > chunk_seconds]
     short = [utt for utt in todo if utt.duration <= chunk_seconds]
-    bar = tqdm(total=len(todo), unit="utt", desc="extract", disable=(None if progress is None else not progress))
+    quiet = None if progress is None else not progress  # None: tqdm shows the bar on a terminal only
+    bar = tqdm(total=len(todo), unit="utt", desc="extract", disable=quiet)
     try:
         with torch.inference_mode(), autocast:
             for utt in long:
