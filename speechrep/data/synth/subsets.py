@@ -111,10 +111,11 @@ def _assign(rng: np.random.Generator, speakers: list[Speaker], count: int) -> li
 
 # ------------------------------------------------------------------------------------------- planners
 def plan_sentences(name: str, rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-                   counts: tuple[int, int, int]) -> Plan:
+                   counts: tuple[int, int, int], words: tuple[int, int] = (4, 14)) -> Plan:
     """unlabeled / pr / asr: random sentences with text, phones and alignments; speaker-disjoint splits."""
     spk = _speakers(rng, speakers, f"{name}_spk")
-    items = {split: [_single_item(audio_dir, f"{name}_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng)))
+    items = {split: [_single_item(audio_dir, f"{name}_{split}_{i:05d}",
+                                  _spec(rng, s, texts.random_sentence(rng, *words)))
                      for i, s in enumerate(_assign(rng, spk[split], n))]
              for split, n in zip(SPLITS, counts)}
     return Plan(spk, items)
@@ -376,7 +377,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 
 
 PLANNERS: dict[str, Callable[..., Plan]] = {
-    "unlabeled": lambda rng, d, s, c: plan_sentences("unlabeled", rng, d, s, c),
+    "unlabeled": lambda rng, d, s, c: plan_sentences("unlabeled", rng, d, s, c, words=(6, 22)),
     "pr": lambda rng, d, s, c: plan_sentences("pr", rng, d, s, c),
     "asr": lambda rng, d, s, c: plan_sentences("asr", rng, d, s, c),
     "ks": plan_ks, "qbe": plan_qbe, "sid": plan_sid, "asv": plan_asv, "sd": plan_sd, "er": plan_er,
