@@ -70,7 +70,8 @@ class GumbelVectorQuantizer(nn.Module):
         self.weight_proj = (GroupedLinear(input_dim, groups * entries, groups) if grouped_input
                             else nn.Linear(input_dim, groups * entries))
         self.codebook = nn.Parameter(torch.empty(groups, entries, code_dim // groups).uniform_())
-        nn.init.normal_(self.weight_proj.weight, std=1.0)
+        if not grouped_input:  # wav2vec 2.0's N(0, 1); VQ-APC/NPC keep a default Linear's scale, as their
+            nn.init.normal_(self.weight_proj.weight, std=1.0)  # references do (N(0, 1) collapses their codebooks)
         nn.init.zeros_(self.weight_proj.bias)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> QuantizerOutput:

@@ -4,7 +4,7 @@ Mockingjay (Liu et al. 2020, https://arxiv.org/abs/1910.12638): 80-dim log-mel f
 30 ms per frame), a linear projection + sinusoidal positions + LayerNorm, then post-LN transformer layers
 (768, 12 heads, FFN 3072, GELU); pre-training reconstructs masked frames (L1). TERA (Liu et al. 2021,
 https://arxiv.org/abs/2007.06028) is the same encoder on unstacked frames (stride 160) trained on time,
-frequency and magnitude alteration (`speechrep.pretrain.mockingjay`). Audio ALBERT (Chi et al. 2021,
+frequency and magnitude alteration (`alter_features`). Audio ALBERT (Chi et al. 2021,
 https://arxiv.org/abs/2005.08575) shares one layer's parameters across all layers. Hidden states: the
 embedding output, then one per layer. Frames = (1 + (samples − 400) // 160) // downsample.
 """
@@ -132,6 +132,33 @@ def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, T
     B, T, D = feats.shape
     T = T // factor * factor
     return feats[:, :T].reshape(B, T // factor, D * factor), lengths // factor
+
+
+def alter_features(feats: Tensor, lengths: Tensor, time_mask_prob: float = 0.15, time_span: int = 7,
+                   freq_mask_max: int = 0, noise_prob: float = 0.0, generator: torch.Generator | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """TERA alteration: zero random time spans, one random frequency band, add Gaussian noise (whole batch).
+
+    Returns the altered features and a (B, T') bool mask of the altered frames (the frames to reconstruct
+    for time masking; every valid frame when only frequency/magnitude alteration applies).
+    """
+    B, T, D = feats.shape
+    dev = feats.device
+    valid = padding_mask(lengths, T)
+    starts = torch.rand(B, T, generator=generator, device=dev) < time_mask_prob / max(time_span, 1)
+    # a frame is masked when a span started within the previous `time_span` frames (vectorised by conv)
+    spans = F.conv1d(starts[:, None].float(), torch.ones(1, 1, time_span, device=dev), padding=time_span - 1)
+    time_masked = (spans[:, 0, :T] > 0) & valid
+    altered = feats.masked_fill(time_masked[..., None], 0.0)
+    if freq_mask_max > 0:
+        width = torch.randint(0, freq_mask_max + 1, (B, 1), generator=generator, device=dev)
+        start = (torch.rand(B, 1, generator=generator, device=dev) * (D - width + 1)).long()
+        bins = torch.arange(D, device=dev)[None]
+        altered = altered.masked_fill(((bins >= start) & (bins < start + width))[:, None, :], 0.0)
+    if noise_prob > 0 and torch.rand((), generator=generator, device=dev) < noise_prob:
+        altered = altered + torch.randn(feats.shape, generator=generator, device=dev) * 0.2
+    targets = time_masked if time_mask_prob > 0 else valid
+    return altered * valid[..., None], targets
 
 
 @register_upstream("mockingjay")
