@@ -109,6 +109,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from speechrep.bench.leaderboard import write_summary
     from speechrep.downstream.runner import benchmark
     from speechrep.errors import ConfigError
+    from speechrep.train import finish_distributed, is_main_process
 
     try:
         lrs = [float(x) for x in args.lr_sweep.split(",")] if args.lr_sweep else None
@@ -118,7 +119,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     rows = benchmark(args.upstream, tasks, args.corpus, args.out, finetune=args.finetune, lr_sweep=lrs,
                      random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
                      overrides=args.overrides)
-    print(write_summary(rows, args.out), end="")
+    if is_main_process():
+        print(write_summary(rows, args.out), end="")
+    finish_distributed()
     return 0
 
 
@@ -225,6 +228,23 @@ def _extract(args: argparse.Namespace) -> int:
                                overlap_seconds=args.overlap_seconds, precision=args.precision)
     print(summary, file=sys.stderr if summary.failures else sys.stdout)
     return 1 if summary.failures else 0
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument("--preset", default=None, help="synthetic corpus preset (default: small, from configs/demo.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of configs/demo.yaml")
+
+
+@command("demo", "the main job: synthesise a corpus, pre-train SSL models, benchmark them against FBANK, report",
+         _demo_arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from speechrep.bench.demo import run_demo
+
+    table = run_demo(args.out, args.preset, args.overrides)
+    print(table, end="")
+    print(f"report: {args.out / 'report.html'}")
+    return 0
 
 
 if __name__ == "__main__":

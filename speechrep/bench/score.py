@@ -55,11 +55,15 @@ def references_from_rows(rows: Sequence[Mapping[str, Any]], baseline_upstream: s
 def superb_scores(rows: Sequence[Mapping[str, Any]], references: Mapping[str, Reference]) -> dict[str, float]:
     """Upstream → mean task score over the tasks that have a usable reference."""
     per_upstream: dict[str, list[float]] = {}
+    unscored: set[str] = set()
     for row in rows:
         ref = references.get(row["task"])
         if ref is None or ref.topline == ref.baseline:
-            log.warning("no usable score reference for task %s; left out of the score", row["task"])
+            unscored.add(row["task"])
             continue
         score = task_score(float(row["test"][row["metric"]]), ref)
         per_upstream.setdefault(row["upstream"], []).append(score)
+    if unscored:
+        log.warning("no score reference (baseline row or given value) for %s: left out of the score",
+                    ", ".join(sorted(unscored)))
     return {up: sum(scores) / len(scores) for up, scores in per_upstream.items()}

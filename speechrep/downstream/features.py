@@ -126,7 +126,9 @@ class FeatureCache:
         pending: dict[str, Tensor] = {}
         pending_keys: list[str] = []
         pending_bytes = 0
-        sampler = SimpleCutSampler(todo, max_duration=CACHE_BATCH_SECONDS, shuffle=False)
+        # Every cut, whatever the DDP rank: each rank fills the cache it reads (lhotse would shard by rank).
+        sampler = SimpleCutSampler(todo, max_duration=CACHE_BATCH_SECONDS, shuffle=False, world_size=1,
+                                   rank=0)
         upstream.to(device).eval()
         bar = tqdm(total=len(todo), desc=f"features {self.directory.parent.name}", unit="cut",
                    disable=not os.isatty(2))

@@ -281,12 +281,17 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
         for lr in lrs:
             runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=False)
                     for c, d in run_dirs(lr).values()]
-            dev_by_lr[lr] = _mean_metrics([r["dev"] for r in runs])
+            if is_main_process():
+                dev_by_lr[lr] = _mean_metrics([r["dev"] for r in runs])
+        if not is_main_process():
+            return {}  # under torchrun the other ranks only train; rank 0 selects and tests
     sign = 1.0 if spec.higher_is_better else -1.0
     best_lr = max(lrs, key=lambda lr: sign * dev_by_lr[lr][spec.metric]) if len(lrs) > 1 else lrs[0]
     finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=True)
               for name, (c, d) in run_dirs(best_lr).items()}
     rows = list(finals.values())
+    if not is_main_process():
+        return {}
     dev_by_lr[best_lr] = _mean_metrics([r["dev"] for r in rows])
     results = {
         "task": task, "upstream": choice.label, "metric": spec.metric,
@@ -312,7 +317,10 @@ def benchmark(upstreams: Sequence[str], tasks: Sequence[str], corpus_dir: Path, 
               finetune: bool = False, lr_sweep: Sequence[float] | None = None, random_init: bool = False,
               feature_cache: bool = True, preset: str | None = None,
               overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Run every (upstream, task) pair into out_dir (skipping finished ones); returns their results rows."""
+    """Run every (upstream, task) pair into out_dir (skipping finished ones); returns their results rows.
+
+    Under torchrun every rank trains its share of each batch and only rank 0 evaluates, selects and returns rows.
+    """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if not corpus_dir.is_dir():
         raise ConfigError(f"--corpus {corpus_dir}: no such folder (make one with `speechrep synth`)")
@@ -334,6 +342,8 @@ def benchmark(upstreams: Sequence[str], tasks: Sequence[str], corpus_dir: Path, 
         source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
         for task, pair_dir in pair_dirs.items():
             log.info("benchmark: %s on %s", choice.label, task)
-            rows.append(run_pair(task, choice, source, corpus_dir, pair_dir, finetune=finetune,
-                                 lr_sweep=lr_sweep, preset=preset, overrides=overrides))
+            row = run_pair(task, choice, source, corpus_dir, pair_dir, finetune=finetune,
+                           lr_sweep=lr_sweep, preset=preset, overrides=overrides)
+            if row:  # empty on ranks other than 0 under torchrun
+                rows.append(row)
     return rows
