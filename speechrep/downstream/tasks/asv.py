@@ -13,6 +13,7 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from lhotse import CutSet
 from torch import Tensor, nn
 
 from speechrep.data.batching import load_cuts
@@ -113,7 +114,7 @@ def build(cfg: ASVConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
         return {"eer": equal_error_rate(scores.numpy(), labels.numpy()),
                 "min_dcf": min_dcf(scores.numpy(), labels.numpy())}
 
-    def load_test():  # noqa: ANN202 - CutSet
+    def load_test() -> CutSet:
         trial_lists["test"] = read_trials(corpus_dir / cfg.subset / "test_trials.txt")
         return load_cuts(corpus_dir, cfg.subset, "test")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
 from torch import Tensor, nn
@@ -48,13 +49,19 @@ class SEConfig:
         max_steps=150_000, lr=1e-4, schedule="constant", eval_every=1250, log_every=250))
 
 
-def load_waves(cuts: CutSet, recording_field: str | None, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Padded (B, L) waves of the cuts' audio, or of a Recording field such as `clean`, and their lengths."""
+def load_waves(cuts: CutSet, recording_field: str | None, device: torch.device,
+               length: int | None = None) -> tuple[Tensor, Tensor]:
+    """Padded (B, L) waves of the cuts' audio, or of a Recording field such as `clean`, and their lengths.
+
+    `length` trims or zero-pads the batch to L samples (a reference resampled on load may differ by one).
+    """
     try:
         waves, lengths = collate_audio(cuts, recording_field=recording_field)
     except (AttributeError, KeyError, ValueError) as error:
         what = f"recording field {recording_field!r}" if recording_field else "audio"
         raise SpeechrepError(f"cuts {list(cuts.ids)[:3]}: cannot load the {what} ({error})") from None
+    if length is not None:
+        waves = F.pad(waves, (0, max(0, length - waves.shape[1])))[:, :length]
     return waves.float().to(device), lengths.long().to(device)
 
 
@@ -95,7 +102,7 @@ def build(cfg: SEConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> Tensor:
         masks, noisy, lengths = masks_and_spectra(model, batch)
-        clean, _ = load_waves(batch.cuts, "clean", masks.device)
+        clean, _ = load_waves(batch.cuts, "clean", masks.device, int(lengths.max()))
         target = phase_sensitive_target(stft(clean, N_FFT, HOP), noisy)
         return masked_mse(masks * noisy.abs(), target, stft_lengths(lengths)).mean()
 
@@ -105,7 +112,7 @@ def build(cfg: SEConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
         for batch in batches:
             masks, noisy, lengths = masks_and_spectra(model, batch)
             enhanced = istft(masks * noisy, int(lengths.max()), N_FFT, HOP).float().cpu()
-            clean, _ = load_waves(batch.cuts, "clean", torch.device("cpu"))
+            clean, _ = load_waves(batch.cuts, "clean", torch.device("cpu"), enhanced.shape[1])
             for estimate, reference, n in zip(enhanced, clean, lengths.tolist()):
                 estimate, reference = estimate[:n], reference[:n]
                 totals["si_sdr"] += float(si_sdr(estimate, reference))

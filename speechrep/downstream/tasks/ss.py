@@ -48,9 +48,9 @@ class SSConfig:
         max_steps=150_000, lr=1e-4, schedule="constant", eval_every=2000, log_every=500))
 
 
-def source_spectra(batch: FeatureBatch, device: torch.device) -> Tensor:
-    """(B, 2, T, F) complex spectra of the two reference sources."""
-    waves = [load_waves(batch.cuts, name, device)[0] for name in SOURCE_FIELDS]
+def source_spectra(batch: FeatureBatch, device: torch.device, length: int) -> Tensor:
+    """(B, 2, T, F) complex spectra of the two reference sources, padded or trimmed to `length` samples."""
+    waves = [load_waves(batch.cuts, name, device, length)[0] for name in SOURCE_FIELDS]
     return torch.stack([stft(w, N_FFT, HOP) for w in waves], 1)
 
 
@@ -70,8 +70,9 @@ def build(cfg: SSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
         return match_frames(masks, spectrum.shape[1], dim=2), mixture, spectrum, lengths
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> Tensor:
-        masks, _, mixture, lengths = masks_and_mixture(model, batch)
-        targets = phase_sensitive_target(source_spectra(batch, masks.device), mixture[:, None])
+        masks, waves, mixture, lengths = masks_and_mixture(model, batch)
+        sources = source_spectra(batch, masks.device, waves.shape[1])
+        targets = phase_sensitive_target(sources, mixture[:, None])
         estimates = masks * mixture.abs()[:, None]
         # (B, estimate, reference) losses; PIT keeps the cheaper assignment per mixture.
         pairwise = masked_mse(estimates[:, :, None], targets[:, None], stft_lengths(lengths))
@@ -85,7 +86,7 @@ def build(cfg: SSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
             batch_size, sources = masks.shape[:2]
             estimates = istft((masks * spectrum[:, None]).flatten(0, 1), mixture.shape[1], N_FFT, HOP)
             estimates = estimates.view(batch_size, sources, -1).float().cpu()
-            references = torch.stack([load_waves(batch.cuts, name, torch.device("cpu"))[0]
+            references = torch.stack([load_waves(batch.cuts, name, torch.device("cpu"), mixture.shape[1])[0]
                                       for name in SOURCE_FIELDS], 1)
             mixture = mixture.float().cpu()
             for estimate, reference, mix, n in zip(estimates, references, mixture, lengths.tolist()):
