@@ -12,8 +12,9 @@ As in the released recipe, the CNN, projection and positional convolutions are s
 student's current values); only the Transformer layers and the encoder's layer norm are averaged, with τ
 ramped linearly from 0.999 to 0.9999 over `ema_anneal_steps` updates and fixed after. The teacher never gets
 gradients, lives in the training checkpoint (exact resume) and is not part of the exported upstream.
-`target_std` (std of the targets over masked frames, averaged over dimensions) and `pred_std` are logged;
-a warning is logged when the targets collapse (std below `min_target_std`).
+`target_std` (std of the targets over masked frames, averaged over dimensions), `pred_std` and
+`zero_pred_loss` (the loss of predicting 0 everywhere, which the student must beat) are logged; a warning is
+logged when the targets collapse (std below `min_target_std`).
 """
 from __future__ import annotations
 
@@ -174,7 +175,10 @@ class Data2VecObjective(nn.Module):
         loss = regression_loss(pred, target, cfg.loss_beta).mean()
         target_std, pred_std = _std_over_frames(target), _std_over_frames(pred.detach().float())
         self._check_collapse(target_std)
-        return loss, {"target_std": target_std, "pred_std": pred_std, "mask_share": float(mask[valid].float().mean())}
+        # the loss of always predicting 0 (the targets' mean): the student beats it only by using context
+        zero_loss = float(regression_loss(torch.zeros_like(target), target, cfg.loss_beta).mean())
+        return loss, {"target_std": target_std, "pred_std": pred_std, "zero_pred_loss": zero_loss,
+                      "mask_share": float(mask[valid].float().mean())}
 
     def _check_collapse(self, target_std: float) -> None:
         collapsed = target_std < self.cfg.min_target_std
