@@ -1,4 +1,5 @@
 """Audio distortions: measured SNR, reverberation time, filters, clipping and speed match their settings."""
+
 import numpy as np
 import pytest
 from scipy import signal as sps
@@ -40,7 +41,7 @@ def test_reverberate_keeps_length_and_direct_path():
     impulse[100] = 1.0
     out = augment.reverberate(impulse, rir)
     assert out.shape == impulse.shape
-    np.testing.assert_allclose(out[100:100 + 2000], rir[:2000], atol=1e-5)
+    np.testing.assert_allclose(out[100 : 100 + 2000], rir[:2000], atol=1e-5)
     assert np.all(np.abs(out[:100]) < 1e-5)  # nothing before the direct sound
 
 
@@ -60,7 +61,10 @@ def test_random_eq_is_seeded_stable_and_bounded():
 
 def test_band_limit_is_a_telephone_band():
     low, mid, high = _tone(80), _tone(1000), _tone(6000)
-    power = lambda x: augment.signal_power(augment.band_limit(x, SR)[4000:]) / augment.signal_power(x[4000:])  # noqa: E731
+
+    def power(x):
+        return augment.signal_power(augment.band_limit(x, SR)[4000:]) / augment.signal_power(x[4000:])
+
     assert 10 * np.log10(power(mid)) == pytest.approx(0.0, abs=1.0)
     assert 10 * np.log10(power(low)) < -30
     assert 10 * np.log10(power(high)) < -30
@@ -86,7 +90,7 @@ def test_speed_perturb_shortens_and_raises_pitch():
 
 def test_coloured_noise_has_unit_power_and_the_requested_slope():
     for exponent in (0.0, 1.0, 2.0):
-        noise = augment.coloured_noise(np.random.default_rng(5), 2 ** 16, exponent)
+        noise = augment.coloured_noise(np.random.default_rng(5), 2**16, exponent)
         assert augment.signal_power(noise) == pytest.approx(1.0, rel=1e-3)
         freqs, psd = sps.welch(noise, fs=SR, nperseg=4096)
         band = (freqs > 50) & (freqs < 5000)

@@ -1,6 +1,7 @@
 """The synthetic corpus: manifests, labels, alignments, speaker splits, mixtures, resumability, determinism.
 
 One `micro` corpus (every subset, a few items each) is built per session; the checks read it back."""
+
 import gzip
 import json
 import shutil
@@ -8,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from lhotse import CutSet
 
 from speechrep.audio.augment import snr_db
 from speechrep.cli import main
-from speechrep.data.synth import PHONES, SUBSETS, make_synthetic_corpus, map_espeak_phonemes
-from speechrep.data.synth import espeak
+from speechrep.data.synth import PHONES, SUBSETS, espeak, make_synthetic_corpus, map_espeak_phonemes
 from speechrep.data.synth.text import IC_INTENTS, KEYWORDS, SF_SLOT_VALUES
 
 SPLITS = ("train", "dev", "test")
@@ -56,10 +55,17 @@ def test_labels_each_task_needs(corpus):
         assert sup.text and sup.speaker and sup.language == "en"
         assert sup.custom["phones"] and set(sup.custom["phones"]) <= set(PHONES)
         assert [p for p, _, _ in sup.custom["phone_alignment"]] == sup.custom["phones"]
-    assert {c.supervisions[0].custom["keyword"] for c in corpus["ks"]["train"]} == \
-        set(KEYWORDS) | {"_unknown_", "_silence_"}
+    assert {c.supervisions[0].custom["keyword"] for c in corpus["ks"]["train"]} == set(KEYWORDS) | {
+        "_unknown_",
+        "_silence_",
+    }
     assert all(c.duration == pytest.approx(1.0) for c in corpus["ks"]["train"])
-    assert {c.supervisions[0].custom["emotion"] for c in corpus["er"]["train"]} == {"neutral", "happy", "angry", "sad"}
+    assert {c.supervisions[0].custom["emotion"] for c in corpus["er"]["train"]} == {
+        "neutral",
+        "happy",
+        "angry",
+        "sad",
+    }
     for cut in corpus["ss"]["train"]:
         assert len(cut.supervisions) == 2 and cut.has_custom("source1") and cut.has_custom("source2")
 
@@ -75,11 +81,11 @@ def test_alignments_lie_on_the_speech(corpus):
         audio = cut.load_audio()[0]
         inside = np.zeros(audio.size, bool)
         for start, end in phones:
-            inside[int(start * 16000):int(end * 16000)] = True
+            inside[int(start * 16000) : int(end * 16000)] = True
         before = audio[: int(phones[0, 0] * 16000)]
         if before.size > 800 and "background_snr_db" not in (cut.custom or {}).get("effects", {}):
             # the padding is far quieter than the aligned speech (reverb tails make "after" unreliable)
-            assert np.mean(before ** 2) < 0.01 * np.mean(audio[inside] ** 2)
+            assert np.mean(before**2) < 0.01 * np.mean(audio[inside] ** 2)
 
 
 def test_known_word_phonemes_round_trip(corpus):
@@ -122,7 +128,10 @@ def test_sf_slots_and_tags_match_text(corpus):
         sup = cut.supervisions[0]
         words, tags = sup.text.split(), sup.custom["tags"]
         assert len(words) == len(tags)
-        spans = [" ".join(w for w, t in zip(words, tags) if t.endswith("-" + slot["type"])) for slot in sup.custom["slots"]]
+        spans = [
+            " ".join(w for w, t in zip(words, tags) if t.endswith("-" + slot["type"]))
+            for slot in sup.custom["slots"]
+        ]
         for slot, span in zip(sup.custom["slots"], spans):
             assert slot["value"] in SF_SLOT_VALUES[slot["type"]] and slot["value"] in span
 
@@ -138,13 +147,13 @@ def test_sd_rttm_matches_where_speech_was_placed(corpus, corpus_dir):
             active = np.zeros(audio.size, bool)
             for row in rows:
                 start, dur = float(row[3]), float(row[4])
-                active[int(start * 16000):int((start + dur) * 16000)] = True
+                active[int(start * 16000) : int((start + dur) * 16000)] = True
             silence_power = np.mean(audio[~active] ** 2)
             assert silence_power < 0.05 * np.mean(audio[active] ** 2)
             for row in rows:  # each turn starts and ends with speech, well above the pauses
                 start, end = int(float(row[3]) * 16000), int((float(row[3]) + float(row[4])) * 16000)
                 frames = audio[start:end][: (end - start) // 400 * 400].reshape(-1, 400)
-                energy = np.mean(frames ** 2, axis=1)
+                energy = np.mean(frames**2, axis=1)
                 assert energy.mean() > 20 * silence_power
                 assert energy[:4].max() > 3 * silence_power and energy[-4:].max() > 3 * silence_power
             assert len({r[7] for r in rows}) == 2
@@ -154,7 +163,7 @@ def test_ss_sources_sum_to_the_mixture(corpus):
     for cut in corpus["ss"]["train"]:
         mix, s1, s2 = cut.load_audio()[0], cut.load_source1()[0], cut.load_source2()[0]
         np.testing.assert_allclose(mix, s1 + s2, atol=1e-6)
-        assert np.mean(s1 ** 2) > 1e-5 and np.mean(s2 ** 2) > 1e-5
+        assert np.mean(s1**2) > 1e-5 and np.mean(s2**2) > 1e-5
 
 
 def test_se_noisy_is_clean_plus_noise_at_the_stated_snr(corpus):
@@ -167,13 +176,17 @@ def test_qbe_truth_and_asv_trials_are_consistent(corpus, corpus_dir):
     for split in SPLITS:
         terms = {c.id: c.supervisions[0].custom["term"] for c in corpus["qbe"][f"{split}_queries"]}
         texts = {c.id: c.supervisions[0].text.split() for c in corpus["qbe"][split]}
-        lines = [line.split() for line in (corpus_dir / "qbe" / f"{split}_truth.txt").read_text().splitlines()]
+        lines = [
+            line.split() for line in (corpus_dir / "qbe" / f"{split}_truth.txt").read_text().splitlines()
+        ]
         assert len(lines) == len(terms) * len(texts)
         assert {int(label) for _, _, label in lines} == {0, 1}
         for query, doc, label in lines:
             assert (terms[query] in texts[doc]) == (label == "1")
         speaker = {c.id: c.supervisions[0].speaker for c in corpus["asv"][split]}
-        trials = [line.split() for line in (corpus_dir / "asv" / f"{split}_trials.txt").read_text().splitlines()]
+        trials = [
+            line.split() for line in (corpus_dir / "asv" / f"{split}_trials.txt").read_text().splitlines()
+        ]
         assert trials and {t[0] for t in trials} == {"0", "1"}
         for label, enroll, test in trials:
             assert (speaker[enroll] == speaker[test]) == (label == "1") and enroll != test

@@ -1,6 +1,7 @@
 """Audio distortions shared by the synthetic corpus and pre-training: noise at an SNR, synthetic room
 impulse responses and reverberation, random EQ ("channel colouring"), band-limiting, clipping and speed
 perturbation. Every function takes 1-D float numpy signals; random ones take a `np.random.Generator`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,9 @@ def coloured_noise(rng: np.random.Generator, num_samples: int, exponent: float =
     return (noise / np.sqrt(signal_power(noise) + _EPS)).astype(np.float32)
 
 
-def synthetic_rir(rng: np.random.Generator, sample_rate: int = 16000, rt60: float = 0.4,
-                  direct_to_reverb_db: float = 3.0) -> np.ndarray:
+def synthetic_rir(
+    rng: np.random.Generator, sample_rate: int = 16000, rt60: float = 0.4, direct_to_reverb_db: float = 3.0
+) -> np.ndarray:
     """A room impulse response: a direct path, sparse early reflections and an exponentially decaying,
     low-passed noise tail with the given RT60 (seconds). Normalised to a unit direct path."""
     length = int(sample_rate * min(1.2 * rt60, 1.5)) + 1
@@ -58,7 +60,7 @@ def synthetic_rir(rng: np.random.Generator, sample_rate: int = 16000, rt60: floa
     early[delays] = rng.uniform(-0.6, 0.6, size=8) * np.exp(-6.9078 * delays / sample_rate / rt60)
     reverb = tail + early
     reverb[0] = 0.0
-    reverb *= 10.0 ** (-direct_to_reverb_db / 20.0) / (np.sqrt(np.sum(reverb ** 2)) + _EPS)
+    reverb *= 10.0 ** (-direct_to_reverb_db / 20.0) / (np.sqrt(np.sum(reverb**2)) + _EPS)
     reverb[0] = 1.0
     return reverb.astype(np.float32)
 
@@ -68,13 +70,15 @@ def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return sps.fftconvolve(x, rir, mode="full")[: x.size].astype(x.dtype, copy=False)
 
 
-def random_eq(rng: np.random.Generator, sample_rate: int = 16000, num_bands: int = 4,
-              max_gain_db: float = 8.0) -> np.ndarray:
+def random_eq(
+    rng: np.random.Generator, sample_rate: int = 16000, num_bands: int = 4, max_gain_db: float = 8.0
+) -> np.ndarray:
     """Second-order sections of a random peaking-EQ chain (a fixed "channel colouring" once drawn)."""
     sections = []
     centres = np.geomspace(150.0, 0.4 * sample_rate, num_bands) * rng.uniform(0.8, 1.25, num_bands)
-    for centre, gain_db, q in zip(centres, rng.uniform(-max_gain_db, max_gain_db, num_bands),
-                                  rng.uniform(0.5, 2.0, num_bands)):
+    for centre, gain_db, q in zip(
+        centres, rng.uniform(-max_gain_db, max_gain_db, num_bands), rng.uniform(0.5, 2.0, num_bands)
+    ):
         sections.append(_peaking_sos(centre, gain_db, q, sample_rate))
     return np.concatenate(sections, axis=0)
 
@@ -99,8 +103,13 @@ def apply_eq(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
     return sps.sosfilt(sos, x).astype(x.dtype, copy=False)
 
 
-def band_limit(x: np.ndarray, sample_rate: int, low_hz: float | None = 300.0,
-               high_hz: float | None = 3400.0, order: int = 6) -> np.ndarray:
+def band_limit(
+    x: np.ndarray,
+    sample_rate: int,
+    low_hz: float | None = 300.0,
+    high_hz: float | None = 3400.0,
+    order: int = 6,
+) -> np.ndarray:
     """Butterworth band-, low- or high-pass (telephone band by default); None leaves that edge open."""
     if low_hz is None and high_hz is None:
         return x
@@ -122,7 +131,7 @@ def clip(x: np.ndarray, level: float) -> np.ndarray:
 
 
 def speed_perturb(x: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
-    """Play `factor` times faster (pitch shifts with it, as Kaldi's speed perturbation): resample with soxr."""
+    """Play `factor` times faster (pitch moves too, as Kaldi's speed perturbation), resampled by soxr."""
     if factor <= 0:
         raise ValueError(f"speed factor must be positive, got {factor}")
     out = soxr.resample(x.astype(np.float32, copy=False), sample_rate * factor, sample_rate, quality="HQ")

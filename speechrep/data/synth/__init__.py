@@ -35,8 +35,16 @@ Speakers are fixed combinations of eSpeak accent, voice variant, pitch, pitch ra
 utterances jitter rate and pitch, a fraction get reverberation and background noise at a random SNR.
 The same preset and seed give byte-identical manifests.
 """
+
 from speechrep.data.synth.corpus import PRESETS, SUBSETS, load_subset, make_synthetic_corpus
 from speechrep.data.synth.phones import PHONES, map_espeak_phoneme, map_espeak_phonemes
 
-__all__ = ["PHONES", "PRESETS", "SUBSETS", "load_subset", "make_synthetic_corpus", "map_espeak_phoneme",
-           "map_espeak_phonemes"]
+__all__ = [
+    "PHONES",
+    "PRESETS",
+    "SUBSETS",
+    "load_subset",
+    "make_synthetic_corpus",
+    "map_espeak_phoneme",
+    "map_espeak_phonemes",
+]

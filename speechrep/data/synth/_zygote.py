@@ -2,9 +2,11 @@
 synthesis request, so every utterance starts from the same freshly initialised library state.
 
 Run by `speechrep.data.synth.workers` as a script; it talks length-prefixed pickles over stdin/stdout:
-requests `(key, kwargs for espeak.synthesize)` then `None`; replies `(key, ok, (int16 sample bytes, phonemes, words) | error text)`.
+requests `(key, kwargs for espeak.synthesize)` then `None`; replies
+`(key, ok, (int16 sample bytes, phonemes, words) | error text)`.
 It deliberately imports nothing from speechrep: a small process forks in about a millisecond, a process
 holding torch takes tens of milliseconds."""
+
 import importlib.util
 import os
 import pickle
@@ -28,7 +30,7 @@ def _write_frame(fd: int, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_HEADER.pack(len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def main() -> None:
@@ -65,10 +67,12 @@ def main() -> None:
                     done_reading = True
                     continue
                 inbox += chunk
-                while len(inbox) >= _HEADER.size and len(inbox) >= _HEADER.size + _HEADER.unpack_from(inbox)[0]:
+                while (
+                    len(inbox) >= _HEADER.size and len(inbox) >= _HEADER.size + _HEADER.unpack_from(inbox)[0]
+                ):
                     size = _HEADER.unpack_from(inbox)[0]
-                    request = pickle.loads(inbox[_HEADER.size:_HEADER.size + size])
-                    del inbox[:_HEADER.size + size]
+                    request = pickle.loads(inbox[_HEADER.size : _HEADER.size + size])
+                    del inbox[: _HEADER.size + size]
                     if request is None:
                         done_reading = True
                     else:
@@ -83,7 +87,7 @@ def main() -> None:
                 if frame:  # already a complete length-prefixed reply
                     view = memoryview(frame)
                     while view:
-                        view = view[os.write(stdout, view):]
+                        view = view[os.write(stdout, view) :]
                 else:
                     _write_frame(stdout, (key, False, "synthesis child died without a reply"))
 

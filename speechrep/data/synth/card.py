@@ -1,5 +1,6 @@
 """Subset cards (card.json + card.md): counts, hours, speakers, label inventory and, for ks/sid/er, a
 sanity baseline: mean-pooled log-mel + logistic regression, which should beat chance but not be perfect."""
+
 from __future__ import annotations
 
 import collections
@@ -22,7 +23,7 @@ BASELINE_LABELS = {
 
 def _inventory(name: str, cuts: list[MonoCut]) -> dict:
     sups = [s for c in cuts for s in c.supervisions]
-    count = lambda values: dict(sorted(collections.Counter(values).items()))  # noqa: E731
+    count = lambda values: dict(sorted(collections.Counter(values).items()))
     if name == "pr":
         return {"phones": count(p for s in sups for p in s.custom["phones"])}
     if name == "asr":
@@ -30,19 +31,28 @@ def _inventory(name: str, cuts: list[MonoCut]) -> dict:
     if name == "ks":
         return {"keyword": count(s.custom["keyword"] for s in sups)}
     if name == "er":
-        return {"emotion": count(s.custom["emotion"] for s in sups), "fold": count(s.custom["fold"] for s in sups)}
+        return {
+            "emotion": count(s.custom["emotion"] for s in sups),
+            "fold": count(s.custom["fold"] for s in sups),
+        }
     if name == "ic":
         return {key: count(s.custom["intent"][key] for s in sups) for key in ("action", "object", "location")}
     if name == "sf":
-        return {"intent": count(s.custom["intent"] for s in sups),
-                "slot": count(slot["type"] for s in sups for slot in s.custom["slots"])}
+        return {
+            "intent": count(s.custom["intent"] for s in sups),
+            "slot": count(slot["type"] for s in sups for slot in s.custom["slots"]),
+        }
     if name == "se":
         return {"snr_db": count(str(s.custom["snr"]) for s in sups)}
     if name == "qbe":
         return {"role": count(s.custom["role"] for s in sups)}
     if name == "sd":
-        return {"turns": len(sups), "overlapped_turn_pairs": sum(
-            b.start < a.end for c in cuts for a, b in zip(c.supervisions, c.supervisions[1:]))}
+        return {
+            "turns": len(sups),
+            "overlapped_turn_pairs": sum(
+                b.start < a.end for c in cuts for a, b in zip(c.supervisions, c.supervisions[1:])
+            ),
+        }
     return {}
 
 
@@ -58,9 +68,11 @@ def logmel_baseline(cuts: dict[str, list[MonoCut]], label_of) -> dict:
     def features(split: str) -> tuple[np.ndarray, list[str]]:
         pooled = []
         for start in range(0, len(cuts[split]), 32):  # batched: one padded call per 32 cuts
-            wavs = [torch.from_numpy(c.load_audio()[0]) for c in cuts[split][start:start + 32]]
+            wavs = [torch.from_numpy(c.load_audio()[0]) for c in cuts[split][start : start + 32]]
             lengths = torch.tensor([w.numel() for w in wavs])
-            feats, frames = fbank(torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lengths, num_mel_bins=40)
+            feats, frames = fbank(
+                torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lengths, num_mel_bins=40
+            )
             mask = (torch.arange(feats.shape[1])[None, :] < frames[:, None]).unsqueeze(-1)
             pooled.append(((feats * mask).sum(1) / frames[:, None].clamp(min=1)).numpy())
         return np.concatenate(pooled), [label_of(c) for c in cuts[split]]
@@ -73,37 +85,71 @@ def logmel_baseline(cuts: dict[str, list[MonoCut]], label_of) -> dict:
     model.fit(x_train, y_train)
     accuracy = float(np.mean(model.predict(x_test) == np.array(y_test)))
     majority = collections.Counter(y_test).most_common(1)[0][1] / len(y_test)
-    return {"features": "mean-pooled 40-bin log-mel", "classifier": "logistic regression",
-            "test_accuracy": round(accuracy, 4), "chance_majority": round(majority, 4),
-            "num_classes": len(set(y_train) | set(y_test)), "train_examples": len(y_train)}
+    return {
+        "features": "mean-pooled 40-bin log-mel",
+        "classifier": "logistic regression",
+        "test_accuracy": round(accuracy, 4),
+        "chance_majority": round(majority, 4),
+        "num_classes": len(set(y_train) | set(y_test)),
+        "train_examples": len(y_train),
+    }
 
 
-def write_card(subset_dir: Path, name: str, preset: str, seed: int, cuts: dict[str, list[MonoCut]],
-               speakers: dict[str, list[Speaker]], failures: int) -> dict:
+def write_card(
+    subset_dir: Path,
+    name: str,
+    preset: str,
+    seed: int,
+    cuts: dict[str, list[MonoCut]],
+    speakers: dict[str, list[Speaker]],
+    failures: int,
+) -> dict:
     """Write card.json and card.md for one subset and return the card."""
     splits = {}
     for split in SPLITS:
         spk = sorted({s.speaker for c in cuts[split] for s in c.supervisions})
-        splits[split] = {"cuts": len(cuts[split]), "hours": round(sum(c.duration for c in cuts[split]) / 3600, 4),
-                         "speakers": len(spk)}
+        splits[split] = {
+            "cuts": len(cuts[split]),
+            "hours": round(sum(c.duration for c in cuts[split]) / 3600, 4),
+            "speakers": len(spk),
+        }
         if name == "qbe":  # documents and queries live in separate manifests
             queries = sum(c.supervisions[0].custom["role"] == "query" for c in cuts[split])
             splits[split].update(cuts=len(cuts[split]) - queries, queries=queries)
-    card = {"subset": name, "preset": preset, "seed": seed, "sample_rate": 16000, "splits": splits,
-            "speaker_disjoint_splits": name != "sid", "failed_utterances": failures,
-            "labels": _inventory(name, [c for split in SPLITS for c in cuts[split]]),
-            "speakers": {split: [{"id": s.id, "voice": s.voice, "pitch": s.pitch, "pitch_range": s.pitch_range,
-                                  "rate": s.rate} for s in speakers[split]] for split in SPLITS}}
+    card = {
+        "subset": name,
+        "preset": preset,
+        "seed": seed,
+        "sample_rate": 16000,
+        "splits": splits,
+        "speaker_disjoint_splits": name != "sid",
+        "failed_utterances": failures,
+        "labels": _inventory(name, [c for split in SPLITS for c in cuts[split]]),
+        "speakers": {
+            split: [
+                {"id": s.id, "voice": s.voice, "pitch": s.pitch, "pitch_range": s.pitch_range, "rate": s.rate}
+                for s in speakers[split]
+            ]
+            for split in SPLITS
+        },
+    }
     if name in BASELINE_LABELS:
         card["baseline"] = logmel_baseline(cuts, BASELINE_LABELS[name])
     write_atomic(subset_dir / "card.json", json.dumps(card, indent=1) + "\n")
-    lines = [f"# synthetic `{name}` ({preset} preset, seed {seed})", "", "| split | cuts | hours | speakers |",
-             "|---|---|---|---|"]
+    lines = [
+        f"# synthetic `{name}` ({preset} preset, seed {seed})",
+        "",
+        "| split | cuts | hours | speakers |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {s} | {v['cuts']} | {v['hours']:.3f} | {v['speakers']} |" for s, v in splits.items()]
     if card.get("baseline"):
         b = card["baseline"]
-        lines += ["", f"Sanity baseline ({b['features']} + {b['classifier']}): test accuracy "
-                      f"{b['test_accuracy']:.3f} vs majority-class chance {b['chance_majority']:.3f}."]
+        lines += [
+            "",
+            f"Sanity baseline ({b['features']} + {b['classifier']}): test accuracy "
+            f"{b['test_accuracy']:.3f} vs majority-class chance {b['chance_majority']:.3f}.",
+        ]
     if card["labels"]:
         lines += ["", "Labels: `" + json.dumps(card["labels"])[:2000] + "`"]
     write_atomic(subset_dir / "card.md", "\n".join(lines) + "\n")

@@ -1,4 +1,5 @@
 """Build the mini-SUPERB synthetic corpus: presets, the build loop (resumable, atomic), manifests, cards."""
+
 from __future__ import annotations
 
 import gzip
@@ -6,8 +7,8 @@ import io
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from lhotse import CutSet, MonoCut
@@ -19,7 +20,21 @@ from speechrep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUBSETS: tuple[str, ...] = ("unlabeled", "pr", "asr", "ks", "qbe", "sid", "asv", "sd", "er", "ic", "sf", "se", "ss")
+SUBSETS: tuple[str, ...] = (
+    "unlabeled",
+    "pr",
+    "asr",
+    "ks",
+    "qbe",
+    "sid",
+    "asv",
+    "sd",
+    "er",
+    "ic",
+    "sf",
+    "se",
+    "ss",
+)
 FORMAT_VERSION = 1
 _MARKER = ".complete"
 
@@ -30,35 +45,63 @@ Sizes = dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]]  # subset -
 PRESETS: dict[str, Sizes] = {
     # "micro" exists for the test suite: every subset, a few items each, in seconds.
     "micro": {
-        "unlabeled": ((2, 1, 1), (4, 2, 2)), "pr": ((2, 1, 1), (3, 2, 2)), "asr": ((2, 1, 1), (3, 2, 2)),
-        "ks": ((2, 1, 1), (12, 4, 4)), "qbe": ((2, 1, 1), (4, 4, 4)), "sid": ((3, 3, 3), (6, 3, 3)),
-        "asv": ((2, 2, 2), (4, 4, 4)), "sd": ((2, 2, 2), (1, 1, 1)), "er": ((2, 1, 1), (4, 4, 4)),
-        "ic": ((2, 1, 1), (4, 2, 2)), "sf": ((2, 1, 1), (4, 2, 2)), "se": ((2, 1, 1), (2, 2, 2)),
+        "unlabeled": ((2, 1, 1), (4, 2, 2)),
+        "pr": ((2, 1, 1), (3, 2, 2)),
+        "asr": ((2, 1, 1), (3, 2, 2)),
+        "ks": ((2, 1, 1), (12, 4, 4)),
+        "qbe": ((2, 1, 1), (4, 4, 4)),
+        "sid": ((3, 3, 3), (6, 3, 3)),
+        "asv": ((2, 2, 2), (4, 4, 4)),
+        "sd": ((2, 2, 2), (1, 1, 1)),
+        "er": ((2, 1, 1), (4, 4, 4)),
+        "ic": ((2, 1, 1), (4, 2, 2)),
+        "sf": ((2, 1, 1), (4, 2, 2)),
+        "se": ((2, 1, 1), (2, 2, 2)),
         "ss": ((2, 2, 2), (2, 1, 1)),
     },
     "tiny": {
-        "unlabeled": ((6, 2, 2), (24, 6, 6)), "pr": ((4, 2, 2), (12, 6, 6)), "asr": ((4, 2, 2), (12, 6, 6)),
-        "ks": ((6, 3, 3), (36, 12, 12)), "qbe": ((3, 2, 2), (8, 8, 8)), "sid": ((6, 6, 6), (24, 12, 12)),
-        "asv": ((6, 3, 3), (18, 9, 9)), "sd": ((4, 2, 2), (4, 2, 2)), "er": ((6, 2, 2), (24, 8, 8)),
-        "ic": ((4, 2, 2), (16, 8, 8)), "sf": ((4, 2, 2), (16, 8, 8)), "se": ((4, 2, 2), (8, 4, 4)),
+        "unlabeled": ((6, 2, 2), (24, 6, 6)),
+        "pr": ((4, 2, 2), (12, 6, 6)),
+        "asr": ((4, 2, 2), (12, 6, 6)),
+        "ks": ((6, 3, 3), (36, 12, 12)),
+        "qbe": ((3, 2, 2), (8, 8, 8)),
+        "sid": ((6, 6, 6), (24, 12, 12)),
+        "asv": ((6, 3, 3), (18, 9, 9)),
+        "sd": ((4, 2, 2), (4, 2, 2)),
+        "er": ((6, 2, 2), (24, 8, 8)),
+        "ic": ((4, 2, 2), (16, 8, 8)),
+        "sf": ((4, 2, 2), (16, 8, 8)),
+        "se": ((4, 2, 2), (8, 4, 4)),
         "ss": ((4, 2, 2), (8, 4, 4)),
     },
     "small": {
-        "unlabeled": ((40, 5, 5), (1100, 60, 60)), "pr": ((20, 5, 5), (400, 80, 80)),
-        "asr": ((20, 5, 5), (400, 80, 80)), "ks": ((40, 10, 10), (1200, 240, 240)),
-        "qbe": ((10, 5, 5), (160, 80, 80)), "sid": ((80, 80, 80), (800, 240, 240)),
-        "asv": ((40, 10, 10), (400, 100, 100)), "sd": ((20, 5, 5), (80, 20, 20)),
-        "er": ((24, 6, 6), (600, 160, 160)), "ic": ((20, 5, 5), (600, 150, 150)),
-        "sf": ((20, 5, 5), (600, 150, 150)), "se": ((20, 5, 5), (300, 60, 60)),
+        "unlabeled": ((40, 5, 5), (1100, 60, 60)),
+        "pr": ((20, 5, 5), (400, 80, 80)),
+        "asr": ((20, 5, 5), (400, 80, 80)),
+        "ks": ((40, 10, 10), (1200, 240, 240)),
+        "qbe": ((10, 5, 5), (160, 80, 80)),
+        "sid": ((80, 80, 80), (800, 240, 240)),
+        "asv": ((40, 10, 10), (400, 100, 100)),
+        "sd": ((20, 5, 5), (80, 20, 20)),
+        "er": ((24, 6, 6), (600, 160, 160)),
+        "ic": ((20, 5, 5), (600, 150, 150)),
+        "sf": ((20, 5, 5), (600, 150, 150)),
+        "se": ((20, 5, 5), (300, 60, 60)),
         "ss": ((20, 5, 5), (300, 60, 60)),
     },
     "full": {
-        "unlabeled": ((400, 20, 20), (20000, 400, 400)), "pr": ((100, 20, 20), (4000, 400, 400)),
-        "asr": ((100, 20, 20), (4000, 400, 400)), "ks": ((300, 40, 40), (12000, 1500, 1500)),
-        "qbe": ((40, 10, 10), (1000, 400, 400)), "sid": ((200, 200, 200), (8000, 1000, 1000)),
-        "asv": ((200, 40, 40), (4000, 800, 800)), "sd": ((100, 20, 20), (800, 100, 100)),
-        "er": ((60, 20, 20), (4000, 800, 800)), "ic": ((80, 20, 20), (4000, 800, 800)),
-        "sf": ((80, 20, 20), (4000, 800, 800)), "se": ((80, 20, 20), (2000, 400, 400)),
+        "unlabeled": ((400, 20, 20), (20000, 400, 400)),
+        "pr": ((100, 20, 20), (4000, 400, 400)),
+        "asr": ((100, 20, 20), (4000, 400, 400)),
+        "ks": ((300, 40, 40), (12000, 1500, 1500)),
+        "qbe": ((40, 10, 10), (1000, 400, 400)),
+        "sid": ((200, 200, 200), (8000, 1000, 1000)),
+        "asv": ((200, 40, 40), (4000, 800, 800)),
+        "sd": ((100, 20, 20), (800, 100, 100)),
+        "er": ((60, 20, 20), (4000, 800, 800)),
+        "ic": ((80, 20, 20), (4000, 800, 800)),
+        "sf": ((80, 20, 20), (4000, 800, 800)),
+        "se": ((80, 20, 20), (2000, 400, 400)),
         "ss": ((80, 20, 20), (2000, 400, 400)),
     },
 }
@@ -119,8 +162,12 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
             cuts[split].extend(items[index].to_cuts(meta))
         if name == "qbe":  # queries and documents are separate sets
             roles = {c.id: c.supervisions[0].custom["role"] for c in cuts[split]}
-            write_cutset([c for c in cuts[split] if roles[c.id] == "query"], subset_dir / f"{split}_queries.jsonl.gz")
-            write_cutset([c for c in cuts[split] if roles[c.id] == "document"], subset_dir / f"{split}.jsonl.gz")
+            write_cutset(
+                [c for c in cuts[split] if roles[c.id] == "query"], subset_dir / f"{split}_queries.jsonl.gz"
+            )
+            write_cutset(
+                [c for c in cuts[split] if roles[c.id] == "document"], subset_dir / f"{split}.jsonl.gz"
+            )
         else:
             write_cutset(cuts[split], subset_dir / f"{split}.jsonl.gz")
     if plan.finish is not None:
@@ -131,8 +178,13 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
     write_atomic(subset_dir / _MARKER, json.dumps(_marker(preset, seed)))
 
 
-def make_synthetic_corpus(output_dir: Path, preset: str = "tiny", seed: int = 0,
-                          subsets: Sequence[str] | None = None, num_workers: int = 2) -> dict[str, dict[str, CutSet]]:
+def make_synthetic_corpus(
+    output_dir: Path,
+    preset: str = "tiny",
+    seed: int = 0,
+    subsets: Sequence[str] | None = None,
+    num_workers: int = 2,
+) -> dict[str, dict[str, CutSet]]:
     """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown synthetic corpus preset {preset!r} (choose from {sorted(PRESETS)})")
@@ -140,7 +192,9 @@ def make_synthetic_corpus(output_dir: Path, preset: str = "tiny", seed: int = 0,
     unknown = [n for n in names if n not in SUBSETS]
     if unknown:
         raise ConfigError(f"unknown synthetic subset(s) {unknown} (choose from {list(SUBSETS)})")
-    output_dir = Path(output_dir).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
+    output_dir = Path(
+        output_dir
+    ).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
     output_dir.mkdir(parents=True, exist_ok=True)
     todo = [n for n in names if not _is_complete(output_dir / n, preset, seed)]
     for name in sorted(set(names) - set(todo), key=names.index):

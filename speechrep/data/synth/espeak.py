@@ -4,6 +4,7 @@ The library keeps global state, is not thread-safe and drifts slightly over a lo
 `synthesize` is meant to run inside a freshly forked child of a process that called `initialize()` once
 (see `speechrep.data.synth.workers`): every utterance then starts from the same library state.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -29,12 +30,21 @@ class _EventId(ctypes.Union):
 
 
 class _Event(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
 
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
 
 
 @dataclass
@@ -43,7 +53,9 @@ class Synthesis:
 
     samples: np.ndarray
     phonemes: list[tuple[str, int]] = field(default_factory=list)  # (eSpeak phoneme name, start sample)
-    words: list[tuple[int, int, int]] = field(default_factory=list)  # (text char offset, length, start sample)
+    words: list[tuple[int, int, int]] = field(
+        default_factory=list
+    )  # (text char offset, length, start sample)
 
 
 class _State:
@@ -78,12 +90,24 @@ def initialize() -> None:
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                 ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
-                                 _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT)
+    rate = lib.espeak_Initialize(
+        _AUDIO_OUTPUT_SYNCHRONOUS,
+        0,
+        espeakng_loader.get_data_path().encode(),
+        _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT,
+    )
     if rate != ESPEAK_SAMPLE_RATE:
         raise RuntimeError(f"eSpeak NG initialisation failed (returned {rate})")
     _State.callback = _CALLBACK(_on_synth)  # keep a reference: the library holds a raw pointer
@@ -98,14 +122,27 @@ def set_voice(name: str) -> None:
         raise ValueError(f"eSpeak NG has no voice {name!r}")
 
 
-def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-               volume: int = 100, wordgap: int = 0, seed: int = 0) -> Synthesis:
+def synthesize(
+    text: str,
+    voice: str,
+    rate: int = 175,
+    pitch: int = 50,
+    pitch_range: int = 50,
+    volume: int = 100,
+    wordgap: int = 0,
+    seed: int = 0,
+) -> Synthesis:
     """Speak `text` with a voice and prosody settings; returns samples and timed phoneme/word events."""
     set_voice(voice)
     lib = _State.lib
     lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))  # eSpeak's own jitter (flutter, noise) follows the seed
-    for key, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range), ("volume", volume),
-                       ("wordgap", wordgap)):
+    for key, value in (
+        ("rate", rate),
+        ("pitch", pitch),
+        ("range", pitch_range),
+        ("volume", volume),
+        ("wordgap", wordgap),
+    ):
         lib.espeak_SetParameter(_PARAM[key], int(value), 0)
     _State.chunks, _State.phonemes, _State.words = [], [], []
     data = text.encode("utf-8") + b"\0"

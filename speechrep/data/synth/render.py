@@ -1,7 +1,8 @@
-"""Rendering one synthetic recording from eSpeak's output (see `workers`): speech at 22.05 kHz → 16 kHz, speaker
-channel colouring, optional reverberation, padding, gain, a noise floor and background noise; phone and
-word alignments come from eSpeak's synthesis events. Each `job_*` function takes the syntheses of its
-specs, writes its FLAC files and returns plain metadata for the manifests."""
+"""Rendering one synthetic recording from eSpeak's output (see `workers`): speech at 22.05 kHz →
+16 kHz, speaker channel colouring, optional reverberation, padding, gain, a noise floor and background
+noise; phone and word alignments come from eSpeak's synthesis events. Each `job_*` function takes the
+syntheses of its specs, writes its FLAC files and returns plain metadata for the manifests."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,9 +70,12 @@ def _event_alignments(text: str, synth: espeak.Synthesis) -> tuple[Alignment, Al
     for i, (pos, _, sample) in enumerate(events):
         next_pos = events[i + 1][0] if i + 1 < len(events) else len(text) + 1
         next_sample = events[i + 1][2] if i + 1 < len(events) else total + 1
-        label = text[pos - 1: next_pos - 1].strip()
-        inside = [p for p in phones if sample / espeak.ESPEAK_SAMPLE_RATE - 1e-6 <= p[1]
-                  < next_sample / espeak.ESPEAK_SAMPLE_RATE]
+        label = text[pos - 1 : next_pos - 1].strip()
+        inside = [
+            p
+            for p in phones
+            if sample / espeak.ESPEAK_SAMPLE_RATE - 1e-6 <= p[1] < next_sample / espeak.ESPEAK_SAMPLE_RATE
+        ]
         if label and inside:
             words.append((label, inside[0][1], inside[-1][2]))
     return phones, words
@@ -96,20 +100,30 @@ def _trim_bounds(x: np.ndarray, margin: int = 160) -> tuple[int, int]:
 
 def synthesis_request(spec: UtteranceSpec) -> dict:
     """The keyword arguments of `espeak.synthesize` for a spec."""
-    return {"text": spec.text, "voice": spec.speaker.voice, "rate": spec.rate, "pitch": spec.pitch,
-            "pitch_range": spec.pitch_range, "volume": spec.volume, "seed": spec.seed}
+    return {
+        "text": spec.text,
+        "voice": spec.speaker.voice,
+        "rate": spec.rate,
+        "pitch": spec.pitch,
+        "pitch_range": spec.pitch_range,
+        "volume": spec.volume,
+        "seed": spec.seed,
+    }
 
 
-def render_speech(spec: UtteranceSpec, synth: espeak.Synthesis,
-                  background: bool = True) -> tuple[Speech, np.ndarray]:
+def render_speech(
+    spec: UtteranceSpec, synth: espeak.Synthesis, background: bool = True
+) -> tuple[Speech, np.ndarray]:
     """Finish eSpeak's output for `spec`; returns the utterance and the same without background noise."""
     rng = np.random.default_rng(spec.seed)
     if spec.text:
         phones, words = _event_alignments(spec.text, synth)
-        speech = soxr.resample(synth.samples.astype(np.float32) / 32768.0, espeak.ESPEAK_SAMPLE_RATE,
-                               SAMPLE_RATE, quality="HQ")
-        speech = augment.apply_eq(speech, augment.random_eq(np.random.default_rng(spec.speaker.eq_seed),
-                                                            max_gain_db=_SPEAKER_EQ_DB))
+        speech = soxr.resample(
+            synth.samples.astype(np.float32) / 32768.0, espeak.ESPEAK_SAMPLE_RATE, SAMPLE_RATE, quality="HQ"
+        )
+        speech = augment.apply_eq(
+            speech, augment.random_eq(np.random.default_rng(spec.speaker.eq_seed), max_gain_db=_SPEAKER_EQ_DB)
+        )
         # A milder random EQ per utterance: the channel changes between sessions, as in VoxCeleb.
         speech = augment.apply_eq(speech, augment.random_eq(rng, max_gain_db=_SESSION_EQ_DB))
         if spec.tilt_db:
@@ -131,8 +145,12 @@ def render_speech(spec: UtteranceSpec, synth: espeak.Synthesis,
         after = total - speech.size - before
     else:
         before, after = (int(round(rng.uniform(0.5, 1.0) * p * SAMPLE_RATE)) for p in spec.pad)
-    audio = np.concatenate([np.zeros(before, np.float32), speech.astype(np.float32), np.zeros(after, np.float32)])
-    audio += rng.standard_normal(audio.size).astype(np.float32) * 10.0 ** (rng.uniform(*_NOISE_FLOOR_DBFS) / 20)
+    audio = np.concatenate(
+        [np.zeros(before, np.float32), speech.astype(np.float32), np.zeros(after, np.float32)]
+    )
+    audio += rng.standard_normal(audio.size).astype(np.float32) * 10.0 ** (
+        rng.uniform(*_NOISE_FLOOR_DBFS) / 20
+    )
     dry = audio.copy()
     if background and spec.snr is not None:
         noise = augment.coloured_noise(rng, audio.size, exponent=float(rng.uniform(0.0, 2.0)))
@@ -150,8 +168,12 @@ def render_speech(spec: UtteranceSpec, synth: espeak.Synthesis,
 
 
 def _meta(speech: Speech) -> dict:
-    return {"num_samples": int(speech.audio.size), "phones": speech.phones, "words": speech.words,
-            "speech_span": [round(v, 4) for v in speech.speech_span]}
+    return {
+        "num_samples": int(speech.audio.size),
+        "phones": speech.phones,
+        "words": speech.words,
+        "speech_span": [round(v, 4) for v in speech.speech_span],
+    }
 
 
 def job_single(syntheses: list[espeak.Synthesis], spec: UtteranceSpec, path: Path) -> dict:
@@ -161,8 +183,9 @@ def job_single(syntheses: list[espeak.Synthesis], spec: UtteranceSpec, path: Pat
     return _meta(speech)
 
 
-def job_enhancement(syntheses: list[espeak.Synthesis], spec: UtteranceSpec, noisy_path: Path,
-                    clean_path: Path) -> dict:
+def job_enhancement(
+    syntheses: list[espeak.Synthesis], spec: UtteranceSpec, noisy_path: Path, clean_path: Path
+) -> dict:
     """A noisy utterance and its clean reference (same samples without the background noise)."""
     speech, clean = render_speech(spec, syntheses[0])
     save_audio(noisy_path, speech.audio, SAMPLE_RATE)
@@ -174,8 +197,12 @@ def _to_pcm16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def job_separation(syntheses: list[espeak.Synthesis], specs: tuple[UtteranceSpec, UtteranceSpec],
-                   level_db: float, paths: tuple[Path, Path, Path]) -> dict:
+def job_separation(
+    syntheses: list[espeak.Synthesis],
+    specs: tuple[UtteranceSpec, UtteranceSpec],
+    level_db: float,
+    paths: tuple[Path, Path, Path],
+) -> dict:
     """Two speakers mixed at `level_db` (source 2 relative to source 1); the mixture is exactly the sum
     of the two 16-bit sources as written."""
     first, _ = render_speech(specs[0], syntheses[0], background=False)
@@ -192,8 +219,14 @@ def job_separation(syntheses: list[espeak.Synthesis], specs: tuple[UtteranceSpec
     return {"num_samples": int(length), "sources": [_meta(first), _meta(second)]}
 
 
-def job_conversation(syntheses: list[espeak.Synthesis], specs: list[UtteranceSpec], gaps: list[float],
-                     snr: float | None, seed: int, path: Path) -> dict:
+def job_conversation(
+    syntheses: list[espeak.Synthesis],
+    specs: list[UtteranceSpec],
+    gaps: list[float],
+    snr: float | None,
+    seed: int,
+    path: Path,
+) -> dict:
     """Turns placed one after another with pauses (gap > 0) or overlaps (gap < 0); returns each turn's
     speech interval, measured on the rendered samples."""
     rng = np.random.default_rng(seed)
@@ -201,20 +234,28 @@ def job_conversation(syntheses: list[espeak.Synthesis], specs: list[UtteranceSpe
     for spec, synth, gap in zip(specs, syntheses, [0.0] + list(gaps)):
         speech, _ = render_speech(spec, synth, background=False)
         begin, end = speech.speech_span
-        seg = speech.audio[int(round(begin * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
+        seg = speech.audio[int(round(begin * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
         previous_end = turns[-1]["end"] if turns else position
         start = max(previous_end + gap, turns[-1]["start"] + 0.2 if turns else position)
         pieces.append((int(round(start * SAMPLE_RATE)), seg))
-        turns.append({"speaker": spec.speaker.id, "text": spec.text, "start": round(start, 4),
-                      "end": round(start + seg.size / SAMPLE_RATE, 4)})
+        turns.append(
+            {
+                "speaker": spec.speaker.id,
+                "text": spec.text,
+                "start": round(start, 4),
+                "end": round(start + seg.size / SAMPLE_RATE, 4),
+            }
+        )
     length = max(s + seg.size for s, seg in pieces) + int(0.3 * SAMPLE_RATE)
     audio = np.zeros(length, np.float32)
     for start, seg in pieces:
-        audio[start: start + seg.size] += seg
+        audio[start : start + seg.size] += seg
     audio += rng.standard_normal(length).astype(np.float32) * 10.0 ** (rng.uniform(*_NOISE_FLOOR_DBFS) / 20)
     if snr is not None:
         speech_rms = np.sqrt(np.mean(np.concatenate([seg for _, seg in pieces]) ** 2))
-        audio += augment.coloured_noise(rng, length, float(rng.uniform(0.0, 2.0))) * speech_rms / 10 ** (snr / 20)
+        audio += (
+            augment.coloured_noise(rng, length, float(rng.uniform(0.0, 2.0))) * speech_rms / 10 ** (snr / 20)
+        )
     audio *= min(1.0, 0.95 / float(np.max(np.abs(audio), initial=1e-9)))
     save_audio(path, audio, SAMPLE_RATE)
     return {"num_samples": int(length), "turns": turns}

@@ -1,5 +1,6 @@
 """Synthetic speakers: fixed combinations of eSpeak voice, variant, pitch, pitch range, rate and a
 channel colouring (a random EQ drawn once per speaker)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,13 +8,53 @@ from dataclasses import dataclass
 import numpy as np
 
 # English voices of eSpeak NG (accents) and voice variants (timbres) that exist in espeakng-loader's data.
-ACCENTS: tuple[str, ...] = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc",
-                            "en-gb-x-gbclan", "en-gb-x-gbcwmd")
-FEMALE_VARIANTS: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5", "linda", "steph", "anika", "Annie", "aunty",
-                                    "belinda", "grandma")
-MALE_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "klatt3", "klatt4", "david", "paul",
-                                  "quincy", "max", "Andy", "Alex", "Lee", "Michael", "grandpa", "travis", "john",
-                                  "benjamin")
+ACCENTS: tuple[str, ...] = (
+    "en-us",
+    "en",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-029",
+    "en-us-nyc",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+)
+FEMALE_VARIANTS: tuple[str, ...] = (
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "linda",
+    "steph",
+    "anika",
+    "Annie",
+    "aunty",
+    "belinda",
+    "grandma",
+)
+MALE_VARIANTS: tuple[str, ...] = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "klatt3",
+    "klatt4",
+    "david",
+    "paul",
+    "quincy",
+    "max",
+    "Andy",
+    "Alex",
+    "Lee",
+    "Michael",
+    "grandpa",
+    "travis",
+    "john",
+    "benjamin",
+)
 
 
 @dataclass(frozen=True)
@@ -41,14 +82,16 @@ def make_speakers(rng: np.random.Generator, count: int, prefix: str) -> list[Spe
     for index in range(count):
         female = index % 2 == 0
         variants = FEMALE_VARIANTS if female else MALE_VARIANTS
-        speakers.append(Speaker(
-            id=f"{prefix}{index:03d}",
-            accent=ACCENTS[int(rng.integers(len(ACCENTS)))],
-            variant=variants[int(rng.integers(len(variants)))],
-            gender="f" if female else "m",
-            pitch=int(rng.integers(25, 76)),
-            pitch_range=int(rng.integers(20, 81)),
-            rate=int(rng.integers(140, 211)),
-            eq_seed=int(rng.integers(2**31)),
-        ))
+        speakers.append(
+            Speaker(
+                id=f"{prefix}{index:03d}",
+                accent=ACCENTS[int(rng.integers(len(ACCENTS)))],
+                variant=variants[int(rng.integers(len(variants)))],
+                gender="f" if female else "m",
+                pitch=int(rng.integers(25, 76)),
+                pitch_range=int(rng.integers(20, 81)),
+                rate=int(rng.integers(140, 211)),
+                eq_seed=int(rng.integers(2**31)),
+            )
+        )
     return speakers

@@ -1,20 +1,28 @@
 """One planner per subset: each turns a size, speakers and a random generator into `Item`s (a synthesis
-job plus how to turn its result into lhotse cuts) and split-level files (trials, RTTM, QbE truth). Planning happens in the parent, in a
-fixed order, so the corpus depends only on the seed."""
+job plus how to turn its result into lhotse cuts) and split-level files (trials, RTTM, QbE truth).
+Planning happens in the parent, in a fixed order, so the corpus depends only on the seed."""
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from lhotse import MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 from speechrep.data.synth import text as texts
-from speechrep.data.synth.render import (SAMPLE_RATE, UtteranceSpec, job_conversation, job_enhancement,
-                                         job_separation, job_single)
+from speechrep.data.synth.render import (
+    SAMPLE_RATE,
+    UtteranceSpec,
+    job_conversation,
+    job_enhancement,
+    job_separation,
+    job_single,
+)
 from speechrep.data.synth.speakers import Speaker, make_speakers
 
 SPLITS = ("train", "dev", "test")
@@ -49,31 +57,57 @@ class Plan:
 
 def recording(rec_id: str, path: Path, num_samples: int) -> Recording:
     """A 16 kHz mono FLAC recording manifest (built without re-reading the file)."""
-    return Recording(id=rec_id, sources=[AudioSource(type="file", channels=[0], source=str(path))],
-                     sampling_rate=SAMPLE_RATE, num_samples=num_samples, duration=num_samples / SAMPLE_RATE)
+    return Recording(
+        id=rec_id,
+        sources=[AudioSource(type="file", channels=[0], source=str(path))],
+        sampling_rate=SAMPLE_RATE,
+        num_samples=num_samples,
+        duration=num_samples / SAMPLE_RATE,
+    )
 
 
-def _spec(rng: np.random.Generator, speaker: Speaker, text: str, effects: bool = True,
-          style: str = "neutral", **kwargs) -> UtteranceSpec:
+def _spec(
+    rng: np.random.Generator,
+    speaker: Speaker,
+    text: str,
+    effects: bool = True,
+    style: str = "neutral",
+    **kwargs,
+) -> UtteranceSpec:
     rate_f, pitch_shift, range_f, level_db, tilt_db = ER_STYLES[style]
     reverb = float(rng.uniform(0.2, 0.8)) if effects and rng.random() < _REVERB_PROB else None
     snr = float(rng.uniform(*_SNR_RANGE)) if effects and rng.random() < _NOISE_PROB else None
     return UtteranceSpec(
-        text=text, speaker=speaker, seed=int(rng.integers(2**31)),
+        text=text,
+        speaker=speaker,
+        seed=int(rng.integers(2**31)),
         rate=int(np.clip(speaker.rate * rate_f * rng.uniform(0.9, 1.1), 80, 450)),
         pitch=int(np.clip(speaker.pitch + pitch_shift + rng.integers(-6, 7), 0, 99)),
         pitch_range=int(np.clip(speaker.pitch_range * range_f + rng.integers(-8, 9), 0, 99)),
-        level_db=level_db, tilt_db=tilt_db, reverb_rt60=reverb, snr=snr, **kwargs)
+        level_db=level_db,
+        tilt_db=tilt_db,
+        reverb_rt60=reverb,
+        snr=snr,
+        **kwargs,
+    )
 
 
 def _alignment_fields(meta: dict) -> dict:
-    return {"phones": [p for p, _, _ in meta["phones"]],
-            "phone_alignment": [list(p) for p in meta["phones"]],
-            "word_alignment": [list(w) for w in meta["words"]]}
+    return {
+        "phones": [p for p, _, _ in meta["phones"]],
+        "phone_alignment": [list(p) for p in meta["phones"]],
+        "word_alignment": [list(w) for w in meta["words"]],
+    }
 
 
-def _single_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec, custom: dict | None = None,
-                 cut_custom: dict | None = None, alignments: bool = True) -> Item:
+def _single_item(
+    audio_dir: Path,
+    cut_id: str,
+    spec: UtteranceSpec,
+    custom: dict | None = None,
+    cut_custom: dict | None = None,
+    alignments: bool = True,
+) -> Item:
     path = audio_dir / f"{cut_id}.flac"
 
     def to_cuts(meta: dict) -> list[MonoCut]:
@@ -81,11 +115,28 @@ def _single_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec, custom: dict
         sup_custom = dict(custom or {})
         if alignments:
             sup_custom.update(_alignment_fields(meta))
-        sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=rec.duration, channel=0,
-                                 text=spec.text, speaker=spec.speaker.id, language="en",
-                                 custom=sup_custom or None)
-        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec,
-                        supervisions=[sup], custom={**(cut_custom or {}), **_effects(spec)} or None)]
+        sup = SupervisionSegment(
+            id=cut_id,
+            recording_id=cut_id,
+            start=0.0,
+            duration=rec.duration,
+            channel=0,
+            text=spec.text,
+            speaker=spec.speaker.id,
+            language="en",
+            custom=sup_custom or None,
+        )
+        return [
+            MonoCut(
+                id=cut_id,
+                start=0.0,
+                duration=rec.duration,
+                channel=0,
+                recording=rec,
+                supervisions=[sup],
+                custom={**(cut_custom or {}), **_effects(spec)} or None,
+            )
+        ]
 
     return Item(([spec], job_single, (spec, path)), to_cuts)
 
@@ -93,14 +144,19 @@ def _single_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec, custom: dict
 def _effects(spec: UtteranceSpec) -> dict:
     # Recorded so that analyses can separate clean from degraded utterances.
     effects = {"background_snr_db": spec.snr, "reverb_rt60_s": spec.reverb_rt60}
-    return {"effects": {k: round(v, 3) for k, v in effects.items() if v is not None}} if any(
-        v is not None for v in effects.values()) else {}
+    return (
+        {"effects": {k: round(v, 3) for k, v in effects.items() if v is not None}}
+        if any(v is not None for v in effects.values())
+        else {}
+    )
 
 
-def _speakers(rng: np.random.Generator, counts: tuple[int, int, int], prefix: str) -> dict[str, list[Speaker]]:
+def _speakers(
+    rng: np.random.Generator, counts: tuple[int, int, int], prefix: str
+) -> dict[str, list[Speaker]]:
     everyone = make_speakers(rng, sum(counts), prefix)
     bounds = np.cumsum((0,) + tuple(counts))
-    return {split: everyone[bounds[i]:bounds[i + 1]] for i, split in enumerate(SPLITS)}
+    return {split: everyone[bounds[i] : bounds[i + 1]] for i, split in enumerate(SPLITS)}
 
 
 def _assign(rng: np.random.Generator, speakers: list[Speaker], count: int) -> list[Speaker]:
@@ -110,19 +166,31 @@ def _assign(rng: np.random.Generator, speakers: list[Speaker], count: int) -> li
 
 
 # ------------------------------------------------------------------------------------------- planners
-def plan_sentences(name: str, rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-                   counts: tuple[int, int, int], words: tuple[int, int] = (4, 14)) -> Plan:
+def plan_sentences(
+    name: str,
+    rng: np.random.Generator,
+    audio_dir: Path,
+    speakers: tuple[int, int, int],
+    counts: tuple[int, int, int],
+    words: tuple[int, int] = (4, 14),
+) -> Plan:
     """unlabeled / pr / asr: random sentences with text, phones and alignments; speaker-disjoint splits."""
     spk = _speakers(rng, speakers, f"{name}_spk")
-    items = {split: [_single_item(audio_dir, f"{name}_{split}_{i:05d}",
-                                  _spec(rng, s, texts.random_sentence(rng, *words)))
-                     for i, s in enumerate(_assign(rng, spk[split], n))]
-             for split, n in zip(SPLITS, counts)}
+    items = {
+        split: [
+            _single_item(
+                audio_dir, f"{name}_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng, *words))
+            )
+            for i, s in enumerate(_assign(rng, spk[split], n))
+        ]
+        for split, n in zip(SPLITS, counts)
+    }
     return Plan(spk, items)
 
 
-def plan_ks(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
+def plan_ks(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Keyword spotting: 1 s clips of 10 commands, other words (`_unknown_`) and noise (`_silence_`)."""
     spk = _speakers(rng, speakers, "ks_spk")
     commands, others = texts.keyword_words()
@@ -132,8 +200,10 @@ def plan_ks(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         items[split] = []
         for i, speaker in enumerate(_assign(rng, spk[split], n)):
             label = labels[i % len(labels)]
-            word = {texts.UNKNOWN_KEYWORD: others[int(rng.integers(len(others)))],
-                    texts.SILENCE_KEYWORD: ""}.get(label, label)
+            word = {
+                texts.UNKNOWN_KEYWORD: others[int(rng.integers(len(others)))],
+                texts.SILENCE_KEYWORD: "",
+            }.get(label, label)
             spec = _spec(rng, speaker, word, total_duration=1.0)
             if label == texts.SILENCE_KEYWORD and spec.snr is None:
                 spec = UtteranceSpec(**{**spec.__dict__, "snr": float(rng.uniform(*_SNR_RANGE))})
@@ -141,33 +211,43 @@ def plan_ks(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
     return Plan(spk, items)
 
 
-def plan_sid(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-             counts: tuple[int, int, int]) -> Plan:
+def plan_sid(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Closed-set speaker identification: the same speakers in every split, different sentences."""
     everyone = make_speakers(rng, speakers[0], "sid_spk")
     spk = {split: everyone for split in SPLITS}
-    items = {split: [_single_item(audio_dir, f"sid_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng, 3, 10)))
-                     for i, s in enumerate(_assign(rng, everyone, n))]
-             for split, n in zip(SPLITS, counts)}
+    items = {
+        split: [
+            _single_item(audio_dir, f"sid_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng, 3, 10)))
+            for i, s in enumerate(_assign(rng, everyone, n))
+        ]
+        for split, n in zip(SPLITS, counts)
+    }
     return Plan(spk, items)
 
 
-def plan_asv(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-             counts: tuple[int, int, int]) -> Plan:
+def plan_asv(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Speaker verification: disjoint speakers per split, trials (target/non-target pairs) per split."""
     plan = plan_sentences("asv", rng, audio_dir, speakers, counts)
     trial_rng = np.random.default_rng(int(rng.integers(2**31)))
 
     def finish(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
         for split in SPLITS:
-            write_atomic(subset_dir / f"{split}_trials.txt", "".join(
-                f"{label} {a} {b}\n" for label, a, b in make_trials(trial_rng, cuts[split])))
+            write_atomic(
+                subset_dir / f"{split}_trials.txt",
+                "".join(f"{label} {a} {b}\n" for label, a, b in make_trials(trial_rng, cuts[split])),
+            )
 
     plan.finish = finish
     return plan
 
 
-def make_trials(rng: np.random.Generator, cuts: list[MonoCut], per_cut: int = 2) -> list[tuple[int, str, str]]:
+def make_trials(
+    rng: np.random.Generator, cuts: list[MonoCut], per_cut: int = 2
+) -> list[tuple[int, str, str]]:
     """Balanced verification trials: for each enrolment cut, target and non-target test cuts."""
     by_speaker: dict[str, list[str]] = {}
     for cut in cuts:
@@ -184,9 +264,10 @@ def make_trials(rng: np.random.Generator, cuts: list[MonoCut], per_cut: int = 2)
     return trials
 
 
-def plan_er(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
-    """Emotion: four prosodic styles; speakers in `ER_FOLDS` groups (test = last fold, dev = the one before)."""
+def plan_er(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
+    """Emotion: four prosodic styles; speakers in `ER_FOLDS` groups (test: last fold, dev: the one before)."""
     spk = _speakers(rng, speakers, "er_spk")
     fold_of: dict[str, int] = {}
     for i, s in enumerate(spk["train"]):
@@ -200,13 +281,17 @@ def plan_er(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         for i, speaker in enumerate(_assign(rng, spk[split], n)):
             style = styles[i % len(styles)]
             spec = _spec(rng, speaker, texts.random_sentence(rng, 3, 9), style=style)
-            items[split].append(_single_item(audio_dir, f"er_{split}_{i:05d}", spec,
-                                             {"emotion": style, "fold": fold_of[speaker.id]}))
+            items[split].append(
+                _single_item(
+                    audio_dir, f"er_{split}_{i:05d}", spec, {"emotion": style, "fold": fold_of[speaker.id]}
+                )
+            )
     return Plan(spk, items)
 
 
-def plan_ic(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
+def plan_ic(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Intent classification: commands with action/object/location, several phrasings per intent."""
     spk = _speakers(rng, speakers, "ic_spk")
     items = {}
@@ -214,13 +299,17 @@ def plan_ic(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         items[split] = []
         for i, speaker in enumerate(_assign(rng, spk[split], n)):
             sentence, intent = texts.ic_utterance(rng)
-            items[split].append(_single_item(audio_dir, f"ic_{split}_{i:05d}", _spec(rng, speaker, sentence),
-                                             {"intent": intent}))
+            items[split].append(
+                _single_item(
+                    audio_dir, f"ic_{split}_{i:05d}", _spec(rng, speaker, sentence), {"intent": intent}
+                )
+            )
     return Plan(spk, items)
 
 
-def plan_sf(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
+def plan_sf(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Slot filling: templated requests with slot types and values (BIO tags per word)."""
     spk = _speakers(rng, speakers, "sf_spk")
     items = {}
@@ -228,29 +317,44 @@ def plan_sf(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         items[split] = []
         for i, speaker in enumerate(_assign(rng, spk[split], n)):
             sentence, labels = texts.sf_utterance(rng)
-            items[split].append(_single_item(audio_dir, f"sf_{split}_{i:05d}", _spec(rng, speaker, sentence), labels))
+            items[split].append(
+                _single_item(audio_dir, f"sf_{split}_{i:05d}", _spec(rng, speaker, sentence), labels)
+            )
     return Plan(spk, items)
 
 
-def plan_qbe(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-             counts: tuple[int, int, int]) -> Plan:
+def plan_qbe(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Query-by-example: spoken single-word queries and sentence documents that contain a query or not."""
     spk = _speakers(rng, speakers, "qbe_spk")
     vocabulary = texts.content_words(min_letters=5)
     items = {}
     for split, n in zip(SPLITS, counts):
         terms = [vocabulary[i] for i in rng.choice(len(vocabulary), size=max(2, n // 4), replace=False)]
-        queries = [_single_item(audio_dir, f"qbe_{split}_q{i:04d}", _spec(rng, s, term, effects=False, pad=(0.2, 0.2)),
-                                {"role": "query", "term": term})
-                   for i, (term, s) in enumerate(zip(terms, _assign(rng, spk[split], len(terms))))]
+        queries = [
+            _single_item(
+                audio_dir,
+                f"qbe_{split}_q{i:04d}",
+                _spec(rng, s, term, effects=False, pad=(0.2, 0.2)),
+                {"role": "query", "term": term},
+            )
+            for i, (term, s) in enumerate(zip(terms, _assign(rng, spk[split], len(terms))))
+        ]
         docs = []
         for i, speaker in enumerate(_assign(rng, spk[split], n)):
             words = texts.random_words(rng, int(rng.integers(5, 12)))
             if i % 2 == 0:  # half the documents contain one of the query terms
                 words.insert(int(rng.integers(len(words) + 1)), terms[(i // 2) % len(terms)])
             contained = sorted({t for t in terms if t in words})
-            docs.append(_single_item(audio_dir, f"qbe_{split}_d{i:04d}", _spec(rng, speaker, " ".join(words)),
-                                     {"role": "document", "contains": contained}))
+            docs.append(
+                _single_item(
+                    audio_dir,
+                    f"qbe_{split}_d{i:04d}",
+                    _spec(rng, speaker, " ".join(words)),
+                    {"role": "document", "contains": contained},
+                )
+            )
         items[split] = queries + docs
     return Plan(spk, items, finish=_finish_qbe)
 
@@ -259,13 +363,16 @@ def _finish_qbe(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
     for split in SPLITS:
         queries = [c for c in cuts[split] if c.supervisions[0].custom["role"] == "query"]
         docs = [c for c in cuts[split] if c.supervisions[0].custom["role"] == "document"]
-        lines = [f"{q.id} {d.id} {int(q.supervisions[0].custom['term'] in d.supervisions[0].custom['contains'])}\n"
-                 for q, d in itertools.product(queries, docs)]
+        lines = [
+            f"{q.id} {d.id} {int(q.supervisions[0].custom['term'] in d.supervisions[0].custom['contains'])}\n"
+            for q, d in itertools.product(queries, docs)
+        ]
         write_atomic(subset_dir / f"{split}_truth.txt", "".join(lines))
 
 
-def plan_se(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
+def plan_se(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Speech enhancement: noisy recordings with the clean reference as `cut.clean`."""
     spk = _speakers(rng, speakers, "se_spk")
     items = {}
@@ -274,8 +381,9 @@ def plan_se(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         for i, speaker in enumerate(_assign(rng, spk[split], n)):
             cut_id = f"se_{split}_{i:05d}"
             snr = SE_SNRS[i % len(SE_SNRS)]
-            spec = UtteranceSpec(**{**_spec(rng, speaker, texts.random_sentence(rng), effects=False).__dict__,
-                                    "snr": snr})
+            spec = UtteranceSpec(
+                **{**_spec(rng, speaker, texts.random_sentence(rng), effects=False).__dict__, "snr": snr}
+            )
             items[split].append(_enhancement_item(audio_dir, cut_id, spec))
     return Plan(spk, items)
 
@@ -285,17 +393,35 @@ def _enhancement_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec) -> Item
 
     def to_cuts(meta: dict) -> list[MonoCut]:
         rec = recording(cut_id, noisy, meta["num_samples"])
-        sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=rec.duration, channel=0,
-                                 text=spec.text, speaker=spec.speaker.id, language="en",
-                                 custom={"snr": spec.snr, **_alignment_fields(meta)})
-        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup],
-                        custom={"clean": recording(f"{cut_id}_clean", clean, meta["num_samples"])})]
+        sup = SupervisionSegment(
+            id=cut_id,
+            recording_id=cut_id,
+            start=0.0,
+            duration=rec.duration,
+            channel=0,
+            text=spec.text,
+            speaker=spec.speaker.id,
+            language="en",
+            custom={"snr": spec.snr, **_alignment_fields(meta)},
+        )
+        return [
+            MonoCut(
+                id=cut_id,
+                start=0.0,
+                duration=rec.duration,
+                channel=0,
+                recording=rec,
+                supervisions=[sup],
+                custom={"clean": recording(f"{cut_id}_clean", clean, meta["num_samples"])},
+            )
+        ]
 
     return Item(([spec], job_enhancement, (spec, noisy, clean)), to_cuts)
 
 
-def plan_ss(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
+def plan_ss(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Source separation: two-speaker mixtures; sources as `cut.source1`, `cut.source2` (mixture = sum)."""
     spk = _speakers(rng, speakers, "ss_spk")
     items = {}
@@ -304,30 +430,56 @@ def plan_ss(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
         for i in range(n):
             a, b = (spk[split][j] for j in rng.choice(len(spk[split]), size=2, replace=False))
             specs = tuple(_spec(rng, s, texts.random_sentence(rng, 4, 10), effects=False) for s in (a, b))
-            items[split].append(_separation_item(audio_dir, f"ss_{split}_{i:05d}", specs, float(rng.uniform(-5, 5))))
+            items[split].append(
+                _separation_item(audio_dir, f"ss_{split}_{i:05d}", specs, float(rng.uniform(-5, 5)))
+            )
     return Plan(spk, items)
 
 
-def _separation_item(audio_dir: Path, cut_id: str, specs: tuple[UtteranceSpec, UtteranceSpec],
-                     level_db: float) -> Item:
+def _separation_item(
+    audio_dir: Path, cut_id: str, specs: tuple[UtteranceSpec, UtteranceSpec], level_db: float
+) -> Item:
     paths = tuple(audio_dir / f"{cut_id}{suffix}.flac" for suffix in ("", "_s1", "_s2"))
 
     def to_cuts(meta: dict) -> list[MonoCut]:
         n = meta["num_samples"]
         rec = recording(cut_id, paths[0], n)
-        sups = [SupervisionSegment(id=f"{cut_id}_s{k + 1}", recording_id=cut_id, start=0.0, duration=rec.duration,
-                                   channel=0, text=spec.text, speaker=spec.speaker.id, language="en",
-                                   custom={"source": k + 1, **_alignment_fields(src)})
-                for k, (spec, src) in enumerate(zip(specs, meta["sources"]))]
-        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=sups,
-                        custom={"source1": recording(f"{cut_id}_s1", paths[1], n),
-                                "source2": recording(f"{cut_id}_s2", paths[2], n), "level_db": round(level_db, 3)})]
+        sups = [
+            SupervisionSegment(
+                id=f"{cut_id}_s{k + 1}",
+                recording_id=cut_id,
+                start=0.0,
+                duration=rec.duration,
+                channel=0,
+                text=spec.text,
+                speaker=spec.speaker.id,
+                language="en",
+                custom={"source": k + 1, **_alignment_fields(src)},
+            )
+            for k, (spec, src) in enumerate(zip(specs, meta["sources"]))
+        ]
+        return [
+            MonoCut(
+                id=cut_id,
+                start=0.0,
+                duration=rec.duration,
+                channel=0,
+                recording=rec,
+                supervisions=sups,
+                custom={
+                    "source1": recording(f"{cut_id}_s1", paths[1], n),
+                    "source2": recording(f"{cut_id}_s2", paths[2], n),
+                    "level_db": round(level_db, 3),
+                },
+            )
+        ]
 
     return Item((list(specs), job_separation, (specs, level_db, paths)), to_cuts)
 
 
-def plan_sd(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int],
-            counts: tuple[int, int, int]) -> Plan:
+def plan_sd(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
     """Diarization: two-speaker conversations with pauses and overlaps; one supervision per turn + RTTM."""
     spk = _speakers(rng, speakers, "sd_spk")
     items = {}
@@ -342,30 +494,48 @@ def plan_sd(rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int,
             specs = [_spec(rng, s, texts.random_sentence(rng, 2, 8), effects=False) for s in who]
             gaps = [float(rng.uniform(-0.8, 1.2)) for _ in range(turns - 1)]
             snr = float(rng.uniform(*_SNR_RANGE)) if rng.random() < _NOISE_PROB else None
-            items[split].append(_conversation_item(audio_dir, f"sd_{split}_{i:05d}", specs, gaps, snr,
-                                                   int(rng.integers(2**31))))
+            items[split].append(
+                _conversation_item(
+                    audio_dir, f"sd_{split}_{i:05d}", specs, gaps, snr, int(rng.integers(2**31))
+                )
+            )
     return Plan(spk, items, finish=_finish_sd)
 
 
-def _conversation_item(audio_dir: Path, cut_id: str, specs: list[UtteranceSpec], gaps: list[float],
-                       snr: float | None, seed: int) -> Item:
+def _conversation_item(
+    audio_dir: Path, cut_id: str, specs: list[UtteranceSpec], gaps: list[float], snr: float | None, seed: int
+) -> Item:
     path = audio_dir / f"{cut_id}.flac"
 
     def to_cuts(meta: dict) -> list[MonoCut]:
         rec = recording(cut_id, path, meta["num_samples"])
-        sups = [SupervisionSegment(id=f"{cut_id}_t{k:02d}", recording_id=cut_id, start=turn["start"],
-                                   duration=round(turn["end"] - turn["start"], 4), channel=0, text=turn["text"],
-                                   speaker=turn["speaker"], language="en")
-                for k, turn in enumerate(meta["turns"])]
-        return [MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=sups)]
+        sups = [
+            SupervisionSegment(
+                id=f"{cut_id}_t{k:02d}",
+                recording_id=cut_id,
+                start=turn["start"],
+                duration=round(turn["end"] - turn["start"], 4),
+                channel=0,
+                text=turn["text"],
+                speaker=turn["speaker"],
+                language="en",
+            )
+            for k, turn in enumerate(meta["turns"])
+        ]
+        return [
+            MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=sups)
+        ]
 
     return Item((specs, job_conversation, (specs, gaps, snr, seed, path)), to_cuts)
 
 
 def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
     for split in SPLITS:
-        lines = [f"SPEAKER {c.id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
-                 for c in cuts[split] for s in c.supervisions]
+        lines = [
+            f"SPEAKER {c.id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
+            for c in cuts[split]
+            for s in c.supervisions
+        ]
         write_atomic(subset_dir / f"{split}.rttm", "".join(lines))
 
 
@@ -380,6 +550,14 @@ PLANNERS: dict[str, Callable[..., Plan]] = {
     "unlabeled": lambda rng, d, s, c: plan_sentences("unlabeled", rng, d, s, c, words=(6, 22)),
     "pr": lambda rng, d, s, c: plan_sentences("pr", rng, d, s, c),
     "asr": lambda rng, d, s, c: plan_sentences("asr", rng, d, s, c),
-    "ks": plan_ks, "qbe": plan_qbe, "sid": plan_sid, "asv": plan_asv, "sd": plan_sd, "er": plan_er,
-    "ic": plan_ic, "sf": plan_sf, "se": plan_se, "ss": plan_ss,
+    "ks": plan_ks,
+    "qbe": plan_qbe,
+    "sid": plan_sid,
+    "asv": plan_asv,
+    "sd": plan_sd,
+    "er": plan_er,
+    "ic": plan_ic,
+    "sf": plan_sf,
+    "se": plan_se,
+    "ss": plan_ss,
 }

@@ -1,5 +1,6 @@
 """Texts for the synthetic corpus: word sequences with natural English word frequencies (from the
 `wordfreq` package) and the templates of the tasks that need structure (keywords, intents, slots)."""
+
 from __future__ import annotations
 
 import functools
@@ -12,10 +13,51 @@ SILENCE_KEYWORD = "_silence_"
 
 _VOCAB_SIZE = 4000
 # Words a corpus meant for demos should not say, and letters/abbreviations eSpeak spells out.
-_BLOCKED = frozenset({"fuck", "fucking", "shit", "sex", "porn", "ass", "asshole", "bitch", "dick", "damn",
-                      "gay", "cock", "pussy", "nigga", "nude", "naked", "hell", "rape", "kill", "killed",
-                      "tv", "uk", "dr", "mr", "mrs", "ms", "st", "vs", "etc", "pm", "am", "ok", "jr", "ii",
-                      "iii", "usa", "lol", "omg", "dc", "la", "ny"})
+_BLOCKED = frozenset(
+    {
+        "fuck",
+        "fucking",
+        "shit",
+        "sex",
+        "porn",
+        "ass",
+        "asshole",
+        "bitch",
+        "dick",
+        "damn",
+        "gay",
+        "cock",
+        "pussy",
+        "nigga",
+        "nude",
+        "naked",
+        "hell",
+        "rape",
+        "kill",
+        "killed",
+        "tv",
+        "uk",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "st",
+        "vs",
+        "etc",
+        "pm",
+        "am",
+        "ok",
+        "jr",
+        "ii",
+        "iii",
+        "usa",
+        "lol",
+        "omg",
+        "dc",
+        "la",
+        "ny",
+    }
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,8 +65,11 @@ def vocabulary() -> tuple[tuple[str, ...], np.ndarray]:
     """The most frequent alphabetic English words and their normalised frequencies."""
     import wordfreq
 
-    words = [w for w in wordfreq.top_n_list("en", _VOCAB_SIZE)
-             if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i")) and w not in _BLOCKED]
+    words = [
+        w
+        for w in wordfreq.top_n_list("en", _VOCAB_SIZE)
+        if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i")) and w not in _BLOCKED
+    ]
     freqs = np.array([wordfreq.word_frequency(w, "en") for w in words], dtype=np.float64)
     return tuple(words), freqs / freqs.sum()
 
@@ -57,17 +102,37 @@ IC_INTENTS: tuple[tuple[str, str, str], ...] = tuple(
     + [("change language", o, "none") for o in ("chinese", "korean", "english", "german")]
 )
 _IC_PHRASINGS: dict[str, tuple[str, ...]] = {
-    "activate": ("turn on the {object}{location}", "switch on the {object}{location}",
-                 "please turn the {object} on{location}", "{object} on{location}"),
-    "deactivate": ("turn off the {object}{location}", "switch off the {object}{location}",
-                   "please turn the {object} off{location}", "{object} off{location}"),
-    "increase": ("turn up the {object}{location}", "increase the {object}{location}",
-                 "make the {object} louder{location}", "more {object}{location}"),
-    "decrease": ("turn down the {object}{location}", "decrease the {object}{location}",
-                 "lower the {object}{location}", "less {object}{location}"),
+    "activate": (
+        "turn on the {object}{location}",
+        "switch on the {object}{location}",
+        "please turn the {object} on{location}",
+        "{object} on{location}",
+    ),
+    "deactivate": (
+        "turn off the {object}{location}",
+        "switch off the {object}{location}",
+        "please turn the {object} off{location}",
+        "{object} off{location}",
+    ),
+    "increase": (
+        "turn up the {object}{location}",
+        "increase the {object}{location}",
+        "make the {object} louder{location}",
+        "more {object}{location}",
+    ),
+    "decrease": (
+        "turn down the {object}{location}",
+        "decrease the {object}{location}",
+        "lower the {object}{location}",
+        "less {object}{location}",
+    ),
     "bring": ("bring me my {object}", "get me the {object}", "go get my {object}", "fetch the {object}"),
-    "change language": ("change the language to {object}", "switch the language to {object}",
-                        "set my language to {object}", "use {object}"),
+    "change language": (
+        "change the language to {object}",
+        "switch the language to {object}",
+        "set my language to {object}",
+        "use {object}",
+    ),
 }
 # "louder" only fits volume; heat uses its own word.
 _IC_OBJECT_WORDS = {"heat": "heating"}
@@ -87,12 +152,23 @@ def ic_utterance(rng: np.random.Generator) -> tuple[str, dict[str, str]]:
 
 # ------------------------------------------------------------------ slot filling (like Audio SNIPS)
 SF_SLOT_VALUES: dict[str, tuple[str, ...]] = {
-    "city": ("london", "paris", "boston", "chicago", "berlin", "tokyo", "madrid", "seattle", "denver",
-             "dublin", "sydney", "toronto"),
+    "city": (
+        "london",
+        "paris",
+        "boston",
+        "chicago",
+        "berlin",
+        "tokyo",
+        "madrid",
+        "seattle",
+        "denver",
+        "dublin",
+        "sydney",
+        "toronto",
+    ),
     "date": ("today", "tomorrow", "on monday", "on friday", "this weekend", "next week", "tonight"),
     "time": ("seven am", "six thirty", "noon", "eight in the evening", "half past nine", "ten pm"),
-    "artist": ("john smith", "the rolling stones", "mary jones", "the blue band", "david brown",
-               "sarah lee"),
+    "artist": ("john smith", "the rolling stones", "mary jones", "the blue band", "david brown", "sarah lee"),
     "genre": ("jazz", "rock", "classical", "pop", "blues", "country", "hip hop"),
     "playlist": ("workout", "road trip", "dinner", "morning", "party", "study"),
     "party_size": ("two", "three", "four", "five", "six", "eight"),
@@ -141,4 +217,3 @@ def sf_utterance(rng: np.random.Generator) -> tuple[str, dict]:
 def keyword_words() -> tuple[tuple[str, ...], list[str]]:
     """The KS command words and the pool of other words that make up the `_unknown_` class."""
     return KEYWORDS, content_words(min_letters=3, top=1500)
-

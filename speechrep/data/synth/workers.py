@@ -5,6 +5,7 @@ utterance is spoken by a fresh child forked from a lean "zygote" process that on
 (`_zygote.py`; forking a process that holds torch would cost tens of milliseconds per utterance). The
 rest of each job (resampling, effects, mixing, FLAC) is ordinary numpy work done by a pool of long-lived
 workers. Results never depend on the number of workers or on their timing."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,9 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -34,8 +36,9 @@ class _Zygote:
     """The zygote subprocess: requests go in through a writer thread, replies are read here."""
 
     def __init__(self, max_children: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(_ZYGOTE), str(max_children)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(_ZYGOTE), str(max_children)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         self.queue: deque = deque()
         self.ready = threading.Condition()
         self.writer = threading.Thread(target=self._write_loop, daemon=True)
@@ -90,7 +93,7 @@ class SynthesisRunner:
         self.pool = multiprocessing.get_context("fork").Pool(self.num_workers)
         self.zygote = _Zygote(self.num_workers)
 
-    def __enter__(self) -> "SynthesisRunner":
+    def __enter__(self) -> SynthesisRunner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -102,8 +105,9 @@ class SynthesisRunner:
         self.pool.terminate()
         self.pool.join()
 
-    def run(self, jobs: Sequence[tuple[list[UtteranceSpec], Callable[..., Any], tuple]],
-            desc: str = "synth") -> Iterator[tuple[int, Any]]:
+    def run(
+        self, jobs: Sequence[tuple[list[UtteranceSpec], Callable[..., Any], tuple]], desc: str = "synth"
+    ) -> Iterator[tuple[int, Any]]:
         """For each `(specs, fn, args)` yield `(index, fn(syntheses_of_specs, *args))` in order; a failed
         job yields `(index, None)` and a warning. Consume the iterator fully before the next `run`."""
         window = 8 * self.num_workers  # jobs in flight: bounds memory whatever the corpus size
@@ -142,7 +146,9 @@ class SynthesisRunner:
                     try:
                         result = results.pop(index).get()
                     except Exception as err:  # one bad utterance must not stop the corpus
-                        log.warning("%s: job %d failed (%s: %s); skipped", desc, index, type(err).__name__, err)
+                        log.warning(
+                            "%s: job %d failed (%s: %s); skipped", desc, index, type(err).__name__, err
+                        )
                 bar.update(1)
                 yield index, result
 
