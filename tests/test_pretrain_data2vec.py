@@ -143,6 +143,37 @@ def test_data2vec_loss_falls_and_export_loads(corpus: Path, tmp_path: Path) -> N
     assert load_upstream(out)(torch.randn(1, 8000), torch.tensor([8000])).hidden_states[-1].shape == (1, 24, 32)
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_with_the_same_teacher(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    torch.set_num_threads(1)
+    import speechrep.pretrain.common as common
+
+    args = SMALL + ["train.max_steps=8", "train.eval_every=4", "ema_anneal_steps=4", "ema_start=0.5",
+                    "ema_end=0.9"]
+    full = run_method("data2vec", corpus, tmp_path / "full", "tiny", args)
+    real_train = common.train
+
+    def killed_at_6(*a, **kw):
+        update_teacher = kw["after_step"]
+
+        def after_step(model, step):
+            update_teacher(model, step)
+            if step == 6:
+                raise _Killed
+        return real_train(*a, **{**kw, "after_step": after_step})
+
+    monkeypatch.setattr(common, "train", killed_at_6)
+    with pytest.raises(_Killed):
+        run_method("data2vec", corpus, tmp_path / "split", "tiny", args)
+    monkeypatch.setattr(common, "train", real_train)
+    resumed = run_method("data2vec", corpus, tmp_path / "split", "tiny", args)
+    a, b = load_upstream(full).state_dict(), load_upstream(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the student's last steps used the restored EMA teacher
+
+
 def test_presets_layer_on_the_paper_config() -> None:
     paper, tiny = method_config("data2vec"), method_config("data2vec", "tiny")
     assert (paper.mask_prob, paper.mask_span, paper.top_k, paper.ema_start, paper.ema_end) == (
