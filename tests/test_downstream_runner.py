@@ -282,3 +282,12 @@ def test_bad_input_gives_one_line_errors(corpus: Path, tmp_path: Path, capsys) -
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"cut {first.id!r}" in err and "'keyword'" in err
+
+
+def test_pair_wall_time_sums_every_run(corpus: Path, tmp_path: Path) -> None:
+    row = runner.benchmark(["fbank_global"], ["ks"], corpus, tmp_path, preset="tiny", lr_sweep=[1e-2, 1e-3],
+                           overrides=["train.max_steps=4", "train.eval_every=4"])[0]
+    runs = [json.loads((tmp_path / "fbank_global" / "ks" / f"lr{lr}" / "results.json").read_text())
+            for lr in ("0.01", "0.001")]
+    assert row["wall_time_s"] == pytest.approx(sum(r["wall_time_s"] for r in runs), abs=0.02)
+    assert row["upstream_lr"] is None and all(r["wall_time_s"] > 0 for r in runs)

@@ -15,6 +15,9 @@ architecture with freshly initialised weights (the untrained control); `fbank_gl
 filterbank standardised with mean/std of the task's train split (SUPERB's `fbank` normalises each utterance,
 which pools to a constant under mean pooling).
 
+results.json holds dev and test metrics, the learned layer weights, parameter counts (upstream, trainable)
+and wall time (seconds of the invocations that completed each run; a killed invocation's time is not counted).
+
 With `lr_sweep`, each learning rate trains in its own `lr<lr>/` run, the best mean dev metric wins, and only
 the winner is evaluated on test. A task with sub-runs (ER folds) reports the mean over them of dev and test.
 """
@@ -259,7 +262,6 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
         log.info("%s: done, skipping", done)
         return json.loads(done.read_text())
     spec = get_task(task)
-    started = time.time()
     base_cfg = load_task_config(spec, preset, overrides)
     lrs = list(lr_sweep) if lr_sweep else [base_cfg.train.lr]
     sub_cfgs = spec.sub_runs(base_cfg) if spec.sub_runs else {"": base_cfg}
@@ -277,10 +279,13 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
                              device=source.device)
 
     dev_by_lr: dict[float, dict[str, float]] = {}
+    wall_times: dict[Path, float] = {}  # per run directory, summed into the pair's wall time
     if len(lrs) > 1:  # with one LR there is nothing to select: train and test in one go below
         for lr in lrs:
             runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=False)
                     for c, d in run_dirs(lr).values()]
+            dirs = [d for _, d in run_dirs(lr).values()]
+            wall_times.update({d: r.get("wall_time_s", 0.0) for d, r in zip(dirs, runs)})
             if is_main_process():
                 dev_by_lr[lr] = _mean_metrics([r["dev"] for r in runs])
         if not is_main_process():
@@ -292,18 +297,20 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
     rows = list(finals.values())
     if not is_main_process():
         return {}
+    wall_times.update({d: r["wall_time_s"] for (_, d), r in zip(run_dirs(best_lr).values(), rows)})
     dev_by_lr[best_lr] = _mean_metrics([r["dev"] for r in rows])
     results = {
         "task": task, "upstream": choice.label, "metric": spec.metric,
         "higher_is_better": spec.higher_is_better,
         "best_value": spec.best_value, "lr": best_lr, "finetune": finetune, "preset": preset,
+        "upstream_lr": base_cfg.upstream_lr if finetune else None,
         "dev": _mean_metrics([r["dev"] for r in rows]), "test": _mean_metrics([r["test"] for r in rows]),
         "dev_by_lr": {f"{lr:g}": m for lr, m in dev_by_lr.items()},
         "sub_runs": {name or "main": {k: r[k] for k in ("dev", "test", "layer_weights", "best_step", "steps")}
                      for name, r in finals.items()},
         "layer_weights": [sum(ws) / len(rows) for ws in zip(*(r["layer_weights"] for r in rows))],
         "params": rows[0]["params"],
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": round(sum(wall_times.values()), 2),  # every run of the pair, resumed ones included
     }
     if not all(math.isfinite(v) for v in results["test"].values()):
         log.warning("%s/%s: non-finite test metrics %s", choice.label, task, results["test"])
@@ -319,7 +326,7 @@ def benchmark(upstreams: Sequence[str], tasks: Sequence[str], corpus_dir: Path, 
               overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run every (upstream, task) pair into out_dir (skipping finished ones); returns their results rows.
 
-    Under torchrun every rank trains its share of each batch and only rank 0 evaluates, selects and returns rows.
+    Under torchrun every rank trains on its share of each batch; rank 0 alone evaluates, selects and returns.
     """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if not corpus_dir.is_dir():
