@@ -101,12 +101,15 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-init", action="store_true", help="every upstream with random weights")
     p.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="cache frozen upstream features on disk (default: on)")
+    p.add_argument("--score-references", type=Path, default=None, metavar="YAML",
+                   help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides; TASK.key=value for one task")
 
 
 @command("benchmark", "SUPERB-style benchmark of upstreams on downstream tasks", _benchmark_arguments)
 def _benchmark(args: argparse.Namespace) -> int:
     from speechrep.bench.leaderboard import write_summary
+    from speechrep.bench.score import load_references
     from speechrep.downstream.runner import benchmark
     from speechrep.errors import ConfigError
     from speechrep.train import finish_distributed, is_main_process
@@ -120,7 +123,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                      random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
                      overrides=args.overrides)
     if is_main_process():
-        print(write_summary(rows, args.out), end="")
+        refs = load_references(args.score_references) if args.score_references else None
+        print(write_summary(rows, args.out, references=refs), end="")
     finish_distributed()
     return 0
 

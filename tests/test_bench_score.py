@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from speechrep.bench.leaderboard import write_summary
-from speechrep.bench.score import Reference, references_from_rows, superb_scores, task_score
+from speechrep.bench.score import Reference, load_references, references_from_rows, superb_scores, task_score
 from speechrep.errors import ConfigError
 
 
@@ -52,3 +52,16 @@ def test_summary_files(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["scores"] == {"fbank": 0.0, "hubert": pytest.approx(800.0)}
     assert len(data["rows"]) == 2 and (tmp_path / "leaderboard.md").read_text().startswith("# Leaderboard")
+
+
+def test_references_from_yaml(tmp_path: Path) -> None:
+    good = tmp_path / "refs.yaml"
+    good.write_text("pr: {baseline: 0.82, topline: 0.0}\nks: {baseline: 0.0863, topline: 1}\n")
+    assert load_references(good) == {"pr": Reference(0.82, 0.0), "ks": Reference(0.0863, 1.0)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pr: {baseline: low, topline: 0}\n")
+    with pytest.raises(ConfigError, match="'pr' needs numeric"):
+        load_references(bad)
+    bad.write_text("pr: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_references(bad)

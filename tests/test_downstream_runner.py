@@ -60,9 +60,12 @@ def test_cli_benchmark_trains_scores_and_resumes(corpus: Path, tmp_path: Path, m
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(runner, "train", no_training)
-    assert main(argv) == 0
-    again = {r["upstream"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    assert again == rows
+    refs = tmp_path / "refs.yaml"
+    refs.write_text("ks: {baseline: 0.5, topline: 1.0}\n")
+    assert main([*argv, "--score-references", str(refs)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert {r["upstream"]: r for r in summary["rows"]} == rows
+    assert summary["scores"]["fbank"] == pytest.approx(-500.0)  # 0.25 accuracy, half-way below the baseline 0.5
 
 
 def test_interrupted_pair_resumes_from_its_checkpoint(corpus: Path, tmp_path: Path) -> None:

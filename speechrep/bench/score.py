@@ -9,12 +9,14 @@ upstream's score is the mean over the tasks it was scored on.
 
 Baseline: by default the `fbank` upstream's result on the same task in the same benchmark (SUPERB's FBANK).
 Topline: by default the best possible value of the metric (accuracy 1.0, PER 0.0: what mini-SUPERB uses). For
-real corpora pass `references` with published baseline/topline values per task.
+real corpora pass `references` with published baseline/topline values per task (`load_references` reads them
+from YAML; `speechrep benchmark --score-references FILE`), in the metric's own units (accuracy 0-1, PER 0-1).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechrep.errors import ConfigError
@@ -31,6 +33,28 @@ class Reference:
 
     baseline: float
     topline: float
+
+
+def load_references(path: Path) -> dict[str, Reference]:
+    """Score references from YAML, `task: {baseline: value, topline: value}`, in each metric's own units."""
+    import yaml
+
+    from speechrep.config import parse_yaml
+
+    path = Path(path)
+    try:
+        data = parse_yaml(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read score references ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping task -> {{baseline, topline}}")
+    refs = {}
+    for task, values in data.items():
+        if not isinstance(values, dict) or set(values) != {"baseline", "topline"} or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+            raise ConfigError(f"{path}: task {task!r} needs numeric `baseline` and `topline`, got {values!r}")
+        refs[str(task)] = Reference(float(values["baseline"]), float(values["topline"]))
+    return refs
 
 
 def task_score(value: float, reference: Reference) -> float:
