@@ -1,4 +1,5 @@
 """DistilHuBERT pre-training: the loss, gradient reversal, distortions, time warping, training, export."""
+
 import math
 from pathlib import Path
 
@@ -11,15 +12,30 @@ from speechrep.data.batching import AudioBatch
 from speechrep.data.synth import make_synthetic_corpus
 from speechrep.errors import ConfigError
 from speechrep.pretrain import method_config, run_method
-from speechrep.pretrain.distilhubert import (Config, DistilHuBERTObjective, Distorter, distillation_loss,
-                                             gradient_reversal, init_student_from_teacher, proportional_layers,
-                                             warp_to_student)
+from speechrep.pretrain.distilhubert import (
+    Config,
+    DistilHuBERTObjective,
+    Distorter,
+    distillation_loss,
+    gradient_reversal,
+    init_student_from_teacher,
+    proportional_layers,
+    warp_to_student,
+)
 from speechrep.train import read_metrics
 from speechrep.upstream import load_upstream
 
-SMALL = ["model.hidden_size=32", "model.num_heads=2", "model.ffn_size=64", "teacher_model.hidden_size=32",
-         "teacher_model.num_heads=2", "teacher_model.ffn_size=64", "data.max_duration=6.0", "train.log_every=1",
-         "train.eval_every=100"]
+SMALL = [
+    "model.hidden_size=32",
+    "model.num_heads=2",
+    "model.ffn_size=64",
+    "teacher_model.hidden_size=32",
+    "teacher_model.num_heads=2",
+    "teacher_model.ffn_size=64",
+    "data.max_duration=6.0",
+    "train.log_every=1",
+    "train.eval_every=100",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +53,16 @@ def test_target_layers_spread_over_the_teacher() -> None:
 
 
 def test_distillation_loss_hand_case_ignores_padding() -> None:
-    target = torch.tensor([[[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]]])  # (B=1, N=1, T=3, D=2); frame 2 is padding
+    target = torch.tensor(
+        [[[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]]]
+    )  # (B=1, N=1, T=3, D=2); frame 2 is padding
     valid = torch.tensor([[True, True, False]])
     same = target.clone()
     same[..., 2, :] = -100.0  # garbage on the padded frame must not count
     l1, cos = distillation_loss(same, target, valid, cosine_weight=1.0)
-    assert l1.item() == pytest.approx(0.0) and cos.item() == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-5)
+    assert l1.item() == pytest.approx(0.0) and cos.item() == pytest.approx(
+        math.log1p(math.exp(-1.0)), abs=1e-5
+    )
     l1, cos = distillation_loss(-target, target, valid, cosine_weight=2.0)
     assert l1.item() == pytest.approx((1.0 + 2.0) / 2)  # per frame mean |2t| over D: 1 and 2
     assert cos.item() == pytest.approx(2 * math.log1p(math.exp(1.0)), abs=1e-5)
@@ -72,8 +92,14 @@ def test_distortions_change_the_signal_as_configured() -> None:
     rng = np.random.default_rng(0)
     t = np.arange(16000) / 16000
     wav = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
-    cfg = Config(distortions=["noise", "reverb", "band_limit", "clip", "speed", "clean"], snr_db=(10.0, 10.0),
-                 clip_level=(0.5, 0.5), speed=(1.25, 1.25), band_low_hz=(500.0, 500.0), band_high_hz=(2000.0, 2000.0))
+    cfg = Config(
+        distortions=["noise", "reverb", "band_limit", "clip", "speed", "clean"],
+        snr_db=(10.0, 10.0),
+        clip_level=(0.5, 0.5),
+        speed=(1.25, 1.25),
+        band_low_hz=(500.0, 500.0),
+        band_high_hz=(2000.0, 2000.0),
+    )
     distort = Distorter(cfg)
     noisy, factor = distort(wav, "noise", rng)
     assert factor == 1.0 and snr_db(wav, noisy - wav) == pytest.approx(10.0, abs=0.01)
@@ -97,8 +123,12 @@ def _objective(**overrides) -> DistilHuBERTObjective:
     teacher = load_upstream("hubert_tiny", num_layers=4)
     student = load_upstream("distilhubert_tiny", dropout=0.0, attention_dropout=0.0)
     copied = init_student_from_teacher(student, teacher)
-    assert "encoder.layers.1.ffn.fc1.weight" in copied and not any(k.startswith("encoder.layers.2.") for k in copied)
-    assert torch.equal(student.feature_encoder.layers[0].conv.weight, teacher.feature_encoder.layers[0].conv.weight)
+    assert "encoder.layers.1.ffn.fc1.weight" in copied and not any(
+        k.startswith("encoder.layers.2.") for k in copied
+    )
+    assert torch.equal(
+        student.feature_encoder.layers[0].conv.weight, teacher.feature_encoder.layers[0].conv.weight
+    )
     return DistilHuBERTObjective(student, teacher, cfg)
 
 
@@ -110,7 +140,9 @@ def test_teacher_is_frozen_and_unsaved_and_the_heads_and_classifier_get_gradient
     loss, scalars = objective(batch)
     loss.backward()
     assert all(p.grad is None for p in objective.teacher.parameters()) and not objective.teacher.training
-    assert objective.classifier.net[0].weight.grad is not None and objective.heads.linear.weight.grad is not None
+    assert (
+        objective.classifier.net[0].weight.grad is not None and objective.heads.linear.weight.grad is not None
+    )
     assert {"distill", "l1_layer1", "cos_layer4", "adv_loss", "adv_acc"} <= set(scalars)
     assert loss.item() == pytest.approx(scalars["distill"] + scalars["adv_loss"], rel=1e-5)
 
@@ -121,13 +153,19 @@ def test_distilhubert_loss_falls_and_export_loads(corpus: Path, tmp_path: Path) 
     losses = [m["loss"] for m in read_metrics(tmp_path / "run", "train")]
     assert len(losses) == 25 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     upstream = load_upstream(out)
-    assert type(upstream).family == "distilhubert" and upstream.stride == 320 and len(upstream.hidden_sizes) == 3
+    assert (
+        type(upstream).family == "distilhubert" and upstream.stride == 320 and len(upstream.hidden_sizes) == 3
+    )
 
 
 def test_robust_variant_trains_with_the_adversary(corpus: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    args = SMALL + ["train.max_steps=12", "distortions=[noise,reverb,clip,speed]", "teacher_input=distorted",
-                    "adversarial_weight=0.1"]
+    args = SMALL + [
+        "train.max_steps=12",
+        "distortions=[noise,reverb,clip,speed]",
+        "teacher_input=distorted",
+        "adversarial_weight=0.1",
+    ]
     out = run_method("distilhubert", corpus, tmp_path / "run", "tiny", args)
     metrics = read_metrics(tmp_path / "run", "train")
     assert all(np.isfinite(m["loss"]) and 0.0 <= m["adv_acc"] <= 1.0 for m in metrics)
@@ -148,7 +186,12 @@ def test_tiny_preset_distils_a_trained_data2vec_teacher(tmp_path: Path) -> None:
     losses = [m["loss"] for m in read_metrics(tmp_path / "plain", "train")]
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
     teacher = run_method("data2vec", tmp_path / "tiny", tmp_path / "teacher", "tiny")
-    run_method("distilhubert", tmp_path / "tiny", tmp_path / "student", "tiny",
-               [f"teacher={teacher}", "distortions=[noise,reverb,band_limit,clip,speed]", "adversarial_weight=0.1"])
+    run_method(
+        "distilhubert",
+        tmp_path / "tiny",
+        tmp_path / "student",
+        "tiny",
+        [f"teacher={teacher}", "distortions=[noise,reverb,band_limit,clip,speed]", "adversarial_weight=0.1"],
+    )
     metrics = read_metrics(tmp_path / "student", "train")
     assert np.mean([m["distill"] for m in metrics[-3:]]) < 0.8 * np.mean([m["distill"] for m in metrics[:3]])

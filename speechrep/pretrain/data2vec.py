@@ -1,9 +1,9 @@
-"""data2vec audio pre-training (Baevski et al. 2022, https://arxiv.org/abs/2202.03555): regress an EMA teacher.
+"""data2vec audio pre-training (Baevski et al. 2022, https://arxiv.org/abs/2202.03555): regress a teacher.
 
 The student encodes the waveform with spans of frames masked (p = 0.65, span 10: fairseq's mask_prob, so
 about half the frames end up masked); the teacher, an exponential moving average of the student's Transformer
-layers, encodes the same CNN features unmasked. Targets are the teacher's top-K (8) layer outputs, taken at the
-feed-forward block's output before the layer's final residual and layer norm (fairseq's `layer_result`),
+layers, encodes the same CNN features unmasked. Targets are the teacher's top-K (8) layer outputs, taken at
+the feed-forward block's output before the layer's final residual and layer norm (fairseq's `layer_result`),
 each instance-normalised over the valid frames of its utterance, then averaged. A linear head maps the
 student's last layer to the targets at masked frames; the loss is the squared error (or smooth L1 with
 `loss_beta > 0`) summed over dimensions, scaled by 1/sqrt(D), averaged over masked frames.
@@ -16,6 +16,7 @@ gradients, lives in the training checkpoint (exact resume) and is not part of th
 `zero_pred_loss` (the loss of predicting 0 everywhere, which the student must beat) are logged; a warning is
 logged when the targets collapse (std below `min_target_std`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,25 +46,29 @@ class Config:
     """data2vec audio Base pre-training (fairseq `base_librispeech`): 400k steps, Adam 5e-4, tri-stage LR."""
 
     upstream: str = "data2vec_base"
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {layer_drop: 0.05}
-    mask_prob: float = 0.65             # fairseq's mask_prob: mask_prob * T / mask_span spans per utterance
+    model: dict[str, Any] = field(
+        default_factory=dict
+    )  # overrides of the hub config, e.g. {layer_drop: 0.05}
+    mask_prob: float = 0.65  # fairseq's mask_prob: mask_prob * T / mask_span spans per utterance
     mask_span: int = 10
     min_spans: int = 2
-    top_k: int = 8                      # teacher layers averaged into the target
+    top_k: int = 8  # teacher layers averaged into the target
     target: Literal["ffn", "layer"] = "ffn"  # ffn: feed-forward output before the residual + final layer norm
     average_norm: Literal["none", "instance", "layer"] = "none"  # normalise the averaged target again
-    loss_beta: float = 0.0              # 0: squared error; > 0: smooth L1 with this beta
+    loss_beta: float = 0.0  # 0: squared error; > 0: smooth L1 with this beta
     ema_start: float = 0.999
     ema_end: float = 0.9999
-    ema_anneal_steps: int = 30_000      # updates over which τ rises linearly, fixed after
-    min_target_std: float = 0.1         # below: targets have collapsed (a warning, once per episode)
+    ema_anneal_steps: int = 30_000  # updates over which τ rises linearly, fixed after
+    min_target_std: float = 0.1  # below: targets have collapsed (a warning, once per episode)
     data: PretrainData = field(default_factory=PretrainData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400_000, lr=5e-4))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_start <= self.ema_end <= 1.0:
-            raise ConfigError(f"keys ema_start/ema_end: need 0 <= ema_start <= ema_end <= 1, got "
-                              f"{self.ema_start}, {self.ema_end}")
+            raise ConfigError(
+                f"keys ema_start/ema_end: need 0 <= ema_start <= ema_end <= 1, got "
+                f"{self.ema_start}, {self.ema_end}"
+            )
         if self.top_k < 1:
             raise ConfigError(f"key 'top_k': must be >= 1, got {self.top_k}")
         if self.ema_anneal_steps < 0:
@@ -78,8 +83,10 @@ def ema_decay(step: int, start: float, end: float, anneal_steps: int) -> float:
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float, copy_prefixes: tuple[str, ...] = ()) -> None:
-    """teacher ← decay·teacher + (1 − decay)·student, parameter by parameter; `copy_prefixes` are copied as is."""
+def ema_update(
+    teacher: nn.Module, student: nn.Module, decay: float, copy_prefixes: tuple[str, ...] = ()
+) -> None:
+    """teacher ← decay·teacher + (1 − decay)·student per parameter; `copy_prefixes` are copied as is."""
     student_params = dict(student.named_parameters())
     for name, param in teacher.named_parameters():
         source = student_params[name].detach()
@@ -104,7 +111,7 @@ def instance_norm_over_time(x: Tensor, valid: Tensor, eps: float = 1e-5) -> Tens
 
 
 def average_top_layers(layers: list[Tensor], valid: Tensor, average_norm: str = "none") -> Tensor:
-    """data2vec targets: each layer instance-normalised over valid frames, averaged, optionally normalised again."""
+    """data2vec targets: layers instance-normalised over valid frames, averaged, maybe normalised again."""
     target = torch.stack([instance_norm_over_time(layer.float(), valid) for layer in layers]).mean(0)
     if average_norm == "instance":
         target = instance_norm_over_time(target, valid)
@@ -114,7 +121,7 @@ def average_top_layers(layers: list[Tensor], valid: Tensor, average_norm: str = 
 
 
 def regression_loss(pred: Tensor, target: Tensor, beta: float) -> Tensor:
-    """Per-frame loss of (N, D) predictions: squared error (beta 0) or smooth L1, summed over D, × 1/sqrt(D)."""
+    """Per-frame loss of (N, D) predictions: squared error (beta 0) or smooth L1, summed over D, / sqrt(D)."""
     if beta == 0:
         per_dim = F.mse_loss(pred.float(), target.float(), reduction="none")
     else:
@@ -123,7 +130,7 @@ def regression_loss(pred: Tensor, target: Tensor, beta: float) -> Tensor:
 
 
 class Data2VecObjective(nn.Module):
-    """The student upstream, its regression head and the EMA teacher encoder; forward gives the masked loss."""
+    """The student upstream, its regression head and the EMA teacher encoder; forward gives the loss."""
 
     def __init__(self, upstream: nn.Module, cfg: Config):
         super().__init__()
@@ -136,12 +143,12 @@ class Data2VecObjective(nn.Module):
         self.teacher = copy.deepcopy(upstream.encoder).requires_grad_(False).eval()
         self._ffn_outputs: list[Tensor] = []
         if cfg.target == "ffn":
-            for layer in self.teacher.layers[-cfg.top_k:]:
+            for layer in self.teacher.layers[-cfg.top_k :]:
                 layer.ffn.register_forward_hook(lambda _module, _args, out: self._ffn_outputs.append(out))
         self._collapsed = False
 
-    def train(self, mode: bool = True) -> "Data2VecObjective":
-        """Train/eval the student; the teacher always stays in eval mode (no dropout or layer drop in targets)."""
+    def train(self, mode: bool = True) -> Data2VecObjective:
+        """Train/eval the student; the teacher always stays in eval mode (no dropout or layer drop)."""
         super().train(mode)
         self.teacher.eval()
         return self
@@ -160,7 +167,7 @@ class Data2VecObjective(nn.Module):
         valid = padding_mask(lengths, feats.shape[1])
         self._ffn_outputs.clear()
         hidden, _ = self.teacher(feats, valid if bool((~valid).any()) else None)
-        layers = list(self._ffn_outputs) if self.cfg.target == "ffn" else hidden[-self.cfg.top_k:]
+        layers = list(self._ffn_outputs) if self.cfg.target == "ffn" else hidden[-self.cfg.top_k :]
         self._ffn_outputs.clear()
         return average_top_layers(layers, valid, self.cfg.average_norm)
 
@@ -177,14 +184,22 @@ class Data2VecObjective(nn.Module):
         self._check_collapse(target_std)
         # the loss of always predicting 0 (the targets' mean): the student beats it only by using context
         zero_loss = float(regression_loss(torch.zeros_like(target), target, cfg.loss_beta).mean())
-        return loss, {"target_std": target_std, "pred_std": pred_std, "zero_pred_loss": zero_loss,
-                      "mask_share": float(mask[valid].float().mean())}
+        return loss, {
+            "target_std": target_std,
+            "pred_std": pred_std,
+            "zero_pred_loss": zero_loss,
+            "mask_share": float(mask[valid].float().mean()),
+        }
 
     def _check_collapse(self, target_std: float) -> None:
         collapsed = target_std < self.cfg.min_target_std
         if collapsed and not self._collapsed:
-            log.warning("data2vec targets collapsed: std over masked frames %.4f < %.4f (the teacher outputs "
-                        "nearly the same vector everywhere)", target_std, self.cfg.min_target_std)
+            log.warning(
+                "data2vec targets collapsed: std over masked frames %.4f < %.4f (the teacher outputs "
+                "nearly the same vector everywhere)",
+                target_std,
+                self.cfg.min_target_std,
+            )
         self._collapsed = collapsed
 
 

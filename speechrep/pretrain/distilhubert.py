@@ -16,6 +16,7 @@ processing tasks with domain adaptation"), on when `distortions` is non-empty:
   reads the student's time-pooled last layer through a gradient reversal layer (gradient × −λ_adv), so the
   classifier learns the type while the student learns to hide it; its accuracy is logged as `adv_acc`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,18 +50,18 @@ class Config:
 
     upstream: str = "distilhubert"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the student's hub config
-    teacher: str = "hubert_base"        # a hub name (weights from teacher_checkpoint) or an upstream directory/file
+    teacher: str = "hubert_base"  # a hub name (weights from teacher_checkpoint) or an upstream directory/file
     teacher_checkpoint: str | None = None
     teacher_model: dict[str, Any] = field(default_factory=dict)  # overrides of the teacher's config
     target_layers: list[int] | None = None  # teacher hidden-state indices; None: 3 spread over its depth
-    cosine_weight: float = 1.0          # λ of −log σ(cos)
-    init_from_teacher: bool = True      # start from the teacher's CNN, projection and first layers
+    cosine_weight: float = 1.0  # λ of −log σ(cos)
+    init_from_teacher: bool = True  # start from the teacher's CNN, projection and first layers
     # robust variants (Huang et al. 2022)
     distortions: list[str] = field(default_factory=list)  # empty: plain DistilHuBERT
     teacher_input: Literal["clean", "distorted"] = "clean"
-    adversarial_weight: float = 0.0     # λ_adv of the gradient reversal; 0: no distortion classifier
+    adversarial_weight: float = 0.0  # λ_adv of the gradient reversal; 0: no distortion classifier
     snr_db: tuple[float, float] = (0.0, 20.0)
-    noise_manifest: str | None = None   # lhotse manifest of noise recordings; None: synthetic coloured noise
+    noise_manifest: str | None = None  # lhotse manifest of noise recordings; None: synthetic coloured noise
     rt60: tuple[float, float] = (0.2, 0.8)
     band_low_hz: tuple[float, float] = (100.0, 500.0)
     band_high_hz: tuple[float, float] = (2500.0, 4000.0)
@@ -93,8 +94,10 @@ def proportional_layers(num_layers: int, count: int = 3) -> list[int]:
 # --- losses and the adversarial pieces ---
 
 
-def distillation_loss(pred: Tensor, target: Tensor, valid: Tensor, cosine_weight: float) -> tuple[Tensor, Tensor]:
-    """Per target layer (L1, −log σ(cos)) over valid frames: pred/target (B, N, T, D), valid (B, T) → (N,), (N,)."""
+def distillation_loss(
+    pred: Tensor, target: Tensor, valid: Tensor, cosine_weight: float
+) -> tuple[Tensor, Tensor]:
+    """Per target layer (L1, −λ·log σ(cos)) over valid frames: (B, N, T, D) pairs, (B, T) valid → 2 × (N,)."""
     weight = valid[:, None, :].to(pred.dtype)  # (B, 1, T)
     frames = weight.sum().clamp(min=1.0)
     l1 = ((pred - target).abs().mean(-1) * weight).sum((0, 2)) / frames
@@ -125,7 +128,9 @@ class DistortionClassifier(nn.Module):
 
     def __init__(self, hidden_size: int, num_types: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_types))
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_types)
+        )
 
     def forward(self, features: Tensor, valid: Tensor) -> Tensor:
         """(B, T, H) features, (B, T) valid → (B, num_types) logits."""
@@ -162,8 +167,9 @@ class Distorter:
             rir = augment.synthetic_rir(rng, sr, rt60=float(rng.uniform(*cfg.rt60)))
             return augment.reverberate(wav, rir), 1.0
         if kind == "band_limit":
-            return augment.band_limit(wav, sr, float(rng.uniform(*cfg.band_low_hz)),
-                                      float(rng.uniform(*cfg.band_high_hz))), 1.0
+            return augment.band_limit(
+                wav, sr, float(rng.uniform(*cfg.band_low_hz)), float(rng.uniform(*cfg.band_high_hz))
+            ), 1.0
         if kind == "clip":
             return augment.clip(wav, float(rng.uniform(*cfg.clip_level))), 1.0
         if kind == "speed":
@@ -171,8 +177,9 @@ class Distorter:
             return augment.speed_perturb(wav, factor, sr), factor
         return wav, 1.0
 
-    def batch(self, wavs: Tensor, wav_lens: Tensor, kinds: list[str],
-              rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def batch(
+        self, wavs: Tensor, wav_lens: Tensor, kinds: list[str], rng: np.random.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Distort each utterance of a padded batch: (wavs, lengths, speed factors) on the batch's device."""
         audio = wavs.detach().float().cpu().numpy()
         outs, factors = [], []
@@ -187,9 +194,11 @@ class Distorter:
         return padded.to(wavs.device), lens.to(wavs.device), torch.tensor(factors, device=wavs.device)
 
 
-def warp_to_student(target: Tensor, target_lens: Tensor, student_len: int, ratio: Tensor) -> tuple[Tensor, Tensor]:
-    """Teacher frames (B, T_t, ...) resampled onto the student's timeline: student frame j reads teacher position
-    j·ratio (linear interpolation); returns (B, student_len, ...) and the frames that stay inside the teacher."""
+def warp_to_student(
+    target: Tensor, target_lens: Tensor, student_len: int, ratio: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Teacher frames (B, T_t, ...) resampled onto the student's timeline: student frame j reads teacher
+    position j·ratio (linear interpolation); returns (B, student_len, ...) and the frames inside it."""
     j = torch.arange(student_len, device=target.device, dtype=torch.float64)
     pos = j[None, :] * ratio.double()[:, None]  # (B, T_s)
     last = (target_lens - 1).clamp(min=0).double()[:, None]
@@ -199,7 +208,7 @@ def warp_to_student(target: Tensor, target_lens: Tensor, student_len: int, ratio
     right = torch.minimum(left + 1, last.long())
     frac = (pos - left).to(target.dtype)
     shape = (-1, student_len) + (1,) * (target.dim() - 2)
-    gather = lambda idx: target.gather(1, idx.view(shape).expand(-1, -1, *target.shape[2:]))  # noqa: E731
+    gather = lambda idx: target.gather(1, idx.view(shape).expand(-1, -1, *target.shape[2:]))
     warped = gather(left) * (1 - frac.view(shape)) + gather(right) * frac.view(shape)
     return warped, inside
 
@@ -208,7 +217,7 @@ def warp_to_student(target: Tensor, target_lens: Tensor, student_len: int, ratio
 
 
 class DistilHuBERTObjective(nn.Module):
-    """Student upstream + prediction heads (+ distortion classifier); the frozen teacher is held, not owned."""
+    """Student upstream, prediction heads, distortion classifier; the frozen teacher is held, not owned."""
 
     def __init__(self, upstream: nn.Module, teacher: nn.Module, cfg: Config):
         super().__init__()
@@ -217,18 +226,27 @@ class DistilHuBERTObjective(nn.Module):
         self.target_layers = list(cfg.target_layers or proportional_layers(num_teacher))
         bad = [i for i in self.target_layers if not 0 <= i <= num_teacher]
         if bad:
-            raise ConfigError(f"key 'target_layers': {bad} outside the teacher's hidden states 0..{num_teacher}")
+            raise ConfigError(
+                f"key 'target_layers': {bad} outside the teacher's hidden states 0..{num_teacher}"
+            )
         sizes = {teacher.hidden_sizes[i] for i in self.target_layers}
         if len(sizes) != 1:
-            raise ConfigError(f"key 'target_layers': teacher layers {self.target_layers} differ in width {sizes}")
+            raise ConfigError(
+                f"key 'target_layers': teacher layers {self.target_layers} differ in width {sizes}"
+            )
         if teacher.stride != upstream.stride:
-            raise ConfigError(f"key 'teacher': stride {teacher.stride} differs from the student's {upstream.stride}")
+            raise ConfigError(
+                f"key 'teacher': stride {teacher.stride} differs from the student's {upstream.stride}"
+            )
         # A plain attribute, not a submodule: the teacher is neither trained, checkpointed nor exported.
         object.__setattr__(self, "teacher", teacher.requires_grad_(False).eval())
         self.heads = DistilHuBERTHeads(upstream.hidden_sizes[-1], sizes.pop(), len(self.target_layers))
         self.distorter = Distorter(cfg, upstream.sample_rate) if cfg.distortions else None
-        self.classifier = (DistortionClassifier(upstream.hidden_sizes[-1], len(cfg.distortions))
-                           if cfg.adversarial_weight > 0 else None)
+        self.classifier = (
+            DistortionClassifier(upstream.hidden_sizes[-1], len(cfg.distortions))
+            if cfg.adversarial_weight > 0
+            else None
+        )
 
     def _teacher_layers(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N, T_t, D) chosen teacher hidden states and (B,) their valid frames (ordinary tensors)."""
@@ -252,12 +270,14 @@ class DistilHuBERTObjective(nn.Module):
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
             kinds = rng.integers(len(cfg.distortions), size=len(wavs)).tolist()
             student_wavs, student_lens, speed_s = self.distorter.batch(
-                wavs, lens, [cfg.distortions[k] for k in kinds], rng)
+                wavs, lens, [cfg.distortions[k] for k in kinds], rng
+            )
             speed_t = torch.ones_like(speed_s)
             if cfg.teacher_input == "distorted":
                 other = rng.integers(len(cfg.distortions), size=len(wavs)).tolist()
                 teacher_wavs, teacher_lens, speed_t = self.distorter.batch(
-                    wavs, lens, [cfg.distortions[k] for k in other], rng)
+                    wavs, lens, [cfg.distortions[k] for k in other], rng
+                )
             ratio = speed_s / speed_t
         target, target_lens = self._teacher_layers(teacher_wavs, teacher_lens)
         out = self.upstream(student_wavs, student_lens)
@@ -271,8 +291,9 @@ class DistilHuBERTObjective(nn.Module):
         for layer, a, b in zip(self.target_layers, l1.detach().tolist(), cos.detach().tolist()):
             scalars[f"l1_layer{layer}"], scalars[f"cos_layer{layer}"] = a, b
         if self.classifier is not None:
-            logits = self.classifier(gradient_reversal(last, cfg.adversarial_weight),
-                                     padding_mask(out.lengths, last.shape[1]))
+            logits = self.classifier(
+                gradient_reversal(last, cfg.adversarial_weight), padding_mask(out.lengths, last.shape[1])
+            )
             labels = torch.tensor(kinds, device=logits.device)
             adv = F.cross_entropy(logits.float(), labels)
             loss = loss + adv
@@ -284,7 +305,9 @@ class DistilHuBERTObjective(nn.Module):
 def load_teacher(cfg: Config) -> nn.Module:
     """The teacher upstream; a bare registry name without a checkpoint has random weights (warned)."""
     if cfg.teacher in list_upstreams() and cfg.teacher_checkpoint is None:
-        log.warning("teacher %r has random weights (no teacher_checkpoint): the student distils noise", cfg.teacher)
+        log.warning(
+            "teacher %r has random weights (no teacher_checkpoint): the student distils noise", cfg.teacher
+        )
     if cfg.teacher_checkpoint is not None:
         return load_upstream(cfg.teacher, cfg.teacher_checkpoint, **cfg.teacher_model)
     return load_upstream(cfg.teacher, **cfg.teacher_model)
@@ -295,10 +318,14 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> list[st
     agree (the paper's initialisation); returns the copied parameter names."""
     num_layers = len(student.hidden_sizes) - 1
     prefixes = ("feature_encoder.", "feature_projection.", "encoder.pos_conv.", "encoder.norm.") + tuple(
-        f"encoder.layers.{i}." for i in range(num_layers))
+        f"encoder.layers.{i}." for i in range(num_layers)
+    )
     source = teacher.state_dict()
-    copied = {k: source[k] for k, v in student.state_dict().items()
-              if k.startswith(prefixes) and k in source and source[k].shape == v.shape}
+    copied = {
+        k: source[k]
+        for k, v in student.state_dict().items()
+        if k.startswith(prefixes) and k in source and source[k].shape == v.shape
+    }
     student.load_state_dict(copied, strict=False)
     return sorted(copied)
 
@@ -310,8 +337,10 @@ def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     if cfg.init_from_teacher:
         copied = init_student_from_teacher(upstream, teacher)
         if not copied:
-            raise ConfigError(f"key 'init_from_teacher': no parameter of {cfg.teacher} fits the student "
-                              f"(widths differ); set init_from_teacher=false or match the student's config")
+            raise ConfigError(
+                f"key 'init_from_teacher': no parameter of {cfg.teacher} fits the student "
+                f"(widths differ); set init_from_teacher=false or match the student's config"
+            )
         log.info("student initialised from the teacher: %d tensors", len(copied))
     objective = DistilHuBERTObjective(upstream, teacher, cfg)
     return run_pretraining("distilhubert", objective, upstream, cfg, data, run_dir)
