@@ -1,4 +1,4 @@
-"""Shared inputs of the generative pre-training tests: the synthetic corpus's `unlabeled` subset and one batch."""
+"""Helpers of the generative pre-training tests: the synthetic `unlabeled` subset, a batch, overfitting."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +37,7 @@ def overfit(objective: torch.nn.Module, batch: AudioBatch, steps: int, lr: float
 
 
 def fixed_loss(objective: torch.nn.Module, batch: AudioBatch, seed: int = 123) -> float:
-    """The objective's eval-mode loss on `batch` with fixed masks/codes (seeded), the training RNG untouched."""
+    """The eval-mode loss on `batch` with fixed (seeded) masks/codes; the training RNG is left untouched."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         objective.eval()
@@ -46,7 +46,8 @@ def fixed_loss(objective: torch.nn.Module, batch: AudioBatch, seed: int = 123) -
     return loss
 
 
-def loss_before_and_after(objective: torch.nn.Module, batch: AudioBatch, steps: int = 40) -> tuple[float, float]:
+def loss_before_and_after(objective: torch.nn.Module, batch: AudioBatch,
+                          steps: int = 40) -> tuple[float, float]:
     """Fixed-mask loss on `batch` before and after overfitting it for `steps` steps."""
     before = fixed_loss(objective, batch)
     overfit(objective, batch, steps)

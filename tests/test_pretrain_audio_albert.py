@@ -33,7 +33,7 @@ def test_audio_albert_trains_and_exports(corpus: Path, tmp_path: Path) -> None:
     out = run_method("audio_albert", corpus, tmp_path / "run", "tiny",
                      ["model.hidden_size=32", "model.ffn_size=64", "train.max_steps=3", "train.eval_every=3"])
     upstream = load_upstream(out)
-    assert upstream.stride == 160 and len(upstream.hidden_sizes) == 4  # embedding + 3 applications of one layer
+    assert upstream.stride == 160 and len(upstream.hidden_sizes) == 4  # embedding + one layer applied 3 times
     assert not any(name.startswith("layers.1.") for name in upstream.state_dict())
     hidden = upstream(torch.randn(1, 8000), torch.tensor([8000]))
     assert hidden.lengths.tolist() == [48] and hidden.hidden_states[-1].shape == (1, 48, 32)

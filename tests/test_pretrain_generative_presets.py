@@ -1,4 +1,4 @@
-"""The `tiny` presets of the generative family on the tiny synthetic corpus: loss falls, the export loads (slow)."""
+"""The generative family's `tiny` presets on the tiny synthetic corpus: loss falls, export loads (slow)."""
 from __future__ import annotations
 
 from pathlib import Path

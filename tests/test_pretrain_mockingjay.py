@@ -53,8 +53,10 @@ def test_time_alteration_spans_cover_15_percent_and_split_80_10_10() -> None:
 
 def test_random_replacement_takes_another_segment_of_the_same_utterance() -> None:
     feats, lengths = _feats(batch=4, frames=60, dim=5)
-    feats = torch.arange(60.0)[None, :, None].expand(4, 60, 5) * (feats != 0) + 1000 * torch.arange(4.0)[:, None, None]
-    feats = feats * (torch.arange(60)[None, :, None] < lengths[:, None, None])
+    # frame t of utterance b holds 1000·b + t, so a replaced frame tells where it came from
+    valid = torch.arange(60)[None, :, None] < lengths[:, None, None]
+    feats = (torch.arange(60.0)[None, :, None] + 1000 * torch.arange(4.0)[:, None, None]).expand(4, 60, 5)
+    feats = feats * valid
     altered, targets = alter_features(feats, lengths, Alteration(time_prob=0.3, time_span=5, random_share=1.0,
                                                                  keep_share=0.0))
     chosen = _frames(targets)
@@ -77,7 +79,7 @@ def test_frequency_band_and_noise() -> None:
         idx = torch.nonzero(band[b])[:, 0]
         assert len(idx) == 0 or (idx[-1] - idx[0] + 1 == len(idx))
     assert (altered[targets] == 0).all() and torch.equal(altered[~targets], feats[~targets])
-    noisy, noise_targets = alter_features(feats, lengths, Alteration(time_prob=0.0, noise_prob=1.0, noise_std=0.2))
+    noisy, noise_targets = alter_features(feats, lengths, Alteration(time_prob=0.0, noise_prob=1.0))
     assert not noise_targets.any()  # noise alone marks nothing to reconstruct
     assert float((noisy - feats)[valid].std()) == pytest.approx(0.2, rel=0.05)
 
@@ -109,6 +111,6 @@ def test_mockingjay_trains_and_exports(corpus: Path, tmp_path: Path) -> None:
     out = run_method("mockingjay", corpus, tmp_path / "run", "tiny",
                      ["model.hidden_size=32", "model.ffn_size=64", "train.max_steps=3", "train.eval_every=3"])
     upstream = load_upstream(out)
-    assert upstream.stride == 480 and len(upstream.hidden_sizes) == 3  # embedding + 2 layers, frames stacked ×3
+    assert upstream.stride == 480 and len(upstream.hidden_sizes) == 3  # embedding + 2 layers; frames ×3
     hidden = upstream(torch.randn(1, 16000), torch.tensor([16000]))
     assert hidden.lengths.tolist() == [32] and hidden.hidden_states[-1].shape == (1, 32, 32)

@@ -20,7 +20,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tera_defaults_alter_time_frequency_and_magnitude() -> None:
     a = method_config("tera").alteration
-    assert (a.time_prob, a.time_span, a.freq_fraction, a.noise_std) == (0.15, 7, 0.2, 0.2) and a.noise_prob > 0
+    assert (a.time_prob, a.time_span, a.freq_fraction, a.noise_std) == (0.15, 7, 0.2, 0.2)
+    assert a.noise_prob > 0
 
 
 def test_tera_loss_is_l1_on_time_and_frequency_targets() -> None:
@@ -41,7 +42,8 @@ def test_tera_loss_is_l1_on_time_and_frequency_targets() -> None:
 
 def test_tera_overfits_one_batch(corpus: Path) -> None:
     torch.set_num_threads(1)
-    objective = MaskedReconstruction(load_upstream("tera_tiny", dropout=0.0), method_config("tera").alteration)
+    alteration = method_config("tera").alteration
+    objective = MaskedReconstruction(load_upstream("tera_tiny", dropout=0.0), alteration)
     before, after = loss_before_and_after(objective, first_batch(corpus), steps=40)
     assert after < 0.9 * before  # the same alterations before and after 40 steps on the batch
 

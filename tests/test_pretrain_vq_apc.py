@@ -23,8 +23,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _vq_output(perplexity: float) -> QuantizerOutput:
-    return QuantizerOutput(torch.zeros(1, 1, 4), torch.zeros(1, 1, 2, dtype=torch.long), torch.tensor(perplexity),
-                           torch.tensor(0.0))
+    codes = torch.zeros(1, 1, 2, dtype=torch.long)
+    return QuantizerOutput(torch.zeros(1, 1, 4), codes, torch.tensor(perplexity), torch.tensor(0.0))
 
 
 def test_codebook_monitor_scalars_and_one_warning_per_collapse(caplog: pytest.LogCaptureFixture) -> None:

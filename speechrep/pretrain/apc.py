@@ -50,8 +50,8 @@ class CodebookMonitor:
         perplexity = float(vq.perplexity.detach())
         collapsed = perplexity / self.groups < self.collapse_below
         if collapsed and not self.collapsed:
-            log.warning("VQ codebook collapse: perplexity %.2f over %d group(s) of %d codes (below %.1f per group)",
-                        perplexity, self.groups, self.entries, self.collapse_below)
+            log.warning("VQ codebook collapse: perplexity %.2f over %d group(s) of %d codes "
+                        "(below %.1f per group)", perplexity, self.groups, self.entries, self.collapse_below)
         self.collapsed = collapsed
         return {"code_perplexity": perplexity, "code_usage": perplexity / (self.groups * self.entries)}
 

@@ -1,4 +1,4 @@
-"""Audio ALBERT pre-training (Chi et al. 2021, https://arxiv.org/abs/2005.08575): Mockingjay with shared layers.
+"""Audio ALBERT pre-training (Chi et al. 2021, arXiv:2005.08575): Mockingjay with shared layers.
 
 The objective is Mockingjay's (`speechrep.pretrain.mockingjay.MaskedReconstruction`: 15 % of frames in spans,
 zeroed/replaced/kept 80/10/10, L1 on them); the encoder applies one transformer layer's parameters at every
@@ -25,9 +25,9 @@ class Config:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {num_layers: 3}
     alteration: Alteration = field(default_factory=lambda: Alteration(time_span=7))
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=20.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=500_000, lr=2e-4, warmup_steps=35_000,
-                                                                   grad_accum=4, clip_norm=5.0, eval_every=10_000,
-                                                                   log_every=100))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=500_000, lr=2e-4, warmup_steps=35_000, grad_accum=4, clip_norm=5.0, eval_every=10_000,
+        log_every=100))
 
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
@@ -36,5 +36,5 @@ def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     if not getattr(upstream.config, "share_layers", False):
         raise ConfigError(f"Audio ALBERT: upstream {cfg.upstream!r} does not share its layers "
                           "(set model.share_layers=true)")
-    return run_pretraining("audio_albert", MaskedReconstruction(upstream, cfg.alteration), upstream, cfg, data,
-                           run_dir)
+    objective = MaskedReconstruction(upstream, cfg.alteration)
+    return run_pretraining("audio_albert", objective, upstream, cfg, data, run_dir)

@@ -50,8 +50,8 @@ class Alteration:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"key 'alteration.{name}': must be in [0, 1], got {getattr(self, name)}")
         if self.random_share + self.keep_share > 1.0:
-            raise ConfigError("keys 'alteration.random_share' + 'alteration.keep_share' must not exceed 1, got "
-                              f"{self.random_share} + {self.keep_share}")
+            raise ConfigError("keys 'alteration.random_share' + 'alteration.keep_share' must not exceed 1, "
+                              f"got {self.random_share} + {self.keep_share}")
         if self.time_span < 1:
             raise ConfigError(f"key 'alteration.time_span': must be >= 1, got {self.time_span}")
         if self.noise_std < 0:
@@ -100,7 +100,7 @@ def masked_l1(pred: Tensor, target: Tensor, positions: Tensor) -> Tensor:
 
 
 class MaskedReconstruction(nn.Module):
-    """A Mockingjay-family encoder plus its spectrogram head; forward gives the L1 loss on altered positions."""
+    """A Mockingjay-family encoder plus its spectrogram head; forward: the L1 loss on altered positions."""
 
     def __init__(self, upstream: nn.Module, alteration: Alteration):
         super().__init__()
@@ -119,15 +119,15 @@ class MaskedReconstruction(nn.Module):
 
 @dataclass
 class Config:
-    """Mockingjay pre-training: 12 layers × 768 on log-mel stacked ×3, 15 % of frames in spans, AdamW 2e-4."""
+    """Mockingjay pre-training: 12 layers × 768 on log-mel stacked ×3, 15 % of frames in spans, AdamW."""
 
     upstream: str = "mockingjay"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {num_layers: 3}
     alteration: Alteration = field(default_factory=lambda: Alteration(time_span=3))
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=20.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=500_000, lr=2e-4, warmup_steps=35_000,
-                                                                   grad_accum=4, clip_norm=5.0, eval_every=10_000,
-                                                                   log_every=100))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=500_000, lr=2e-4, warmup_steps=35_000, grad_accum=4, clip_norm=5.0, eval_every=10_000,
+        log_every=100))
 
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:

@@ -1,4 +1,4 @@
-"""NPC pre-training (Liu, Chung & Glass 2021, https://arxiv.org/abs/2011.00406): non-autoregressive predictive coding.
+"""NPC pre-training: non-autoregressive predictive coding (Liu, Chung & Glass 2021, arXiv:2011.00406).
 
 Each log-mel frame is reconstructed (L1) from its quantized masked-convolution representation, which sees only
 the frames around it, never the frame itself nor its `mask_size` neighbours (`speechrep.upstream.npc`). The VQ
@@ -32,7 +32,7 @@ class Config:
 
 
 class NPCObjective(nn.Module):
-    """The NPC upstream plus its postnet; forward gives the L1 loss of reconstructing every frame from context."""
+    """The NPC upstream plus its postnet; forward: the L1 loss of reconstructing each frame from context."""
 
     def __init__(self, upstream: nn.Module):
         super().__init__()
