@@ -251,5 +251,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
+                   help="a benchmark --out folder, or a demo folder (with bench/ and pretrain/)")
+    p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RESULTS_DIR/report.html)")
+
+
+@command("report", "a static HTML page of a benchmark or demo: leaderboard, score, layer weights, curves, "
+         "provenance", _report_arguments)
+def _report(args: argparse.Namespace) -> int:
+    from speechrep.bench.report import write_report
+
+    print(f"report: {write_report(args.results_dir, args.out)}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
