@@ -93,17 +93,21 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="hub name or exported directory (repeatable); NAME@random = untrained control; "
                    "fbank_global = fbank with train-split statistics")
     p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. pr,ks,sid")
-    p.add_argument("--corpus", type=Path, required=True, help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
-    p.add_argument("--out", type=Path, required=True, help="runs, feature cache, leaderboard.md, results.json")
+    p.add_argument("--corpus", type=Path, required=True,
+                   help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
+    p.add_argument("--out", type=Path, required=True,
+                   help="runs, feature cache, leaderboard.md, results.json")
     p.add_argument("--preset", default=None, help="config preset, e.g. tiny (configs/downstream/<preset>/)")
     p.add_argument("--finetune", action="store_true", help="train the upstream too (lr: upstream_lr=...)")
-    p.add_argument("--lr-sweep", default=None, metavar="LR,LR,...", help="train each LR, keep the best on dev")
+    p.add_argument("--lr-sweep", default=None, metavar="LR,LR,...",
+                   help="train each LR, keep the best on dev")
     p.add_argument("--random-init", action="store_true", help="every upstream with random weights")
     p.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="cache frozen upstream features on disk (default: on)")
     p.add_argument("--score-references", type=Path, default=None, metavar="YAML",
                    help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides; TASK.key=value for one task")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides; TASK.key=value for one task")
 
 
 @command("benchmark", "SUPERB-style benchmark of upstreams on downstream tasks", _benchmark_arguments)

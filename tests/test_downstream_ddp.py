@@ -1,4 +1,4 @@
-"""Slow: `speechrep benchmark` under torchrun (2 CPU processes, gloo) with the feature cache and an LR sweep."""
+"""Slow: `speechrep benchmark` under torchrun (2 CPU processes, gloo), feature cache and LR sweep."""
 from __future__ import annotations
 
 import json

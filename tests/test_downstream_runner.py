@@ -65,7 +65,7 @@ def test_cli_benchmark_trains_scores_and_resumes(corpus: Path, tmp_path: Path, m
     assert main([*argv, "--score-references", str(refs)]) == 0
     summary = json.loads((out / "results.json").read_text())
     assert {r["upstream"]: r for r in summary["rows"]} == rows
-    assert summary["scores"]["fbank"] == pytest.approx(-500.0)  # 0.25 accuracy, half-way below the baseline 0.5
+    assert summary["scores"]["fbank"] == pytest.approx(-500.0)  # accuracy 0.25: half a scale below 0.5
 
 
 def test_interrupted_pair_resumes_from_its_checkpoint(corpus: Path, tmp_path: Path) -> None:
