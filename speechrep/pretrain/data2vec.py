@@ -13,8 +13,10 @@ student's current values); only the Transformer layers and the encoder's layer n
 ramped linearly from 0.999 to 0.9999 over `ema_anneal_steps` updates and fixed after. The teacher never gets
 gradients, lives in the training checkpoint (exact resume) and is not part of the exported upstream.
 `target_std` (std of the targets over masked frames, averaged over dimensions), `pred_std` and
-`zero_pred_loss` (the loss of predicting 0 everywhere, which the student must beat) are logged; a warning is
-logged when the targets collapse (std below `min_target_std`).
+`zero_pred_loss` (the loss of predicting 0 everywhere, which the student must beat) and `target_variation`
+(how much the raw, unnormalised teacher outputs change over time relative to their size: instance
+normalisation hides a teacher that has become constant over time) are logged; a warning is logged when the
+targets collapse (`target_std` below `min_target_std` or `target_variation` below `min_target_variation`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Config:
     ema_end: float = 0.9999
     ema_anneal_steps: int = 30_000  # updates over which τ rises linearly, fixed after
     min_target_std: float = 0.1  # below: targets have collapsed (a warning, once per episode)
+    min_target_variation: float = 0.05  # below: the raw teacher outputs barely change over time (collapse)
     data: PretrainData = field(default_factory=PretrainData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400_000, lr=5e-4))
 
@@ -162,45 +165,69 @@ class Data2VecObjective(nn.Module):
         return decay
 
     @torch.no_grad()
-    def targets(self, feats: Tensor, lengths: Tensor) -> Tensor:
-        """(B, T, D) regression targets from the teacher on unmasked projected features."""
+    def teacher_layers(self, feats: Tensor, lengths: Tensor) -> list[Tensor]:
+        """The teacher's top-K (B, T, D) outputs (FFN or layer) on unmasked projected features, unnormalised."""
         valid = padding_mask(lengths, feats.shape[1])
         self._ffn_outputs.clear()
         hidden, _ = self.teacher(feats, valid if bool((~valid).any()) else None)
         layers = list(self._ffn_outputs) if self.cfg.target == "ffn" else hidden[-self.cfg.top_k :]
         self._ffn_outputs.clear()
-        return average_top_layers(layers, valid, self.cfg.average_norm)
+        return layers
+
+    @torch.no_grad()
+    def targets(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T, D) regression targets from the teacher on unmasked projected features."""
+        valid = padding_mask(lengths, feats.shape[1])
+        return average_top_layers(self.teacher_layers(feats, lengths), valid, self.cfg.average_norm)
 
     def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
         cfg, up = self.cfg, self.upstream
         feats, lengths = up.extract_features(batch.wavs, batch.wav_lens)
         valid = padding_mask(lengths, feats.shape[1])
         mask = compute_span_mask(lengths, feats.shape[1], cfg.mask_prob, cfg.mask_span, cfg.min_spans) & valid
-        target = self.targets(feats.detach(), lengths)[mask]
+        with torch.no_grad():
+            layers = self.teacher_layers(feats.detach(), lengths)
+            target = average_top_layers(layers, valid, cfg.average_norm)[mask]
+            variation = temporal_variation(torch.stack(layers).float().mean(0), valid)
         _, final = up.encode(feats, lengths, mask)
         pred = self.head(final[mask])
         loss = regression_loss(pred, target, cfg.loss_beta).mean()
         target_std, pred_std = _std_over_frames(target), _std_over_frames(pred.detach().float())
-        self._check_collapse(target_std)
+        self._check_collapse(target_std, variation)
         # the loss of always predicting 0 (the targets' mean): the student beats it only by using context
         zero_loss = float(regression_loss(torch.zeros_like(target), target, cfg.loss_beta).mean())
         return loss, {
             "target_std": target_std,
+            "target_variation": variation,
             "pred_std": pred_std,
             "zero_pred_loss": zero_loss,
             "mask_share": float(mask[valid].float().mean()),
         }
 
-    def _check_collapse(self, target_std: float) -> None:
-        collapsed = target_std < self.cfg.min_target_std
+    def _check_collapse(self, target_std: float, variation: float) -> None:
+        cfg = self.cfg
+        collapsed = target_std < cfg.min_target_std or variation < cfg.min_target_variation
         if collapsed and not self._collapsed:
             log.warning(
-                "data2vec targets collapsed: std over masked frames %.4f < %.4f (the teacher outputs "
-                "nearly the same vector everywhere)",
+                "data2vec targets collapsed: normalised std %.4f (min %.4f), temporal variation of the raw "
+                "teacher outputs %.4f (min %.4f): the teacher outputs nearly the same vector at every frame",
                 target_std,
-                self.cfg.min_target_std,
+                cfg.min_target_std,
+                variation,
+                cfg.min_target_variation,
             )
         self._collapsed = collapsed
+
+
+def temporal_variation(x: Tensor, valid: Tensor) -> float:
+    """Scale-free change over time of (B, T, D) features: std over each utterance's valid frames (mean over
+    utterances and dimensions) divided by the features' RMS; near 0 when every frame is the same vector."""
+    weight = valid[..., None].to(x.dtype)
+    count = weight.sum(1, keepdim=True).clamp(min=1.0)
+    mean = (x * weight).sum(1, keepdim=True) / count
+    std = (((x - mean).square() * weight).sum(1, keepdim=True) / count).sqrt().mean()
+    rms = ((x.square() * weight).sum() / (count.sum() * x.shape[-1])).sqrt()
+    return float(std / rms.clamp(min=1e-12))
 
 
 def _std_over_frames(x: Tensor) -> float:
