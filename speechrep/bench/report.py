@@ -19,10 +19,11 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -219,7 +220,7 @@ def downstream_curve(bench_dir: Path, row: Mapping[str, Any]) -> tuple[np.ndarra
 
 # --------------------------------------------------------------------------------------------------- plots
 
-def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib Figure
+def _figure(width: float, height: float):
     # The object API with the Agg canvas: no pyplot global state, no display, safe in any process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -229,7 +230,7 @@ def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib Figure
     return fig
 
 
-def _png_data_uri(fig) -> str:  # noqa: ANN001 - matplotlib Figure
+def _png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -489,6 +490,10 @@ def _config_details(summary: str, config: Mapping[str, Any], extra: Sequence[str
     return f"<details><summary>{esc(summary)}</summary><pre>{esc(text)}</pre>{more}</details>"
 
 
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def _seconds(value: Any) -> str:
     if value is None:
         return "–"
@@ -530,7 +535,7 @@ def provenance_html(inputs: ReportInputs) -> str:
         body += [[_td("git revision", css="name"), _td(f"{rev} ({n} runs)", css="warn" if len(revisions) > 1
                                                         else None)] for rev, n in revisions.items()]
         body.append([_td("seeds", css="name"), _td(", ".join(sorted(map(str, seeds))) or "–")])
-        parts.append(f"<h3>Environment ({len(all_runs)} run directories)</h3>\n"
+        parts.append(f"<h3>Environment ({_count(len(all_runs), 'run directory', 'run directories')})</h3>\n"
                      + _table(["", "value"], body, "env")
                      + "\n<p class=\"note\">A value in orange differs between runs.</p>")
 
@@ -564,16 +569,16 @@ def provenance_html(inputs: ReportInputs) -> str:
     parts.append("<h3>Downstream runs</h3>\n" + _table(
         ["upstream", "task", "lr", "steps", "upstream params", "trainable params", "wall time"], body, "runs"))
     for task in task_order(inputs.rows):
-        configs = [(u, run.config) for (u, t), runs in downstream_runs.items() if t == task for run in runs
-                   if run.config]
+        configs = [(run.path.relative_to(inputs.bench_dir).as_posix(), run.config)
+                   for (_, t), runs in downstream_runs.items() if t == task for run in runs if run.config]
         if not configs:
             continue
         # One config per task, plus whatever a run changed (sub-runs differ by fold, sweeps by lr).
         reference = dict(_config_items(configs[0][1]))
-        differing = sorted({f"{u}: {k} = {v}" for u, cfg in configs for k, v in _config_items(cfg)
+        differing = sorted({f"{where}: {k} = {v}" for where, cfg in configs for k, v in _config_items(cfg)
                             if reference.get(k) != v})
-        summary = f"config of {task} ({len(configs)} run directories" + (
-            ", identical)" if not differing else f", {len(differing)} values differ)")
+        summary = f"config of {task} ({configs[0][0]}; {_count(len(configs), 'run directory', 'run directories')}" \
+            + (", identical)" if not differing else f", {_count(len(differing), 'value')} differ)")
         parts.append(_config_details(summary, configs[0][1], differing))
     return "\n".join(parts)
 
@@ -585,8 +590,8 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom:
 nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f4f4f4; } td.name { text-align: left; font-weight: 600; }
-table.commands td, table.env td { text-align: left; }
+th { background: #f4f4f4; } th:first-child, td.name { text-align: left; } td.name { font-weight: 600; }
+table.commands td, table.commands th, table.env td, table.env th { text-align: left; }
 td.best { font-weight: 700; background: #eef6ee; } td[title] { cursor: help; }
 td.gain { color: #176317; } td.loss { color: #9b1c1c; } td.warn { background: #fff2d9; }
 .note { color: #555; font-size: 0.85em; } .plots { display: flex; flex-wrap: wrap; gap: 1em; }
@@ -642,12 +647,12 @@ def render_report(inputs: ReportInputs) -> str:
     sections.append(("downstream", "Downstream learning curves", body))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " ".join(f'<a href="#{anchor}">{esc(title)}</a>' for anchor, title, _ in sections)
     content = "\n".join(f'<section id="{anchor}">\n<h2>{esc(title)}</h2>\n{body}\n</section>'
                         for anchor, title, body in sections)
-    summary = (f"{len(upstreams)} upstreams × {len(task_order(rows))} tasks"
-               + (f", {len(inputs.pretrain)} pre-training runs" if inputs.pretrain else ""))
+    summary = (f"{_count(len(upstreams), 'upstream')} × {_count(len(task_order(rows)), 'task')}"
+               + (f", {_count(len(inputs.pretrain), 'pre-training run')}" if inputs.pretrain else ""))
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>speechrep report: {esc(inputs.root.resolve().name)}</title>\n<style>{_CSS}</style>\n</head>\n"
