@@ -15,7 +15,15 @@ import torch
 from downstream_corpus import make_corpus
 
 from speechrep.bench.leaderboard import write_summary
-from speechrep.bench.report import downstream_curve, layer_weight_matrix, write_report
+from speechrep.bench.report import (
+    RunDir,
+    accuracy_key,
+    downstream_curve,
+    layer_weight_matrix,
+    plot_pretrain_curves,
+    read_run_dir,
+    write_report,
+)
 from speechrep.cli import main
 from speechrep.downstream.runner import benchmark
 from speechrep.errors import ConfigError
@@ -49,6 +57,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "stages": {"pretrain apc": {"command": HOSTILE_COMMAND, "wall_time_s": 12.5},
                        "benchmark": {"command": "speechrep benchmark ...", "wall_time_s": 130.0}}}
     (root / "demo.json").write_text(json.dumps(demo))
+    kmeans = {"describe": "mfcc (stacked x2)", "k": 100, "used_clusters": 94, "splits": {"dev": {"label_quality": {
+        "phone_purity": 0.38079, "cluster_purity": 0.21109, "pnmi": 0.48032}}}}
+    (root / "kmeans" / "hubert").mkdir(parents=True)
+    (root / "kmeans" / "hubert" / "kmeans.json").write_text(json.dumps(kmeans))
     return root
 
 
@@ -178,11 +190,29 @@ def test_provenance_commands_escaped_and_controls(demo_dir: Path, page: str) -> 
     assert [c["text"] for c in runs[1][:3]] == ["apc", "apc", "10 / 10"]
     env = {r[0]["text"]: r[1]["text"] for r in parsed.table("env")[1:]}
     assert env["torch"] == torch.__version__ and "git revision" in env
+    assert [c["text"] for c in parsed.table("kmeans")[1]] == [
+        "hubert", "mfcc (stacked x2)", "94 / 100", "0.381", "0.211", "0.480"]
     rows = json.loads((demo_dir / "bench" / "results.json").read_text())["rows"]
     acc = {(r["upstream"], r["task"]): r["test"]["accuracy"] for r in rows}
     controls = grid(parsed.table("controls"))
     expected = 100 * (acc["hubert_tiny", "ks"] - acc["hubert_tiny@random", "ks"])
     assert controls["hubert_tiny", "ks accuracy (%) ↑ Δ"]["text"] == f"{expected:+.2f}"
+
+
+def test_pretraining_accuracy_panel_only_where_logged(demo_dir: Path) -> None:
+    apc = read_run_dir(demo_dir / "pretrain" / "apc")
+    assert accuracy_key(apc) is None  # APC logs only its L1 loss
+    hubert = RunDir(apc.path, {}, [{"event": "train", "step": 1, "loss": 4.0, "masked_acc": 0.01},
+                                   {"event": "eval", "step": 1, "loss": 4.2, "mask_share": 0.5},
+                                   {"event": "eval", "step": 2, "loss": 4.1, "masked_acc": 0.03}])
+    assert accuracy_key(hubert) == "masked_acc"
+    steps, values = hubert.curve("eval", "masked_acc")
+    assert steps.tolist() == [2] and values.tolist() == [0.03]
+    from matplotlib.image import imread
+
+    wide, narrow = (imread(io.BytesIO(base64.b64decode(plot_pretrain_curves("x", run).split(",", 1)[1])))
+                    for run in (hubert, apc))
+    assert wide.shape[1] > narrow.shape[1]  # the accuracy panel sits beside the loss panel
 
 
 def test_cli_on_a_benchmark_dir_and_one_line_errors(demo_dir: Path, tmp_path: Path, capsys) -> None:

@@ -67,6 +67,7 @@ class ReportInputs:
     references: dict[str, Reference]
     pretrain: dict[str, RunDir] = field(default_factory=dict)  # name → pre-training run
     demo: dict[str, Any] | None = None
+    kmeans: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → kmeans.json of its targets
 
 
 def _read_json(path: Path) -> Any:
@@ -150,8 +151,9 @@ def load_inputs(results_dir: Path) -> ReportInputs:
                 pretrain[run.name] = read_run_dir(run)
     demo_path = results_dir / "demo.json"
     demo = _read_json(demo_path) if demo_path.is_file() else None
+    kmeans = {path.parent.name: _read_json(path) for path in sorted(results_dir.glob("kmeans/*/kmeans.json"))}
     return ReportInputs(results_dir, bench_dir, rows, dict(summary.get("scores") or {}), references, pretrain,
-                        demo)
+                        demo, kmeans)
 
 
 # ------------------------------------------------------------------------------------------- table values
@@ -288,14 +290,22 @@ def plot_layer_weights(upstream: str, tasks: Sequence[str], matrix: np.ndarray) 
     return _png_data_uri(fig)
 
 
+def accuracy_key(run: RunDir) -> str | None:
+    """The first accuracy-like dev scalar a pre-training run logs (e.g. HuBERT's masked_acc), if any."""
+    keys = dict.fromkeys(k for r in run.metrics if r.get("event") == "eval" for k in r)
+    return next((k for k in keys if "acc" in k), None)
+
+
 def plot_pretrain_curves(name: str, run: RunDir) -> str | None:
-    """Train loss and dev loss vs step of one pre-training run; a PNG data URI (None without logged losses)."""
+    """Train and dev loss vs step of one pre-training run, beside its dev accuracy when it logs one; a PNG
+    data URI (None without logged losses)."""
     train_steps, train_loss = run.curve("train", "loss")
     dev_steps, dev_loss = run.curve("eval", "loss")
     if not len(train_steps) and not len(dev_steps):
         return None
-    fig = _figure(6.5, 3.2)
-    ax = fig.add_subplot()
+    acc = accuracy_key(run)
+    fig = _figure(9.5 if acc else 6.5, 3.2)
+    ax, *rest = fig.subplots(1, 2 if acc else 1, squeeze=False, width_ratios=[3, 2] if acc else None)[0]
     if len(train_steps):
         ax.plot(train_steps, train_loss, color="tab:blue", linewidth=1.0, alpha=0.8, label="train loss")
     if len(dev_steps):
@@ -304,9 +314,15 @@ def plot_pretrain_curves(name: str, run: RunDir) -> str | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     method = (run.results or {}).get("method")
-    ax.set_title(f"{name} ({method})" if method else name, fontsize=10)
+    fig.suptitle(f"{name} ({method})" if method else name, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if acc:
+        steps, values = run.curve("eval", acc)
+        rest[0].plot(steps, 100.0 * values, color="tab:green", marker="o", markersize=3, linewidth=1.5)
+        rest[0].set_xlabel("step")
+        rest[0].set_ylabel(f"dev {acc} (%)")
+        rest[0].grid(alpha=0.3)
     return _png_data_uri(fig)
 
 
@@ -348,7 +364,7 @@ def plot_downstream_curves(bench_dir: Path, rows: Sequence[Mapping[str, Any]]) -
         for line in ax.lines:
             handles.setdefault(line.get_label(), line)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncols=min(len(handles), 4), fontsize=8)
+               ncols=min(len(handles), 6), fontsize=8)
     return _png_data_uri(fig)
 
 
@@ -488,6 +504,23 @@ def _config_details(summary: str, config: Mapping[str, Any], extra: Sequence[str
     text = "\n".join(f"{k} = {v}" for k, v in _config_items(config))
     more = f"<p>Differing values:</p><pre>{esc(chr(10).join(extra))}</pre>" if extra else ""
     return f"<details><summary>{esc(summary)}</summary><pre>{esc(text)}</pre>{more}</details>"
+
+
+def kmeans_html(kmeans: Mapping[str, Mapping[str, Any]]) -> str:
+    """The k-means targets of HuBERT-style runs: features, clusters in use and label quality on dev."""
+    body = []
+    for name, report in kmeans.items():
+        splits = report.get("splits") or {}
+        quality = (splits.get("dev") or splits.get("train") or {}).get("label_quality") or {}
+        cells = [_td(name, css="name"), _td(report.get("describe", report.get("features", "–"))),
+                 _td(f"{report.get('used_clusters', '–')} / {report.get('k', '–')}")]
+        cells += [_td(f"{quality[k]:.3f}" if k in quality else "–")
+                  for k in ("phone_purity", "cluster_purity", "pnmi")]
+        body.append(cells)
+    return ("<h3>k-means targets</h3>\n" + _table(
+        ["targets", "features", "clusters used / k", "phone purity", "cluster purity", "PNMI"], body, "kmeans")
+        + "\n<p class=\"note\">Label quality against the phone alignments of the dev split (train where there "
+        "is no dev); higher is better.</p>")
 
 
 def _count(n: int, singular: str, plural: str | None = None) -> str:
@@ -638,6 +671,8 @@ def render_report(inputs: ReportInputs) -> str:
         body = f"<div class=\"plots\">{''.join(plots)}</div>"
         if missing:
             body += f"\n<p class=\"note\">No logged loss yet: {esc(', '.join(missing))}.</p>"
+        if inputs.kmeans:
+            body += "\n" + kmeans_html(inputs.kmeans)
         sections.append(("pretraining", "Pre-training curves", body))
 
     uri = plot_downstream_curves(inputs.bench_dir, rows)
