@@ -1,5 +1,6 @@
-"""HuBERT pre-training: cosine cluster logits, utterance mixing, masked prediction learning on real audio, export,
-label guard rails, and (slow) the two-iteration pipeline from the CLI."""
+"""HuBERT pre-training: cosine cluster logits, utterance mixing, masked prediction learning on real audio,
+export, label guard rails, and (slow) the two-iteration pipeline from the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from speechrep.upstream import load_upstream
 
 
 def overfit_fixed_masks(objective: torch.nn.Module, batch, steps: int, lr: float) -> list[float]:
-    """Adam on one batch, re-seeding before each step so the masks repeat and their labels can be memorised."""
+    """Adam on one batch, re-seeded before each step so the masks repeat and their labels can be memorised."""
     optimizer = torch.optim.Adam(objective.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -48,7 +49,7 @@ def labels(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cluster_logits_are_cosine_similarities_over_temperature() -> None:
     projected = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
     embeddings = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
-    expected = torch.tensor([[1.0, 0.0, -1.0], [0.5 ** 0.5, 0.5 ** 0.5, -(0.5 ** 0.5)]]) / 0.1
+    expected = torch.tensor([[1.0, 0.0, -1.0], [0.5**0.5, 0.5**0.5, -(0.5**0.5)]]) / 0.1
     torch.testing.assert_close(cluster_logits(projected, embeddings, 0.1), expected)
 
 
@@ -67,7 +68,7 @@ def test_utterance_mixing_adds_one_short_chunk_at_the_asked_energy_ratio() -> No
         span = int(changed.max() - changed.min()) + 1
         assert span <= 0.5 * n  # at most half of the primary utterance
         primary_power = wavs[i, :n].square().mean()
-        chunk_power = added[changed.min(): changed.max() + 1].square().mean()
+        chunk_power = added[changed.min() : changed.max() + 1].square().mean()
         assert float(10 * torch.log10(primary_power / chunk_power)) == pytest.approx(3.0, abs=0.05)
     assert torch.equal(mix_utterances(wavs, lens, prob=0.0), wavs)
 
@@ -81,9 +82,19 @@ def test_masked_cluster_prediction_learns_and_exports(corpus: Path, labels: Path
     losses = overfit_fixed_masks(objective, first_batch(corpus), steps=40, lr=3e-3)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses  # from ~ln 8 = 2.08
 
-    out = run_method("hubert", corpus, tmp_path / "run", "tiny",
-                     [f"labels={labels}", "train.max_steps=4", "train.eval_every=4", "train.log_every=1",
-                      "data.max_duration=6"])
+    out = run_method(
+        "hubert",
+        corpus,
+        tmp_path / "run",
+        "tiny",
+        [
+            f"labels={labels}",
+            "train.max_steps=4",
+            "train.eval_every=4",
+            "train.log_every=1",
+            "data.max_duration=6",
+        ],
+    )
     scalars = read_metrics(tmp_path / "run", "train")[-1]
     assert {"masked_acc", "unmasked_acc", "feature_penalty"} <= scalars.keys()
     exported = load_upstream(out)
@@ -107,12 +118,43 @@ def test_two_iteration_pipeline_from_the_cli(corpus: Path, tmp_path: Path) -> No
 
     steps = ["train.max_steps=60", "train.eval_every=30", "data.max_duration=8"]
     cli("kmeans", "--features", "mfcc", "--data", str(corpus), "--k", "8", "--out", str(tmp_path / "L1"))
-    cli("pretrain", "--method", "hubert", "--data", str(corpus), "--out", str(tmp_path / "R1"), "--preset", "tiny",
-        f"labels={tmp_path / 'L1'}", *steps)
-    cli("kmeans", "--features", f"{tmp_path / 'R1' / 'upstream'}:2", "--data", str(corpus), "--k", "8",
-        "--out", str(tmp_path / "L2"))
-    cli("pretrain", "--method", "hubert", "--data", str(corpus), "--out", str(tmp_path / "R2"), "--preset", "tiny",
-        f"labels={tmp_path / 'L2'}", *steps)
+    cli(
+        "pretrain",
+        "--method",
+        "hubert",
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "R1"),
+        "--preset",
+        "tiny",
+        f"labels={tmp_path / 'L1'}",
+        *steps,
+    )
+    cli(
+        "kmeans",
+        "--features",
+        f"{tmp_path / 'R1' / 'upstream'}:2",
+        "--data",
+        str(corpus),
+        "--k",
+        "8",
+        "--out",
+        str(tmp_path / "L2"),
+    )
+    cli(
+        "pretrain",
+        "--method",
+        "hubert",
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "R2"),
+        "--preset",
+        "tiny",
+        f"labels={tmp_path / 'L2'}",
+        *steps,
+    )
     second = json.loads((tmp_path / "L2" / "kmeans.json").read_text())
     assert second["describe"].endswith("layer 2") and "label_quality" in second["splits"]["train"]
     losses = [m["loss"] for m in read_metrics(tmp_path / "R2", "train")]

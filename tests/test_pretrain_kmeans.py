@@ -1,5 +1,6 @@
-"""k-means targets and their quality: purity/PNMI formulas on hand-made counts, the labelling step on the micro
-corpus, label lookup for windowed cuts, and the label-rate guard rails."""
+"""k-means targets and their quality: purity/PNMI formulas on hand-made counts, the labelling step on the
+micro corpus, label lookup for windowed cuts, and the label-rate guard rails."""
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,11 @@ def mfcc_labels(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_purity_and_pnmi_of_hand_made_counts() -> None:
-    counts = np.array([[3, 1, 0],
-                       [0, 2, 2]])  # 2 phones x 3 clusters, 8 frames
+    counts = np.array([[3, 1, 0], [0, 2, 2]])  # 2 phones x 3 clusters, 8 frames
     q = quality_from_counts(counts)
-    assert q.cluster_purity == pytest.approx((3 + 2) / 8)      # each phone's best cluster
-    assert q.phone_purity == pytest.approx((3 + 2 + 2) / 8)    # each cluster's best phone
-    mutual = (3 / 8 * math.log(2) + 1 / 8 * math.log(2 / 3) + 2 / 8 * math.log(4 / 3) + 2 / 8 * math.log(2))
+    assert q.cluster_purity == pytest.approx((3 + 2) / 8)  # each phone's best cluster
+    assert q.phone_purity == pytest.approx((3 + 2 + 2) / 8)  # each cluster's best phone
+    mutual = 3 / 8 * math.log(2) + 1 / 8 * math.log(2 / 3) + 2 / 8 * math.log(4 / 3) + 2 / 8 * math.log(2)
     assert q.pnmi == pytest.approx(mutual / math.log(2))
     assert (q.frames, q.phones, q.clusters) == (8, 2, 3)
     one_to_one = quality_from_counts(np.diag([5, 3, 2]))
@@ -85,13 +85,15 @@ def test_kmeans_labels_train_and_dev_with_one_dictionary(corpus: Path, mfcc_labe
 def test_window_cuts_find_their_slice_and_rates_are_checked(corpus: Path, mfcc_labels: Path) -> None:
     labels = ClusterLabels(mfcc_labels)
     cut = load_cuts(corpus, "unlabeled", "train")[0]
-    windows = list(load_cuts(corpus, "unlabeled", "train").subset(cut_ids=[cut.id]).cut_into_windows(duration=0.64))
+    windows = list(
+        load_cuts(corpus, "unlabeled", "train").subset(cut_ids=[cut.id]).cut_into_windows(duration=0.64)
+    )
     second = windows[1]
     assert second.id != cut.id
     full = labels.for_cut(cut)
     np.testing.assert_array_equal(labels.for_cut(second)[:10], full[32:42])  # 0.64 s = 32 frames of 20 ms
     targets = labels.targets([cut], torch.tensor([len(full) + 1]), len(full) + 3)
-    assert targets[0, :len(full)].tolist() == full.tolist() and (targets[0, len(full):] == IGNORE).all()
+    assert targets[0, : len(full)].tolist() == full.tolist() and (targets[0, len(full) :] == IGNORE).all()
     with pytest.raises(SpeechrepError, match="label rate"):
         labels.targets([cut], torch.tensor([2 * len(full)]), 2 * len(full))
     with pytest.raises(ConfigError, match="--stride 160"):
@@ -102,14 +104,56 @@ def test_window_cuts_find_their_slice_and_rates_are_checked(corpus: Path, mfcc_l
 
 def test_cli_kmeans_on_an_upstream_layer_and_its_errors(corpus: Path, tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
-    assert main(["kmeans", "--features", "hubert_tiny:1", "--data", str(corpus), "--k", "4",
-                 "--out", str(tmp_path / "layer")]) == 0
+    assert (
+        main(
+            [
+                "kmeans",
+                "--features",
+                "hubert_tiny:1",
+                "--data",
+                str(corpus),
+                "--k",
+                "4",
+                "--out",
+                str(tmp_path / "layer"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "hubert_tiny layer 1" in out and "PNMI" in out
     assert json.loads((tmp_path / "layer" / "kmeans.json").read_text())["stride"] == 320
-    assert main(["kmeans", "--features", "hubert_tiny:9", "--data", str(corpus), "--k", "4",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "kmeans",
+                "--features",
+                "hubert_tiny:9",
+                "--data",
+                str(corpus),
+                "--k",
+                "4",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "out of range" in capsys.readouterr().err
-    assert main(["kmeans", "--features", "mfcc", "--data", str(corpus), "--k", "100000",
-                 "--out", str(tmp_path / "big")]) == 2
+    assert (
+        main(
+            [
+                "kmeans",
+                "--features",
+                "mfcc",
+                "--data",
+                str(corpus),
+                "--k",
+                "100000",
+                "--out",
+                str(tmp_path / "big"),
+            ]
+        )
+        == 2
+    )
     assert "--k 100000" in capsys.readouterr().err

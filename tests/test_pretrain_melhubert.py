@@ -1,4 +1,5 @@
 """MelHuBERT pre-training: corpus filterbank statistics, masked cluster prediction on log-mel, export."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,14 @@ def labels(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fbank_statistics_are_the_mean_and_std_over_all_frames(corpus: Path) -> None:
     cuts = load_cuts(corpus, "unlabeled", "train")
     mean, std = fbank_statistics(cuts, 40, "hamming", max_seconds=1e9, max_duration=4.0)
-    frames = torch.cat([fbank(torch.from_numpy(c.load_audio()).float(), None, num_mel_bins=40,
-                              window_type="hamming")[0][0] for c in cuts])
+    frames = torch.cat(
+        [
+            fbank(torch.from_numpy(c.load_audio()).float(), None, num_mel_bins=40, window_type="hamming")[0][
+                0
+            ]
+            for c in cuts
+        ]
+    )
     torch.testing.assert_close(mean, frames.mean(0), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(std, frames.std(0, unbiased=False), atol=1e-4, rtol=1e-4)
 
@@ -57,9 +64,16 @@ def test_melhubert_learns_masked_clusters_and_exports(corpus: Path, labels: Path
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
     assert 0.05 < scalars["mask_share"] < 0.9
 
-    out = run_method("melhubert", corpus, tmp_path / "run", "tiny",
-                     [f"labels={labels}", "train.max_steps=3", "train.eval_every=3", "data.max_duration=6"])
+    out = run_method(
+        "melhubert",
+        corpus,
+        tmp_path / "run",
+        "tiny",
+        [f"labels={labels}", "train.max_steps=3", "train.eval_every=3", "data.max_duration=6"],
+    )
     assert "masked_acc" in read_metrics(tmp_path / "run", "train")[-1]
     exported = load_upstream(out)
     assert exported.stride == 320 and len(exported.hidden_sizes) == 5
-    assert float(exported.feature_std.min()) > 0 and float(exported.feature_mean.abs().max()) > 0  # stats kept
+    assert (
+        float(exported.feature_std.min()) > 0 and float(exported.feature_mean.abs().max()) > 0
+    )  # stats kept

@@ -1,11 +1,12 @@
-"""HuBERT pre-training (Hsu et al. 2021, https://arxiv.org/abs/2106.07447): predict k-means labels of masked frames.
+"""HuBERT pre-training (Hsu et al. 2021, https://arxiv.org/abs/2106.07447): predict k-means labels of masked
+frames.
 
 The iteration pipeline, each step its own command:
 
-    speechrep kmeans --features mfcc --data CORPUS --k 100 --out L1                       # MFCC(+Δ+ΔΔ) targets
-    speechrep pretrain --method hubert --data CORPUS --out RUN1 labels=L1                  # iteration 1
-    speechrep kmeans --features RUN1/upstream:6 --data CORPUS --k 500 --out L2            # a layer of RUN1
-    speechrep pretrain --method hubert --data CORPUS --out RUN2 labels=L2                  # iteration 2
+    speechrep kmeans --features mfcc --data CORPUS --k 100 --out L1             # MFCC(+Δ+ΔΔ) targets
+    speechrep pretrain --method hubert --data CORPUS --out RUN1 labels=L1       # iteration 1
+    speechrep kmeans --features RUN1/upstream:6 --data CORPUS --k 500 --out L2  # a layer of RUN1
+    speechrep pretrain --method hubert --data CORPUS --out RUN2 labels=L2       # iteration 2
 
 Objective: span masking (p = 8 % of frames start a span of 10), the masked frames replaced by the learned mask
 embedding; the final layer is projected to `final_dim` and scored against one embedding per cluster by cosine
@@ -14,6 +15,7 @@ CNN-feature penalty (weight 10). Masked and unmasked accuracies are logged. Opti
 mixing (Chen et al. 2022, https://arxiv.org/abs/2110.13900): a chunk (≤ half the length) of another
 utterance of the batch is added at a random energy ratio while the targets stay those of the primary one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,27 +44,45 @@ class Config:
     """HuBERT Base settings (fairseq `hubert_base_librispeech`): 400k steps, peak LR 5e-4, 8 % warm-up."""
 
     upstream: str = "hubert_base"
-    model: dict[str, Any] = field(default_factory=dict)   # overrides of the hub config, e.g. {num_layers: 4}
-    labels: str = ""                    # directory written by `speechrep kmeans` (required)
-    mask_start_prob: float = 0.08       # share of frames that start a masked span (the paper's p)
-    mask_span: int = 10                 # frames per span (the paper's l)
-    final_dim: int = 256                # projection of the last layer and size of the cluster embeddings
-    temperature: float = 0.1            # cosine-similarity logits / temperature
-    unmasked_weight: float = 0.0        # weight of the loss on unmasked frames (the paper: 0)
-    feature_penalty: float = 10.0       # weight of the mean squared CNN feature
-    feature_grad_mult: float = 0.1      # scales the gradient reaching the CNN (fairseq's feature_grad_mult)
-    mix_prob: float = 0.0               # WavLM utterance mixing: share of utterances that get a chunk mixed in
-    mix_max_ratio: float = 0.5          # the chunk is at most this share of the primary utterance
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {num_layers: 4}
+    labels: str = ""  # directory written by `speechrep kmeans` (required)
+    mask_start_prob: float = 0.08  # share of frames that start a masked span (the paper's p)
+    mask_span: int = 10  # frames per span (the paper's l)
+    final_dim: int = 256  # projection of the last layer and size of the cluster embeddings
+    temperature: float = 0.1  # cosine-similarity logits / temperature
+    unmasked_weight: float = 0.0  # weight of the loss on unmasked frames (the paper: 0)
+    feature_penalty: float = 10.0  # weight of the mean squared CNN feature
+    feature_grad_mult: float = 0.1  # scales the gradient reaching the CNN (fairseq's feature_grad_mult)
+    mix_prob: float = 0.0  # WavLM utterance mixing: share of utterances that get a chunk mixed in
+    mix_max_ratio: float = 0.5  # the chunk is at most this share of the primary utterance
     mix_energy_db: tuple[float, float] = (-5.0, 5.0)  # energy of primary over chunk, dB, uniform
-    data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=87.5, max_utterance=15.0,
-                                                                     min_utterance=2.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=400_000, lr=5e-4, betas=(0.9, 0.98), weight_decay=0.01, warmup_steps=32_000, schedule="linear",
-        clip_norm=10.0, grad_accum=1, eval_every=5000, log_every=200))
+    data: PretrainData = field(
+        default_factory=lambda: PretrainData(max_duration=87.5, max_utterance=15.0, min_utterance=2.0)
+    )
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            max_steps=400_000,
+            lr=5e-4,
+            betas=(0.9, 0.98),
+            weight_decay=0.01,
+            warmup_steps=32_000,
+            schedule="linear",
+            clip_norm=10.0,
+            grad_accum=1,
+            eval_every=5000,
+            log_every=200,
+        )
+    )
 
 
-def mix_utterances(wavs: Tensor, wav_lens: Tensor, prob: float, max_ratio: float = 0.5,
-                   energy_db: tuple[float, float] = (-5.0, 5.0), generator: torch.Generator | None = None) -> Tensor:
+def mix_utterances(
+    wavs: Tensor,
+    wav_lens: Tensor,
+    prob: float,
+    max_ratio: float = 0.5,
+    energy_db: tuple[float, float] = (-5.0, 5.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """WavLM utterance mixing: add to a `prob` share of utterances a chunk of another one of the batch.
 
     The chunk length is uniform in (0, max_ratio · min(both lengths)], its positions uniform in both
@@ -71,13 +91,15 @@ def mix_utterances(wavs: Tensor, wav_lens: Tensor, prob: float, max_ratio: float
     if batch < 2 or prob <= 0:
         return wavs
     dev = wavs.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)
     lens = wav_lens.to(dev)
-    source = (torch.arange(batch, device=dev) + 1 + (rand(batch) * (batch - 1)).long()) % batch  # never itself
+    source = (
+        torch.arange(batch, device=dev) + 1 + (rand(batch) * (batch - 1)).long()
+    ) % batch  # never itself
     chunk = (rand(batch) * max_ratio * torch.minimum(lens, lens[source]).float()).long().clamp(min=1)
     chunk = torch.where(rand(batch) < prob, chunk, torch.zeros_like(chunk))
-    at = (rand(batch) * (lens - chunk + 1).float()).long()               # where it lands in the primary
-    src_at = (rand(batch) * (lens[source] - chunk + 1).float()).long()   # where it is taken from
+    at = (rand(batch) * (lens - chunk + 1).float()).long()  # where it lands in the primary
+    src_at = (rand(batch) * (lens[source] - chunk + 1).float()).long()  # where it is taken from
     pos = torch.arange(width, device=dev)[None, :]
     inside = (pos >= at[:, None]) & (pos < (at + chunk)[:, None])
     src_index = (pos - at[:, None] + src_at[:, None]).clamp(0, width - 1)
@@ -92,11 +114,13 @@ def mix_utterances(wavs: Tensor, wav_lens: Tensor, prob: float, max_ratio: float
 
 def cluster_logits(projected: Tensor, label_embeddings: Tensor, temperature: float) -> Tensor:
     """Cosine similarity of each projected frame (N, D) with every cluster embedding (K, D), / temperature."""
-    return F.normalize(projected.float(), dim=-1) @ F.normalize(label_embeddings.float(), dim=-1).T / temperature
+    return (
+        F.normalize(projected.float(), dim=-1) @ F.normalize(label_embeddings.float(), dim=-1).T / temperature
+    )
 
 
 class HuBERTObjective(nn.Module):
-    """The HuBERT upstream plus its pre-training head (projection + cluster embeddings); forward gives the loss."""
+    """The HuBERT upstream plus its pre-training head (projection + cluster embeddings); forward: the loss."""
 
     def __init__(self, upstream: nn.Module, labels: ClusterLabels, cfg: Config):
         super().__init__()
@@ -117,14 +141,20 @@ class HuBERTObjective(nn.Module):
         penalty = (conv.float().square().mean(-1) * valid).sum() / valid.sum()
         feats = up.feature_projection(conv)
         targets = self.labels.targets(batch.cuts, lengths, conv.shape[1])
-        mask = compute_span_mask(lengths, conv.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span,
-                                 min_spans=2)
+        mask = compute_span_mask(
+            lengths, conv.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span, min_spans=2
+        )
         _, final = up.encode(feats, lengths, mask)
         labelled = targets != IGNORE
         loss = cfg.feature_penalty * penalty
-        scalars: dict[str, float] = {"feature_penalty": float(penalty.detach()), "mask_share": float(mask[valid].float().mean())}
-        for name, where, weight in (("masked", mask & labelled, 1.0), ("unmasked", ~mask & labelled,
-                                                                         cfg.unmasked_weight)):
+        scalars: dict[str, float] = {
+            "feature_penalty": float(penalty.detach()),
+            "mask_share": float(mask[valid].float().mean()),
+        }
+        for name, where, weight in (
+            ("masked", mask & labelled, 1.0),
+            ("unmasked", ~mask & labelled, cfg.unmasked_weight),
+        ):
             if not bool(where.any()):
                 continue
             logits = cluster_logits(self.final_proj(final[where]), self.label_embeddings, cfg.temperature)
@@ -140,12 +170,20 @@ class HuBERTObjective(nn.Module):
 def load_labels(cfg: Any, upstream: nn.Module, method: str) -> ClusterLabels:
     """The k-means labels named by `cfg.labels`, checked against the upstream's frame rate."""
     if not cfg.labels:
-        raise ConfigError(f"key 'labels': {method} needs k-means labels: run `speechrep kmeans ... --out DIR`, "
-                          "then pass labels=DIR")
+        raise ConfigError(
+            f"key 'labels': {method} needs k-means labels: run `speechrep kmeans ... --out DIR`, "
+            "then pass labels=DIR"
+        )
     labels = ClusterLabels(cfg.labels)
     labels.check_stride(int(upstream.stride), cfg.upstream)
-    log.info("%s: %d clusters from %s (%s, %d used)", method, labels.k, cfg.labels, labels.meta.get("describe"),
-             labels.meta.get("used_clusters", -1))
+    log.info(
+        "%s: %d clusters from %s (%s, %d used)",
+        method,
+        labels.k,
+        cfg.labels,
+        labels.meta.get("describe"),
+        labels.meta.get("used_clusters", -1),
+    )
     return labels
 
 

@@ -1,4 +1,5 @@
-"""k-means targets for HuBERT-style pre-training: fit one dictionary on a sample of frames, label every utterance.
+"""k-means targets for HuBERT-style pre-training: fit one dictionary on a sample of frames, label every
+utterance.
 
     speechrep kmeans --features mfcc --data CORPUS --k 100 --out LABELS            # iteration 1
     speechrep kmeans --features RUN/upstream:6 --data CORPUS --k 500 --out LABELS2  # iteration 2, layer 6
@@ -6,24 +7,26 @@
 Features: `mfcc` (13 Kaldi MFCC + Δ + ΔΔ, per-utterance CMVN; HuBERT's first iteration), `fbank` (40 log-mel,
 per-utterance CMVN; MelHuBERT's first stage), or `UPSTREAM[:LAYER]`, a hub name or exported directory and a
 hidden-state index (default: the last). Hand-crafted features run at 10 ms and are stacked `stride / 160`
-frames at a time, so the labels come at the model's frame rate (`--stride`, default 320 = 20 ms); an upstream's
-labels come at its own stride. The dictionary is scikit-learn's MiniBatchKMeans with HuBERT's settings
-(k-means++, batch 10 000, 20 inits, no reassignment), fitted on the frames of a share of the train utterances
-(at most `max_fit_frames`, sampled uniformly); one dictionary labels train and dev alike.
+frames at a time, so the labels come at the model's frame rate (`--stride`, default 320 = 20 ms); an
+upstream's labels come at its own stride. The dictionary is scikit-learn's MiniBatchKMeans with HuBERT's
+settings (k-means++, batch 10 000, 20 inits, no reassignment), fitted on the frames of a share of the train
+utterances (at most `max_fit_frames`, sampled uniformly); one dictionary labels train and dev alike.
 
 Output directory: `kmeans.json` (k, stride, sources, used clusters, label quality against phones when the
 manifests carry `phone_alignment`), `centroids.npy`, and `<split>.npz` per split holding the labels of every
-cut concatenated (uint16) with their cut ids, recording ids, start times and offsets. `ClusterLabels(dir)` reads
-them back and finds the labels of a cut, or of a window cut out of one, during pre-training.
+cut concatenated (uint16) with their cut ids, recording ids, start times and offsets. `ClusterLabels(dir)`
+reads them back and finds the labels of a cut, or of a window cut out of one, during pre-training.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +63,7 @@ class FrameFeatures:
 
 
 def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """Concatenate every `factor` consecutive frames; a last partial group is zero-filled (ceil(T / factor))."""
+    """Concatenate every `factor` consecutive frames; a last partial group is zero-filled (ceil(T/factor))."""
     if factor == 1:
         return feats, lengths
     batch, count, dim = feats.shape
@@ -86,9 +89,14 @@ def frame_features(spec: str, stride: int | None = None, device: str = "auto") -
             raise ConfigError(f"--features {spec}: a layer index goes with an upstream, not with {source}")
         stride = 2 * HOP if stride is None else stride
         if stride % HOP or stride <= 0:
-            raise ConfigError(f"--stride {stride}: hand-crafted features stack 10 ms frames, so use a multiple of {HOP}")
-        extractor = (FeatureExtractor("mfcc", delta_order=2, apply_cmvn=True, num_ceps=13) if source == "mfcc"
-                     else FeatureExtractor("fbank", apply_cmvn=True, num_mel_bins=40)).to(dev)
+            raise ConfigError(
+                f"--stride {stride}: hand-crafted features stack 10 ms frames, so use a multiple of {HOP}"
+            )
+        extractor = (
+            FeatureExtractor("mfcc", delta_order=2, apply_cmvn=True, num_ceps=13)
+            if source == "mfcc"
+            else FeatureExtractor("fbank", apply_cmvn=True, num_mel_bins=40)
+        ).to(dev)
 
         def handcrafted(wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
             return stack_frames(*extractor(wavs, wav_lens), stride // HOP)
@@ -98,7 +106,9 @@ def frame_features(spec: str, stride: int | None = None, device: str = "auto") -
     count = len(upstream.hidden_sizes)
     index = count - 1 if layer is None else layer
     if not -count <= index < count:
-        raise ConfigError(f"--features {spec}: layer {layer} out of range; {source} has hidden states 0..{count - 1}")
+        raise ConfigError(
+            f"--features {spec}: layer {layer} out of range; {source} has hidden states 0..{count - 1}"
+        )
     if stride is not None and stride != upstream.stride:
         raise ConfigError(f"--stride {stride}: {source} produces frames every {upstream.stride} samples")
 
@@ -109,14 +119,17 @@ def frame_features(spec: str, stride: int | None = None, device: str = "auto") -
     return FrameFeatures(f"{source} layer {index % count}", int(upstream.stride), hidden, dev)
 
 
-def features_per_cut(cuts: CutSet, features: FrameFeatures, max_duration: float,
-                     desc: str = "features") -> Iterable[tuple[Any, np.ndarray]]:
+def features_per_cut(
+    cuts: CutSet, features: FrameFeatures, max_duration: float, desc: str = "features"
+) -> Iterable[tuple[Any, np.ndarray]]:
     """(cut, (frames, dim) float32 features) for every cut, batched by `max_duration` seconds."""
     batches = audio_batches(cuts, max_duration, shuffle=False)(0)
     bar = tqdm(total=len(cuts), desc=desc, unit="cut", disable=not sys.stderr.isatty())
     with torch.inference_mode():
         for batch in batches:
-            feats, lengths = features.extract(batch.wavs.to(features.device), batch.wav_lens.to(features.device))
+            feats, lengths = features.extract(
+                batch.wavs.to(features.device), batch.wav_lens.to(features.device)
+            )
             feats = feats.float().cpu().numpy()
             for cut, frames, n in zip(batch.cuts, feats, lengths.tolist()):
                 yield cut, frames[:n]
@@ -124,16 +137,26 @@ def features_per_cut(cuts: CutSet, features: FrameFeatures, max_duration: float,
     bar.close()
 
 
-def fit_kmeans(frames: np.ndarray, k: int, seed: int = 0, n_init: int = 20,
-               batch_size: int = 10_000) -> MiniBatchKMeans:
+def fit_kmeans(
+    frames: np.ndarray, k: int, seed: int = 0, n_init: int = 20, batch_size: int = 10_000
+) -> MiniBatchKMeans:
     """MiniBatchKMeans with HuBERT's settings on `frames` (N, D)."""
     if k < 2:
         raise ConfigError(f"--k {k}: a dictionary needs at least 2 clusters")
     if len(frames) < k:
         raise SpeechrepError(f"only {len(frames)} frames to fit {k} clusters; use more data or a smaller --k")
-    model = MiniBatchKMeans(n_clusters=k, init="k-means++", max_iter=100, batch_size=batch_size, tol=0.0,
-                            max_no_improvement=100, n_init=n_init, reassignment_ratio=0.0, random_state=seed,
-                            compute_labels=False)
+    model = MiniBatchKMeans(
+        n_clusters=k,
+        init="k-means++",
+        max_iter=100,
+        batch_size=batch_size,
+        tol=0.0,
+        max_no_improvement=100,
+        n_init=n_init,
+        reassignment_ratio=0.0,
+        random_state=seed,
+        compute_labels=False,
+    )
     return model.fit(frames)
 
 
@@ -155,10 +178,19 @@ def _usable(cuts: CutSet, split: str) -> CutSet:
     return kept
 
 
-def run_kmeans(features: str, data: str | Path, k: int, out: str | Path, stride: int | None = None,
-               fit_fraction: float = 1.0, max_fit_frames: int = 1_000_000, seed: int = 0,
-               max_duration: float = 120.0, device: str = "auto") -> dict[str, Any]:
-    """Fit one k-means dictionary on a sample of train frames and label every train/dev cut; returns the report."""
+def run_kmeans(
+    features: str,
+    data: str | Path,
+    k: int,
+    out: str | Path,
+    stride: int | None = None,
+    fit_fraction: float = 1.0,
+    max_fit_frames: int = 1_000_000,
+    seed: int = 0,
+    max_duration: float = 120.0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Fit one k-means dictionary on a sample of train frames, label all train/dev cuts; return the report."""
     data, out = Path(data), Path(out)
     if not 0 < fit_fraction <= 1:
         raise ConfigError(f"--fit-fraction {fit_fraction}: must be in (0, 1]")
@@ -174,8 +206,15 @@ def run_kmeans(features: str, data: str | Path, k: int, out: str | Path, stride:
     # fit on the frames of a share of the train cuts; keep their features to label them without recomputing
     ids = sorted(splits[fit_split].ids)
     chosen = set(rng.choice(ids, size=max(1, round(fit_fraction * len(ids))), replace=False).tolist())
-    cached = {cut.id: f for cut, f in features_per_cut(splits[fit_split].filter(lambda c: c.id in chosen).to_eager(),
-                                                        feats, max_duration, "k-means sample")}
+    cached = {
+        cut.id: f
+        for cut, f in features_per_cut(
+            splits[fit_split].filter(lambda c: c.id in chosen).to_eager(),
+            feats,
+            max_duration,
+            "k-means sample",
+        )
+    }
     sample = np.concatenate(list(cached.values()))
     if len(sample) > max_fit_frames:
         sample = sample[rng.choice(len(sample), size=max_fit_frames, replace=False)]
@@ -185,20 +224,33 @@ def run_kmeans(features: str, data: str | Path, k: int, out: str | Path, stride:
 
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "centroids.npy", centroids)
-    report: dict[str, Any] = {"k": k, "stride": feats.stride, "sample_rate": SAMPLE_RATE, "features": features,
-                              "describe": feats.describe, "data": str(data), "fit_frames": int(len(sample)),
-                              "fit_cuts": len(chosen), "inertia_per_frame": float(model.inertia_) / len(sample),
-                              "splits": {}}
+    report: dict[str, Any] = {
+        "k": k,
+        "stride": feats.stride,
+        "sample_rate": SAMPLE_RATE,
+        "features": features,
+        "describe": feats.describe,
+        "data": str(data),
+        "fit_frames": len(sample),
+        "fit_cuts": len(chosen),
+        "inertia_per_frame": float(model.inertia_) / len(sample),
+        "splits": {},
+    }
     for name, cuts in splits.items():
         labels: dict[str, np.ndarray] = {}
-        for cut, f in features_per_cut(cuts.filter(lambda c: c.id not in cached).to_eager(), feats, max_duration,
-                                       f"labelling {name}"):
+        for cut, f in features_per_cut(
+            cuts.filter(lambda c: c.id not in cached).to_eager(), feats, max_duration, f"labelling {name}"
+        ):
             labels[cut.id] = model.predict(f).astype(np.uint16)
         for cut_id in cached.keys() & set(cuts.ids):
             labels[cut_id] = model.predict(cached[cut_id]).astype(np.uint16)
         _write_split(out / f"{name}.npz", cuts, labels)
         counts = np.bincount(np.concatenate(list(labels.values())).astype(np.int64), minlength=k)
-        stats: dict[str, Any] = {"cuts": len(labels), "frames": int(counts.sum()), "used_clusters": int((counts > 0).sum())}
+        stats: dict[str, Any] = {
+            "cuts": len(labels),
+            "frames": int(counts.sum()),
+            "used_clusters": int((counts > 0).sum()),
+        }
         quality = label_quality(cuts, labels, feats.stride / SAMPLE_RATE, k)
         if quality is not None:
             stats["label_quality"] = quality.as_dict()
@@ -206,7 +258,9 @@ def run_kmeans(features: str, data: str | Path, k: int, out: str | Path, stride:
     used = report["splits"][fit_split]["used_clusters"]
     report["used_clusters"] = used
     if used < 2:
-        raise SpeechrepError(f"k-means on {feats.describe}: every frame falls in one cluster (degenerate features)")
+        raise SpeechrepError(
+            f"k-means on {feats.describe}: every frame falls in one cluster (degenerate features)"
+        )
     if used < k:
         log.warning("k-means: only %d of %d clusters label any %s frame", used, k, fit_split)
     (out / META).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -244,9 +298,15 @@ class ClusterLabels:
         for split in self.meta["splits"]:
             with np.load(directory / f"{split}.npz") as z:
                 labels, offsets = z["labels"], z["offsets"]
-                for i, (cut_id, rec, start, dur) in enumerate(zip(z["ids"].tolist(), z["recording_ids"].tolist(),
-                                                                   z["starts"].tolist(), z["durations"].tolist())):
-                    self._frames[cut_id] = labels[offsets[i]:offsets[i + 1]]
+                for i, (cut_id, rec, start, dur) in enumerate(
+                    zip(
+                        z["ids"].tolist(),
+                        z["recording_ids"].tolist(),
+                        z["starts"].tolist(),
+                        z["durations"].tolist(),
+                    )
+                ):
+                    self._frames[cut_id] = labels[offsets[i] : offsets[i + 1]]
                     self._spans.setdefault(rec, []).append((start, start + dur, cut_id))
         if not self._frames:
             raise ConfigError(f"labels={directory}: no labelled cut")
@@ -254,8 +314,10 @@ class ClusterLabels:
     def check_stride(self, model_stride: int, model: str) -> None:
         """Error unless the label rate equals the model's frame rate."""
         if model_stride != self.stride:
-            raise ConfigError(f"labels={self.directory}: labels every {self.stride} samples but {model} makes a "
-                              f"frame every {model_stride}; run `speechrep kmeans` with --stride {model_stride}")
+            raise ConfigError(
+                f"labels={self.directory}: labels every {self.stride} samples but {model} makes a "
+                f"frame every {model_stride}; run `speechrep kmeans` with --stride {model_stride}"
+            )
 
     def for_cut(self, cut: Any) -> np.ndarray:
         """The frame labels covering `cut`: its own, or the slice of the labelled cut it was windowed from."""
@@ -265,17 +327,21 @@ class ClusterLabels:
             if start - 1e-3 <= cut.start and cut.start + cut.duration <= end + 1e-3:
                 offset = round((cut.start - start) * SAMPLE_RATE / self.stride)
                 return self._frames[source][offset:]
-        raise SpeechrepError(f"labels={self.directory}: no labels for cut {cut.id!r} (recording "
-                             f"{cut.recording_id!r}); label this data with `speechrep kmeans` first")
+        raise SpeechrepError(
+            f"labels={self.directory}: no labels for cut {cut.id!r} (recording "
+            f"{cut.recording_id!r}); label this data with `speechrep kmeans` first"
+        )
 
     def targets(self, cuts: Iterable[Any], lengths: Tensor, max_frames: int, tolerance: int = 2) -> Tensor:
-        """(B, max_frames) long targets aligned to the model's frames; padding and unlabelled edges are IGNORE."""
+        """(B, max_frames) long targets aligned to the model's frames; padding, unlabelled edges: IGNORE."""
         rows = np.full((len(lengths), max_frames), IGNORE, dtype=np.int64)
         for row, cut, n in zip(rows, cuts, lengths.tolist()):
             frames = self.for_cut(cut)
             if len(frames) + tolerance < n or (cut.id in self._frames and len(frames) > n + tolerance):
-                raise SpeechrepError(f"labels={self.directory}: cut {cut.id!r} has {len(frames)} label frames but the "
-                                     f"model gives {n}: the label rate does not match the model's frame rate")
+                raise SpeechrepError(
+                    f"labels={self.directory}: cut {cut.id!r} has {len(frames)} label frames but the "
+                    f"model gives {n}: the label rate does not match the model's frame rate"
+                )
             m = min(n, len(frames))
             row[:m] = frames[:m]
         return torch.from_numpy(rows).to(lengths.device)

@@ -7,10 +7,12 @@ z off aligned frames and report
 - PNMI            I(y; z) / H(y): the share of phone uncertainty a cluster label removes.
 Frames outside every aligned phone count as the phone `<sil>`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,17 +27,18 @@ class LabelQuality:
     phone_purity: float
     pnmi: float
     frames: int
-    phones: int        # distinct phones seen (silence included)
-    clusters: int      # distinct clusters seen
+    phones: int  # distinct phones seen (silence included)
+    clusters: int  # distinct clusters seen
 
     def as_dict(self) -> dict[str, float]:
         """Plain dict for JSON reports."""
         return asdict(self)
 
 
-def frame_phones(alignment: Sequence[Sequence[Any]], num_frames: int, frame_shift: float,
-                 phone_ids: dict[str, int]) -> np.ndarray:
-    """Phone id of each frame (the phone containing the frame centre, else `<sil>`); new phones get new ids."""
+def frame_phones(
+    alignment: Sequence[Sequence[Any]], num_frames: int, frame_shift: float, phone_ids: dict[str, int]
+) -> np.ndarray:
+    """Phone id of each frame (the phone holding the frame centre, else `<sil>`); new phones get new ids."""
     phone_ids.setdefault(SILENCE, len(phone_ids))
     centres = (np.arange(num_frames) + 0.5) * frame_shift
     out = np.full(num_frames, phone_ids[SILENCE], dtype=np.int64)
@@ -90,8 +93,9 @@ def phone_alignment(cut: Any) -> list | None:
     return None
 
 
-def label_quality(cuts: Iterable[Any], labels: Mapping[str, np.ndarray], frame_shift: float,
-                  num_clusters: int) -> LabelQuality | None:
+def label_quality(
+    cuts: Iterable[Any], labels: Mapping[str, np.ndarray], frame_shift: float, num_clusters: int
+) -> LabelQuality | None:
     """Quality of per-cut frame labels against the cuts' phone alignments; None when no cut is aligned."""
     phone_ids: dict[str, int] = {}
     phones, clusters = [], []

@@ -1,16 +1,17 @@
-"""MelHuBERT pre-training (Lin et al. 2023, https://arxiv.org/abs/2211.09944): HuBERT's masked cluster prediction
-on log-mel input, in two stages.
+"""MelHuBERT pre-training (Lin et al. 2023, https://arxiv.org/abs/2211.09944): HuBERT's masked cluster
+prediction on log-mel input, in two stages.
 
     speechrep kmeans --features fbank --data CORPUS --k 512 --out L1                         # stage 1 targets
     speechrep pretrain --method melhubert --data CORPUS --out RUN1 labels=L1
     speechrep kmeans --features RUN1/upstream:8 --data CORPUS --k 512 --out L2              # stage 2: layer 8
     speechrep pretrain --method melhubert --data CORPUS --out RUN2 labels=L2
 
-Objective (the reference's): the standardised stacked log-mel frames of masked spans are set to zero before the
-projection (no learned mask embedding), a linear layer maps the last hidden state to cluster logits, and
+Objective (the reference's): the standardised stacked log-mel frames of masked spans are set to zero before
+the projection (no learned mask embedding), a linear layer maps the last hidden state to cluster logits, and
 cross-entropy is taken on masked frames. The filterbank is standardised with statistics of the training data,
 computed at the start of a run and stored in the model (so the export carries them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,29 +39,40 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Config:
-    """MelHuBERT (20 ms) settings: 512 clusters, mask 14 % starts × 5 frames, Adam 1e-4, clip 10, 32 utterances."""
+    """MelHuBERT (20 ms) settings: 512 clusters, 14 % span starts × 5 frames, Adam 1e-4, clip 10."""
 
     upstream: str = "melhubert_base"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config
-    labels: str = ""                 # directory written by `speechrep kmeans` (required)
-    mask_start_prob: float = 0.14    # share of frames that start a masked span (fairseq mask_prob 0.7 / span 5)
+    labels: str = ""  # directory written by `speechrep kmeans` (required)
+    mask_start_prob: float = 0.14  # share of frames that start a masked span (fairseq mask_prob 0.7 / span 5)
     mask_span: int = 5
-    stats_seconds: float = 3600.0    # audio read to estimate the filterbank mean and std
+    stats_seconds: float = 3600.0  # audio read to estimate the filterbank mean and std
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=480.0, max_utterance=15.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=200_000, lr=1e-4, warmup_steps=0, schedule="constant", clip_norm=10.0, eval_every=5000,
-        log_every=200))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            max_steps=200_000,
+            lr=1e-4,
+            warmup_steps=0,
+            schedule="constant",
+            clip_norm=10.0,
+            eval_every=5000,
+            log_every=200,
+        )
+    )
 
 
-def fbank_statistics(cuts: CutSet, num_mel_bins: int, window_type: str, max_seconds: float,
-                     max_duration: float = 60.0) -> tuple[Tensor, Tensor]:
-    """Per-bin mean and standard deviation of the log-mel filterbank over (at most `max_seconds` of) `cuts`."""
+def fbank_statistics(
+    cuts: CutSet, num_mel_bins: int, window_type: str, max_seconds: float, max_duration: float = 60.0
+) -> tuple[Tensor, Tensor]:
+    """Per-bin mean and standard deviation of the log-mel filterbank over (up to `max_seconds` of) `cuts`."""
     total = torch.zeros(num_mel_bins, dtype=torch.float64)
     square = torch.zeros(num_mel_bins, dtype=torch.float64)
     count, seconds = 0, 0.0
     with torch.inference_mode():
         for batch in audio_batches(cuts, max_duration, shuffle=False)(0):
-            mels, lengths = fbank(batch.wavs, batch.wav_lens, num_mel_bins=num_mel_bins, window_type=window_type)
+            mels, lengths = fbank(
+                batch.wavs, batch.wav_lens, num_mel_bins=num_mel_bins, window_type=window_type
+            )
             frames = mels[padding_mask(lengths, mels.shape[1])].double()
             total += frames.sum(0)
             square += frames.square().sum(0)
@@ -74,7 +86,7 @@ def fbank_statistics(cuts: CutSet, num_mel_bins: int, window_type: str, max_seco
 
 
 def set_corpus_statistics(upstream: nn.Module, data: Path, cfg: Any) -> None:
-    """Standardise the upstream's filterbank with statistics of the training cuts (a resumed run reloads its own)."""
+    """Standardise the upstream's filterbank with training-data statistics (a resumed run reloads its own)."""
     train_cuts, _ = load_unlabeled(data, cfg.data)
     c = upstream.config
     mean, std = fbank_statistics(train_cuts, c.num_mel_bins, c.window_type, cfg.stats_seconds)
@@ -94,21 +106,26 @@ class MelHuBERTObjective(nn.Module):
         cfg = self.cfg
         feats, lengths = self.upstream.input_features(batch.wavs, batch.wav_lens)
         targets = self.labels.targets(batch.cuts, lengths, feats.shape[1])
-        mask = compute_span_mask(lengths, feats.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span,
-                                 min_spans=2)
+        mask = compute_span_mask(
+            lengths, feats.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span, min_spans=2
+        )
         _, final = self.upstream.encode(feats, lengths, mask)
         where = mask & (targets != IGNORE)
         logits = self.final_proj(final[where]).float()
         gold = targets[where]
         loss = F.cross_entropy(logits, gold)
         valid = padding_mask(lengths, feats.shape[1])
-        return loss, {"masked_acc": float((logits.argmax(-1) == gold).float().mean()),
-                      "mask_share": float(mask[valid].float().mean())}
+        return loss, {
+            "masked_acc": float((logits.argmax(-1) == gold).float().mean()),
+            "mask_share": float(mask[valid].float().mean()),
+        }
 
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
-    """Pre-train MelHuBERT on `data` against the k-means labels `cfg.labels`; returns the exported upstream."""
+    """Pre-train MelHuBERT on `data` against the k-means labels `cfg.labels`; returns the export."""
     upstream = load_upstream(cfg.upstream, **cfg.model)
     labels = load_labels(cfg, upstream, "melhubert")
     set_corpus_statistics(upstream, data, cfg)
-    return run_pretraining("melhubert", MelHuBERTObjective(upstream, labels, cfg), upstream, cfg, data, run_dir)
+    return run_pretraining(
+        "melhubert", MelHuBERTObjective(upstream, labels, cfg), upstream, cfg, data, run_dir
+    )

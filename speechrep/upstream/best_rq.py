@@ -6,6 +6,7 @@ subsampling (40 ms frames). The hub has no Conformer, so this family is MelHuBER
 4 frames stacked (stride 640 = 40 ms) and pre-LN layers. The random projection, codebook and softmax head
 belong to pre-training (`speechrep.pretrain.best_rq`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ def best_rq_base(**overrides: Any) -> BestRQ:
 @register_upstream("best_rq_tiny")
 def best_rq_tiny(**overrides: Any) -> BestRQ:
     """A 2-layer, width-32 BEST-RQ encoder for tests."""
-    config = BestRQConfig(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, pos_conv_kernel=16,
-                          pos_conv_groups=4)
+    config = BestRQConfig(
+        hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, pos_conv_kernel=16, pos_conv_groups=4
+    )
     return BestRQ(replace(config, **overrides))
