@@ -247,6 +247,18 @@ def test_hand_made_results_without_run_dirs(tmp_path: Path) -> None:
     assert "a<b&c" not in (tmp_path / "report.html").read_text()
 
 
+def test_curve_of_the_selected_learning_rate_and_a_half_written_line(tmp_path: Path) -> None:
+    """With an LR sweep the curve is the winner's run; a line a killed run left unfinished is skipped."""
+    for lr, accuracy in (("0.01", 0.9), ("0.001", 0.4)):
+        run = tmp_path / "up" / "ks" / f"lr{lr}"
+        run.mkdir(parents=True)
+        lines = [json.dumps({"event": "eval", "step": s, "accuracy": accuracy * s / 20}) for s in (10, 20)]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"event": "eval", "st')
+    row = {"upstream": "up", "task": "ks", "metric": "accuracy", "lr": 0.01, "sub_runs": {"main": {}}}
+    steps, values = downstream_curve(tmp_path, row)
+    assert steps.tolist() == [10, 20] and values.tolist() == [0.45, 0.9]
+
+
 def test_rerun_overwrites_and_default_location(demo_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(demo_dir / "bench", copy, ignore=shutil.ignore_patterns("features", "checkpoints"))

@@ -209,7 +209,8 @@ def pair_run_dirs(bench_dir: Path, row: Mapping[str, Any]) -> list[Path]:
 
 def downstream_curve(bench_dir: Path, row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(steps, dev metric) of a pair, averaged over its sub-runs at the steps they all evaluated."""
-    curves = [read_run_dir(d).curve("eval", row["metric"]) for d in pair_run_dirs(bench_dir, row)]
+    curves = [RunDir(d, {}, read_metrics_lines(d / "metrics.jsonl")).curve("eval", row["metric"])
+              for d in pair_run_dirs(bench_dir, row)]
     curves = [c for c in curves if len(c[0])]
     if not curves:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
