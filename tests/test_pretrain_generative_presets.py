@@ -30,9 +30,10 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_preset_trains_and_exports(tiny_corpus: Path, tmp_path: Path, method: str, num_hidden: int,
                                         stride: int) -> None:
     out = run_method(method, tiny_corpus, tmp_path / "run", "tiny")
-    losses = [m["loss"] for m in read_metrics(tmp_path / "run", "train")]  # every 10 steps
-    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])  # masks and batches vary: a noisy curve
-    dev = [m["loss"] for m in read_metrics(tmp_path / "run", "eval")]  # fixed dev masks, every 100 steps
-    assert dev[-1] < dev[0]
+    # the train loss (one batch, fresh masks every step) is noisy; the dev loss (fixed masks) is not
+    dev = [m["loss"] for m in read_metrics(tmp_path / "run", "eval")]  # steps 50, 100, ..., 300
+    assert len(dev) == 6 and dev[-1] < 0.97 * dev[0]
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run", "train")]
+    assert len(losses) == 30 and np.isfinite(losses).all()
     upstream = load_upstream(out)
     assert upstream.stride == stride and len(upstream.hidden_sizes) == num_hidden
