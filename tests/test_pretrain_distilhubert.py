@@ -117,6 +117,24 @@ def test_distortions_change_the_signal_as_configured() -> None:
         Config(distortions=["noise", "telephone"])
 
 
+def test_noise_comes_from_a_noise_manifest_when_given(tmp_path: Path) -> None:
+    import soundfile as sf
+    from lhotse import CutSet, Recording
+
+    hum = (0.2 * np.sin(2 * np.pi * 50 * np.arange(4800) / 16000)).astype(np.float32)
+    sf.write(tmp_path / "hum.flac", hum, 16000)
+    CutSet.from_manifests(recordings=[Recording.from_file(tmp_path / "hum.flac")]).to_file(
+        tmp_path / "n.jsonl.gz"
+    )
+    cfg = Config(distortions=["noise"], noise_manifest=str(tmp_path / "n.jsonl.gz"), snr_db=(0.0, 0.0))
+    wav = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    noisy, _ = Distorter(cfg)(wav, "noise", np.random.default_rng(0))
+    added = noisy - wav
+    assert snr_db(wav, added) == pytest.approx(0.0, abs=0.01)
+    spectrum = np.abs(np.fft.rfft(added))
+    assert np.argmax(spectrum) == 50  # the 50 Hz hum (1 Hz bins over 1 s), not synthetic broadband noise
+
+
 def _objective(**overrides) -> DistilHuBERTObjective:
     torch.manual_seed(0)
     cfg = Config(upstream="distilhubert_tiny", teacher="hubert_tiny", **overrides)
