@@ -6,7 +6,8 @@ noisy input (n_fft 512, hop 160, Hann; frames of a coarser upstream are repeated
 training minimises the mean squared error between the masked noisy magnitude and the phase-sensitive
 target |C|·cos(∠C − ∠X), clipped to [0, |X|] (s3prl's "NPSM" MSE objective). The estimate is the masked
 spectrum with the noisy phase, inverted by iSTFT. Reported per utterance and averaged: wide-band PESQ (the
-headline, which also picks the checkpoint on dev), STOI and SI-SDR against the clean reference.
+headline, which also picks the checkpoint on dev), STOI and SI-SDR against the clean reference, and SI-SDRi,
+the SI-SDR gain over the noisy input.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from speechrep.data.batching import load_cuts
 from speechrep.downstream.features import FeatureBatch, FeatureSource
 from speechrep.downstream.heads import MaskBiLSTM, istft, match_frames, stft
-from speechrep.downstream.metrics import pesq_wb, si_sdr, stoi
+from speechrep.downstream.metrics import pesq_wb, si_sdr, si_sdr_improvement, stoi
 from speechrep.downstream.tasks import TaskParts, TaskSpec
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig
@@ -107,15 +108,17 @@ def build(cfg: SEConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
         return masked_mse(masks * noisy.abs(), target, stft_lengths(lengths)).mean()
 
     def evaluate(model: nn.Module, batches: Iterable[FeatureBatch]) -> dict[str, float]:
-        totals = {"pesq": 0.0, "stoi": 0.0, "si_sdr": 0.0}
+        totals = {"pesq": 0.0, "stoi": 0.0, "si_sdr": 0.0, "si_sdri": 0.0}
         count = 0
         for batch in batches:
             masks, noisy, lengths = masks_and_spectra(model, batch)
             enhanced = istft(masks * noisy, int(lengths.max()), N_FFT, HOP).float().cpu()
             clean, _ = load_waves(batch.cuts, "clean", torch.device("cpu"), enhanced.shape[1])
-            for estimate, reference, n in zip(enhanced, clean, lengths.tolist()):
+            noisy_waves, _ = load_waves(batch.cuts, None, torch.device("cpu"))
+            for estimate, reference, noisy_wave, n in zip(enhanced, clean, noisy_waves, lengths.tolist()):
                 estimate, reference = estimate[:n], reference[:n]
                 totals["si_sdr"] += float(si_sdr(estimate, reference))
+                totals["si_sdri"] += float(si_sdr_improvement(estimate, reference, noisy_wave[:n]))
                 totals["pesq"] += pesq_wb(reference.numpy(), estimate.numpy(), SAMPLE_RATE)
                 totals["stoi"] += stoi(reference.numpy(), estimate.numpy(), SAMPLE_RATE)
                 count += 1
