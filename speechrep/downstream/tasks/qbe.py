@@ -147,6 +147,7 @@ def build(cfg: QbEConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
 
 
 def _no_loss(model: nn.Module, batch: FeatureBatch) -> Tensor:
+    """Never called: the runner skips training for a task with `trains=False`."""
     raise SpeechrepError("QbE has nothing to train")
 
 
