@@ -1,0 +1,37 @@
+"""`speechrep demo` end to end on the tiny corpus with a few steps per stage: every stage runs, resumes, reports."""
+import json
+from pathlib import Path
+
+import pytest
+
+from speechrep.bench.demo import CONFIG_PATH, DemoConfig
+from speechrep.cli import main
+from speechrep.config import load_config
+
+
+def test_demo_config_pretrains_two_families_and_benchmarks_six_tasks() -> None:
+    cfg = load_config(DemoConfig, CONFIG_PATH)
+    assert len({m.method for m in cfg.models}) >= 2
+    assert len(cfg.tasks) >= 6 and {"fbank", "fbank_global"} <= set(cfg.baselines)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None:
+    args = ["demo", "--out", str(tmp_path), "--preset", "tiny",
+            "pretrain_overrides=[train.max_steps=4, train.eval_every=2]",
+            "downstream_overrides=[train.max_steps=4, train.eval_every=2]"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "bench" / "results.json").read_text())
+    cfg = load_config(DemoConfig, CONFIG_PATH)
+    upstreams = set(cfg.baselines) | {m.name for m in cfg.models} | {f"{m.name}@random" for m in cfg.models}
+    assert {(r["upstream"], r["task"]) for r in summary["rows"]} == {(u, t) for u in upstreams for t in cfg.tasks}
+    assert all(u in printed for u in upstreams) and "report.html" in printed
+    html = (tmp_path / "report.html").read_text()
+    assert all(u in html for u in upstreams)
+    stages = json.loads((tmp_path / "demo.json").read_text())["stages"]
+    assert {"corpus", "benchmark", "report"} <= set(stages)
+    # Started again, every stage finds its work done.
+    assert main(args) == 0
+    again = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert again["scores"] == summary["scores"]
