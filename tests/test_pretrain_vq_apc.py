@@ -34,8 +34,10 @@ def test_codebook_monitor_scalars_and_one_warning_per_collapse(caplog: pytest.Lo
         assert not caplog.records
         monitor(_vq_output(3.0))  # 1.5 codes per group: collapsed
         monitor(_vq_output(2.5))  # still collapsed: no second warning
+        monitor(_vq_output(6.0))  # 3 per group: above the threshold but not recovered (needs 4)
+        monitor(_vq_output(3.5))
         assert len(caplog.records) == 1 and "collapse" in caplog.records[0].getMessage()
-        monitor(_vq_output(10.0))
+        monitor(_vq_output(10.0))  # recovered
         monitor(_vq_output(2.0))
         assert len(caplog.records) == 2
 

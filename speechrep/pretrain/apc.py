@@ -38,7 +38,7 @@ class CodebookMonitor:
     `code_perplexity` is the quantizer's perplexity (summed over groups, at most groups × entries) and
     `code_usage` that perplexity as a share of all codes. The codebook counts as collapsed when the
     perplexity per group falls below `collapse_below` effective codes; the warning is logged on entering
-    that state, not at every step.
+    that state, not at every step, and again only after a recovery to twice that perplexity.
     """
 
     def __init__(self, groups: int, entries: int, collapse_below: float = 2.0):
@@ -48,11 +48,13 @@ class CodebookMonitor:
     def __call__(self, vq: QuantizerOutput) -> dict[str, float]:
         """Scalars for one batch's quantizer output; warns once per collapse."""
         perplexity = float(vq.perplexity.detach())
-        collapsed = perplexity / self.groups < self.collapse_below
-        if collapsed and not self.collapsed:
+        per_group = perplexity / self.groups
+        if per_group < self.collapse_below and not self.collapsed:
             log.warning("VQ codebook collapse: perplexity %.2f over %d group(s) of %d codes "
                         "(below %.1f per group)", perplexity, self.groups, self.entries, self.collapse_below)
-        self.collapsed = collapsed
+            self.collapsed = True
+        elif per_group >= 2 * self.collapse_below:  # hysteresis: no warning storm around the threshold
+            self.collapsed = False
         return {"code_perplexity": perplexity, "code_usage": perplexity / (self.groups * self.entries)}
 
 
