@@ -67,10 +67,10 @@ class _Stages:
         previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.record: dict[str, Any] = {"config": config_to_dict(cfg), "stages": previous.get("stages", {})}
 
-    def run(self, name: str, command: str, fn: Callable[[], Any]) -> Any:
+    def run(self, name: str, command: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         log.info("demo stage %s: %s", name, command)
         started = time.time()
-        result = fn()
+        result = fn(*args, **kwargs)
         stage = self.record["stages"].setdefault(name, {"command": command, "wall_time_s": 0.0})
         stage["wall_time_s"] = round(stage["wall_time_s"] + time.time() - started, 1)  # summed over resumes
         stage["command"] = command
@@ -97,7 +97,7 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
     subsets = sorted({"unlabeled"} | {_TASK_SUBSETS[t] for t in cfg.tasks})
     stages.run("corpus", f"speechrep synth --preset {cfg.corpus_preset} --seed {cfg.seed} --subsets "
                f"{','.join(subsets)} --out {corpus}",
-               lambda: make_synthetic_corpus(corpus, cfg.corpus_preset, seed=cfg.seed, subsets=subsets))
+               make_synthetic_corpus, corpus, cfg.corpus_preset, seed=cfg.seed, subsets=subsets)
 
     exports = []
     for model in cfg.models:
@@ -106,12 +106,12 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
             labels = out / "kmeans" / model.name
             stages.run(f"kmeans {model.name}", f"speechrep kmeans --features {model.kmeans_features} --data "
                        f"{corpus} --k {model.kmeans_k} --out {labels}",
-                       lambda: run_kmeans(model.kmeans_features, corpus, model.kmeans_k, labels, seed=cfg.seed))
+                       run_kmeans, model.kmeans_features, corpus, model.kmeans_k, labels, seed=cfg.seed)
             extra.append(f"labels={labels}")
         run_dir = out / "pretrain" / model.name
         stages.run(f"pretrain {model.name}", f"speechrep pretrain --method {model.method} --data {corpus} "
                    f"--out {run_dir} --preset {model.preset} {' '.join(extra)}".strip(),
-                   lambda: run_method(model.method, corpus, run_dir, model.preset, extra))
+                   run_method, model.method, corpus, run_dir, model.preset, extra)
         exports.append(f"{model.name}={run_dir / 'upstream'}")
 
     upstreams = list(cfg.baselines) + [u for e in exports for u in (e, e.replace("=", "@random=", 1))]
@@ -119,8 +119,8 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
     rows = stages.run("benchmark", "speechrep benchmark " + " ".join(f"--upstream {u}" for u in upstreams)
                       + f" --tasks {','.join(cfg.tasks)} --corpus {corpus} --out {bench_out} --preset "
                       f"{cfg.downstream_preset} {' '.join(cfg.downstream_overrides)}".rstrip(),
-                      lambda: benchmark(upstreams, cfg.tasks, corpus, bench_out, preset=cfg.downstream_preset,
-                                        overrides=cfg.downstream_overrides))
+                      benchmark, upstreams, cfg.tasks, corpus, bench_out, preset=cfg.downstream_preset,
+                      overrides=cfg.downstream_overrides)
     table = write_summary(rows, bench_out)
-    stages.run("report", f"speechrep report {out}", lambda: write_report(out))
+    stages.run("report", f"speechrep report {out}", write_report, out)
     return table

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,11 +13,25 @@ from speechrep.bench.score import DEFAULT_BASELINE, Reference, references_from_r
 from speechrep.config import atomic_write_text
 
 
-def _cell(row: Mapping[str, Any] | None) -> str:
-    """A metric as a percentage (every headline metric of our tasks is a rate or an accuracy)."""
-    if row is None:
+def is_rate(row: Mapping[str, Any]) -> bool:
+    """Whether the headline metric is a rate or accuracy (shown in %), not a dB or MOS value."""
+    return float(row.get("best_value", 1.0)) in (0.0, 1.0)
+
+
+def format_metric(row: Mapping[str, Any], split: str = "test") -> str:
+    """The pair's headline metric on `split` as the page prints it: % for rates, 3 decimals otherwise."""
+    values = row.get(split) or {}
+    if row["metric"] not in values:
         return "–"
-    return f"{100.0 * float(row['test'][row['metric']]):.2f}"
+    value = float(values[row["metric"]])
+    if not math.isfinite(value):
+        return str(value)
+    return f"{100.0 * value:.2f}" if is_rate(row) else f"{value:.3f}"
+
+
+def _cell(row: Mapping[str, Any] | None) -> str:
+    """A test metric cell: % for rates and accuracies, the plain value for dB and MOS metrics."""
+    return "–" if row is None else format_metric(row)
 
 
 def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, float]) -> str:
@@ -40,7 +55,8 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_ups
     refs = references_from_rows(rows, baseline_upstream, references)
     scores = superb_scores(rows, refs)
     table = leaderboard_markdown(rows, scores)
-    notes = ("Test metrics in %. Score: each task scaled linearly between the baseline "
+    notes = ("Test metrics in % (rates, accuracies) or in their own unit (PESQ, SI-SDR in dB). "
+             "Score: each task scaled linearly between the baseline "
              f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, "
              "averaged over tasks.")
     out_dir = Path(out_dir)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from speechrep.bench.leaderboard import format_metric, is_rate
 from speechrep.bench.score import Reference, task_score
 from speechrep.config import PROVENANCE_KEY, atomic_write_text, parse_yaml
 from speechrep.errors import ConfigError
@@ -166,22 +167,6 @@ def upstream_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def task_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Tasks in the order the benchmark ran them."""
     return list(dict.fromkeys(r["task"] for r in rows))
-
-
-def is_rate(row: Mapping[str, Any]) -> bool:
-    """Whether the headline metric is a rate or accuracy (shown in %), not a dB or MOS value."""
-    return float(row.get("best_value", 1.0)) in (0.0, 1.0)
-
-
-def format_metric(row: Mapping[str, Any], split: str = "test") -> str:
-    """The pair's headline metric on `split` as the page prints it: % for rates, 3 decimals otherwise."""
-    values = row.get(split) or {}
-    if row["metric"] not in values:
-        return "–"
-    value = float(values[row["metric"]])
-    if not math.isfinite(value):
-        return str(value)
-    return f"{100.0 * value:.2f}" if is_rate(row) else f"{value:.3f}"
 
 
 def layer_weight_matrix(rows: Sequence[Mapping[str, Any]], upstream: str) -> tuple[list[str], np.ndarray]:
