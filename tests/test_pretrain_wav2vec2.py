@@ -136,7 +136,7 @@ def test_loss_parts_and_collapse_warning(caplog) -> None:
     # a quantizer that always picks code 0 in both groups: perplexity G, a logged collapse warning
     with torch.no_grad():
         objective.quantizer.weight_proj.weight.zero_()
-        objective.quantizer.weight_proj.bias.copy_(torch.tensor(([20.0] + [0.0] * 31) * 2))
+        objective.quantizer.weight_proj.bias.copy_(torch.tensor(([20.0] + [0.0] * (cfg.codebook_entries - 1)) * 2))
     batch = AudioBatch(wavs, lens, None)
     with caplog.at_level(logging.WARNING):
         _, scalars = objective(batch)
