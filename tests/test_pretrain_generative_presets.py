@@ -31,9 +31,9 @@ def test_tiny_preset_trains_and_exports(tiny_corpus: Path, tmp_path: Path, metho
                                         stride: int) -> None:
     out = run_method(method, tiny_corpus, tmp_path / "run", "tiny")
     # the train loss (one batch, fresh masks every step) is noisy; the dev loss (fixed masks) is not
-    dev = [m["loss"] for m in read_metrics(tmp_path / "run", "eval")]  # steps 50, 100, ..., 300
-    assert len(dev) == 6 and dev[-1] < 0.97 * dev[0]
+    dev = [m["loss"] for m in read_metrics(tmp_path / "run", "eval")]  # 4-6 evaluations
+    assert len(dev) >= 4 and dev[-1] < 0.97 * dev[0]
     losses = [m["loss"] for m in read_metrics(tmp_path / "run", "train")]
-    assert len(losses) == 30 and np.isfinite(losses).all()
+    assert len(losses) >= 10 and np.isfinite(losses).all()
     upstream = load_upstream(out)
     assert upstream.stride == stride and len(upstream.hidden_sizes) == num_hidden
