@@ -13,6 +13,7 @@ weights, gradients' storage and optimizer state already in place (CPU; Linux cle
 
     .venv/bin/python benchmarks/pretrain_speed.py --threads 2 --batch 2 --seconds 4 --warmup 1 --steps 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,9 @@ def _inputs(batch: int, seconds: float, frames: int, num_negatives: int) -> tupl
     wavs = 0.1 * torch.randn(batch, int(16000 * seconds), generator=generator)
     mask = compute_span_mask(torch.full((batch,), frames), frames, 0.65, 10, min_spans=2, generator=generator)
     np.random.seed(1)
-    negatives = torch.from_numpy(_sample_negative_indices((batch, frames), num_negatives, mask.numpy())).long()
+    negatives = torch.from_numpy(
+        _sample_negative_indices((batch, frames), num_negatives, mask.numpy())
+    ).long()
     return wavs, mask, negatives
 
 
@@ -82,8 +85,11 @@ def worker(impl: str, args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
     model, hfc = _build(impl, device)
     samples = int(16000 * args.seconds)
-    frames = int(model._get_feat_extract_output_lengths(samples)) if impl == "hf" else \
-        int(model.upstream.feature_encoder.output_lengths(torch.tensor([samples])))
+    frames = (
+        int(model._get_feat_extract_output_lengths(samples))
+        if impl == "hf"
+        else int(model.upstream.feature_encoder.output_lengths(torch.tensor([samples])))
+    )
     wavs, mask, negatives = _inputs(args.batch, args.seconds, frames, hfc.num_negatives)
     wavs, mask, negatives = wavs.to(device), mask.to(device), negatives.to(device)
     lens = torch.full((args.batch,), samples, device=device)
@@ -122,8 +128,13 @@ def worker(impl: str, args: argparse.Namespace) -> dict[str, float]:
         sync()
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_kib("VmHWM") * 1024) - before
-    return {"best_s": min(times), "median_s": statistics.median(times), "peak_mib": peak / 2 ** 20,
-            "masked_frames": int(mask.sum()), "frames": frames}
+    return {
+        "best_s": min(times),
+        "median_s": statistics.median(times),
+        "peak_mib": peak / 2**20,
+        "masked_frames": int(mask.sum()),
+        "frames": frames,
+    }
 
 
 def main() -> None:
@@ -144,20 +155,27 @@ def main() -> None:
     results = {}
     for impl in ("ours", "hf"):
         argv = [sys.executable, __file__, "--_worker", impl] + [
-            f"--{k}={v}" for k, v in vars(args).items() if k not in ("_worker", "json") and v is not None]
+            f"--{k}={v}" for k, v in vars(args).items() if k not in ("_worker", "json") and v is not None
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, check=True)
         results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
     ours, hf = results["ours"], results["hf"]
-    print(f"wav2vec 2.0 Base training step, batch {args.batch} x {args.seconds:g} s, {ours['frames']} frames "
-          f"({ours['masked_frames']} masked), K=100, device {args.device}, {args.threads} threads, "
-          f"torch {torch.__version__}")
+    print(
+        f"wav2vec 2.0 Base training step, batch {args.batch} x {args.seconds:g} s, {ours['frames']} frames "
+        f"({ours['masked_frames']} masked), K=100, device {args.device}, {args.threads} threads, "
+        f"torch {torch.__version__}"
+    )
     print(f"{'':<12}{'best s':>10}{'median s':>10}{'peak MiB':>10}")
     for name, r in (("speechrep", ours), ("transformers", hf)):
         print(f"{name:<12}{r['best_s']:>10.3f}{r['median_s']:>10.3f}{r['peak_mib']:>10.0f}")
-    print(f"{'ours / HF':<12}{ours['best_s'] / hf['best_s']:>10.2f}{ours['median_s'] / hf['median_s']:>10.2f}"
-          f"{ours['peak_mib'] / max(hf['peak_mib'], 1e-9):>10.2f}")
+    print(
+        f"{'ours / HF':<12}{ours['best_s'] / hf['best_s']:>10.2f}{ours['median_s'] / hf['median_s']:>10.2f}"
+        f"{ours['peak_mib'] / max(hf['peak_mib'], 1e-9):>10.2f}"
+    )
     if args.json is not None:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **results}, indent=2))
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """wav2vec 2.0 pre-training: distractor sampling, contrastive logits, parity with HF's Wav2Vec2ForPreTraining,
 Gumbel temperature schedule, collapse warning, training on the synthetic corpus and the export."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,13 @@ from speechrep.data.batching import AudioBatch
 from speechrep.data.synth import make_synthetic_corpus
 from speechrep.nn.masking import compute_span_mask
 from speechrep.pretrain import method_config, run_method
-from speechrep.pretrain.wav2vec2 import (Config, Wav2Vec2Objective, contrastive_logits, gumbel_temperature,
-                                        sample_distractors)
+from speechrep.pretrain.wav2vec2 import (
+    Config,
+    Wav2Vec2Objective,
+    contrastive_logits,
+    gumbel_temperature,
+    sample_distractors,
+)
 from speechrep.train import read_metrics
 from speechrep.upstream import load_upstream
 from speechrep.upstream.wav2vec2 import Wav2Vec2, Wav2Vec2Config, config_from_hf, convert_hf_state_dict
@@ -70,23 +76,44 @@ def test_contrastive_logits_hand_case() -> None:
 
 def test_gumbel_temperature_anneals_to_its_floor() -> None:
     assert gumbel_temperature(0, 2.0, 0.5, 0.999995) == 2.0
-    assert gumbel_temperature(100_000, 2.0, 0.5, 0.999995) == pytest.approx(2.0 * 0.999995 ** 100_000)
-    assert gumbel_temperature(10 ** 6, 2.0, 0.5, 0.999995) == 0.5
+    assert gumbel_temperature(100_000, 2.0, 0.5, 0.999995) == pytest.approx(2.0 * 0.999995**100_000)
+    assert gumbel_temperature(10**6, 2.0, 0.5, 0.999995) == 0.5
 
 
 def _hf_pair(transformers):
     """A tiny HF Wav2Vec2ForPreTraining and our objective carrying the same weights (no dropout)."""
     hfc = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
-        activation_dropout=0.0, feat_proj_dropout=0.0, feat_quantizer_dropout=0.0, layerdrop=0.0,
-        num_codevector_groups=2, num_codevectors_per_group=8, codevector_dim=16, proj_codevector_dim=12,
-        num_negatives=5)
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        feat_quantizer_dropout=0.0,
+        layerdrop=0.0,
+        num_codevector_groups=2,
+        num_codevectors_per_group=8,
+        codevector_dim=16,
+        proj_codevector_dim=12,
+        num_negatives=5,
+    )
     hf = transformers.Wav2Vec2ForPreTraining(hfc).eval()
     upstream = Wav2Vec2(config_from_hf(hfc.to_dict(), Wav2Vec2Config(), do_normalize=False))
     upstream.load_state_dict(convert_hf_state_dict(hf.state_dict()))
-    cfg = Config(codebook_groups=2, codebook_entries=8, codebook_dim=16, final_dim=12, num_negatives=5,
-                 feature_grad_mult=1.0, quantizer_dropout=0.0)
+    cfg = Config(
+        codebook_groups=2,
+        codebook_entries=8,
+        codebook_dim=16,
+        final_dim=12,
+        num_negatives=5,
+        feature_grad_mult=1.0,
+        quantizer_dropout=0.0,
+    )
     ours = Wav2Vec2Objective(upstream, cfg).eval()
     with torch.no_grad():
         ours.quantizer.codebook.copy_(hf.quantizer.codevectors.view(2, 8, -1))
@@ -115,12 +142,16 @@ def test_contrastive_loss_matches_hf_wav2vec2_for_pretraining() -> None:
     assert out.logits.shape == (int(mask.sum()), 6)
     # HF sums the cross-entropy over masked frames; ours is the mean
     torch.testing.assert_close(out.contrastive * mask.sum(), ref.contrastive_loss, rtol=1e-5, atol=1e-4)
-    assert bool(torch.isinf(out.logits).any())  # some distractors share the target's codes (8 entries per group)
+    assert bool(
+        torch.isinf(out.logits).any()
+    )  # some distractors share the target's codes (8 entries per group)
 
 
 def test_loss_parts_and_collapse_warning(caplog) -> None:
     torch.manual_seed(0)
-    cfg = method_config("wav2vec2", "tiny", ["feature_penalty=10.0", "model.hidden_size=32", "model.num_heads=2"])
+    cfg = method_config(
+        "wav2vec2", "tiny", ["feature_penalty=10.0", "model.hidden_size=32", "model.num_heads=2"]
+    )
     objective = Wav2Vec2Objective(load_upstream(cfg.upstream, **cfg.model), cfg).eval()
     wavs, lens = torch.randn(2, 12000), torch.tensor([12000, 9000])
     mask = compute_span_mask(torch.tensor([37, 27]), 37, 0.5, 5, min_spans=2)
@@ -136,7 +167,9 @@ def test_loss_parts_and_collapse_warning(caplog) -> None:
     # a quantizer that always picks code 0 in both groups: perplexity G, a logged collapse warning
     with torch.no_grad():
         objective.quantizer.weight_proj.weight.zero_()
-        objective.quantizer.weight_proj.bias.copy_(torch.tensor(([20.0] + [0.0] * (cfg.codebook_entries - 1)) * 2))
+        objective.quantizer.weight_proj.bias.copy_(
+            torch.tensor(([20.0] + [0.0] * (cfg.codebook_entries - 1)) * 2)
+        )
     batch = AudioBatch(wavs, lens, None)
     with caplog.at_level(logging.WARNING):
         _, scalars = objective(batch)
@@ -147,11 +180,24 @@ def test_loss_parts_and_collapse_warning(caplog) -> None:
 
 
 def test_tiny_wav2vec2_learns_and_exports(corpus: Path, tmp_path: Path) -> None:
-    # one batch of the 4 micro utterances per epoch; a 1-layer model with 2 x 8 codes leaves chance within 40 steps
-    args = ["model.hidden_size=32", "model.num_heads=2", "model.ffn_size=64", "model.num_layers=1",
-            "num_negatives=10", "codebook_entries=8", "diversity_weight=0.0", "train.max_steps=40",
-            "train.lr=3e-3", "train.warmup_steps=0", "train.schedule=constant", "train.log_every=1",
-            "train.eval_every=40", "gumbel_decay=0.97", "data.max_duration=30.0"]
+    # one batch of the 4 micro utterances per epoch; a 1-layer model, 2 x 8 codes, leaves chance in 40 steps
+    args = [
+        "model.hidden_size=32",
+        "model.num_heads=2",
+        "model.ffn_size=64",
+        "model.num_layers=1",
+        "num_negatives=10",
+        "codebook_entries=8",
+        "diversity_weight=0.0",
+        "train.max_steps=40",
+        "train.lr=3e-3",
+        "train.warmup_steps=0",
+        "train.schedule=constant",
+        "train.log_every=1",
+        "train.eval_every=40",
+        "gumbel_decay=0.97",
+        "data.max_duration=30.0",
+    ]
     export = run_method("wav2vec2", corpus, tmp_path / "run", "tiny", args)
     logs = read_metrics(tmp_path / "run", "train")
     first, last = logs[0]["contrastive"], np.mean([m["contrastive"] for m in logs[-5:]])
