@@ -150,18 +150,21 @@ def chunked_forward(
 ) -> UpstreamOutput:
     """Hidden states (1, T', H) of one long waveform (T,) computed window by window (see module docstring).
 
-    `layers` selects hidden states (default all). Output tensors grow as windows arrive, so peak memory is
-    one window's activations plus the features themselves.
+    `layers` selects hidden states (default all). Kept frames are copied into outputs allocated once, so peak
+    memory is one window's activations plus the features themselves (no pieces, no final concatenation).
     """
-    per_layer: list[list[Tensor]] = []
-    for _, kept in iter_chunks(upstream, wav, chunk_seconds, overlap_seconds, layers):
-        if not per_layer:
-            per_layer = [[] for _ in kept]
-        for parts, hidden in zip(per_layer, kept):
-            parts.append(hidden.clone())  # a copy, so the window's full activations are freed now
-    hidden_states = []
-    for parts in per_layer:  # one layer at a time: the transient copy is one layer's size, not all
-        hidden_states.append(torch.cat(parts)[None])
-        parts.clear()
-    lengths = torch.tensor([hidden_states[0].shape[1]], device=wav.device)
-    return UpstreamOutput(hidden_states=hidden_states, lengths=lengths)
+    stride = frame_geometry(upstream).stride
+    capacity = wav.shape[0] // stride + 1  # no front end makes more frames than stride steps (+1)
+    outputs: list[Tensor] = []
+    filled = 0
+    for start, kept in iter_chunks(upstream, wav, chunk_seconds, overlap_seconds, layers):
+        if not outputs:  # dtype and device of the first window (e.g. bf16 under autocast)
+            outputs = [torch.empty(capacity, h.shape[-1], dtype=h.dtype, device=h.device) for h in kept]
+        filled = start + kept[0].shape[0]
+        if filled > capacity:
+            raise RuntimeError(f"{type(upstream).__name__} made more than {capacity} frames from "
+                               f"{wav.shape[0]} samples at stride {stride}")
+        for out, hidden in zip(outputs, kept):
+            out[start:filled] = hidden
+    lengths = torch.tensor([filled], device=wav.device)
+    return UpstreamOutput(hidden_states=[out[None, :filled] for out in outputs], lengths=lengths)

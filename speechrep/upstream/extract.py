@@ -187,7 +187,10 @@ class _ShardWriter:
         """Queue one utterance's selected layers (each (frames, H)); write a shard when full."""
         keys = [f"{utt.id}/{layer}" for layer in self.settings["layers"]]
         for key, tensor in zip(keys, hidden):
-            self.tensors[key] = tensor.detach().to("cpu").clone()  # a copy: a view would pin the whole batch
+            tensor = tensor.detach().to("cpu")
+            if tensor.untyped_storage().nbytes() > 1.1 * tensor.numel() * tensor.element_size():
+                tensor = tensor.clone()  # a view of one row would pin the whole batch until written
+            self.tensors[key] = tensor.contiguous()
             self.bytes += tensor.numel() * tensor.element_size()
         self.entries.append({"id": utt.id, "source": utt.source, "keys": keys,
                              "frames": int(hidden[0].shape[0]), "layers": self.settings["layers"],
