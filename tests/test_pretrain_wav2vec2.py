@@ -209,3 +209,12 @@ def test_tiny_wav2vec2_learns_and_exports(corpus: Path, tmp_path: Path) -> None:
     assert upstream.stride == 320 and len(upstream.hidden_sizes) == 2
     out = upstream(torch.randn(2, 8000), torch.tensor([8000, 6400]))
     assert [h.shape for h in out.hidden_states] == [(2, 24, 32)] * 2 and out.lengths.tolist() == [24, 19]
+
+
+@pytest.mark.slow
+def test_tiny_preset_on_the_tiny_corpus(tmp_path: Path) -> None:
+    make_synthetic_corpus(tmp_path / "corpus", preset="tiny", seed=0, subsets=["unlabeled"])
+    export = run_method("wav2vec2", tmp_path / "corpus", tmp_path / "run", "tiny")
+    contrastive = [m["contrastive"] for m in read_metrics(tmp_path / "run", "train")]
+    assert np.mean(contrastive[-3:]) < contrastive[0] - 0.1, contrastive  # from chance, log 11
+    assert len(load_upstream(export).hidden_sizes) == 3
