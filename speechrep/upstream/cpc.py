@@ -54,6 +54,8 @@ class ChannelNorm(nn.Module):
 class CPC(nn.Module):
     """Modified CPC upstream (satisfies the Upstream protocol)."""
 
+    family = "cpc"
+    config_class = CPCConfig
     sample_rate = 16000
 
     def __init__(self, config: CPCConfig):
