@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
 
-import torch
-import torch.nn.functional as F
 from lhotse import CutSet
-from torch import nn
 
 from speechrep.data.batching import load_cuts
-from speechrep.downstream.features import FeatureBatch, FeatureSource
-from speechrep.downstream.heads import MeanPoolLinear
-from speechrep.downstream.metrics import accuracy
+from speechrep.downstream.features import FeatureSource
 from speechrep.downstream.tasks import TaskParts, TaskSpec, cut_label
+from speechrep.downstream.tasks.utterance import utterance_classification
 from speechrep.errors import ConfigError
 from speechrep.train import TrainConfig
 
@@ -64,31 +59,12 @@ def split_by_fold(cuts: CutSet, test_fold: int) -> tuple[CutSet, CutSet, CutSet]
             pick(lambda f: f == test_fold))
 
 
-def class_targets(batch: FeatureBatch, classes: dict[str, int], device: torch.device) -> torch.Tensor:
-    """(B,) class ids of the batch's emotions; an emotion unseen in training gets -1 (always wrong)."""
-    return torch.tensor([classes.get(cut_label(c, "emotion"), -1) for c in batch.cuts], device=device)
-
-
 def build(cfg: ERConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
     """Fold split, emotion classes from its train part, a mean-pool + linear head, cross-entropy, accuracy."""
     pool = CutSet.from_cuts(c for split in SPLITS for c in load_cuts(corpus_dir, cfg.subset, split))
     train_cuts, dev_cuts, test_cuts = split_by_fold(pool, cfg.test_fold)
-    classes = {k: i for i, k in enumerate(sorted({cut_label(c, "emotion") for c in train_cuts}))}
-    head = MeanPoolLinear(features.hidden_size, len(classes), cfg.projection_size)
-
-    def loss_fn(model: nn.Module, batch: FeatureBatch) -> torch.Tensor:
-        logits, _ = model(batch)
-        return F.cross_entropy(logits, class_targets(batch, classes, logits.device))
-
-    def evaluate(model: nn.Module, batches: Iterable[FeatureBatch]) -> dict[str, float]:
-        predictions, targets = [], []
-        for batch in batches:
-            logits, _ = model(batch)
-            predictions.append(logits.argmax(-1).cpu())
-            targets.append(class_targets(batch, classes, torch.device("cpu")))
-        return {"accuracy": accuracy(torch.cat(predictions), torch.cat(targets))}
-
-    return TaskParts(head, train_cuts, dev_cuts, lambda: test_cuts, loss_fn, evaluate)
+    return utterance_classification("emotion", cfg.projection_size, features, train_cuts, dev_cuts,
+                                    lambda: test_cuts)
 
 
 TASK = TaskSpec(name="er", config=ERConfig, build=build, metric="accuracy", higher_is_better=True,
