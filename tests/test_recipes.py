@@ -170,7 +170,7 @@ def test_voxceleb1(tmp_path: Path) -> None:
             line.split()
             for line in (tmp_path / "out" / "asv" / f"{split}_trials.txt").read_text().splitlines()
         ]
-        assert trials and {a for _, a, _ in trials} == {c.id for c in asv[split]}
+        assert trials and {c for _, a, b in trials for c in (a, b)} == {c.id for c in asv[split]}
         assert all((label == "1") == (speaker_of[a] == speaker_of[b]) and a != b for label, a, b in trials)
         assert all(b in {c.id for c in asv[split]} for _, _, b in trials)  # trials stay inside their split
 

@@ -232,3 +232,24 @@ def test_other_seed_gives_other_corpus_and_cli_reports_bad_subsets(tmp_path, cor
     assert main(["synth", "--out", str(tmp_path), "--subsets", "ks,nope"]) == 2
     assert "nope" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "sf")
+
+
+def test_make_trials_pairs_every_cut_once_and_samples_non_targets():
+    from lhotse import MonoCut, SupervisionSegment
+
+    from speechrep.data.trials import make_trials
+
+    def cut(i: int, speaker: str) -> MonoCut:
+        sup = SupervisionSegment(id=f"c{i}", recording_id=f"c{i}", start=0, duration=1, speaker=speaker)
+        return MonoCut(id=f"c{i}", start=0, duration=1, channel=0, supervisions=[sup])
+
+    cuts = [cut(i, f"s{i % 3}") for i in range(9)]  # 3 speakers x 3 cuts: 9 target, 27 non-target pairs
+    trials = make_trials(np.random.default_rng(0), cuts)
+    pairs = [frozenset((a, b)) for _, a, b in trials]
+    assert len(pairs) == len(set(pairs)) == 36 and all(len(p) == 2 for p in pairs)
+    assert sum(label for label, _, _ in trials) == 9
+    sampled = make_trials(np.random.default_rng(0), cuts, max_nontarget_ratio=2)
+    assert [t for t in sampled if t[0] == 1] == [t for t in trials if t[0] == 1]
+    assert sum(1 for label, _, _ in sampled if label == 0) == 18
+    assert set(sampled) <= set(trials)
+    assert sampled == make_trials(np.random.default_rng(0), cuts, max_nontarget_ratio=2)  # seeded

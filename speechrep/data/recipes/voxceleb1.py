@@ -5,15 +5,14 @@ dev, test of the identification protocol) and the verification list `veri_test2.
 preferred) or `veri_test.txt` (`<1|0> <enrol path> <test path>`). Cut ids are `<speaker>-<video>-<nnnnn>`.
 `asv`: the test split holds the utterances of the trial list, `asv/test_trials.txt` its trials with cut ids
 (`<1|0> <cut id> <cut id>`); the speakers outside the trials are the training pool, of which every
-twentieth speaker is held out as dev. `asv/{train,dev}_trials.txt` pair each of their cuts with one cut of
-the same speaker and one of another speaker (seeded, so the same corpus gives the same trials).
+twentieth speaker is held out as dev. `asv/{train,dev}_trials.txt` hold every same-speaker pair of their cuts
+and a seeded sample of different-speaker pairs (`speechrep.data.trials.make_trials`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from lhotse import CutSet, MonoCut
@@ -29,6 +28,7 @@ from speechrep.data.recipes._common import (
     write_manifests,
     write_text_atomic,
 )
+from speechrep.data.trials import make_trials
 
 IDEN_SPLITS = {"1": "train", "2": "dev", "3": "test"}
 TRIAL_LISTS = ("veri_test2.txt", "veri_test.txt")  # the cleaned list first
@@ -47,25 +47,6 @@ def _parse_lines(path: Path, fields: int) -> list[list[str]]:
         if len(row) != fields:
             raise CorpusLayoutError(f"{path}:{i}: expected {fields} fields, got {len(row)}")
     return rows
-
-
-def make_trials(cuts: list[MonoCut], seed: int = 0) -> list[tuple[int, str, str]]:
-    """For each cut, a target trial (another cut of its speaker) and a non-target one, where they exist."""
-    rng = np.random.default_rng(seed)
-    by_speaker: dict[str, list[str]] = defaultdict(list)
-    for cut in cuts:
-        by_speaker[cut.supervisions[0].speaker].append(cut.id)
-    trials = []
-    for cut in cuts:
-        speaker = cut.supervisions[0].speaker
-        same = [c for c in by_speaker[speaker] if c != cut.id]
-        others = [s for s in by_speaker if s != speaker]
-        if same:
-            trials.append((1, cut.id, same[rng.integers(len(same))]))
-        if others:
-            other = by_speaker[others[rng.integers(len(others))]]
-            trials.append((0, cut.id, other[rng.integers(len(other))]))
-    return trials
 
 
 class _Cuts:
@@ -132,8 +113,8 @@ def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manif
     )
     if output_dir is not None:
         trial_ids = {
-            "train": make_trials(asv["train"]),
-            "dev": make_trials(asv["dev"]),
+            "train": make_trials(np.random.default_rng(0), asv["train"]),
+            "dev": make_trials(np.random.default_rng(1), asv["dev"]),
             # trials of a left-out file are dropped with it
             "test": [
                 (int(label), cut_id_of(a), cut_id_of(b)) for label, a, b in trials if cut_of(a) and cut_of(b)

@@ -19,7 +19,8 @@ supervision; `custom` = `sup.custom`):
 - `qbe`: `{split}_queries.jsonl.gz` (single spoken words, `custom["term"]`), `{split}.jsonl.gz` documents
   (`custom["contains"]`: query terms spoken in it) and `{split}_truth.txt` lines `query_id doc_id 1|0`.
 - `sid`: the same speakers in every split, different sentences; label `sup.speaker`.
-- `asv`: `{split}_trials.txt` lines `1|0 enroll_cut_id test_cut_id` (1 = same speaker).
+- `asv`: `{split}_trials.txt` lines `1|0 enroll_cut_id test_cut_id` (1 = same speaker): every same-speaker
+  pair of the split and the different-speaker pairs (a sample of ten per target pair where there are more).
 - `sd`: two-speaker conversations with pauses and overlaps; one supervision per turn (start, duration,
   speaker) and `{split}.rttm`.
 - `er`: `custom["emotion"]` in neutral/happy/angry/sad (rate, pitch, range, loudness, spectral tilt) and

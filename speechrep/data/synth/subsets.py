@@ -24,6 +24,7 @@ from speechrep.data.synth.render import (
     job_single,
 )
 from speechrep.data.synth.speakers import Speaker, make_speakers
+from speechrep.data.trials import make_trials
 
 SPLITS = ("train", "dev", "test")
 ER_STYLES: dict[str, tuple[float, int, float, float, float]] = {
@@ -243,25 +244,6 @@ def plan_asv(
 
     plan.finish = finish
     return plan
-
-
-def make_trials(
-    rng: np.random.Generator, cuts: list[MonoCut], per_cut: int = 2
-) -> list[tuple[int, str, str]]:
-    """Balanced verification trials: for each enrolment cut, target and non-target test cuts."""
-    by_speaker: dict[str, list[str]] = {}
-    for cut in cuts:
-        by_speaker.setdefault(cut.supervisions[0].speaker, []).append(cut.id)
-    trials = []
-    for cut in cuts:
-        own = cut.supervisions[0].speaker
-        same = [c for c in by_speaker[own] if c != cut.id]
-        other = [c for s, ids in by_speaker.items() if s != own for c in ids]
-        for _ in range(per_cut // 2):
-            if same and other:
-                trials.append((1, cut.id, same[int(rng.integers(len(same)))]))
-                trials.append((0, cut.id, other[int(rng.integers(len(other)))]))
-    return trials
 
 
 def plan_er(
