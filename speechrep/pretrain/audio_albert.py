@@ -12,9 +12,8 @@ from typing import Any
 
 from speechrep.errors import ConfigError
 from speechrep.pretrain.common import PretrainData, run_pretraining
-from speechrep.pretrain.mockingjay import Alteration, MaskedReconstruction
+from speechrep.pretrain.mockingjay import Alteration, MaskedReconstruction, load_encoder
 from speechrep.train import TrainConfig
-from speechrep.upstream.loading import load_upstream
 
 
 @dataclass
@@ -25,6 +24,7 @@ class Config:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {num_layers: 3}
     alteration: Alteration = field(default_factory=lambda: Alteration(time_span=7))
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=20.0))
+    stats_seconds: float = 3600.0  # audio read for the log-mel statistics of a `corpus_norm` encoder
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=500_000, lr=2e-4, warmup_steps=35_000, grad_accum=4, clip_norm=5.0, eval_every=10_000,
         log_every=100))
@@ -32,7 +32,7 @@ class Config:
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train Audio ALBERT on the unlabeled audio `data`; returns the exported upstream directory."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
+    upstream = load_encoder(cfg, data)
     if not getattr(upstream.config, "share_layers", False):
         raise ConfigError(f"Audio ALBERT: upstream {cfg.upstream!r} does not share its layers "
                           "(set model.share_layers=true)")

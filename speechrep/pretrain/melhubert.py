@@ -89,7 +89,8 @@ def set_corpus_statistics(upstream: nn.Module, data: Path, cfg: Any) -> None:
     """Standardise the upstream's filterbank with training-data statistics (a resumed run reloads its own)."""
     train_cuts, _ = load_unlabeled(data, cfg.data)
     c = upstream.config
-    mean, std = fbank_statistics(train_cuts, c.num_mel_bins, c.window_type, cfg.stats_seconds)
+    window = getattr(c, "window_type", "povey")  # Mockingjay/TERA read the default Kaldi window
+    mean, std = fbank_statistics(train_cuts, c.num_mel_bins, window, cfg.stats_seconds)
     upstream.set_feature_stats(mean, std)
 
 

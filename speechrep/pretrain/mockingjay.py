@@ -27,6 +27,7 @@ from speechrep.data.batching import AudioBatch
 from speechrep.errors import ConfigError
 from speechrep.nn.masking import compute_span_mask
 from speechrep.pretrain.common import PretrainData, run_pretraining
+from speechrep.pretrain.melhubert import set_corpus_statistics
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import padding_mask
 from speechrep.upstream.loading import load_upstream
@@ -117,6 +118,15 @@ class MaskedReconstruction(nn.Module):
         return loss, {"altered_share": float(altered_share)}
 
 
+def load_encoder(cfg: Any, data: Path) -> nn.Module:
+    """The hub encoder `cfg.upstream` with the `cfg.model` overrides; a `corpus_norm` encoder gets the log-mel
+    statistics of (up to `cfg.stats_seconds` of) the training audio (a resumed run reloads its own)."""
+    upstream = load_upstream(cfg.upstream, **cfg.model)
+    if upstream.config.corpus_norm:
+        set_corpus_statistics(upstream, data, cfg)
+    return upstream
+
+
 @dataclass
 class Config:
     """Mockingjay pre-training: 12 layers × 768 on log-mel stacked ×3, 15 % of frames in spans, AdamW."""
@@ -125,6 +135,7 @@ class Config:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {num_layers: 3}
     alteration: Alteration = field(default_factory=lambda: Alteration(time_span=3))
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=20.0))
+    stats_seconds: float = 3600.0  # audio read for the log-mel statistics of a `corpus_norm` encoder
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=500_000, lr=2e-4, warmup_steps=35_000, grad_accum=4, clip_norm=5.0, eval_every=10_000,
         log_every=100))
@@ -132,6 +143,6 @@ class Config:
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train Mockingjay on the unlabeled audio `data`; returns the exported upstream directory."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
+    upstream = load_encoder(cfg, data)
     return run_pretraining("mockingjay", MaskedReconstruction(upstream, cfg.alteration), upstream, cfg, data,
                            run_dir)

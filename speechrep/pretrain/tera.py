@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from speechrep.pretrain.common import PretrainData, run_pretraining
-from speechrep.pretrain.mockingjay import Alteration, MaskedReconstruction
+from speechrep.pretrain.mockingjay import Alteration, MaskedReconstruction, load_encoder
 from speechrep.train import TrainConfig
-from speechrep.upstream.loading import load_upstream
 
 
 @dataclass
@@ -26,6 +25,7 @@ class Config:
     alteration: Alteration = field(default_factory=lambda: Alteration(time_span=7, freq_fraction=0.2,
                                                                       noise_prob=0.15))
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=20.0))
+    stats_seconds: float = 3600.0  # audio read for the log-mel statistics of a `corpus_norm` encoder
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1_000_000, lr=2e-4, warmup_steps=70_000, grad_accum=4, clip_norm=5.0, eval_every=50_000,
         log_every=100))
@@ -33,6 +33,6 @@ class Config:
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train TERA on the unlabeled audio `data`; returns the exported upstream directory."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
+    upstream = load_encoder(cfg, data)
     objective = MaskedReconstruction(upstream, cfg.alteration)
     return run_pretraining("tera", objective, upstream, cfg, data, run_dir)

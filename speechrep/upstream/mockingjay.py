@@ -35,6 +35,7 @@ class MockingjayConfig:
     ffn_size: int = 3072
     dropout: float = 0.1
     share_layers: bool = False  # Audio ALBERT
+    corpus_norm: bool = False  # standardise log-mel with corpus statistics (buffers), not per utterance
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> Tensor:
@@ -87,10 +88,25 @@ class Mockingjay(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(_PostLNLayer(c) for _ in range(1 if c.share_layers else c.num_layers))
         self.hidden_sizes = [c.hidden_size] * (c.num_layers + 1)
+        if c.corpus_norm:
+            self.register_buffer("feature_mean", torch.zeros(c.num_mel_bins))
+            self.register_buffer("feature_std", torch.ones(c.num_mel_bins))
+
+    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Set the per-bin corpus statistics that standardise the log-mel (`corpus_norm` encoders only)."""
+        if not self.config.corpus_norm:
+            raise ValueError("this encoder normalises each utterance (corpus_norm=False): no statistics")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Log-mel (B, T', 80·downsample), stacked by `downsample`, per-utterance CMVN, with lengths."""
-        feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
+        """Log-mel (B, T', 80·downsample), standardised (per utterance, or with the corpus statistics when
+        `corpus_norm`), stacked by `downsample`, with lengths."""
+        corpus_norm = self.config.corpus_norm
+        feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
+        if corpus_norm:
+            keep = padding_mask(lengths, feats.shape[1])[..., None].to(feats.dtype)
+            feats = (feats - self.feature_mean) / self.feature_std * keep
         return stack_frames(feats, lengths, self.config.downsample)
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
