@@ -124,6 +124,26 @@ def test_head_padded_batch_equals_one_by_one_and_backpropagates(name: str):
     assert all(p.grad is not None for p in head.parameters())
 
 
+@pytest.mark.parametrize("bidirectional,num_layers", [(True, 2), (False, 1), (True, 3)])
+def test_lstm_on_padded_batch_equals_packed_sequence_values_and_gradients(bidirectional: bool, num_layers: int):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from speechrep.downstream.heads import _run_lstm
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    features = _features().requires_grad_(True)
+    ours = _run_lstm(lstm, features, LENGTHS)
+    packed = pack_padded_sequence(features, LENGTHS, batch_first=True, enforce_sorted=False)
+    reference, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=features.shape[1])
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-5)
+    inputs = [features, *lstm.parameters()]
+    ours_grads = torch.autograd.grad(ours.pow(2).sum(), inputs)
+    reference_grads = torch.autograd.grad(reference.pow(2).sum(), inputs)
+    for got, want in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 def test_mean_pool_linear_rejects_bad_class_count():
     with pytest.raises(ConfigError, match="num_classes"):
         MeanPoolLinear(6, [3, 0])
