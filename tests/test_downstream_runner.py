@@ -206,6 +206,28 @@ def test_reinitialise_replaces_every_trained_weight() -> None:
         assert (p - trained[name]).abs().min() > 1.0, name
 
 
+def test_reinitialise_gives_the_waveform_cnn_its_own_init() -> None:
+    # The CNN's Kaiming init lives in its convolutions' reset_parameters, so the untrained control (parents are
+    # reset before children) gets the same init as a freshly built model, not PyTorch's shrinking default.
+    from speechrep.upstream import load_upstream
+
+    def conv_stats(upstream: torch.nn.Module) -> tuple[list[float], float]:
+        convs = [block.conv for block in upstream.feature_encoder.layers]
+        ratios = [float(c.weight.detach().std() / (2.0 / c.weight[0].numel()) ** 0.5) for c in convs]
+        torch.manual_seed(1)
+        wavs = 0.03 * torch.randn(1, 16000)  # speech-like level
+        with torch.no_grad():
+            feats, _ = upstream.conv_features(wavs, torch.tensor([16000]))
+        return ratios, float(feats.square().mean().sqrt())
+
+    upstream = load_upstream("hubert_tiny")
+    fresh = conv_stats(upstream)
+    runner.reinitialise(upstream, seed=0)
+    for ratios, rms in (fresh, conv_stats(upstream)):
+        assert all(0.8 < r < 1.2 for r in ratios), ratios  # Kaiming-normal std: sqrt(2 / fan_in)
+        assert rms > 0.02, rms  # PyTorch's default conv init leaves ~4e-4 after seven layers
+
+
 def test_exported_upstream_directory_runs_under_its_run_name(corpus: Path, tmp_path: Path) -> None:
     from speechrep.upstream import export_upstream, load_upstream
 

@@ -39,13 +39,26 @@ def masked_instance_norm(x: Tensor, valid: Tensor, weight: Tensor, bias: Tensor,
     return (x * weight.float()[None, :, None] + bias.float()[None, :, None]).to(dtype)
 
 
+class _KaimingConv1d(nn.Conv1d):
+    """nn.Conv1d initialised as fairseq and Hugging Face initialise the wav2vec 2.0 CNN: Kaiming-normal weights,
+    zero bias. PyTorch's default init shrinks the signal at each layer (seven layers: features ~1e-4 of the
+    input), so the layer norm after the CNN sees mostly its epsilon and pre-training starts from near-constant
+    features. Kept in `reset_parameters` so re-initialising a loaded model (e.g. an untrained control) matches."""
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal weight (fan-in, ReLU gain), zero bias."""
+        nn.init.kaiming_normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
 class _ConvBlock(nn.Module):
     """Conv1d → optional norm (group norm over time or layer norm over channels) → GELU."""
 
     def __init__(self, in_channels: int, spec: ConvLayerSpec, norm: ConvNorm | None, bias: bool):
         super().__init__()
         out_channels, kernel, stride = spec
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
+        self.conv = _KaimingConv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         self.norm_kind = norm
         if norm == "group":
             self.norm = nn.GroupNorm(out_channels, out_channels, affine=True)

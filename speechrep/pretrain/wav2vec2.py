@@ -137,18 +137,6 @@ class Wav2Vec2PretrainOutput:
     lengths: Tensor  # (B,) valid frames
 
 
-def init_feature_encoder(upstream: nn.Module) -> None:
-    """Kaiming-normal CNN weights, as fairseq and HF initialise a model trained from scratch.
-
-    PyTorch's default conv init shrinks the signal at each of the seven layers (features of ~1e-4), so the
-    layer norm before the quantizer sees mostly its epsilon and the quantizer picks codes at random."""
-    for module in upstream.feature_encoder.modules():
-        if isinstance(module, nn.Conv1d):
-            nn.init.kaiming_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
-
 class Wav2Vec2Objective(nn.Module):
     """A wav2vec 2.0 upstream plus its pre-training-only parts (quantizer, project_q, final_proj)."""
 
@@ -228,7 +216,6 @@ class Wav2Vec2Objective(nn.Module):
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train wav2vec 2.0 on the unlabeled audio `data`; returns the exported upstream directory."""
     upstream = load_upstream(cfg.upstream, **cfg.model)
-    init_feature_encoder(upstream)
     objective = Wav2Vec2Objective(upstream, cfg)
     return run_pretraining(
         "wav2vec2",
