@@ -175,6 +175,22 @@ def test_finetune_trains_the_upstream_with_its_own_lr(corpus: Path, tmp_path: Pa
     assert sorted(g["initial_lr"] for g in groups) == [1e-3, 1e-2]
 
 
+def test_layer_weights_learn_at_their_own_lr(corpus: Path, tmp_path: Path) -> None:
+    moved = {}
+    for lr in (None, 0.1):
+        extra = [] if lr is None else [f"layer_weights_lr={lr}"]
+        row = runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path / str(lr), preset="tiny",
+                               overrides=["train.max_steps=6", "train.eval_every=6", *extra])[0]
+        moved[lr] = max(row["layer_weights"]) - min(row["layer_weights"])
+        state = torch.load(tmp_path / str(lr) / "hubert_tiny" / "ks" / "checkpoints" / "last.pt",
+                           weights_only=True)
+        groups = state["optimizer"]["param_groups"]
+        if lr is not None:  # the head at the task's lr, the weights at theirs without decay
+            assert [(g["initial_lr"], g["weight_decay"]) for g in groups][-1] == (0.1, 0.0)
+            assert len(groups[-1]["params"]) == 1
+    assert moved[0.1] > 10 * moved[None]
+
+
 def test_frozen_checkpoints_hold_only_the_trained_parts(corpus: Path, tmp_path: Path) -> None:
     runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path, preset="tiny",
                      overrides=["train.max_steps=2", "train.eval_every=2"])

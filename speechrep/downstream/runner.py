@@ -178,6 +178,24 @@ def _evaluate(parts: TaskParts, model: nn.Module, batches) -> dict[str, float]: 
         model.train(was_training)
 
 
+def optimizer_groups(model: DownstreamModel, cfg: Any, finetune: bool) -> list[dict[str, Any]] | None:
+    """The head at the task's lr; the learned layer weights at `layer_weights_lr` when set (short runs need a
+    larger step for them to move from uniform) without weight decay; the upstream at `upstream_lr` when
+    fine-tuning. None when nothing differs: the training loop's default groups."""
+    encoder = model.encoder
+    special: list[tuple[list[nn.Parameter], dict[str, float]]] = []
+    if finetune:
+        special.append((list(encoder.upstream.parameters()), {"lr": cfg.upstream_lr}))
+    weights = encoder.featurizer.weights
+    if cfg.layer_weights_lr is not None and weights is not None:
+        special.append(([weights], {"lr": cfg.layer_weights_lr, "weight_decay": 0.0}))
+    if not special:
+        return None
+    taken = {id(p) for params, _ in special for p in params}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    return [{"params": rest}] + [{"params": params, **options} for params, options in special]
+
+
 def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path,
             run_dir: Path, finetune: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
     """Train one head (resuming if interrupted), select on dev, test once if asked; write results.json."""
@@ -198,12 +216,7 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     encoder = source.encoder(cfg.layers, finetune, normalizer)
     model = DownstreamModel(encoder, parts.head)
 
-    param_groups = None
-    if finetune:
-        upstream_ids = {id(p) for p in encoder.upstream.parameters()}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in upstream_ids]
-        param_groups = [{"params": rest},
-                        {"params": list(encoder.upstream.parameters()), "lr": cfg.upstream_lr}]
+    param_groups = optimizer_groups(model, cfg, finetune)
     train_batches = source.batches(parts.train_cuts, cfg.max_duration, shuffle=True, seed=cfg.train.seed,
                                    live=finetune)
     dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=finetune)

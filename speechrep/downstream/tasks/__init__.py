@@ -11,6 +11,7 @@ select on dev, evaluate test once, write results.json):
         layers: list[int] | None = None   # None: learned softmax-weighted sum of every layer
         max_duration: float = 200.0       # seconds of audio per batch
         upstream_lr: float = 1e-5         # used only with --finetune
+        layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
         train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=200_000, ...))
 
     def build(cfg: KSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
@@ -67,6 +68,7 @@ class TaskConfig(Protocol):
     layers: list[int] | None
     max_duration: float
     upstream_lr: float
+    layer_weights_lr: float | None
     train: "TrainConfig"
 
 

@@ -29,6 +29,7 @@ class ASRConfig:
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 400.0  # seconds of audio per batch (about 32 LibriSpeech utterances)
     upstream_lr: float = 1e-5  # only with --finetune
+    layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     hidden_size: int = 1024
     num_layers: int = 2
     dropout: float = 0.2

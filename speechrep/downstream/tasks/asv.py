@@ -35,6 +35,7 @@ class ASVConfig:
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 64.0  # seconds of audio per batch (about 8 VoxCeleb utterances)
     upstream_lr: float = 1e-5  # only with --finetune
+    layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     embedding_size: int = 512
     channels: int = 512  # TDNN frame layers
     stats_channels: int = 1500  # last frame layer, before statistics pooling

@@ -22,6 +22,7 @@ class KSConfig:
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 32.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # only with --finetune
+    layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     projection_size: int = 256
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=200_000, lr=1e-4, schedule="constant", eval_every=5000, log_every=500))

@@ -37,6 +37,7 @@ class QbEConfig:
     layers: list[int] | None = None  # layers to try; None: every layer
     max_duration: float = 200.0  # seconds of audio per feature batch
     upstream_lr: float = 1e-5  # unused: nothing is trained
+    layer_weights_lr: float | None = None  # unused: nothing is trained
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))  # unused: nothing is trained
 
 

@@ -41,6 +41,7 @@ class SDConfig:
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 160.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # only with --finetune
+    layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     num_speakers: int = 2
     hidden_size: int = 512
     threshold: float = 0.5  # speaker active when its probability exceeds this

@@ -43,6 +43,7 @@ class SEConfig:
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 24.0  # seconds of audio per batch (about 8 VoiceBank utterances)
     upstream_lr: float = 1e-5  # only with --finetune
+    layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     hidden_size: int = 896
     num_layers: int = 3
     dropout: float = 0.5

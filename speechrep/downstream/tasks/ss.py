@@ -41,6 +41,7 @@ class SSConfig:
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 80.0  # seconds of audio per batch (about 8 Libri2Mix mixtures)
     upstream_lr: float = 1e-5  # only with --finetune
+    layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     hidden_size: int = 896
     num_layers: int = 3
     dropout: float = 0.5
