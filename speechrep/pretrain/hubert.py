@@ -8,6 +8,9 @@ The iteration pipeline, each step its own command:
     speechrep kmeans --features RUN1/upstream:6 --data CORPUS --k 500 --out L2  # a layer of RUN1
     speechrep pretrain --method hubert --data CORPUS --out RUN2 labels=L2       # iteration 2
 
+On CPU, `--preset small` runs both iterations on the `small` synthetic corpus in minutes; the README gives
+the measured label quality of each iteration.
+
 Objective: span masking (p = 8 % of frames start a span of 10), the masked frames replaced by the learned mask
 embedding; the final layer is projected to `final_dim` and scored against one embedding per cluster by cosine
 similarity / 0.1; cross-entropy on masked frames (unmasked frames with `unmasked_weight`), plus the squared
