@@ -114,7 +114,7 @@ def test_labels_must_exist_and_match_the_frame_rate(corpus: Path, tmp_path: Path
 def test_small_preset_also_trains_on_unmasked_frames() -> None:
     paper, small = method_config("hubert"), method_config("hubert", "small", ["labels=L1"])
     assert paper.unmasked_weight == 0.0 and small.unmasked_weight == 1.0  # masked-only stays at the prior on CPU
-    assert small.model["num_layers"] == 4 and small.train.max_steps == 2000 and small.train.betas == paper.train.betas
+    assert small.model["num_layers"] == 4 and small.train.max_steps == 4000 and small.train.betas == paper.train.betas
 
 
 @pytest.mark.slow
