@@ -77,3 +77,18 @@ def test_melhubert_learns_masked_clusters_and_exports(corpus: Path, labels: Path
     assert (
         float(exported.feature_std.min()) > 0 and float(exported.feature_mean.abs().max()) > 0
     )  # stats kept
+
+
+def test_unmasked_weight_adds_the_unmasked_frames_cross_entropy(corpus: Path, labels: Path) -> None:
+    torch.set_num_threads(1)
+    batch = first_batch(corpus)
+    results = {}
+    for weight in (0.0, 0.5):
+        cfg = method_config("melhubert", "tiny", [f"labels={labels}", f"unmasked_weight={weight}"])
+        torch.manual_seed(0)
+        objective = MelHuBERTObjective(load_upstream(cfg.upstream, **cfg.model), ClusterLabels(labels), cfg)
+        torch.manual_seed(1)
+        results[weight] = objective(batch)
+    (masked_only, scalars0), (both, scalars) = results[0.0], results[0.5]
+    assert "unmasked_loss" not in scalars0 and scalars["masked_acc"] == scalars0["masked_acc"]
+    assert torch.allclose(both, masked_only + 0.5 * scalars["unmasked_loss"], atol=1e-5)

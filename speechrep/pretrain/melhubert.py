@@ -46,6 +46,7 @@ class Config:
     labels: str = ""  # directory written by `speechrep kmeans` (required)
     mask_start_prob: float = 0.14  # share of frames that start a masked span (fairseq mask_prob 0.7 / span 5)
     mask_span: int = 5
+    unmasked_weight: float = 0.0  # weight of the cross-entropy on unmasked frames (the paper: 0)
     stats_seconds: float = 3600.0  # audio read to estimate the filterbank mean and std
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=480.0, max_utterance=15.0))
     train: TrainConfig = field(
@@ -103,7 +104,8 @@ class MelHuBERTObjective(nn.Module):
         self.final_proj = nn.Linear(upstream.config.hidden_size, labels.k)
 
     def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
-        """Cross-entropy of the clusters of masked frames, with masked accuracy and the masked share."""
+        """Cross-entropy of the clusters of masked frames (plus `unmasked_weight` × that of the unmasked
+        ones), with the masked accuracy and the masked share."""
         cfg = self.cfg
         feats, lengths = self.upstream.input_features(batch.wavs, batch.wav_lens)
         targets = self.labels.targets(batch.cuts, lengths, feats.shape[1])
@@ -111,15 +113,21 @@ class MelHuBERTObjective(nn.Module):
             lengths, feats.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span, min_spans=2
         )
         _, final = self.upstream.encode(feats, lengths, mask)
-        where = mask & (targets != IGNORE)
-        logits = self.final_proj(final[where]).float()
-        gold = targets[where]
+        labelled = targets != IGNORE
+        logits = self.final_proj(final[mask & labelled]).float()
+        gold = targets[mask & labelled]
         loss = F.cross_entropy(logits, gold)
         valid = padding_mask(lengths, feats.shape[1])
-        return loss, {
+        scalars = {
             "masked_acc": float((logits.argmax(-1) == gold).float().mean()),
             "mask_share": float(mask[valid].float().mean()),
         }
+        unmasked = ~mask & labelled
+        if cfg.unmasked_weight > 0 and bool(unmasked.any()):
+            part = F.cross_entropy(self.final_proj(final[unmasked]).float(), targets[unmasked])
+            loss = loss + cfg.unmasked_weight * part
+            scalars["unmasked_loss"] = float(part.detach())
+        return loss, scalars
 
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
