@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pretrain_corpus import unlabeled_corpus
 
 from speechrep.data.synth import make_synthetic_corpus
 from speechrep.pretrain import method_config, run_method
@@ -21,10 +22,7 @@ from speechrep.upstream.base import padding_mask
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """The micro synthetic corpus, `unlabeled` only (built once per session, reused by later modules)."""
-    root = tmp_path_factory.getbasetemp() / "micro_unlabeled"
-    make_synthetic_corpus(root, preset="micro", seed=0, subsets=["unlabeled"])
-    return root
+    return unlabeled_corpus(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from pretrain_corpus import unlabeled_corpus
 
-from speechrep.data.synth import make_synthetic_corpus
 from speechrep.pretrain import run_method
 from speechrep.train import read_checkpoint, read_metrics
 from speechrep.upstream import load_upstream
@@ -31,10 +31,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """The micro synthetic corpus, `unlabeled` only (built once per session, reused by later modules)."""
-    root = tmp_path_factory.getbasetemp() / "micro_unlabeled"
-    make_synthetic_corpus(root, preset="micro", seed=0, subsets=["unlabeled"])
-    return root
+    return unlabeled_corpus(tmp_path_factory)
 
 
 class _Killed(Exception):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pretrain_corpus import unlabeled_corpus
 
 from speechrep.data.batching import AudioBatch
 from speechrep.data.synth import make_synthetic_corpus
@@ -30,10 +31,7 @@ from speechrep.upstream.wav2vec2 import Wav2Vec2, Wav2Vec2Config, config_from_hf
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """The micro synthetic corpus, `unlabeled` only (built once per session, reused by later modules)."""
-    root = tmp_path_factory.getbasetemp() / "micro_unlabeled"
-    make_synthetic_corpus(root, preset="micro", seed=0, subsets=["unlabeled"])
-    return root
+    return unlabeled_corpus(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
