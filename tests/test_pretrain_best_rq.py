@@ -13,7 +13,7 @@ from pretrain_corpus import first_batch, unlabeled_corpus
 
 from speechrep.pretrain import method_config, run_method
 from speechrep.pretrain.best_rq import BestRQObjective, RandomProjectionQuantizer, code_perplexity
-from speechrep.pretrain.melhubert import set_corpus_statistics
+from speechrep.pretrain.common import set_corpus_statistics
 from speechrep.train import read_metrics
 from speechrep.upstream import load_upstream
 

@@ -12,8 +12,9 @@ from pretrain_corpus import first_batch, unlabeled_corpus
 from speechrep.audio.features import fbank
 from speechrep.data.batching import load_cuts
 from speechrep.pretrain import method_config, run_method
+from speechrep.pretrain.common import fbank_statistics
 from speechrep.pretrain.kmeans import ClusterLabels, run_kmeans
-from speechrep.pretrain.melhubert import MelHuBERTObjective, fbank_statistics
+from speechrep.pretrain.melhubert import MelHuBERTObjective
 from speechrep.train import read_metrics
 from speechrep.upstream import load_upstream
 

@@ -7,11 +7,8 @@ import pytest
 import torch
 from pretrain_corpus import first_batch, loss_before_and_after, unlabeled_corpus
 
-from speechrep.audio.features import fbank
 from speechrep.data.batching import AudioBatch
 from speechrep.pretrain import method_config, run_method
-from speechrep.pretrain.common import load_unlabeled
-from speechrep.pretrain.melhubert import fbank_statistics
 from speechrep.pretrain.mockingjay import MaskedReconstruction, alter_features
 from speechrep.upstream import load_upstream
 
@@ -59,22 +56,3 @@ def test_tera_trains_and_exports(corpus: Path, tmp_path: Path) -> None:
     assert upstream.stride == 160 and len(upstream.hidden_sizes) == 3  # embedding + 2 layers
     hidden = upstream(torch.randn(1, 8000), torch.tensor([8000]))
     assert hidden.lengths.tolist() == [48] and hidden.hidden_states[-1].shape == (1, 48, 32)
-
-
-def test_tera_with_corpus_norm_keeps_its_statistics_through_export(corpus: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
-    overrides = ["model.hidden_size=32", "model.ffn_size=64", "model.corpus_norm=true", "train.max_steps=2",
-                 "train.eval_every=2"]
-    cfg = method_config("tera", "tiny", overrides)
-    upstream = load_upstream(run_method("tera", corpus, tmp_path / "run", "tiny", overrides))
-    mean, std = fbank_statistics(load_unlabeled(corpus, cfg.data)[0], 80, "povey", cfg.stats_seconds)
-    assert torch.allclose(upstream.feature_mean, mean) and torch.allclose(upstream.feature_std, std)
-    wavs, lens = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
-    feats, lengths = upstream.input_features(wavs, lens)
-    mels, _ = fbank(wavs, lens, num_mel_bins=80)
-    assert torch.allclose(feats[1, : lengths[1]], ((mels - mean) / std)[1, : lengths[1]], atol=1e-5)
-    assert feats[1, lengths[1]:].abs().sum() == 0  # padding stays zero
-    # the utterance mean survives (per-utterance CMVN would zero it): the speaker's spectral envelope is kept
-    assert feats[0, : lengths[0]].mean(0).abs().max() > 0.1
-    with pytest.raises(ValueError, match="corpus_norm"):
-        load_upstream("tera_tiny").set_feature_stats(mean, std)

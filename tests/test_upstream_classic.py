@@ -13,8 +13,8 @@ from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.apc import APCConfig, APCHead, apc_tiny
 from speechrep.upstream.baselines import fbank, fbank_raw, mfcc, spectrogram
 from speechrep.upstream.cpc import cpc, cpc_tiny
-from speechrep.upstream.mockingjay import (Mockingjay, MockingjayConfig, alter_features, audio_albert_tiny,
-                                           mockingjay_tiny, stack_frames)
+from speechrep.upstream.mockingjay import (Mockingjay, MockingjayConfig, audio_albert_tiny, mockingjay_tiny,
+                                           stack_frames)
 from speechrep.upstream.npc import NPC, NPCConfig
 
 
@@ -103,6 +103,25 @@ def test_rnn_stack_matches_plain_grus_with_residual() -> None:
     h3 = stack.layers[2](h2)[0] + h2
     for got, want in zip(outs, (h1, h2, h3)):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_rnn_stack_on_a_padded_batch_equals_each_utterance_alone(cell: str) -> None:
+    torch.manual_seed(0)
+    stack = RNNStack(5, 8, 2, cell, residual=True)
+    x = torch.randn(3, 15, 5, requires_grad=True)
+    lengths = torch.tensor([15, 9, 4])
+    outs = stack(x, lengths)
+    sum(o.pow(2).sum() for o in outs).backward()
+    for b, n in enumerate(lengths.tolist()):
+        alone = x[b:b + 1, :n].detach().requires_grad_()
+        alone_outs = stack(alone, torch.tensor([n]))
+        for got, want in zip(outs, alone_outs):
+            torch.testing.assert_close(got[b, :n], want[0], atol=1e-6, rtol=1e-5)
+            assert not got[b, n:].any()
+        sum(o.pow(2).sum() for o in alone_outs).backward()
+        torch.testing.assert_close(x.grad[b, :n], alone.grad[0], atol=1e-6, rtol=1e-5)
+        assert not x.grad[b, n:].any()
 
 
 def test_apc_is_causal_and_head_loss_is_l1_n_ahead() -> None:
@@ -216,23 +235,6 @@ def test_stack_frames_concatenates_consecutive_frames_and_mockingjay_stride() ->
     out = model(wavs, lens)
     assert model.stride == 480
     assert out.lengths.tolist() == [(1 + (16000 - 400) // 160) // 3, (1 + (8000 - 400) // 160) // 3]
-
-
-def test_tera_alteration_masks_spans_inside_the_valid_frames() -> None:
-    gen = torch.Generator().manual_seed(0)
-    feats, lengths = torch.ones(4, 400, 80), torch.tensor([400, 400, 300, 200])
-    altered, targets = alter_features(feats, lengths, time_mask_prob=0.15, time_span=7, freq_mask_max=20,
-                                      generator=gen)
-    valid = torch.arange(400)[None] < lengths[:, None]
-    assert not (targets & ~valid).any()
-    assert targets.float().sum() / valid.sum() == pytest.approx(0.15, abs=0.05)
-    assert (altered[targets] == 0).all()
-    assert (altered[~valid] == 0).all()
-    # masked runs come in spans of at least 7 frames (except where they meet the utterance end)
-    run_starts = targets[:, 1:] & ~targets[:, :-1]
-    for b, t in run_starts.nonzero().tolist():
-        if t + 1 + 7 <= int(lengths[b]):
-            assert targets[b, t + 1: t + 8].all()
 
 
 # -------------------------------------------------------------------------------------------------------- CPC

@@ -13,10 +13,9 @@ from torch import Tensor, nn
 
 from speechrep.data.batching import AudioBatch
 from speechrep.nn.quantizers import QuantizerOutput
-from speechrep.pretrain.common import PretrainData, run_pretraining
+from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
 from speechrep.train import TrainConfig
 from speechrep.upstream.apc import APCHead
-from speechrep.upstream.loading import load_upstream
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +27,7 @@ class Config:
     upstream: str = "apc"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {n_future: 5}
     data: PretrainData = field(default_factory=PretrainData)
+    stats_seconds: float = 3600.0  # audio read for the log-mel statistics of a `corpus_norm` encoder
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100_000, lr=1e-3, clip_norm=5.0,
                                                                    eval_every=2000, log_every=100))
 
@@ -80,5 +80,5 @@ class APCObjective(nn.Module):
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train APC on the unlabeled audio `data`; returns the exported upstream directory."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
+    upstream = load_encoder(cfg, data)
     return run_pretraining("apc", APCObjective(upstream), upstream, cfg, data, run_dir)

@@ -24,11 +24,9 @@ from torch import Tensor, nn
 
 from speechrep.data.batching import AudioBatch
 from speechrep.nn.masking import compute_span_mask
-from speechrep.pretrain.common import PretrainData, run_pretraining
-from speechrep.pretrain.melhubert import set_corpus_statistics
+from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import padding_mask
-from speechrep.upstream.loading import load_upstream
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +139,5 @@ class BestRQObjective(nn.Module):
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train a BEST-RQ encoder on `data`; returns the exported upstream directory."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
-    set_corpus_statistics(upstream, data, cfg)
+    upstream = load_encoder(cfg, data)
     return run_pretraining("best_rq", BestRQObjective(upstream, cfg), upstream, cfg, data, run_dir)

@@ -39,7 +39,9 @@ from speechrep.data.batching import AudioBatch, audio_batches, load_cuts
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig, is_main_process, prepare_run_dir, train, write_results
 from speechrep.train.run_dir import git_revision, package_versions
-from speechrep.upstream.loading import export_upstream
+from speechrep.audio.features import fbank
+from speechrep.upstream.base import padding_mask
+from speechrep.upstream.loading import export_upstream, load_upstream
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +135,45 @@ def run_pretraining(method: str, objective: nn.Module, upstream: nn.Module, cfg:
         log.info("%s: exported %s", method, out)
     return out
 
+
+def fbank_statistics(
+    cuts: CutSet, num_mel_bins: int, window_type: str, max_seconds: float, max_duration: float = 60.0
+) -> tuple[Tensor, Tensor]:
+    """Per-bin mean and standard deviation of the log-mel filterbank over (up to `max_seconds` of) `cuts`."""
+    total = torch.zeros(num_mel_bins, dtype=torch.float64)
+    square = torch.zeros(num_mel_bins, dtype=torch.float64)
+    count, seconds = 0, 0.0
+    with torch.inference_mode():
+        for batch in audio_batches(cuts, max_duration, shuffle=False)(0):
+            mels, lengths = fbank(
+                batch.wavs, batch.wav_lens, num_mel_bins=num_mel_bins, window_type=window_type
+            )
+            frames = mels[padding_mask(lengths, mels.shape[1])].double()
+            total += frames.sum(0)
+            square += frames.square().sum(0)
+            count += len(frames)
+            seconds += float(batch.wav_lens.sum()) / 16000
+            if seconds >= max_seconds:
+                break
+    mean = total / max(count, 1)
+    std = (square / max(count, 1) - mean.square()).clamp(min=1e-8).sqrt()
+    return mean.float(), std.float()
+
+
+def load_encoder(cfg: Any, data: str | Path) -> nn.Module:
+    """The hub encoder `cfg.upstream` with the `cfg.model` overrides. One that standardises its log-mel with
+    corpus statistics (`CorpusStatistics`: MelHuBERT, BEST-RQ, and APC or Mockingjay/TERA with `corpus_norm`)
+    gets those of (up to `cfg.stats_seconds` of) the training audio; a resumed run reloads its own."""
+    upstream = load_upstream(cfg.upstream, **cfg.model)
+    if hasattr(upstream, "feature_mean"):
+        set_corpus_statistics(upstream, data, cfg)
+    return upstream
+
+
+def set_corpus_statistics(upstream: nn.Module, data: str | Path, cfg: Any) -> None:
+    """Standardise the upstream's log-mel with the statistics of (up to `cfg.stats_seconds` of) the training audio."""
+    train_cuts, _ = load_unlabeled(data, cfg.data)
+    c = upstream.config
+    window = getattr(c, "window_type", "povey")  # APC, Mockingjay/TERA read the default Kaldi window
+    mean, std = fbank_statistics(train_cuts, c.num_mel_bins, window, cfg.stats_seconds)
+    upstream.set_feature_stats(mean, std)

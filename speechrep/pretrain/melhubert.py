@@ -19,20 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
-from lhotse import CutSet
 from torch import Tensor, nn
 
-from speechrep.audio.features import fbank
-from speechrep.data.batching import AudioBatch, audio_batches
+from speechrep.data.batching import AudioBatch
 from speechrep.nn.masking import compute_span_mask
-from speechrep.pretrain.common import PretrainData, load_unlabeled, run_pretraining
+from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
 from speechrep.pretrain.hubert import load_labels
 from speechrep.pretrain.kmeans import IGNORE, ClusterLabels
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import padding_mask
-from speechrep.upstream.loading import load_upstream
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +56,6 @@ class Config:
             log_every=200,
         )
     )
-
-
-def fbank_statistics(
-    cuts: CutSet, num_mel_bins: int, window_type: str, max_seconds: float, max_duration: float = 60.0
-) -> tuple[Tensor, Tensor]:
-    """Per-bin mean and standard deviation of the log-mel filterbank over (up to `max_seconds` of) `cuts`."""
-    total = torch.zeros(num_mel_bins, dtype=torch.float64)
-    square = torch.zeros(num_mel_bins, dtype=torch.float64)
-    count, seconds = 0, 0.0
-    with torch.inference_mode():
-        for batch in audio_batches(cuts, max_duration, shuffle=False)(0):
-            mels, lengths = fbank(
-                batch.wavs, batch.wav_lens, num_mel_bins=num_mel_bins, window_type=window_type
-            )
-            frames = mels[padding_mask(lengths, mels.shape[1])].double()
-            total += frames.sum(0)
-            square += frames.square().sum(0)
-            count += len(frames)
-            seconds += float(batch.wav_lens.sum()) / 16000
-            if seconds >= max_seconds:
-                break
-    mean = total / max(count, 1)
-    std = (square / max(count, 1) - mean.square()).clamp(min=1e-8).sqrt()
-    return mean.float(), std.float()
-
-
-def set_corpus_statistics(upstream: nn.Module, data: Path, cfg: Any) -> None:
-    """Standardise the upstream's filterbank with training-data statistics (a resumed run reloads its own)."""
-    train_cuts, _ = load_unlabeled(data, cfg.data)
-    c = upstream.config
-    window = getattr(c, "window_type", "povey")  # Mockingjay/TERA read the default Kaldi window
-    mean, std = fbank_statistics(train_cuts, c.num_mel_bins, window, cfg.stats_seconds)
-    upstream.set_feature_stats(mean, std)
 
 
 class MelHuBERTObjective(nn.Module):
@@ -132,9 +95,8 @@ class MelHuBERTObjective(nn.Module):
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train MelHuBERT on `data` against the k-means labels `cfg.labels`; returns the export."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
+    upstream = load_encoder(cfg, data)
     labels = load_labels(cfg, upstream, "melhubert")
-    set_corpus_statistics(upstream, data, cfg)
     return run_pretraining(
         "melhubert", MelHuBERTObjective(upstream, labels, cfg), upstream, cfg, data, run_dir
     )

@@ -26,11 +26,9 @@ from torch import Tensor, nn
 from speechrep.data.batching import AudioBatch
 from speechrep.errors import ConfigError
 from speechrep.nn.masking import compute_span_mask
-from speechrep.pretrain.common import PretrainData, run_pretraining
-from speechrep.pretrain.melhubert import set_corpus_statistics
+from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import padding_mask
-from speechrep.upstream.loading import load_upstream
 from speechrep.upstream.mockingjay import SpecHead
 
 
@@ -116,15 +114,6 @@ class MaskedReconstruction(nn.Module):
         loss = masked_l1(self.head(out.hidden_states[-1]), feats, targets)
         altered_share = targets.sum() / (lengths.sum() * feats.shape[-1]).clamp(min=1)
         return loss, {"altered_share": float(altered_share)}
-
-
-def load_encoder(cfg: Any, data: Path) -> nn.Module:
-    """The hub encoder `cfg.upstream` with the `cfg.model` overrides; a `corpus_norm` encoder gets the log-mel
-    statistics of (up to `cfg.stats_seconds` of) the training audio (a resumed run reloads its own)."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
-    if upstream.config.corpus_norm:
-        set_corpus_statistics(upstream, data, cfg)
-    return upstream
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speechrep.pretrain.common import PretrainData, run_pretraining
-from speechrep.pretrain.mockingjay import Alteration, MaskedReconstruction, load_encoder
+from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
+from speechrep.pretrain.mockingjay import Alteration, MaskedReconstruction
 from speechrep.train import TrainConfig
 
 

@@ -12,9 +12,8 @@ from typing import Any
 
 from speechrep.errors import ConfigError
 from speechrep.pretrain.apc import APCObjective
-from speechrep.pretrain.common import PretrainData, run_pretraining
+from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
 from speechrep.train import TrainConfig
-from speechrep.upstream.loading import load_upstream
 
 
 @dataclass
@@ -24,13 +23,14 @@ class Config:
     upstream: str = "vq_apc"
     model: dict[str, Any] = field(default_factory=dict)  # hub config overrides, e.g. {vq_codebook_size: 128}
     data: PretrainData = field(default_factory=PretrainData)
+    stats_seconds: float = 3600.0  # audio read for the log-mel statistics of a `corpus_norm` encoder
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100_000, lr=1e-3, clip_norm=5.0,
                                                                    eval_every=2000, log_every=100))
 
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train VQ-APC on the unlabeled audio `data`; returns the exported upstream directory."""
-    upstream = load_upstream(cfg.upstream, **cfg.model)
+    upstream = load_encoder(cfg, data)
     if not getattr(upstream.config, "vq_codebook_size", 0):
         raise ConfigError(f"VQ-APC: upstream {cfg.upstream!r} has no VQ layer "
                           "(set model.vq_codebook_size > 0)")

@@ -1,12 +1,13 @@
 """APC and VQ-APC: autoregressive predictive coding on log-mel.
 
 APC (Chung et al. 2019, https://arxiv.org/abs/1904.03240): a unidirectional 3-layer GRU (512) with residual
-connections between GRU layers reads 80-dim log-mel frames (per-utterance CMVN) and, through a linear postnet,
-predicts the frame `n_future` steps ahead under an L1 loss. VQ-APC (Chung et al. 2020,
-https://arxiv.org/abs/2005.08392) quantizes the last GRU layer with a Gumbel-softmax VQ layer (512 codes)
-before the postnet. The GRU reads log-mel directly (no input projection, as in the paper), so the hidden
-states are the outputs of the GRU layers, all 512-dim (VQ-APC adds a fourth: the quantized last layer), one
-per frame: stride 160, frames = 1 + (samples − 400) // 160. The postnet is pre-training only (`APCHead`).
+connections between GRU layers reads 80-dim log-mel frames (per-utterance CMVN, or corpus statistics with
+`corpus_norm`) and, through a linear postnet, predicts the frame `n_future` steps ahead under an L1 loss.
+VQ-APC (Chung et al. 2020, https://arxiv.org/abs/2005.08392) quantizes the last GRU layer with a
+Gumbel-softmax VQ layer (512 codes) before the postnet. The GRU reads log-mel directly (no input projection,
+as in the paper), so the hidden states are the outputs of the GRU layers, all 512-dim (VQ-APC adds a fourth:
+the quantized last layer), one per frame: stride 160, frames = 1 + (samples − 400) // 160. The postnet is
+pre-training only (`APCHead`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
 from speechrep.upstream.registry import register_upstream
 
 
@@ -36,9 +37,10 @@ class APCConfig:
     vq_codebook_size: int = 0  # VQ-APC: entries per group of the VQ layer on the last GRU layer (0: APC)
     vq_groups: int = 1
     vq_temperature: float = 0.5
+    corpus_norm: bool = False  # standardise log-mel with corpus statistics (buffers), not per utterance
 
 
-class APC(nn.Module):
+class APC(CorpusStatistics, nn.Module):
     """APC / VQ-APC upstream (satisfies the Upstream protocol)."""
 
     family = "apc"
@@ -56,10 +58,15 @@ class APC(nn.Module):
                                          grouped_input=True)
                    if config.vq_codebook_size else None)
         self.hidden_sizes = [config.hidden_size] * (config.num_layers + (self.vq is not None))
+        if config.corpus_norm:
+            self.register_feature_stats(config.num_mel_bins)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""
-        return log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
+        """Log-mel input (B, T', 80), standardised per utterance (or with the corpus statistics when
+        `corpus_norm`), and its frame lengths."""
+        corpus_norm = self.config.corpus_norm
+        feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
+        return (self.standardise(feats, lengths) if corpus_norm else feats), lengths
 
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[UpstreamOutput, QuantizerOutput | None]:
         """Hidden states from log-mel features, plus the VQ layer's output (codes, perplexity) for VQ-APC."""

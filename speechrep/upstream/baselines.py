@@ -1,17 +1,19 @@
 """Hand-crafted feature baselines (fbank, MFCC, mel, spectrogram) as parameter-free upstreams, stride 160.
 
-Also the shared log-mel front end of the mel-input SSL families (APC, NPC, Mockingjay/TERA/ALBERT):
-`log_mel_features(wavs, wav_lens)` → (B, T', 80) Kaldi-compatible log-mel filterbank, 25 ms window, 10 ms hop.
+Also the shared log-mel front end of the mel-input SSL families (APC, NPC, Mockingjay/TERA/ALBERT, MelHuBERT):
+`log_mel_features(wavs, wav_lens)` → (B, T', 80) Kaldi-compatible log-mel filterbank, 25 ms window, 10 ms hop,
+and `CorpusStatistics`, the per-bin corpus mean and std that standardise it instead of per-utterance CMVN.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from speechrep.audio import features
-from speechrep.upstream.base import UpstreamOutput
+from speechrep.upstream.base import UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_upstream
 
 SAMPLE_RATE = 16000
@@ -23,6 +25,32 @@ def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,
     """(B, T', num_mel_bins) Kaldi log-mel filterbank (utterance CMVN unless cmvn=False), frame lengths."""
     feats, lengths = features.fbank(wavs, wav_lens, num_mel_bins=num_mel_bins)
     return (features.cmvn(feats, lengths) if cmvn else feats), lengths
+
+
+class CorpusStatistics:
+    """Mixin for an upstream module that standardises its log-mel with corpus statistics, not per utterance.
+
+    The per-bin mean and std are buffers (`feature_mean`, `feature_std`, saved with the weights), identity
+    until `set_feature_stats` or a checkpoint fills them. Per-utterance CMVN removes each utterance's average
+    spectrum, and with it much of the speaker's; corpus statistics keep it.
+    """
+
+    def register_feature_stats(self, num_mel_bins: int) -> None:
+        """Create the identity statistics; call from `__init__`."""
+        self.register_buffer("feature_mean", torch.zeros(num_mel_bins))
+        self.register_buffer("feature_std", torch.ones(num_mel_bins))
+
+    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Set the per-bin corpus statistics that standardise the log-mel."""
+        if not hasattr(self, "feature_mean"):
+            raise ValueError("this encoder normalises each utterance (corpus_norm=False): no statistics")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
+
+    def standardise(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T', bins) log-mel standardised with the corpus statistics; padded frames stay zero."""
+        keep = padding_mask(lengths, feats.shape[1])[..., None].to(feats.dtype)
+        return (feats - self.feature_mean) / self.feature_std * keep
 
 
 @dataclass(frozen=True)

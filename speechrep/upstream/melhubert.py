@@ -20,6 +20,7 @@ from speechrep.audio.features import fbank, num_frames
 from speechrep.errors import AudioError
 from speechrep.nn.transformer import TransformerEncoder
 from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.baselines import CorpusStatistics
 from speechrep.upstream.registry import register_upstream
 
 
@@ -54,7 +55,7 @@ def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, T
     return stacked, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
 
 
-class MelHuBERT(nn.Module):
+class MelHuBERT(CorpusStatistics, nn.Module):
     """MelHuBERT encoder (Upstream contract): each transformer layer's input and the last output."""
 
     family = "melhubert"
@@ -67,8 +68,7 @@ class MelHuBERT(nn.Module):
         self.stride = 160 * config.stack_frames
         self.hidden_sizes = [config.hidden_size] * (config.num_layers + 1)
         self.pretraining_only_parameters = ("encoder.norm",) if config.layer_norm_first else ()
-        self.register_buffer("feature_mean", torch.zeros(config.num_mel_bins))
-        self.register_buffer("feature_std", torch.ones(config.num_mel_bins))
+        self.register_feature_stats(config.num_mel_bins)
         self.projection = nn.Linear(config.num_mel_bins * config.stack_frames, config.hidden_size)
         self.encoder = TransformerEncoder(
             config.hidden_size,
@@ -85,11 +85,6 @@ class MelHuBERT(nn.Module):
             eps=config.layer_norm_eps,
         )
 
-    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
-        """Set the per-bin corpus statistics used to standardise the filterbank."""
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std)
-
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) waveforms → ((B, T', stack·bins) standardised stacked log-mels, zero-padded; lengths)."""
         wav_lens = wav_lens.to(wavs.device)
@@ -100,9 +95,8 @@ class MelHuBERT(nn.Module):
         mels, lengths = fbank(
             wavs, wav_lens, num_mel_bins=self.config.num_mel_bins, window_type=self.config.window_type
         )
-        mels = (mels - self.feature_mean) / self.feature_std
         # padding stays zero after standardisation, as the original zero-fills a stacked utterance's odd tail
-        mels = mels * padding_mask(lengths, mels.shape[1])[..., None].to(mels.dtype)
+        mels = self.standardise(mels, lengths)
         return stack_frames(mels, lengths, self.config.stack_frames)
 
     def encode(

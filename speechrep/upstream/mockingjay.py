@@ -4,7 +4,7 @@ Mockingjay (Liu et al. 2020, https://arxiv.org/abs/1910.12638): 80-dim log-mel f
 30 ms per frame), a linear projection + sinusoidal positions + LayerNorm, then post-LN transformer layers
 (768, 12 heads, FFN 3072, GELU); pre-training reconstructs masked frames (L1). TERA (Liu et al. 2021,
 https://arxiv.org/abs/2007.06028) is the same encoder on unstacked frames (stride 160) trained on time,
-frequency and magnitude alteration (`alter_features`). Audio ALBERT (Chi et al. 2021,
+frequency and magnitude alteration (`speechrep.pretrain.mockingjay.alter_features`). Audio ALBERT (Chi et al. 2021,
 https://arxiv.org/abs/2005.08575) shares one layer's parameters across all layers. Hidden states: the
 embedding output, then one per layer. Frames = (1 + (samples − 400) // 160) // downsample.
 """
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.upstream.base import UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
 from speechrep.upstream.registry import register_upstream
 
 
@@ -72,7 +72,7 @@ class _PostLNLayer(nn.Module):
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
-class Mockingjay(nn.Module):
+class Mockingjay(CorpusStatistics, nn.Module):
     """Mockingjay / TERA / Audio ALBERT upstream (satisfies the Upstream protocol)."""
 
     family = "mockingjay"
@@ -89,15 +89,7 @@ class Mockingjay(nn.Module):
         self.layers = nn.ModuleList(_PostLNLayer(c) for _ in range(1 if c.share_layers else c.num_layers))
         self.hidden_sizes = [c.hidden_size] * (c.num_layers + 1)
         if c.corpus_norm:
-            self.register_buffer("feature_mean", torch.zeros(c.num_mel_bins))
-            self.register_buffer("feature_std", torch.ones(c.num_mel_bins))
-
-    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
-        """Set the per-bin corpus statistics that standardise the log-mel (`corpus_norm` encoders only)."""
-        if not self.config.corpus_norm:
-            raise ValueError("this encoder normalises each utterance (corpus_norm=False): no statistics")
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std)
+            self.register_feature_stats(c.num_mel_bins)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel (B, T', 80·downsample), standardised (per utterance, or with the corpus statistics when
@@ -105,8 +97,7 @@ class Mockingjay(nn.Module):
         corpus_norm = self.config.corpus_norm
         feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
         if corpus_norm:
-            keep = padding_mask(lengths, feats.shape[1])[..., None].to(feats.dtype)
-            feats = (feats - self.feature_mean) / self.feature_std * keep
+            feats = self.standardise(feats, lengths)
         return stack_frames(feats, lengths, self.config.downsample)
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
@@ -148,33 +139,6 @@ def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, T
     B, T, D = feats.shape
     T = T // factor * factor
     return feats[:, :T].reshape(B, T // factor, D * factor), lengths // factor
-
-
-def alter_features(feats: Tensor, lengths: Tensor, time_mask_prob: float = 0.15, time_span: int = 7,
-                   freq_mask_max: int = 0, noise_prob: float = 0.0, generator: torch.Generator | None = None
-                   ) -> tuple[Tensor, Tensor]:
-    """TERA alteration: zero random time spans, one random frequency band, add Gaussian noise (whole batch).
-
-    Returns the altered features and a (B, T') bool mask of the altered frames (the frames to reconstruct
-    for time masking; every valid frame when only frequency/magnitude alteration applies).
-    """
-    B, T, D = feats.shape
-    dev = feats.device
-    valid = padding_mask(lengths, T)
-    starts = torch.rand(B, T, generator=generator, device=dev) < time_mask_prob / max(time_span, 1)
-    # a frame is masked when a span started within the previous `time_span` frames (vectorised by conv)
-    spans = F.conv1d(starts[:, None].float(), torch.ones(1, 1, time_span, device=dev), padding=time_span - 1)
-    time_masked = (spans[:, 0, :T] > 0) & valid
-    altered = feats.masked_fill(time_masked[..., None], 0.0)
-    if freq_mask_max > 0:
-        width = torch.randint(0, freq_mask_max + 1, (B, 1), generator=generator, device=dev)
-        start = (torch.rand(B, 1, generator=generator, device=dev) * (D - width + 1)).long()
-        bins = torch.arange(D, device=dev)[None]
-        altered = altered.masked_fill(((bins >= start) & (bins < start + width))[:, None, :], 0.0)
-    if noise_prob > 0 and torch.rand((), generator=generator, device=dev) < noise_prob:
-        altered = altered + torch.randn(feats.shape, generator=generator, device=dev) * 0.2
-    targets = time_masked if time_mask_prob > 0 else valid
-    return altered * valid[..., None], targets
 
 
 @register_upstream("mockingjay")
