@@ -4,15 +4,27 @@ from pathlib import Path
 
 import pytest
 
-from speechrep.bench.demo import CONFIG_PATH, DemoConfig
+from speechrep.bench.demo import CONFIG_PATH, DemoConfig, _Lanes, _Stages
 from speechrep.cli import main
 from speechrep.config import load_config
+from speechrep.errors import SpeechrepError
 
 
 def test_demo_config_pretrains_two_families_and_benchmarks_six_tasks() -> None:
     cfg = load_config(DemoConfig, CONFIG_PATH)
     assert len({m.method for m in cfg.models}) >= 2
     assert len(cfg.tasks) >= 6 and {"fbank", "fbank_global"} <= set(cfg.baselines)
+
+
+def test_a_failing_lane_command_raises_with_its_stage_and_is_not_recorded(tmp_path: Path, capsys) -> None:
+    stages = _Stages(tmp_path, DemoConfig())
+    lanes = _Lanes(stages, 1)
+    with pytest.raises(SpeechrepError, match="stage 'pretrain x' failed .*speechrep pretrain --method nope"):
+        lanes.run({"x": lambda lane: lanes.command(lane, "pretrain x", ["pretrain", "--method", "nope",
+                                                                         "--data", str(tmp_path), "--out",
+                                                                         str(tmp_path / "run")])})
+    assert "[x] " in capsys.readouterr().err  # the child's output, marked with its lane
+    assert not (tmp_path / "demo.json").exists()
 
 
 @pytest.mark.slow

@@ -9,6 +9,10 @@ Stages (each resumes: running the command again skips what is finished and conti
 3. benchmark — every pre-trained model, its untrained control (same architecture, random weights) and both
    FBANK baselines on the demo tasks (`speechrep benchmark`), leaderboard + SUPERB-style score;
 4. report — `report.html` (`speechrep report`).
+Stages 2 and 3 run in `lanes` side by side (by default two: one model each, plus one FBANK baseline), each a
+sequence of `speechrep` commands in child processes with an equal share of the cores: on a 2-core machine one
+thread each, which uses the cores better than one process with two threads on these small models. Results
+are deterministic for a given number of threads per lane.
 Layout: OUT/corpus/, OUT/kmeans/<model>/, OUT/pretrain/<model>/ (run dirs, OUT/pretrain/<model>/upstream is
 the export), OUT/bench/ (benchmark), OUT/demo.json (stages, commands, wall times), OUT/report.html.
 """
@@ -16,12 +20,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from speechrep.config import atomic_write_text, config_to_dict, load_config
+from speechrep.errors import ConfigError, SpeechrepError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,7 @@ class DemoConfig:
     pretrain_overrides: list[str] = field(default_factory=list)  # key=value for every model, e.g. train.max_steps=50
     downstream_preset: str = "demo"
     downstream_overrides: list[str] = field(default_factory=list)  # key=value for every task
+    lanes: int = 2  # models pre-trained and benchmarked side by side, each lane with its share of the cores
 
 
 # The synthetic subsets each task reads, and the one pre-training reads.
@@ -65,60 +77,150 @@ class _Stages:
     def __init__(self, out: Path, cfg: DemoConfig):
         self.path = out / "demo.json"
         previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.record: dict[str, Any] = {"config": config_to_dict(cfg), "stages": previous.get("stages", {})}
+        self.record: dict[str, Any] = {"config": config_to_dict(cfg), "stages": previous.get("stages", {}),
+                                       "wall_time_s": previous.get("wall_time_s", 0.0)}
+        self.lock = threading.Lock()  # lanes finish stages concurrently
 
     def run(self, name: str, command: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         log.info("demo stage %s: %s", name, command)
         started = time.time()
         result = fn(*args, **kwargs)
-        stage = self.record["stages"].setdefault(name, {"command": command, "wall_time_s": 0.0})
-        stage["wall_time_s"] = round(stage["wall_time_s"] + time.time() - started, 1)  # summed over resumes
-        stage["command"] = command
-        atomic_write_text(self.path, json.dumps(self.record, indent=2) + "\n")
+        self.add(name, command, time.time() - started)
         return result
+
+    def add(self, name: str, command: str, seconds: float, key: str = "stages") -> None:
+        """Add `seconds` to a stage's wall time (summed over resumes) and write demo.json."""
+        with self.lock:
+            if key == "stages":
+                stage = self.record["stages"].setdefault(name, {"command": command, "wall_time_s": 0.0})
+                stage["wall_time_s"] = round(stage["wall_time_s"] + seconds, 1)
+                stage["command"] = command
+            else:
+                self.record[key] = round(self.record[key] + seconds, 1)
+            atomic_write_text(self.path, json.dumps(self.record, indent=2) + "\n")
+
+
+class _Lanes:
+    """Runs `speechrep` commands in child processes, one sequence per lane, the lanes side by side.
+
+    Each child gets an equal share of the cores (OMP_NUM_THREADS) and its output is echoed with the lane's
+    name in front. On an interrupt every child is stopped; each command resumes when the demo runs again.
+    """
+
+    def __init__(self, stages: _Stages, count: int):
+        self.stages = stages
+        self.threads = max(1, _available_cores() // count)
+        self.children: set[subprocess.Popen] = set()
+
+    def command(self, lane: str, name: str, argv: list[str]) -> None:
+        """Run `speechrep ARGV` as the stage `name` of `lane`; raises if it fails."""
+        command = shlex.join(["speechrep", *argv])
+        log.info("demo stage %s [%s, %d thread(s)]: %s", name, lane, self.threads, command)
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        started = time.time()
+        child = subprocess.Popen([sys.executable, "-m", "speechrep", *argv], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, env=env)
+        self.children.add(child)
+        try:
+            for line in child.stdout:
+                sys.stderr.write(f"[{lane}] {line}")
+                sys.stderr.flush()
+            status = child.wait()
+        finally:
+            self.children.discard(child)
+        if status != 0:
+            raise SpeechrepError(f"stage {name!r} failed (exit status {status}; its output is above, marked "
+                                 f"[{lane}]): {command}")
+        self.stages.add(name, command, time.time() - started)
+
+    def run(self, lanes: dict[str, Callable[[str], None]]) -> None:
+        """Run each lane's function (given the lane's name) in its own thread; wait for all of them."""
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            futures = [pool.submit(work, lane) for lane, work in lanes.items()]
+            try:
+                wait(futures)
+            except BaseException:
+                for child in list(self.children):
+                    child.terminate()
+                raise
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[str] = ()) -> str:
     """Run (or resume) the whole demo into `out`; returns the leaderboard text it printed."""
+    cfg = load_config(DemoConfig, CONFIG_PATH, overrides)
+    if corpus_preset is not None:
+        cfg.corpus_preset = corpus_preset
+    if not cfg.models:
+        raise ConfigError("configs/demo.yaml: `models` is empty; the demo pre-trains at least one model")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(out, cfg)
+    started = time.time()
+    try:
+        return _run_stages(cfg, out, stages)
+    finally:
+        stages.add("", "", time.time() - started, key="wall_time_s")
+
+
+def _run_stages(cfg: DemoConfig, out: Path, stages: _Stages) -> str:
     from speechrep.bench.leaderboard import write_summary
     from speechrep.bench.report import write_report
     from speechrep.data.synth import make_synthetic_corpus
     from speechrep.downstream.runner import benchmark
-    from speechrep.pretrain import run_method
-    from speechrep.pretrain.kmeans import run_kmeans
 
-    cfg = load_config(DemoConfig, CONFIG_PATH, overrides)
-    if corpus_preset is not None:
-        cfg.corpus_preset = corpus_preset
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(out, cfg)
     corpus = out / "corpus"
     subsets = sorted({"unlabeled"} | {_TASK_SUBSETS[t] for t in cfg.tasks})
     stages.run("corpus", f"speechrep synth --preset {cfg.corpus_preset} --seed {cfg.seed} --subsets "
                f"{','.join(subsets)} --out {corpus}",
                make_synthetic_corpus, corpus, cfg.corpus_preset, seed=cfg.seed, subsets=subsets)
 
-    exports = []
-    for model in cfg.models:
-        extra = list(cfg.pretrain_overrides) + list(model.overrides)
-        if model.kmeans_features:
-            labels = out / "kmeans" / model.name
-            stages.run(f"kmeans {model.name}", f"speechrep kmeans --features {model.kmeans_features} --data "
-                       f"{corpus} --k {model.kmeans_k} --out {labels}",
-                       run_kmeans, model.kmeans_features, corpus, model.kmeans_k, labels, seed=cfg.seed)
-            extra.append(f"labels={labels}")
-        run_dir = out / "pretrain" / model.name
-        stages.run(f"pretrain {model.name}", f"speechrep pretrain --method {model.method} --data {corpus} "
-                   f"--out {run_dir} --preset {model.preset} {' '.join(extra)}".strip(),
-                   run_method, model.method, corpus, run_dir, model.preset, extra)
-        exports.append(f"{model.name}={run_dir / 'upstream'}")
-
-    upstreams = list(cfg.baselines) + [u for e in exports for u in (e, e.replace("=", "@random=", 1))]
+    # Lane i pre-trains models i, i + n, ... and benchmarks them, their controls and every n-th baseline.
+    count = max(1, min(cfg.lanes, len(cfg.models)))
+    lanes = _Lanes(stages, count)
     bench_out = out / "bench"
-    rows = stages.run("benchmark", "speechrep benchmark " + " ".join(f"--upstream {u}" for u in upstreams)
-                      + f" --tasks {','.join(cfg.tasks)} --corpus {corpus} --out {bench_out} --preset "
-                      f"{cfg.downstream_preset} {' '.join(cfg.downstream_overrides)}".rstrip(),
+    bench_args = ["--tasks", ",".join(cfg.tasks), "--corpus", str(corpus), "--out", str(bench_out),
+                  "--preset", cfg.downstream_preset, *cfg.downstream_overrides]
+
+    def lane_work(models: list[DemoModel], baselines: list[str]) -> Callable[[str], None]:
+        def work(lane: str) -> None:
+            upstreams = list(baselines)
+            for model in models:
+                extra = list(cfg.pretrain_overrides) + list(model.overrides)
+                if model.kmeans_features:
+                    labels = out / "kmeans" / model.name
+                    lanes.command(lane, f"kmeans {model.name}",
+                                  ["kmeans", "--features", model.kmeans_features, "--data", str(corpus),
+                                   "--k", str(model.kmeans_k), "--out", str(labels), "--seed", str(cfg.seed)])
+                    extra.append(f"labels={labels}")
+                run_dir = out / "pretrain" / model.name
+                lanes.command(lane, f"pretrain {model.name}",
+                              ["pretrain", "--method", model.method, "--data", str(corpus), "--out", str(run_dir),
+                               "--preset", model.preset, *extra])
+                upstreams += [f"{model.name}={run_dir / 'upstream'}", f"{model.name}@random={run_dir / 'upstream'}"]
+            names = [u.split("=")[0] for u in upstreams]
+            lanes.command(lane, f"benchmark {', '.join(names)}",
+                          ["benchmark", *(a for u in upstreams for a in ("--upstream", u)), *bench_args])
+        return work
+
+    lanes.run({" / ".join(m.name for m in cfg.models[i::count]): lane_work(cfg.models[i::count],
+                                                                           cfg.baselines[i::count])
+               for i in range(count)})
+
+    # Every pair is done: this pass only gathers the rows and scores them against the FBANK baseline.
+    upstreams = list(cfg.baselines) + [f"{m.name}{suffix}={out / 'pretrain' / m.name / 'upstream'}"
+                                       for m in cfg.models for suffix in ("", "@random")]
+    rows = stages.run("benchmark", shlex.join(["speechrep", "benchmark",
+                                               *(a for u in upstreams for a in ("--upstream", u)), *bench_args]),
                       benchmark, upstreams, cfg.tasks, corpus, bench_out, preset=cfg.downstream_preset,
                       overrides=cfg.downstream_overrides)
     table = write_summary(rows, bench_out)

@@ -529,6 +529,8 @@ def provenance_html(inputs: ReportInputs) -> str:
                  _td(_seconds(s.get("wall_time_s")))] for name, s in stages.items()]
         total = sum(float(s.get("wall_time_s") or 0.0) for s in stages.values())
         body.append([_td("total", css="name"), "<td></td>", _td(_seconds(total))])
+        if inputs.demo.get("wall_time_s"):  # lanes run side by side: less than the sum of the stages
+            body.append([_td("wall clock", css="name"), "<td></td>", _td(_seconds(inputs.demo["wall_time_s"]))])
         parts.append("<h3>Commands (each stage, as it can be re-run on its own)</h3>\n"
                      + _table(["stage", "command", "wall time"], body, "commands"))
         if inputs.demo.get("config"):
