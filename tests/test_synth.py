@@ -224,6 +224,16 @@ def test_rebuild_is_byte_identical_and_complete_subsets_are_skipped(corpus_dir):
         assert json.loads(f.readline())["type"] == "MonoCut"
 
 
+def test_a_subset_whose_preset_was_resized_is_rebuilt(tmp_path, monkeypatch):
+    from speechrep.data.synth import corpus as corpus_module
+
+    make_synthetic_corpus(tmp_path, preset="micro", seed=0, subsets=["asv"])
+    resized = {**corpus_module.PRESETS["micro"], "asv": ((2, 2, 2), (6, 4, 4))}
+    monkeypatch.setitem(corpus_module.PRESETS, "micro", resized)
+    make_synthetic_corpus(tmp_path, preset="micro", seed=0, subsets=["asv"])
+    assert len(CutSet.from_file(tmp_path / "asv" / "train.jsonl.gz")) == 6
+
+
 def test_other_seed_gives_other_corpus_and_cli_reports_bad_subsets(tmp_path, corpus_dir, capsys):
     make_synthetic_corpus(tmp_path, preset="micro", seed=1, subsets=["sf"])
     other = [c.supervisions[0].text for c in CutSet.from_file(tmp_path / "sf" / "train.jsonl.gz")]

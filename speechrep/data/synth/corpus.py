@@ -81,7 +81,7 @@ PRESETS: dict[str, Sizes] = {
         "ks": ((40, 10, 10), (1200, 240, 240)),
         "qbe": ((10, 5, 5), (160, 80, 80)),
         "sid": ((80, 80, 80), (800, 240, 240)),
-        "asv": ((40, 10, 10), (400, 100, 100)),
+        "asv": ((80, 20, 20), (800, 200, 200)),
         "sd": ((20, 5, 5), (80, 20, 20)),
         "er": ((24, 6, 6), (600, 160, 160)),
         "ic": ((20, 5, 5), (600, 150, 150)),
@@ -116,14 +116,17 @@ def write_cutset(cuts: Sequence[MonoCut], path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _marker(preset: str, seed: int) -> dict:
-    return {"preset": preset, "seed": seed, "format_version": FORMAT_VERSION}
+def _marker(name: str, preset: str, seed: int) -> dict:
+    """What a built subset was made from; a subset whose marker differs (e.g. resized preset) is rebuilt."""
+    speakers, counts = PRESETS[preset][name]
+    return {"preset": preset, "seed": seed, "sizes": [list(speakers), list(counts)],
+            "format_version": FORMAT_VERSION}
 
 
 def _is_complete(subset_dir: Path, preset: str, seed: int) -> bool:
     marker = subset_dir / _MARKER
     try:
-        return json.loads(marker.read_text()) == _marker(preset, seed)
+        return json.loads(marker.read_text()) == _marker(subset_dir.name, preset, seed)
     except (OSError, ValueError):
         return False
 
@@ -175,7 +178,7 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
     if failures:
         log.warning("%s: %d utterance(s) failed to synthesise and were left out", name, failures)
     write_card(subset_dir, name, preset, seed, cuts, plan.speakers, failures)
-    write_atomic(subset_dir / _MARKER, json.dumps(_marker(preset, seed)))
+    write_atomic(subset_dir / _MARKER, json.dumps(_marker(name, preset, seed)))
 
 
 def make_synthetic_corpus(
