@@ -57,7 +57,7 @@ class DemoConfig:
 
     corpus_preset: str = "small"
     seed: int = 0
-    models: list[DemoModel] = field(default_factory=lambda: [DemoModel(), DemoModel("tera", "tera")])
+    models: list[DemoModel] = field(default_factory=lambda: [DemoModel(), DemoModel("apc", "apc")])
     baselines: list[str] = field(default_factory=lambda: ["fbank", "fbank_global"])
     tasks: list[str] = field(default_factory=lambda: ["pf", "ks", "sid", "asv", "ic", "er"])
     pretrain_overrides: list[str] = field(default_factory=list)  # key=value for every model, e.g. train.max_steps=50
