@@ -10,9 +10,8 @@ Stages (each resumes: running the command again skips what is finished and conti
    FBANK baselines on the demo tasks (`speechrep benchmark`), leaderboard + SUPERB-style score;
 4. report — `report.html` (`speechrep report`).
 Stages 2 and 3 run in `lanes` side by side (by default two: one model each, plus one FBANK baseline), each a
-sequence of `speechrep` commands in child processes with an equal share of the cores: on a 2-core machine one
-thread each, which uses the cores better than one process with two threads on these small models. Results
-are deterministic for a given number of threads per lane.
+sequence of `speechrep` commands in child processes with an equal share of the cores (on a 2-core machine one
+thread each).
 Layout: OUT/corpus/, OUT/kmeans/<model>/, OUT/pretrain/<model>/ (run dirs, OUT/pretrain/<model>/upstream is
 the export), OUT/bench/ (benchmark), OUT/demo.json (stages, commands, wall times), OUT/report.html.
 """
@@ -22,6 +21,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -88,16 +88,22 @@ class _Stages:
         self.add(name, command, time.time() - started)
         return result
 
-    def add(self, name: str, command: str, seconds: float, key: str = "stages") -> None:
+    def add(self, name: str, command: str, seconds: float) -> None:
         """Add `seconds` to a stage's wall time (summed over resumes) and write demo.json."""
         with self.lock:
-            if key == "stages":
-                stage = self.record["stages"].setdefault(name, {"command": command, "wall_time_s": 0.0})
-                stage["wall_time_s"] = round(stage["wall_time_s"] + seconds, 1)
-                stage["command"] = command
-            else:
-                self.record[key] = round(self.record[key] + seconds, 1)
-            atomic_write_text(self.path, json.dumps(self.record, indent=2) + "\n")
+            stage = self.record["stages"].setdefault(name, {"command": command, "wall_time_s": 0.0})
+            stage["wall_time_s"] = round(stage["wall_time_s"] + seconds, 1)
+            stage["command"] = command
+            self._write()
+
+    def add_wall_time(self, seconds: float) -> None:
+        """Add `seconds` to the whole demo's wall time (less than the sum of the stages: lanes overlap)."""
+        with self.lock:
+            self.record["wall_time_s"] = round(self.record["wall_time_s"] + seconds, 1)
+            self._write()
+
+    def _write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.record, indent=2) + "\n")
 
 
 class _Lanes:
@@ -111,10 +117,13 @@ class _Lanes:
         self.stages = stages
         self.threads = max(1, _available_cores() // count)
         self.children: set[subprocess.Popen] = set()
+        self.stopping = False  # set on an interrupt: no lane starts another command
 
     def command(self, lane: str, name: str, argv: list[str]) -> None:
         """Run `speechrep ARGV` as the stage `name` of `lane`; raises if it fails."""
         command = shlex.join(["speechrep", *argv])
+        if self.stopping:
+            raise SpeechrepError(f"stage {name!r} not started: the demo was interrupted")
         log.info("demo stage %s [%s, %d thread(s)]: %s", name, lane, self.threads, command)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         started = time.time()
@@ -134,18 +143,32 @@ class _Lanes:
         self.stages.add(name, command, time.time() - started)
 
     def run(self, lanes: dict[str, Callable[[str], None]]) -> None:
-        """Run each lane's function (given the lane's name) in its own thread; wait for all of them."""
-        with ThreadPoolExecutor(len(lanes)) as pool:
-            futures = [pool.submit(work, lane) for lane, work in lanes.items()]
-            try:
-                wait(futures)
-            except BaseException:
-                for child in list(self.children):
-                    child.terminate()
-                raise
+        """Run each lane's function (given the lane's name) in its own thread; wait for all of them.
+
+        Ctrl-C or SIGTERM stops every child (SIGTERM is turned into KeyboardInterrupt meanwhile, so that a
+        killed demo leaves no orphan training on)."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+        try:
+            with ThreadPoolExecutor(len(lanes)) as pool:
+                futures = [pool.submit(work, lane) for lane, work in lanes.items()]
+                try:
+                    wait(futures)
+                except BaseException:
+                    self.stopping = True
+                    for child in list(self.children):
+                        child.terminate()
+                    raise
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise errors[0]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _available_cores() -> int:
@@ -169,7 +192,7 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
     try:
         return _run_stages(cfg, out, stages)
     finally:
-        stages.add("", "", time.time() - started, key="wall_time_s")
+        stages.add_wall_time(time.time() - started)
 
 
 def _run_stages(cfg: DemoConfig, out: Path, stages: _Stages) -> str:
