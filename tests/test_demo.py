@@ -43,6 +43,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None:
     assert all(u in html for u in upstreams)
     stages = json.loads((tmp_path / "demo.json").read_text())["stages"]
     assert {"corpus", "benchmark", "report"} <= set(stages)
+    assert "wall clock" in html  # the demo's own wall time, written before the report
     # Started again, every stage finds its work done.
     assert main(args) == 0
     again = json.loads((tmp_path / "bench" / "results.json").read_text())

@@ -77,8 +77,11 @@ class _Stages:
     def __init__(self, out: Path, cfg: DemoConfig):
         self.path = out / "demo.json"
         previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.record: dict[str, Any] = {"config": config_to_dict(cfg), "stages": previous.get("stages", {}),
-                                       "wall_time_s": previous.get("wall_time_s", 0.0)}
+        self.record: dict[str, Any] = {"config": config_to_dict(cfg), "stages": previous.get("stages", {})}
+        # the whole demo's wall time up to its last finished stage, summed over resumes (less than the sum of
+        # the stages: lanes overlap)
+        self.earlier_wall_time = previous.get("wall_time_s", 0.0)
+        self.started = time.time()
         self.lock = threading.Lock()  # lanes finish stages concurrently
 
     def run(self, name: str, command: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -96,13 +99,8 @@ class _Stages:
             stage["command"] = command
             self._write()
 
-    def add_wall_time(self, seconds: float) -> None:
-        """Add `seconds` to the whole demo's wall time (less than the sum of the stages: lanes overlap)."""
-        with self.lock:
-            self.record["wall_time_s"] = round(self.record["wall_time_s"] + seconds, 1)
-            self._write()
-
     def _write(self) -> None:
+        self.record["wall_time_s"] = round(self.earlier_wall_time + time.time() - self.started, 1)
         atomic_write_text(self.path, json.dumps(self.record, indent=2) + "\n")
 
 
@@ -180,6 +178,11 @@ def _available_cores() -> int:
 
 def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[str] = ()) -> str:
     """Run (or resume) the whole demo into `out`; returns the leaderboard text it printed."""
+    from speechrep.bench.leaderboard import write_summary
+    from speechrep.bench.report import write_report
+    from speechrep.data.synth import make_synthetic_corpus
+    from speechrep.downstream.runner import benchmark
+
     cfg = load_config(DemoConfig, CONFIG_PATH, overrides)
     if corpus_preset is not None:
         cfg.corpus_preset = corpus_preset
@@ -188,19 +191,6 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(out, cfg)
-    started = time.time()
-    try:
-        return _run_stages(cfg, out, stages)
-    finally:
-        stages.add_wall_time(time.time() - started)
-
-
-def _run_stages(cfg: DemoConfig, out: Path, stages: _Stages) -> str:
-    from speechrep.bench.leaderboard import write_summary
-    from speechrep.bench.report import write_report
-    from speechrep.data.synth import make_synthetic_corpus
-    from speechrep.downstream.runner import benchmark
-
     corpus = out / "corpus"
     subsets = sorted({"unlabeled"} | {_TASK_SUBSETS[t] for t in cfg.tasks})
     stages.run("corpus", f"speechrep synth --preset {cfg.corpus_preset} --seed {cfg.seed} --subsets "
