@@ -9,9 +9,9 @@ Stages (each resumes: running the command again skips what is finished and conti
 3. benchmark — every pre-trained model, its untrained control (same architecture, random weights) and both
    FBANK baselines on the demo tasks (`speechrep benchmark`), leaderboard + SUPERB-style score;
 4. report — `report.html` (`speechrep report`).
-Stages 2 and 3 run in `lanes` side by side (by default two: one model each, plus one FBANK baseline), each a
-sequence of `speechrep` commands in child processes with an equal share of the cores (on a 2-core machine one
-thread each).
+Stages 2 and 3 run in `lanes` side by side (by default two, one model each), each a sequence of `speechrep`
+commands in child processes with an equal share of the cores (on a 2-core machine one thread each); a lane
+that has benchmarked its models takes the FBANK baselines no other lane has taken yet.
 Layout: OUT/corpus/, OUT/kmeans/<model>/, OUT/pretrain/<model>/ (run dirs, OUT/pretrain/<model>/upstream is
 the export), OUT/bench/ (benchmark), OUT/demo.json (stages, commands, wall times), OUT/report.html.
 """
@@ -197,16 +197,23 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
                f"{','.join(subsets)} --out {corpus}",
                make_synthetic_corpus, corpus, cfg.corpus_preset, seed=cfg.seed, subsets=subsets)
 
-    # Lane i pre-trains models i, i + n, ... and benchmarks them, their controls and every n-th baseline.
+    # Lane i pre-trains models i, i + n, ... and benchmarks them and their controls; then each lane benchmarks
+    # the baselines that no lane has taken yet, so the lane that finishes first takes more of them.
     count = max(1, min(cfg.lanes, len(cfg.models)))
     lanes = _Lanes(stages, count)
     bench_out = out / "bench"
     bench_args = ["--tasks", ",".join(cfg.tasks), "--corpus", str(corpus), "--out", str(bench_out),
                   "--preset", cfg.downstream_preset, *cfg.downstream_overrides]
+    waiting_baselines = list(cfg.baselines)
+    taking = threading.Lock()
 
-    def lane_work(models: list[DemoModel], baselines: list[str]) -> Callable[[str], None]:
+    def bench(lane: str, upstreams: list[str]) -> None:
+        names = [u.split("=")[0] for u in upstreams]
+        lanes.command(lane, f"benchmark {', '.join(names)}",
+                      ["benchmark", *(a for u in upstreams for a in ("--upstream", u)), *bench_args])
+
+    def lane_work(models: list[DemoModel]) -> Callable[[str], None]:
         def work(lane: str) -> None:
-            upstreams = list(baselines)
             for model in models:
                 extra = list(cfg.pretrain_overrides) + list(model.overrides)
                 if model.kmeans_features:
@@ -219,14 +226,16 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
                 lanes.command(lane, f"pretrain {model.name}",
                               ["pretrain", "--method", model.method, "--data", str(corpus), "--out", str(run_dir),
                                "--preset", model.preset, *extra])
-                upstreams += [f"{model.name}={run_dir / 'upstream'}", f"{model.name}@random={run_dir / 'upstream'}"]
-            names = [u.split("=")[0] for u in upstreams]
-            lanes.command(lane, f"benchmark {', '.join(names)}",
-                          ["benchmark", *(a for u in upstreams for a in ("--upstream", u)), *bench_args])
+                bench(lane, [f"{model.name}={run_dir / 'upstream'}", f"{model.name}@random={run_dir / 'upstream'}"])
+            while True:
+                with taking:
+                    if not waiting_baselines:
+                        return
+                    baseline = waiting_baselines.pop(0)
+                bench(lane, [baseline])
         return work
 
-    lanes.run({" / ".join(m.name for m in cfg.models[i::count]): lane_work(cfg.models[i::count],
-                                                                           cfg.baselines[i::count])
+    lanes.run({" / ".join(m.name for m in cfg.models[i::count]): lane_work(cfg.models[i::count])
                for i in range(count)})
 
     # Every pair is done: this pass only gathers the rows and scores them against the FBANK baseline.
