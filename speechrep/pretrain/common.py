@@ -34,12 +34,12 @@ import torch
 from lhotse import CutSet
 from torch import Tensor, nn
 
+from speechrep.audio.features import fbank
 from speechrep.config import config_to_dict
 from speechrep.data.batching import AudioBatch, audio_batches, load_cuts
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig, is_main_process, prepare_run_dir, train, write_results
 from speechrep.train.run_dir import git_revision, package_versions
-from speechrep.audio.features import fbank
 from speechrep.upstream.base import padding_mask
 from speechrep.upstream.loading import export_upstream, load_upstream
 
@@ -162,8 +162,8 @@ def fbank_statistics(
 
 def load_encoder(cfg: Any, data: str | Path) -> nn.Module:
     """The hub encoder `cfg.upstream` with the `cfg.model` overrides. One that standardises its log-mel with
-    corpus statistics (`CorpusStatistics`: MelHuBERT, BEST-RQ, and APC or Mockingjay/TERA with `corpus_norm`)
-    gets those of (up to `cfg.stats_seconds` of) the training audio; a resumed run reloads its own."""
+    corpus statistics (`CorpusStatistics`: BEST-RQ, and APC or Mockingjay/TERA with `corpus_norm`) gets those
+    of (up to `cfg.stats_seconds` of) the training audio; a resumed run reloads its own."""
     upstream = load_upstream(cfg.upstream, **cfg.model)
     if hasattr(upstream, "feature_mean"):
         set_corpus_statistics(upstream, data, cfg)

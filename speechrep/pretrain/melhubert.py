@@ -24,11 +24,12 @@ from torch import Tensor, nn
 
 from speechrep.data.batching import AudioBatch
 from speechrep.nn.masking import compute_span_mask
-from speechrep.pretrain.common import PretrainData, load_encoder, run_pretraining
+from speechrep.pretrain.common import PretrainData, run_pretraining, set_corpus_statistics
 from speechrep.pretrain.hubert import load_labels
 from speechrep.pretrain.kmeans import IGNORE, ClusterLabels
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import padding_mask
+from speechrep.upstream.loading import load_upstream
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ class MelHuBERTObjective(nn.Module):
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train MelHuBERT on `data` against the k-means labels `cfg.labels`; returns the export."""
-    upstream = load_encoder(cfg, data)
-    labels = load_labels(cfg, upstream, "melhubert")
+    upstream = load_upstream(cfg.upstream, **cfg.model)
+    labels = load_labels(cfg, upstream, "melhubert")  # bad labels fail before the statistics are read
+    set_corpus_statistics(upstream, data, cfg)
     return run_pretraining(
         "melhubert", MelHuBERTObjective(upstream, labels, cfg), upstream, cfg, data, run_dir
     )
