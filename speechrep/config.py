@@ -25,9 +25,7 @@ naming the key (and the file). Nothing is ever evaluated as code. A top-level `p
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any, Literal, Sequence, TypeVar, Union
 import yaml
 
 from speechrep.errors import ConfigError
+from speechrep.storage import atomic_write_text
 
 T = TypeVar("T")
 
@@ -188,20 +187,6 @@ def save_config(cfg: Any, path: Path, extra: dict[str, Any] | None = None) -> No
     if extra:
         data = {**data, **extra}
     atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and configs are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------- building and typing

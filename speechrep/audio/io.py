@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -15,6 +14,7 @@ import soxr
 import torch
 
 from speechrep.errors import AudioError
+from speechrep.storage import atomic_write
 
 AudioSource = Union[str, os.PathLike, BinaryIO]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -211,15 +211,9 @@ def save_audio(path: str | os.PathLike, wav: ArrayLike, sample_rate: int, subtyp
         raise AudioError(f"{path}: refusing to write zero-length audio")
     if not np.isfinite(array).all():
         raise AudioError(f"{path}: refusing to write NaN/Inf samples")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as tmp_file:
-            sf.write(tmp_file, array, sample_rate, format=container, subtype=subtype or default_subtype)
-        os.replace(tmp_name, path)
-    except BaseException as err:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(err, (sf.SoundFileError, ValueError, TypeError)):
-            raise AudioError(f"{path}: cannot write audio ({_one_line(err)})") from None
-        raise
+        atomic_write(path, lambda tmp: sf.write(tmp, array, sample_rate, format=container,
+                                                subtype=subtype or default_subtype))
+    except (sf.SoundFileError, ValueError, TypeError) as err:
+        raise AudioError(f"{path}: cannot write audio ({_one_line(err)})") from None
     return path

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from speechrep.config import atomic_write_text, config_to_dict, load_config
+from speechrep.config import config_to_dict, load_config
+from speechrep.storage import atomic_write_text
 from speechrep.errors import ConfigError, SpeechrepError
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechrep.bench.score import DEFAULT_BASELINE, Reference, references_from_rows, superb_scores
-from speechrep.config import atomic_write_text
+from speechrep.storage import atomic_write_text
 
 
 def is_rate(row: Mapping[str, Any]) -> bool:

@@ -29,7 +29,8 @@ import numpy as np
 
 from speechrep.bench.leaderboard import format_metric, is_rate
 from speechrep.bench.score import Reference, task_score
-from speechrep.config import PROVENANCE_KEY, atomic_write_text, parse_yaml
+from speechrep.config import PROVENANCE_KEY, parse_yaml
+from speechrep.storage import atomic_write_text
 from speechrep.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,7 @@ batch_in_epoch, best_metric, best_step, rng (one entry per rank), config.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from speechrep.config import atomic_write_text
 from speechrep.errors import CheckpointError
+from speechrep.storage import atomic_write, atomic_write_text
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from speechrep.config import PROVENANCE_KEY, atomic_write_text, config_to_dict, parse_yaml, save_config
+from speechrep.config import PROVENANCE_KEY, config_to_dict, parse_yaml, save_config
+from speechrep.storage import atomic_write_text
 from speechrep.train.distributed import is_main_process
 
 log = logging.getLogger(__name__)

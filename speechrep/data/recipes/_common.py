@@ -13,6 +13,7 @@ from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.qa import validate
 
 from speechrep.errors import AudioError, SpeechrepError
+from speechrep.storage import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class SkipReport:
             return
         logger.warning("%s: left out %d files, e.g. %s", corpus, len(self.problems), self.problems[0])
         if output_dir is not None:
-            write_text_atomic(Path(output_dir) / f"skipped_{corpus}.txt", "\n".join(self.problems) + "\n")
+            atomic_write_text(Path(output_dir) / f"skipped_{corpus}.txt", "\n".join(self.problems) + "\n")
 
 
 def at_sample_rate(rec: Recording, sample_rate: int = 16000) -> Recording:
@@ -165,18 +166,7 @@ def write_manifests(manifests: Manifests, output_dir: Path | None) -> Manifests:
             if path.is_file():
                 logger.info("%s exists, kept", path)
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
             # a killed run never leaves a half-written manifest under the final name
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            cuts.to_file(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, cuts.to_file)
             logger.info("wrote %s (%d cuts)", path, len(cuts))
     return manifests
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file (trials, RTTM) through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

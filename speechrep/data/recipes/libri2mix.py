@@ -21,6 +21,7 @@ import numpy as np
 from lhotse import CutSet, MonoCut, SupervisionSegment
 from tqdm.auto import tqdm
 
+from speechrep.storage import atomic_write_text
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
@@ -30,7 +31,6 @@ from speechrep.data.recipes._common import (
     recording,
     require,
     write_manifests,
-    write_text_atomic,
 )
 
 DEFAULT_PARTS = {"train": "train-100", "dev": "dev", "test": "test"}
@@ -161,5 +161,5 @@ def prepare_libri2mix(
     write_manifests(manifests, output_dir)
     if output_dir is not None:
         for split, cuts in manifests["sd"].items():
-            write_text_atomic(Path(output_dir) / "sd" / f"{split}.rttm", "\n".join(rttm_lines(cuts)) + "\n")
+            atomic_write_text(Path(output_dir) / "sd" / f"{split}.rttm", "\n".join(rttm_lines(cuts)) + "\n")
     return manifests

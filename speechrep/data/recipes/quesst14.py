@@ -18,6 +18,7 @@ from typing import Sequence
 
 from lhotse import CutSet, Recording
 
+from speechrep.storage import atomic_write_text
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
@@ -28,7 +29,6 @@ from speechrep.data.recipes._common import (
     require,
     whole_cut,
     write_manifests,
-    write_text_atomic,
 )
 
 QUERY_SETS = {"dev": ("dev", "dev_queries"), "test": ("eval", "eval_queries")}
@@ -105,5 +105,5 @@ def prepare_quesst14(
     write_manifests({"qbe": qbe}, output_dir)
     if output_dir is not None:
         for split, text in truth_lines.items():
-            write_text_atomic(Path(output_dir) / "qbe" / f"{split}_truth.txt", text)
+            atomic_write_text(Path(output_dir) / "qbe" / f"{split}_truth.txt", text)
     return {"qbe": qbe}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from lhotse import CutSet, MonoCut
 
+from speechrep.storage import atomic_write_text
 from speechrep.data.recipes._common import (
     CorpusLayoutError,
     Manifests,
@@ -26,7 +27,6 @@ from speechrep.data.recipes._common import (
     require,
     whole_cut,
     write_manifests,
-    write_text_atomic,
 )
 from speechrep.data.trials import make_trials
 
@@ -122,5 +122,5 @@ def prepare_voxceleb1(corpus_dir: Path, output_dir: Path | None = None) -> Manif
         }
         for split, rows in trial_ids.items():
             text = "".join(f"{label} {a} {b}\n" for label, a, b in rows)
-            write_text_atomic(Path(output_dir) / "asv" / f"{split}_trials.txt", text)
+            atomic_write_text(Path(output_dir) / "asv" / f"{split}_trials.txt", text)
     return manifests

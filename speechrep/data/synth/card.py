@@ -11,7 +11,8 @@ import numpy as np
 from lhotse import MonoCut
 
 from speechrep.data.synth.speakers import Speaker
-from speechrep.data.synth.subsets import SPLITS, write_atomic
+from speechrep.data.synth.subsets import SPLITS
+from speechrep.storage import atomic_write_text
 
 # Which label each baseline classifies.
 BASELINE_LABELS = {
@@ -135,7 +136,7 @@ def write_card(
     }
     if name in BASELINE_LABELS:
         card["baseline"] = logmel_baseline(cuts, BASELINE_LABELS[name])
-    write_atomic(subset_dir / "card.json", json.dumps(card, indent=1) + "\n")
+    atomic_write_text(subset_dir / "card.json", json.dumps(card, indent=1) + "\n")
     lines = [
         f"# synthetic `{name}` ({preset} preset, seed {seed})",
         "",
@@ -152,5 +153,5 @@ def write_card(
         ]
     if card["labels"]:
         lines += ["", "Labels: `" + json.dumps(card["labels"])[:2000] + "`"]
-    write_atomic(subset_dir / "card.md", "\n".join(lines) + "\n")
+    atomic_write_text(subset_dir / "card.md", "\n".join(lines) + "\n")
     return card

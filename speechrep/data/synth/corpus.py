@@ -14,9 +14,10 @@ import numpy as np
 from lhotse import CutSet, MonoCut
 
 from speechrep.data.synth.card import write_card
-from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan, write_atomic
+from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan
 from speechrep.data.synth.workers import SynthesisRunner
 from speechrep.errors import ConfigError
+from speechrep.storage import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def write_cutset(cuts: Sequence[MonoCut], path: Path) -> None:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz:
         for cut in cuts:
             gz.write((json.dumps(cut.to_dict(), ensure_ascii=False) + "\n").encode("utf-8"))
-    write_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _marker(name: str, preset: str, seed: int) -> dict:
@@ -178,7 +179,7 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
     if failures:
         log.warning("%s: %d utterance(s) failed to synthesise and were left out", name, failures)
     write_card(subset_dir, name, preset, seed, cuts, plan.speakers, failures)
-    write_atomic(subset_dir / _MARKER, json.dumps(_marker(name, preset, seed)))
+    atomic_write_text(subset_dir / _MARKER, json.dumps(_marker(name, preset, seed)))
 
 
 def make_synthetic_corpus(

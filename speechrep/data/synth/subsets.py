@@ -25,6 +25,7 @@ from speechrep.data.synth.render import (
 )
 from speechrep.data.synth.speakers import Speaker, make_speakers
 from speechrep.data.trials import make_trials
+from speechrep.storage import atomic_write_text
 
 SPLITS = ("train", "dev", "test")
 ER_STYLES: dict[str, tuple[float, int, float, float, float]] = {
@@ -237,7 +238,7 @@ def plan_asv(
 
     def finish(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
         for split in SPLITS:
-            write_atomic(
+            atomic_write_text(
                 subset_dir / f"{split}_trials.txt",
                 "".join(f"{label} {a} {b}\n" for label, a, b in make_trials(trial_rng, cuts[split])),
             )
@@ -349,7 +350,7 @@ def _finish_qbe(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
             f"{q.id} {d.id} {int(q.supervisions[0].custom['term'] in d.supervisions[0].custom['contains'])}\n"
             for q, d in itertools.product(queries, docs)
         ]
-        write_atomic(subset_dir / f"{split}_truth.txt", "".join(lines))
+        atomic_write_text(subset_dir / f"{split}_truth.txt", "".join(lines))
 
 
 def plan_se(
@@ -518,14 +519,7 @@ def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
             for c in cuts[split]
             for s in c.supervisions
         ]
-        write_atomic(subset_dir / f"{split}.rttm", "".join(lines))
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write a file through a temporary name and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
-    tmp.replace(path)
+        atomic_write_text(subset_dir / f"{split}.rttm", "".join(lines))
 
 
 PLANNERS: dict[str, Callable[..., Plan]] = {
