@@ -4,18 +4,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from speechrep.errors import SpeechrepError
+from speechrep.errors import AudioError, CheckpointError, SpeechrepError
 
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: `speechrep <cmd>: error: ...`."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES_HELP = """exit codes:
+  0    success
+  1    the run failed: unreadable audio or checkpoint, an output folder in use, unwritable or full,
+       a device that is not available, an operating-system error
+  2    usage: a bad flag, config value or input path (the command as typed cannot run)
+  130  interrupted (Ctrl-C); run the same command again to resume
+errors are one line on stderr (`speechrep COMMAND: error: ...`); -v shows their traceback"""
 
 # Each subcommand: (name, help, add_arguments(parser), run(args) -> exit code). Imports stay inside the
 # functions so that `speechrep --help` is instant and one broken extra does not break every command.
@@ -36,33 +46,74 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     parser = _Parser(prog="speechrep", description="Self-supervised speech representation learning: pre-train, "
-                     "load, benchmark and apply SSL upstreams.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+                     "load, benchmark and apply SSL upstreams.", epilog=EXIT_CODES_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text, add_arguments, run in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        # SUPPRESS: without the flag after COMMAND, the value of `speechrep -v COMMAND` stays
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="debug logging and tracebacks of errors")
         add_arguments(p)
         p.set_defaults(_run=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `speechrep` console script."""
+    """Entry point of the `speechrep` console script; returns the exit code (see EXIT_CODES_HELP)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "_run", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args._run(args) or 0)
-    except SpeechrepError as e:
-        print(f"speechrep {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"speechrep {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as e:
+        failure = expected_failure(e)
+        if failure is None:
+            raise  # a bug: its traceback is what a report needs
+        code, message = failure
+        if args.verbose:
+            traceback.print_exc()
+        print(f"speechrep {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def expected_failure(error: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an error a user or the machine causes; None for a bug."""
+    from speechrep.errors import ConfigError
+    from speechrep.storage import OutputError
+
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted; run the same command again to resume"
+    if isinstance(error, SpeechrepError):
+        # Output, audio and checkpoint errors are failures of the run; the rest (config values, missing
+        # manifests, corpus layouts) mean that the command as typed cannot run.
+        failed = isinstance(error, (OutputError, AudioError, CheckpointError)) and not isinstance(error, ConfigError)
+        return (EXIT_FAILURE if failed else EXIT_USAGE), _one_line(str(error))
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        return EXIT_FAILURE, _one_line(reason if error.filename is None else f"{error.filename}: {reason}")
+    if type(error).__name__ == "SafetensorError":  # safetensors' Rust error class is not importable by name
+        return EXIT_FAILURE, _one_line(f"cannot read a safetensors file ({error})")
+    if isinstance(error, (RuntimeError, AssertionError)) and any(m in str(error) for m in _DEVICE_ERRORS):
+        return EXIT_FAILURE, _one_line(f"device not available ({error})")
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)):
+        return EXIT_FAILURE, _one_line(f"out of memory ({error})")
+    return None
+
+
+# torch's words for a device that is missing, mistyped or full (RuntimeError or AssertionError)
+_DEVICE_ERRORS = ("Torch not compiled with CUDA", "CUDA is not available", "NVIDIA driver", "device string",
+                  "Invalid device", "CUDA out of memory", "No CUDA GPUs are available", "invalid device")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # ---------------------------------------------------------------------------------------------- subcommands
