@@ -194,3 +194,69 @@ def test_audio_info_reads_headers_only(tmp_path: Path) -> None:
     assert info.duration == pytest.approx(3.0)
     with pytest.raises(AudioError, match="not found"):
         audio_info(tmp_path / "nope.wav")
+
+
+@pytest.mark.parametrize("case", ["not audio", "zero length", "nan", "truncated .wav", "truncated .flac"])
+def test_a_file_object_is_checked_exactly_like_its_path(tmp_path: Path, case: str) -> None:
+    path, problem = _bad_inputs(tmp_path)[case]
+    with open(path, "rb") as f, pytest.raises(AudioError) as caught:
+        load_audio(f)
+    assert problem in str(caught.value) and str(path) in str(caught.value)
+    if case == "truncated .wav":  # the WAV header check reads from where the caller left the stream
+        buffer = io.BytesIO(b"junk before " + path.read_bytes())
+        buffer.seek(len(b"junk before "))
+        with pytest.raises(AudioError, match=problem):
+            load_audio(buffer)
+
+
+def test_a_whole_wav_file_object_loads_and_stays_readable_from_its_position(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    sf.write(buffer, _tone(), RATE, format="WAV")
+    buffer.seek(0)
+    wav, _ = load_audio(buffer)
+    assert np.abs(wav.numpy() - _tone()).max() < 1e-4
+
+
+@pytest.mark.parametrize("layout", ["channels-first", "time-first"])
+def test_in_memory_stereo_is_mixed_over_its_channels_whichever_axis_they_are(layout: str) -> None:
+    left, right = _tone(440.0), _tone(660.0)
+    stereo = np.stack([left, right]) if layout == "channels-first" else np.stack([left, right], axis=1)
+    for signal in (stereo, torch.from_numpy(stereo)):
+        wav, _ = load_audio(signal, sample_rate=None, source_sample_rate=RATE)
+        assert wav.shape == (len(left),)
+        np.testing.assert_allclose(wav.numpy(), (left + right) / 2, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "signal, problem",
+    [
+        (np.zeros((0,), np.float32), "zero-length"),
+        (np.zeros((2, 0), np.float32), "zero-length"),
+        (np.zeros((64, 64), np.float32), "cannot tell channels"),
+        (np.zeros((40, 16000), np.float32), "cannot tell channels"),
+        (np.zeros((1, 2, 16000), np.float32), "got shape"),
+        (np.array(0.5, np.float32), "got shape"),
+        (np.array([0.1, np.nan, 0.2], np.float32), "1 NaN/Inf"),
+        (torch.tensor([0.1, float("inf")]), "1 NaN/Inf"),
+        (np.array(["a", "b"]), "dtype"),
+        (np.array([True, False]), "dtype"),
+        (torch.zeros(8, dtype=torch.complex64), "real-valued"),
+    ],
+)
+def test_bad_in_memory_signals_raise_one_line_audio_errors(signal, problem: str) -> None:
+    with pytest.raises(AudioError, match=problem) as caught:
+        load_audio(signal, source_sample_rate=RATE)
+    assert "<in-memory audio>" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 1.5, float("nan")])
+def test_bad_sample_rates_are_audio_errors(rate) -> None:
+    with pytest.raises(AudioError, match="sample_rate"):
+        load_audio(_tone(), source_sample_rate=rate)
+    with pytest.raises(AudioError, match="sample_rate"):
+        load_audio(_tone(), sample_rate=rate, source_sample_rate=RATE)
+
+
+def test_something_that_is_no_audio_source_is_an_audio_error() -> None:
+    with pytest.raises(AudioError, match="expected a path"):
+        load_audio(12345)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import soxr
 import torch
 
 from speechrep.errors import AudioError
-from speechrep.storage import atomic_write
+from speechrep.storage import atomic_write, disk_errors
 
 AudioSource = Union[str, os.PathLike, BinaryIO]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -63,17 +64,28 @@ def _check_exists(source: AudioSource) -> None:
             raise AudioError(f"{path}: empty file (zero bytes)")
 
 
-def _wav_declares_more_than_present(path: Path) -> bool:
-    """True when a RIFF/WAVE header announces more bytes than the file holds (libsndfile reads it silently)."""
-    with open(path, "rb") as f:
-        header = f.read(12)
+def _wav_declares_more_than_present(source: AudioSource) -> bool:
+    """True when a RIFF/WAVE header announces more bytes than the file holds (libsndfile reads it silently).
+
+    A file object is read from its current position (where the audio starts) and left there."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return _wav_declares_more_than_present(f)
+    if not (hasattr(source, "seek") and hasattr(source, "tell")):
+        return False  # a pipe: its size is unknown until read
+    start = source.tell()
+    try:
+        header = source.read(12)
+        end = source.seek(0, os.SEEK_END)
+    finally:
+        source.seek(start)
     if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
         return False
     (riff_size,) = struct.unpack("<I", header[4:8])
     # Streaming writers leave 0 or 0xFFFFFFFF when the size is unknown: nothing to compare against.
     if riff_size in (0, 0xFFFFFFFF):
         return False
-    return riff_size + 8 > path.stat().st_size
+    return riff_size + 8 > end - start
 
 
 def audio_info(source: AudioSource) -> AudioInfo:
@@ -115,14 +127,22 @@ def resample(wav: ArrayLike, orig_sample_rate: int, new_sample_rate: int) -> tor
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(device)
 
 
-def _to_numpy(wav: ArrayLike) -> np.ndarray:
+def _to_numpy(wav: ArrayLike, name: str = "<in-memory audio>") -> np.ndarray:
     if isinstance(wav, torch.Tensor):
+        if wav.is_complex() or wav.dtype == torch.bool:
+            raise AudioError(f"{name}: expected real-valued audio samples, got a {wav.dtype} tensor")
         wav = wav.detach().to("cpu", torch.float32).numpy()
     array = np.asarray(wav)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)) \
+            or array.dtype == np.bool_:
+        raise AudioError(f"{name}: expected float or integer PCM samples, got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.integer):
         # Integer PCM: scale by the type's full range so the result lies in [-1, 1].
         array = array.astype(np.float32) / float(-np.iinfo(array.dtype).min)
     return array.astype(np.float32, copy=False)
+
+
+MAX_CHANNELS = 32  # more than this along the shorter axis of an in-memory signal is not a channel axis
 
 
 def _mix_to_mono(array: np.ndarray, name: str) -> np.ndarray:
@@ -132,6 +152,26 @@ def _mix_to_mono(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 2:
         return array.mean(axis=1, dtype=np.float32)
     raise AudioError(f"{name}: expected 1-D or 2-D audio, got shape {tuple(array.shape)}")
+
+
+def _time_first(array: np.ndarray, name: str) -> np.ndarray:
+    """An in-memory signal as (time,) or (time, channels): the channel axis is the shorter one.
+
+    Both (2, 16000) and (16000, 2) are two channels: channels are few and samples many. A 2-D signal
+    whose shorter side exceeds MAX_CHANNELS, or whose sides are equal, cannot be told apart: AudioError.
+    """
+    if array.ndim == 1:
+        return array
+    if array.ndim != 2:
+        raise AudioError(f"{name}: expected (time,), (channels, time) or (time, channels) audio, "
+                         f"got shape {tuple(array.shape)}")
+    rows, cols = array.shape
+    if array.size == 0:
+        raise AudioError(f"{name}: zero-length audio (shape {tuple(array.shape)})")
+    if rows == cols or min(rows, cols) > MAX_CHANNELS:
+        raise AudioError(f"{name}: cannot tell channels from time in shape {tuple(array.shape)} "
+                         f"(channels must be the shorter axis, at most {MAX_CHANNELS})")
+    return array.T if rows < cols else array
 
 
 def _validate_samples(mono: np.ndarray, name: str) -> None:
@@ -146,7 +186,7 @@ def _read_file(source: AudioSource) -> tuple[np.ndarray, int]:
     """Decode a file to float32 (time, channels) in [-1, 1], rejecting truncated or unreadable files."""
     name = _name(source)
     info = audio_info(source)
-    if isinstance(source, (str, os.PathLike)) and _wav_declares_more_than_present(Path(source)):
+    if _wav_declares_more_than_present(source):
         raise AudioError(f"{name}: truncated file (WAV header announces more data than the file holds)")
     try:
         data, rate = sf.read(source, dtype="float32", always_2d=True)
@@ -169,19 +209,29 @@ def load_audio(
 ) -> tuple[torch.Tensor, int]:
     """Load audio as a float32 mono 1-D tensor at `sample_rate` (None keeps the source's rate).
 
-    `source` is a path, a binary file object, or an in-memory numpy/torch signal shaped (time,) or
-    (time, channels) whose rate is given by `source_sample_rate`. Raises AudioError naming the file and
-    the problem for missing, non-audio, empty, truncated or NaN/Inf input.
+    `source` is a path, a binary file object, or an in-memory numpy/torch signal shaped (time,),
+    (channels, time) or (time, channels) — the shorter axis is the channels (see `_time_first`) — whose
+    rate is given by `source_sample_rate`. Raises AudioError naming the source and the problem for
+    missing, non-audio, empty, truncated, NaN/Inf, wrongly typed or wrongly shaped input.
     """
+    if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate <= 0):
+        raise AudioError(f"{_name(source) if not isinstance(source, (np.ndarray, torch.Tensor)) else 'audio'}: "
+                         f"sample_rate must be a positive integer or None, got {sample_rate!r}")
     if isinstance(source, (np.ndarray, torch.Tensor)):
         name = "<in-memory audio>"
         if source_sample_rate is None:
             raise AudioError(f"{name}: source_sample_rate is required for numpy/torch input")
-        data, rate = _to_numpy(source), int(source_sample_rate)
-    else:
+        if isinstance(source_sample_rate, bool) or not float(source_sample_rate).is_integer() \
+                or source_sample_rate <= 0:
+            raise AudioError(f"{name}: source_sample_rate must be a positive integer, got {source_sample_rate!r}")
+        data, rate = _time_first(_to_numpy(source, name), name), int(source_sample_rate)
+    elif isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
         name = _name(source)
         _check_exists(source)
         data, rate = _read_file(source)
+    else:
+        raise AudioError(f"load_audio: expected a path, a binary file object or a numpy/torch signal, "
+                         f"got {type(source).__name__}")
     mono = _mix_to_mono(data, name)
     _validate_samples(mono, name)
     wav = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
@@ -211,9 +261,13 @@ def save_audio(path: str | os.PathLike, wav: ArrayLike, sample_rate: int, subtyp
         raise AudioError(f"{path}: refusing to write zero-length audio")
     if not np.isfinite(array).all():
         raise AudioError(f"{path}: refusing to write NaN/Inf samples")
+    # Encoded in memory first, so that a full disk is an OSError with its errno (libsndfile only says
+    # "System error") and surfaces as disk_errors' one-line OutputError.
+    buffer = io.BytesIO()
     try:
-        atomic_write(path, lambda tmp: sf.write(tmp, array, sample_rate, format=container,
-                                                subtype=subtype or default_subtype))
+        sf.write(buffer, array, sample_rate, format=container, subtype=subtype or default_subtype)
     except (sf.SoundFileError, ValueError, TypeError) as err:
         raise AudioError(f"{path}: cannot write audio ({_one_line(err)})") from None
+    with disk_errors(path):
+        atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     return path
