@@ -251,3 +251,68 @@ def test_bf16_autocast_on_cpu_only_when_asked(tmp_path: Path, amp_on_cpu: bool, 
     train(model, make_batches(4), loss_fn, cfg(amp="bf16", amp_on_cpu=amp_on_cpu, max_steps=2), tmp_path)
     assert seen == {dtype}
     assert model[0].weight.dtype == torch.float32  # autocast never changes the stored weights
+
+
+def _checkpoint_writes(tmp_path: Path) -> list[str]:
+    """The names of the checkpoint files an uninterrupted run writes, in order."""
+    import speechrep.train.loop as loop
+
+    written: list[str] = []
+    real = loop.save_checkpoint
+    loop.save_checkpoint = lambda ckpt, path: (written.append(Path(path).name), real(ckpt, path))[1]
+    try:
+        train(toy_model(dropout=0.2), make_batches(4), noisy_loss, cfg(eval_every=4), tmp_path, evaluate=dev_loss)
+    finally:
+        loop.save_checkpoint = real
+    return written
+
+
+@pytest.mark.parametrize("phase", ["while writing", "after writing"])
+def test_a_kill_at_any_checkpoint_write_resumes_consistently(tmp_path: Path, monkeypatch, phase: str):
+    import speechrep.train.loop as loop
+    from speechrep.storage import TEMP_PREFIX
+
+    writes = _checkpoint_writes(tmp_path / "full")
+    assert "best.pt" in writes and writes.index("last.pt") < writes.index("best.pt")
+    full = {name: read_checkpoint(tmp_path / "full" / "checkpoints" / name) for name in ("last.pt", "best.pt")}
+    real = loop.save_checkpoint
+    for k, name in enumerate(writes):
+        calls = iter(range(len(writes)))
+
+        def killed(ckpt: dict, path: Path) -> None:
+            if next(calls) != k:
+                return real(ckpt, path)
+            if phase == "while writing":  # what kill -9 leaves: a half-written temporary, no rename
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                (Path(path).parent / f"{TEMP_PREFIX}dead-{Path(path).name}").write_bytes(b"half a checkpoint")
+            else:
+                real(ckpt, path)
+            raise (KeyboardInterrupt if k % 2 else SystemExit)
+
+        run = tmp_path / f"kill{k}"
+        monkeypatch.setattr(loop, "save_checkpoint", killed)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            train(toy_model(dropout=0.2), make_batches(4), noisy_loss, cfg(eval_every=4), run, evaluate=dev_loss)
+        monkeypatch.setattr(loop, "save_checkpoint", real)
+        train(toy_model(dropout=0.2), make_batches(4), noisy_loss, cfg(eval_every=4), run, evaluate=dev_loss)
+
+        assert not list((run / "checkpoints").glob(f"{TEMP_PREFIX}*")), f"kill at write {k} ({name})"
+        last, best = (read_checkpoint(run / "checkpoints" / n) for n in ("last.pt", "best.pt"))
+        assert best["step"] == last["best_step"], f"kill at write {k} ({name})"
+        for mine, theirs in ((last, full["last.pt"]), (best, full["best.pt"])):
+            assert (mine["step"], mine["best_step"], mine["best_metric"]) == \
+                   (theirs["step"], theirs["best_step"], theirs["best_metric"])
+            assert all(torch.equal(mine["model"][p], theirs["model"][p]) for p in theirs["model"])
+        assert read_metrics(run) == read_metrics(tmp_path / "full")
+
+
+def test_a_best_checkpoint_that_cannot_be_reconciled_is_a_checkpoint_error(tmp_path: Path):
+    scripted = iter([0.2, 0.5])  # best at step 4, last at step 8
+    train(toy_model(), make_batches(4), mse_loss, cfg(max_steps=8, eval_every=4), tmp_path,
+          evaluate=lambda model: {"loss": next(scripted)})
+    best = read_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert best["step"] == last["best_step"] == 4 and last["step"] == 8
+    torch.save({**best, "step": 3}, tmp_path / "checkpoints" / "best.pt")
+    with pytest.raises(CheckpointError, match="holds step 3"):
+        train(toy_model(), make_batches(4), mse_loss, cfg(max_steps=12, eval_every=4), tmp_path, evaluate=dev_loss)

@@ -5,6 +5,10 @@ the last micro-step), clip the global grad norm, optimizer + LR scheduler step, 
 `log_every` steps, and every `eval_every` steps (and at the end) evaluate on dev and write
 `checkpoints/last.pt` (+ `best.pt` when the dev metric improves). Starting `train` again on the same run_dir
 resumes from `last.pt`; a finished run returns at once.
+
+A kill at any point leaves the two consistent: `last.pt` is written before `best.pt`, so the only gap a kill
+can leave is `last.pt` naming its own step as best while `best.pt` still holds an older one; a resume then
+copies `last.pt` to `best.pt` (`_reconcile_best`). Temporary files of a killed write are removed on resume.
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from speechrep.config import config_to_dict
-from speechrep.errors import ConfigError
-from speechrep.train.checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint,
-                                        seed_everything)
+from speechrep.errors import CheckpointError, ConfigError
+from speechrep.storage import remove_temporaries
+from speechrep.train.checkpoint import (capture_rng_state, load_checkpoint, read_checkpoint, restore_rng_state,
+                                        save_checkpoint, seed_everything)
 from speechrep.train.distributed import init_distributed, rank_and_world, resolve_device
 from speechrep.train.run_dir import MetricsLogger
 from speechrep.train.schedule import make_scheduler
@@ -101,8 +106,12 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
 
     state, rng = TrainState(), None
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    if master and last_path.parent.is_dir():
+        remove_temporaries(last_path.parent)  # half-written checkpoints of a killed run
     if last_path.is_file():
         ckpt = load_checkpoint(last_path, model)
+        if master:
+            _reconcile_best(ckpt, last_path, best_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_metric"],
@@ -220,6 +229,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), **dataclasses.asdict(state),
                             "rng": rng_states, "world_size": world, "config": config_to_dict(cfg)}
+                    # last before best: see the module docstring for why this order survives any kill
                     save_checkpoint(ckpt, last_path)
                     if improved:
                         save_checkpoint(ckpt, best_path)
@@ -229,6 +239,23 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
         bar.close()
         logger.close()
     return state
+
+
+def _reconcile_best(last: dict[str, Any], last_path: Path, best_path: Path) -> None:
+    """Make `best.pt` hold the step `last.pt` names as best, after a kill between writing the two."""
+    best_step = last["best_step"]
+    if best_step is None:
+        return
+    held = read_checkpoint(best_path).get("step") if best_path.is_file() else None
+    if held == best_step:
+        return
+    if best_step == last["step"]:  # killed after last.pt, before best.pt: last.pt is that best checkpoint
+        log.warning("%s: held step %s, not the best step %d that %s names (a killed write); copied %s",
+                    best_path, held, best_step, last_path, last_path.name)
+        save_checkpoint(last, best_path)
+        return
+    raise CheckpointError(f"{best_path}: holds step {held}, but {last_path} names best step {best_step}; "
+                          "the run directory was changed by hand, start the run in a new one")
 
 
 def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
