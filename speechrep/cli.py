@@ -190,6 +190,9 @@ def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="a corpus directory (its `unlabeled` subset) or a lhotse manifest of unlabeled audio")
     p.add_argument("--out", type=Path, required=True, help="run directory; the upstream is exported to OUT/upstream")
     p.add_argument("--preset", default=None, help="e.g. tiny: configs/pretrain/<preset>/<method>.yaml")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out made with another method, preset, data or overrides "
+                   "(default: such a folder is an error; the same command again resumes)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=200")
 
 
@@ -198,7 +201,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     from speechrep.pretrain import run_method
     from speechrep.train import finish_distributed, is_main_process
 
-    out = run_method(args.method, args.data, args.out, preset=args.preset, overrides=args.overrides)
+    out = run_method(args.method, args.data, args.out, preset=args.preset, overrides=args.overrides,
+                     overwrite=args.overwrite)
     if is_main_process():
         print(f"exported upstream: {out}  (load with speechrep.load_upstream({str(out)!r}))")
     finish_distributed()

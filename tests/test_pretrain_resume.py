@@ -121,3 +121,78 @@ def test_two_gloo_processes_pretrain_under_torchrun(corpus: Path, tmp_path: Path
     assert [m["step"] for m in logs] == [1, 2, 3, 4] and all(0 < m["contrastive"] < 5 for m in logs)
     upstream = load_upstream(run_dir / "upstream")
     assert upstream.stride == 320 and len(upstream.hidden_sizes) == 3
+
+
+APC = ["model.hidden_size=16", "train.max_steps=2", "train.eval_every=2", "data.max_duration=6.0"]
+
+
+def test_pretrain_out_is_held_by_one_run_and_remembers_its_settings(corpus: Path, tmp_path: Path, capsys) -> None:
+    from speechrep.cli import main
+    from speechrep.storage import OutputLock
+
+    run = tmp_path / "run"
+    argv = ["pretrain", "--method", "apc", "--data", str(corpus), "--out", str(run), "--preset", "tiny"]
+    with OutputLock(run, "another speechrep pretrain"):  # what a concurrent run holds
+        assert main([*argv, *APC]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "in use by another speechrep pretrain" in err
+    assert not (run / "checkpoints").exists()
+
+    assert main([*argv, *APC]) == 0
+    first = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert main([*argv, *APC]) == 0  # the same command: resumes (finished: returns at once)
+    capsys.readouterr()
+    changed = [*APC[:-1], "data.max_duration=5.0"]
+    assert main([*argv, *changed]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "overrides" in err and "--overwrite" in err
+    kept = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert all(torch.equal(kept["model"][k], first["model"][k]) for k in first["model"])  # nothing was touched
+    assert main([*argv, "--overwrite", *changed]) == 0
+    settings = (run / ".speechrep.settings.json").read_text()
+    assert "data.max_duration=5.0" in settings and read_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    capsys.readouterr()
+    assert main(["pretrain", "--method", "apc", "--data", str(corpus), "--out", str(not_a_folder),
+                 "--preset", "tiny", *APC]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a folder" in err and "Traceback" not in err
+
+
+def test_pretrain_killed_by_sigkill_twice_resumes_to_the_uninterrupted_losses(corpus: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    torch.set_num_threads(1)
+    args = TINY + ["train.max_steps=10", "train.eval_every=3"]
+    full = run_method("wav2vec2", corpus, tmp_path / "full", "tiny", args)
+    split = tmp_path / "split"
+    command = [sys.executable, "-m", "speechrep.cli", "pretrain", "--method", "wav2vec2", "--data", str(corpus),
+               "--out", str(split), "--preset", "tiny", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def trained_steps() -> int:
+        rows = read_metrics(split, "train") if (split / "metrics.jsonl").is_file() else []
+        return max((r["step"] for r in rows), default=0)
+
+    # killed once right after its first checkpoint (step 3), then again after step 7 (last checkpoint: 6)
+    for ready in (lambda: (split / "checkpoints" / "last.pt").is_file(), lambda: trained_steps() >= 7):
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, "the kill point was never reached"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert read_checkpoint(split / "checkpoints" / "last.pt")["step"] < 10
+    resumed = run_method("wav2vec2", corpus, split, "tiny", args)
+
+    a, b = load_upstream(full).state_dict(), load_upstream(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["loss"] for m in read_metrics(tmp_path / "full", "train")] == \
+           [m["loss"] for m in read_metrics(split, "train")]
+    last, best = (read_checkpoint(split / "checkpoints" / n) for n in ("last.pt", "best.pt"))
+    assert best["step"] == last["best_step"]
+    assert not [p for p in split.rglob(".tmp-*")]

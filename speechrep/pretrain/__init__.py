@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from speechrep.config import load_config
 from speechrep.errors import ConfigError
+from speechrep.storage import OutputFolder, disk_errors
 from speechrep.train import seed_everything
 
 METHODS: dict[str, str] = {
@@ -57,8 +58,16 @@ def method_config(method: str, preset: str | None = None, overrides: Sequence[st
 
 
 def run_method(method: str, data: str | Path, run_dir: str | Path, preset: str | None = None,
-               overrides: Sequence[str] = ()) -> Path:
-    """Pre-train `method` on `data` (a corpus directory or a manifest) into `run_dir`; returns the export."""
+               overrides: Sequence[str] = (), overwrite: bool = False) -> Path:
+    """Pre-train `method` on `data` (a corpus directory or a manifest) into `run_dir`; returns the export.
+
+    `run_dir` is held by this run alone (a second run on it fails at once) and records the method, preset,
+    data and overrides that made it: the same call again resumes, a different one is an OutputError unless
+    `overwrite` empties the folder and starts over.
+    """
     cfg = method_config(method, preset, overrides)
-    seed_everything(cfg.train.seed)  # the same initial weights on every run (and every rank)
-    return method_module(method).run(cfg, Path(data), Path(run_dir))
+    settings = {"method": method, "preset": preset, "data": str(Path(data).resolve()),
+                "overrides": list(overrides)}
+    with OutputFolder(Path(run_dir), "speechrep pretrain", settings, overwrite), disk_errors(run_dir):
+        seed_everything(cfg.train.seed)  # the same initial weights on every run (and every rank)
+        return method_module(method).run(cfg, Path(data), Path(run_dir))
