@@ -325,5 +325,32 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("upstream", metavar="UPSTREAM", help="registered name or an exported/HF/fairseq model")
+    p.add_argument("--checkpoint", type=Path, default=None, help="weights for a registered name")
+    p.add_argument("--seconds", type=float, nargs="+", default=[1.0, 10.0], metavar="S",
+                   help="utterance lengths to profile (default: 1 10)")
+    p.add_argument("--repeats", type=int, default=3, help="timed forward passes per length (median)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers as JSON")
+
+
+@command("profile", "parameters, MACs per audio second (by module kind and layer), wall time and peak memory "
+         "of an upstream", _profile_arguments)
+def _profile(args: argparse.Namespace) -> int:
+    import json
+
+    from speechrep.compress.profile import format_profile, profile_upstream
+    from speechrep.storage import atomic_write_text
+    from speechrep.upstream.loading import load_upstream
+
+    upstream = load_upstream(args.upstream, args.checkpoint).to(args.device)
+    report = profile_upstream(upstream, args.seconds, args.repeats, name=args.upstream)
+    print(format_profile(report), end="")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
