@@ -251,6 +251,8 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="same seed, same corpus")
     p.add_argument("--subsets", default=None, help="comma-separated subset names (default: all), e.g. ks,sid")
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out made with another preset or seed (default: an error)")
 
 
 @command("synth", "build the synthetic mini-SUPERB corpus (eSpeak NG speech, every task)", _synth_arguments)
@@ -259,7 +261,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
     corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed, subsets=subsets,
-                                   num_workers=args.workers)
+                                   num_workers=args.workers, record_settings=True, overwrite=args.overwrite)
     for name, splits in corpus.items():
         print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
     return 0

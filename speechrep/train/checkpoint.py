@@ -6,6 +6,7 @@ batch_in_epoch, best_metric, best_step, rng (one entry per rank), config.
 """
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -20,8 +21,13 @@ from speechrep.storage import atomic_write, atomic_write_text
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path` (never a half-written file)."""
-    atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+    """torch.save to a temporary file in the same folder, then rename over `path` (never a half-written file).
+
+    Serialised in memory first: torch.save reports a full disk as a bare RuntimeError, a plain file write
+    as the OSError (ENOSPC) that `disk_errors` turns into one line."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Build the mini-SUPERB synthetic corpus: presets, the build loop (resumable, atomic), manifests, cards."""
+"""Build the mini-SUPERB synthetic corpus: presets, the build loop (resumable, atomic), manifests, cards.
+
+A subset is marked complete (`<subset>/.complete`) only after its build verifiably finished: every planned
+item synthesised, every split's manifest holding its cuts, every audio file present and non-empty. A run
+that stops early (a full disk, a kill, a failed utterance) leaves the subset unmarked, and the same command
+run again rebuilds it. The output folder is held by one run at a time (`speechrep.storage.OutputFolder`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from speechrep.data.synth.card import write_card
 from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan
 from speechrep.data.synth.workers import SynthesisRunner
 from speechrep.errors import ConfigError
-from speechrep.storage import atomic_write_bytes, atomic_write_text
+from speechrep.storage import OutputError, OutputFolder, atomic_write_bytes, atomic_write_text, disk_errors
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +180,40 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
             )
         else:
             write_cutset(cuts[split], subset_dir / f"{split}.jsonl.gz")
+    if failures:
+        planned = sum(len(plan.items[split]) for split in SPLITS)
+        raise OutputError(f"{subset_dir}: {failures} of {planned} items failed to synthesise (see the warnings "
+                          "above); not marked complete, run the same command again to rebuild it")
     if plan.finish is not None:
         plan.finish(subset_dir, cuts)
-    if failures:
-        log.warning("%s: %d utterance(s) failed to synthesise and were left out", name, failures)
     write_card(subset_dir, name, preset, seed, cuts, plan.speakers, failures)
+    verify_subset(subset_dir, {split: len(cuts[split]) for split in SPLITS})
     atomic_write_text(subset_dir / _MARKER, json.dumps(_marker(name, preset, seed)))
+
+
+def verify_subset(subset_dir: Path, expected: dict[str, int]) -> None:
+    """Raise OutputError unless every split's manifests hold `expected[split]` cuts whose audio files all
+    exist and are non-empty: the check that precedes a completion marker."""
+    for split, count in expected.items():
+        manifests = [subset_dir / f"{split}.jsonl.gz", subset_dir / f"{split}_queries.jsonl.gz"]
+        rows = [json.loads(line) for m in manifests if m.is_file() for line in gzip.open(m, "rt") if line.strip()]
+        if len(rows) != count:
+            raise OutputError(f"{subset_dir}: the {split} manifests hold {len(rows)} of {count} cuts; "
+                              "not marked complete, run the same command again to rebuild it")
+        for path in (Path(source) for row in rows for source in _audio_sources(row)):
+            if not path.is_file() or path.stat().st_size == 0:
+                raise OutputError(f"{path}: audio file missing or empty; {subset_dir.name} is not marked "
+                                  "complete, run the same command again to rebuild it")
+
+
+def _audio_sources(manifest: object) -> list[str]:
+    """The file paths of every audio source a manifest row names (recordings, clean references, sources)."""
+    if isinstance(manifest, dict):
+        own = [manifest["source"]] if manifest.get("type") == "file" and "source" in manifest else []
+        return own + [s for value in manifest.values() for s in _audio_sources(value)]
+    if isinstance(manifest, list):
+        return [s for value in manifest for s in _audio_sources(value)]
+    return []
 
 
 def make_synthetic_corpus(
@@ -188,24 +222,36 @@ def make_synthetic_corpus(
     seed: int = 0,
     subsets: Sequence[str] | None = None,
     num_workers: int = 2,
+    *,
+    record_settings: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, CutSet]]:
-    """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped."""
+    """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped.
+
+    The folder is locked for the run. With `record_settings` (the `speechrep synth` command) it also records
+    preset and seed, and a later run with others is an OutputError unless `overwrite` empties it first.
+    """
     if preset not in PRESETS:
         raise ConfigError(f"unknown synthetic corpus preset {preset!r} (choose from {sorted(PRESETS)})")
     names = list(SUBSETS if subsets is None else subsets)
     unknown = [n for n in names if n not in SUBSETS]
     if unknown:
         raise ConfigError(f"unknown synthetic subset(s) {unknown} (choose from {list(SUBSETS)})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed: expected an integer >= 0, got {seed!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ConfigError(f"workers: expected an integer >= 1, got {num_workers!r}")
     output_dir = Path(
         output_dir
     ).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
-    output_dir.mkdir(parents=True, exist_ok=True)
-    todo = [n for n in names if not _is_complete(output_dir / n, preset, seed)]
-    for name in sorted(set(names) - set(todo), key=names.index):
-        log.info("%s: already complete, skipped", name)
-    if todo:
-        with SynthesisRunner(num_workers) as runner:
-            for name in todo:
-                log.info("%s: building (%s preset, seed %d)", name, preset, seed)
-                build_subset(name, output_dir, preset, seed, runner)
-    return {name: load_subset(output_dir / name) for name in names}
+    settings = {"preset": preset, "seed": seed} if record_settings else None
+    with OutputFolder(output_dir, "speechrep synth", settings, overwrite), disk_errors(output_dir):
+        todo = [n for n in names if not _is_complete(output_dir / n, preset, seed)]
+        for name in sorted(set(names) - set(todo), key=names.index):
+            log.info("%s: already complete, skipped", name)
+        if todo:
+            with SynthesisRunner(num_workers) as runner:
+                for name in todo:
+                    log.info("%s: building (%s preset, seed %d)", name, preset, seed)
+                    build_subset(name, output_dir, preset, seed, runner)
+        return {name: load_subset(output_dir / name) for name in names}

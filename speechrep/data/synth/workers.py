@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from speechrep.data.synth.espeak import Synthesis
 from speechrep.data.synth.render import UtteranceSpec, synthesis_request
+from speechrep.storage import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,13 @@ class SynthesisRunner:
     def __enter__(self) -> SynthesisRunner:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)
 
-    def close(self) -> None:
-        """Stop the zygote and the pool."""
+    def close(self, abort: bool = False) -> None:
+        """Stop the zygote and the pool; `abort` (a run that failed) does not wait for work in flight."""
+        if abort:
+            self.zygote.proc.kill()  # its replies would never be read: a graceful stop could wait on the pipe
         self.zygote.close()
         self.pool.terminate()
         self.pool.join()
@@ -145,6 +148,8 @@ class SynthesisRunner:
                 if index not in failed:
                     try:
                         result = results.pop(index).get()
+                    except (OutputError, OSError):
+                        raise  # a full or unwritable disk fails every job after it: stop the run
                     except Exception as err:  # one bad utterance must not stop the corpus
                         log.warning(
                             "%s: job %d failed (%s: %s); skipped", desc, index, type(err).__name__, err
