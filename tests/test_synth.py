@@ -263,3 +263,71 @@ def test_make_trials_pairs_every_cut_once_and_samples_non_targets():
     assert sum(1 for label, _, _ in sampled if label == 0) == 18
     assert set(sampled) <= set(trials)
     assert sampled == make_trials(np.random.default_rng(0), cuts, max_nontarget_ratio=2)  # seeded
+
+
+def test_a_subset_with_a_failed_item_is_not_marked_complete_and_the_rerun_rebuilds_it(tmp_path, monkeypatch):
+    from speechrep.data.synth import corpus as corpus_module
+    from speechrep.storage import OutputError
+
+    real_run = corpus_module.SynthesisRunner.run
+
+    def lose_the_test_split(self, jobs, desc="synth"):
+        for index, meta in real_run(self, jobs, desc):
+            yield index, (None if desc.endswith("/test") else meta)  # e.g. every write of the split failed
+
+    monkeypatch.setattr(corpus_module.SynthesisRunner, "run", lose_the_test_split)
+    with pytest.raises(OutputError, match="2 of 7 items failed to synthesise"):
+        make_synthetic_corpus(tmp_path, preset="micro", seed=0, subsets=["asr"], num_workers=1)
+    assert not (tmp_path / "asr" / ".complete").exists()
+    monkeypatch.setattr(corpus_module.SynthesisRunner, "run", real_run)
+    rebuilt = make_synthetic_corpus(tmp_path, preset="micro", seed=0, subsets=["asr"], num_workers=1)
+    assert [len(rebuilt["asr"][s]) for s in SPLITS] == [3, 2, 2] and (tmp_path / "asr" / ".complete").is_file()
+
+
+def test_verification_catches_a_missing_or_empty_audio_file(corpus_dir, tmp_path):
+    from speechrep.data.synth.corpus import verify_subset
+    from speechrep.storage import OutputError
+
+    copy = tmp_path / "ks"
+    shutil.copytree(corpus_dir / "ks", copy)
+    counts = {s: len(CutSet.from_file(copy / f"{s}.jsonl.gz")) for s in SPLITS}
+    with gzip.open(copy / "dev.jsonl.gz", "rt") as f:
+        row = json.loads(f.readline())
+    verify_subset(corpus_dir / "ks", counts)  # the real one passes
+    with pytest.raises(OutputError, match="test manifests hold 4 of 5 cuts"):
+        verify_subset(corpus_dir / "ks", {**counts, "test": counts["test"] + 1})
+    audio = Path(row["recording"]["sources"][0]["source"])
+    assert audio.is_file()
+    # the manifests name absolute paths into corpus_dir: verify a copy whose rows point at an emptied file
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    with gzip.open(copy / "dev.jsonl.gz", "wt") as f:
+        f.write(json.dumps({**row, "recording": {**row["recording"], "sources": [
+            {**row["recording"]["sources"][0], "source": str(empty)}]}}) + "\n")
+    with pytest.raises(OutputError, match="missing or empty"):
+        verify_subset(copy, {**counts, "dev": 1})
+
+
+def test_synth_out_is_locked_records_preset_and_seed_and_rejects_a_file(tmp_path, capsys):
+    from speechrep.storage import OutputLock
+
+    out = tmp_path / "corpus"
+    argv = ["synth", "--out", str(out), "--subsets", "ks", "--workers", "1"]
+    with OutputLock(out, "another speechrep synth"):
+        assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "in use by another speechrep synth" in err
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--seed", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "seed: 0 -> 1" in err and "--overwrite" in err
+    assert main([*argv, "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / ".speechrep.settings.json").read_text()) == {"preset": "tiny", "seed": 1}
+    (tmp_path / "file").write_text("x")
+    capsys.readouterr()
+    assert main(["synth", "--out", str(tmp_path / "file"), "--subsets", "ks"]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    for flag, value in (("--seed", "-1"), ("--workers", "0")):
+        assert main([*argv, flag, value]) == 2
+        assert "expected an integer" in capsys.readouterr().err
