@@ -149,12 +149,18 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="runs, feature cache, leaderboard.md, results.json")
     p.add_argument("--preset", default=None, help="config preset, e.g. tiny (configs/downstream/<preset>/)")
-    p.add_argument("--finetune", action="store_true", help="train the upstream too (lr: upstream_lr=...)")
+    p.add_argument("--tuning", default=None, metavar="NAME",
+                   help="how tasks adapt the upstream: frozen (default) or full (speechrep.tuning)")
+    p.add_argument("--finetune", action="store_true",
+                   help="alias of --tuning full: train the upstream too (lr: upstream_lr=...)")
     p.add_argument("--lr-sweep", default=None, metavar="LR,LR,...",
                    help="train each LR, keep the best on dev")
     p.add_argument("--random-init", action="store_true", help="every upstream with random weights")
     p.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="cache frozen upstream features on disk (default: on)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out made with another corpus, preset, tuning, LR sweep or overrides, "
+                   "or other upstream weights (default: such a folder is an error; the same command resumes)")
     p.add_argument("--score-references", type=Path, default=None, metavar="YAML",
                    help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -165,7 +171,7 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     from speechrep.bench.leaderboard import write_summary
     from speechrep.bench.score import load_references
-    from speechrep.downstream.runner import benchmark
+    from speechrep.downstream.runner import BenchmarkConfig, benchmark
     from speechrep.errors import ConfigError
     from speechrep.train import finish_distributed, is_main_process
 
@@ -173,10 +179,14 @@ def _benchmark(args: argparse.Namespace) -> int:
         lrs = [float(x) for x in args.lr_sweep.split(",")] if args.lr_sweep else None
     except ValueError:
         raise ConfigError(f"--lr-sweep {args.lr_sweep!r}: expected comma-separated numbers") from None
+    if args.finetune and args.tuning not in (None, "full"):
+        raise ConfigError(f"--finetune is --tuning full; it contradicts --tuning {args.tuning}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    rows = benchmark(args.upstream, tasks, args.corpus, args.out, finetune=args.finetune, lr_sweep=lrs,
-                     random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
-                     overrides=args.overrides)
+    cfg = BenchmarkConfig(upstreams=args.upstream, tasks=tasks, corpus=args.corpus, out=args.out,
+                          tuning="full" if args.finetune else args.tuning or "frozen", lr_sweep=lrs,
+                          random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
+                          overrides=list(args.overrides), overwrite=args.overwrite)
+    rows = benchmark(cfg)
     if is_main_process():
         refs = load_references(args.score_references) if args.score_references else None
         print(write_summary(rows, args.out, references=refs), end="")

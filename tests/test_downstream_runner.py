@@ -17,6 +17,11 @@ from speechrep.downstream.tasks import ks as ks_task
 FAST = ["train.max_steps=30", "train.eval_every=15"]
 
 
+def _bench(upstreams: list[str], tasks: list[str], corpus: Path, out: Path, **options) -> list[dict]:
+    """runner.benchmark on a BenchmarkConfig built from the loose arguments."""
+    return runner.benchmark(runner.BenchmarkConfig(upstreams, tasks, corpus, out, **options))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     # Tiny models on a shared CPU: one intra-op thread avoids spinning on a busy second core.
@@ -71,11 +76,11 @@ def test_cli_benchmark_trains_scores_and_resumes(corpus: Path, tmp_path: Path, m
 def test_interrupted_pair_resumes_from_its_checkpoint(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     overrides = ["train.max_steps=20", "train.eval_every=10"]
-    first = runner.benchmark(["fbank_global"], ["ks"], corpus, out, preset="tiny", overrides=overrides)[0]
+    first = _bench(["fbank_global"], ["ks"], corpus, out, preset="tiny", overrides=overrides)[0]
     # Lose the results (as if killed after training): the rerun reuses the checkpoints, no new steps.
     (out / "fbank_global" / "ks" / "results.json").unlink()
     lines_before = (out / "fbank_global" / "ks" / "metrics.jsonl").read_text()
-    second = runner.benchmark(["fbank_global"], ["ks"], corpus, out, preset="tiny", overrides=overrides)[0]
+    second = _bench(["fbank_global"], ["ks"], corpus, out, preset="tiny", overrides=overrides)[0]
     assert second["test"] == first["test"] and second["sub_runs"]["main"]["steps"] == 20
     assert (out / "fbank_global" / "ks" / "metrics.jsonl").read_text() == lines_before
 
@@ -108,7 +113,7 @@ def test_model_selection_never_reads_the_test_split(corpus: Path, tmp_path: Path
     monkeypatch.setattr(runner, "train", spy_train)
     monkeypatch.setattr(ks_task, "load_cuts", spy_load)
     monkeypatch.setattr(FeatureSource, "batches", spy_batches)
-    runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path / "out", preset="tiny", overrides=FAST)
+    _bench(["hubert_tiny"], ["ks"], corpus, tmp_path / "out", preset="tiny", overrides=FAST)
     done = events.index("training done")
     first_test = min(i for i, e in enumerate(events) if "test" in e)
     assert first_test > done, events[: first_test + 1]
@@ -122,7 +127,7 @@ def test_feature_cache_matches_live_features(corpus: Path, tmp_path: Path) -> No
     live = FeatureSource("hubert_tiny", upstream)
     cached16 = FeatureSource("hubert_tiny", upstream, cache_root=tmp_path / "c16")
     cached32 = FeatureSource("hubert_tiny", upstream, cache_root=tmp_path / "c32", cache_dtype=torch.float32)
-    encoder = live.encoder(layers=None, finetune=False)
+    encoder = live.encoder(runner.get_tuning("frozen"), layers=None)
     with torch.no_grad():
         epochs = [s.batches(cuts, 4.0, shuffle=False)(0) for s in (live, cached16, cached32)]
         for b_live, b16, b32 in zip(*epochs):
@@ -153,7 +158,7 @@ def test_cached_and_live_runs_give_the_same_results(corpus: Path, tmp_path: Path
 
 def test_lr_sweep_selects_on_dev_and_tests_only_the_winner(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    row = runner.benchmark(["fbank_global"], ["ks"], corpus, out, preset="tiny", lr_sweep=[1e-2, 1e-6],
+    row = _bench(["fbank_global"], ["ks"], corpus, out, preset="tiny", lr_sweep=[1e-2, 1e-6],
                            overrides=FAST)[0]
     assert set(row["dev_by_lr"]) == {"0.01", "1e-06"}
     assert row["lr"] == 1e-2 and row["dev_by_lr"]["0.01"]["accuracy"] > row["dev_by_lr"]["1e-06"]["accuracy"]
@@ -164,9 +169,9 @@ def test_lr_sweep_selects_on_dev_and_tests_only_the_winner(corpus: Path, tmp_pat
 
 def test_finetune_trains_the_upstream_with_its_own_lr(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    row = runner.benchmark(["hubert_tiny"], ["ks"], corpus, out, preset="tiny", finetune=True,
+    row = _bench(["hubert_tiny"], ["ks"], corpus, out, preset="tiny", tuning="full",
                            overrides=["train.max_steps=4", "train.eval_every=4", "upstream_lr=1e-3"])[0]
-    assert row["finetune"] and row["params"]["trainable"] > row["params"]["upstream"]
+    assert row["tuning"] == "full" and row["params"]["trainable"] > row["params"]["upstream"]
     assert not (out / "features").exists()  # a trained upstream is never cached
     state = torch.load(out / "hubert_tiny" / "ks" / "checkpoints" / "last.pt", weights_only=True)
     upstream_keys = [k for k in state["model"] if k.startswith("encoder.upstream.")]
@@ -179,7 +184,7 @@ def test_layer_weights_learn_at_their_own_lr(corpus: Path, tmp_path: Path) -> No
     moved = {}
     for lr in (None, 0.1):
         extra = [] if lr is None else [f"layer_weights_lr={lr}"]
-        row = runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path / str(lr), preset="tiny",
+        row = _bench(["hubert_tiny"], ["ks"], corpus, tmp_path / str(lr), preset="tiny",
                                overrides=["train.max_steps=6", "train.eval_every=6", *extra])[0]
         moved[lr] = max(row["layer_weights"]) - min(row["layer_weights"])
         state = torch.load(tmp_path / str(lr) / "hubert_tiny" / "ks" / "checkpoints" / "last.pt",
@@ -192,7 +197,7 @@ def test_layer_weights_learn_at_their_own_lr(corpus: Path, tmp_path: Path) -> No
 
 
 def test_frozen_checkpoints_hold_only_the_trained_parts(corpus: Path, tmp_path: Path) -> None:
-    runner.benchmark(["hubert_tiny"], ["ks"], corpus, tmp_path, preset="tiny",
+    _bench(["hubert_tiny"], ["ks"], corpus, tmp_path, preset="tiny",
                      overrides=["train.max_steps=2", "train.eval_every=2"])
     state = torch.load(tmp_path / "hubert_tiny" / "ks" / "checkpoints" / "best.pt", weights_only=True)
     trained = {"encoder.featurizer.weights", "head.projection.weight", "head.projection.bias",
@@ -250,11 +255,11 @@ def test_exported_upstream_directory_runs_under_its_run_name(corpus: Path, tmp_p
     export_upstream(load_upstream("hubert_tiny"), tmp_path / "my_run" / "upstream", {"note": "test"})
     assert runner.parse_upstream(str(tmp_path / "my_run" / "upstream")).label == "my_run"
     assert runner.parse_upstream(f"mine={tmp_path / 'my_run' / 'upstream'}@random").label == "mine@random"
-    row = runner.benchmark([str(tmp_path / "my_run" / "upstream")], ["ks"], corpus, tmp_path / "out",
+    row = _bench([str(tmp_path / "my_run" / "upstream")], ["ks"], corpus, tmp_path / "out",
                            preset="tiny", overrides=["train.max_steps=2", "train.eval_every=2"])[0]
     assert row["upstream"] == "my_run" and (tmp_path / "out" / "my_run" / "ks" / "results.json").is_file()
     with pytest.raises(runner.ConfigError, match="unknown upstream"):
-        runner.benchmark(["no_such_upstream"], ["ks"], corpus, tmp_path / "out2")
+        _bench(["no_such_upstream"], ["ks"], corpus, tmp_path / "out2")
 
 
 def test_cache_keeps_values_beyond_fp16_range(tmp_path: Path) -> None:
@@ -326,7 +331,7 @@ def test_bad_input_gives_one_line_errors(corpus: Path, tmp_path: Path, capsys) -
 
 
 def test_pair_wall_time_sums_every_run(corpus: Path, tmp_path: Path) -> None:
-    row = runner.benchmark(["fbank_global"], ["ks"], corpus, tmp_path, preset="tiny", lr_sweep=[1e-2, 1e-3],
+    row = _bench(["fbank_global"], ["ks"], corpus, tmp_path, preset="tiny", lr_sweep=[1e-2, 1e-3],
                            overrides=["train.max_steps=4", "train.eval_every=4"])[0]
     runs = [json.loads((tmp_path / "fbank_global" / "ks" / f"lr{lr}" / "results.json").read_text())
             for lr in ("0.01", "0.001")]

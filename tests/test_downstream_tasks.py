@@ -36,8 +36,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def results(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
-    rows = runner.benchmark(UPSTREAMS, ["sid", "er", "ic", "pr", "pf", "asr"], corpus, out, preset="tiny",
-                            overrides=FAST)
+    rows = runner.benchmark(runner.BenchmarkConfig(UPSTREAMS, ["sid", "er", "ic", "pr", "pf", "asr"], corpus, out,
+                                                   preset="tiny", overrides=FAST))
     return out, {(r["upstream"], r["task"]): r for r in rows}
 
 

@@ -25,7 +25,7 @@ from speechrep.bench.report import (
     write_report,
 )
 from speechrep.cli import main
-from speechrep.downstream.runner import benchmark
+from speechrep.downstream.runner import BenchmarkConfig, benchmark
 from speechrep.errors import ConfigError
 from speechrep.pretrain import run_method
 
@@ -49,7 +49,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo-shaped folder: bench/ from a real benchmark (ER with two folds), pretrain/apc/ from a real run."""
     root = tmp_path_factory.mktemp("demo")
     corpus = make_corpus(root / "corpus", ("ks", "er"))
-    rows = benchmark(UPSTREAMS, TASKS, corpus, root / "bench", preset="tiny", overrides=[*FAST, "er.folds=[1,2]"])
+    rows = benchmark(BenchmarkConfig(UPSTREAMS, TASKS, corpus, root / "bench", preset="tiny",
+                                     overrides=[*FAST, "er.folds=[1,2]"]))
     write_summary(rows, root / "bench")
     run_method("apc", corpus / "ks" / "train.jsonl.gz", root / "pretrain" / "apc", preset="tiny",
                overrides=[*FAST, "data.min_utterance=0.2"])

@@ -2,7 +2,7 @@
 
     source = FeatureSource("hubert_tiny", load_upstream("hubert_tiny"), cache_root=Path("out/features"))
     batches = source.batches(train_cuts, max_duration=100.0, shuffle=True, seed=0)  # epoch -> FeatureBatch
-    encoder = source.encoder(layers=None, finetune=False)  # nn.Module: batch -> (features, lengths)
+    encoder = source.encoder(get_tuning("frozen"), layers=None)  # nn.Module: batch -> (features, lengths)
 
 A frozen upstream gives the same hidden states every epoch, so they are computed once per upstream and cut
 and stored as fp16 (every layer, so the Featurizer's weighted sum stays trainable). The cache lives in
@@ -14,7 +14,7 @@ to a temporary name and renamed, so a killed run leaves only whole shards and th
 missing cuts. Shards are memory-mapped and read cut by cut: memory stays bounded by the batch, not the
 corpus. (Under torchrun every rank fills the cache it needs; shards written twice are harmless duplicates.)
 
-With `finetune=True` the upstream is part of the trained model and always runs live.
+A tuning strategy that trains the upstream (`full`, ...) makes it part of the trained model; it runs live.
 `CorpusNormalizer` normalises each layer with mean/std computed on the train split (the `fbank_global`
 baseline: raw filterbanks with corpus-level rather than per-utterance CMVN).
 """
@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from speechrep.data.batching import rank_and_world
 from speechrep.errors import SpeechrepError
+from speechrep.tuning import FrozenUpstream, TuningStrategy
 from speechrep.upstream.base import padding_mask
 from speechrep.upstream.featurizer import Featurizer
 
@@ -211,54 +212,26 @@ class CorpusNormalizer(nn.Module):
 
 # --------------------------------------------------------------------------------------------- encoder module
 
-class _Frozen:
-    """Holds a frozen upstream outside the module tree: not trained, not checkpointed, always in eval()."""
-
-    def __init__(self, upstream: nn.Module):
-        self.upstream = upstream.eval().requires_grad_(False)
-
-
-class LayerSizes(nn.Module):
-    """A parameter-free stand-in for an upstream: its `hidden_sizes`, all a Featurizer needs to combine."""
-
-    def __init__(self, hidden_sizes: list[int]):
-        super().__init__()
-        self.hidden_sizes = list(hidden_sizes)
-
-
 class FeatureEncoder(nn.Module):
     """FeatureBatch → (features (B, T', H), lengths): upstream (live or cached) → normaliser → Featurizer.
 
-    The Featurizer combines hidden states (`Featurizer.combine`) and is built on `LayerSizes`, so a frozen
-    upstream's weights never enter the run's checkpoints; with `finetune=True` the upstream is a submodule.
+    `tuning` prepares the upstream (`speechrep.tuning`): its prepared module is the submodule `upstream`, so
+    what trains and what the run's checkpoints hold is the strategy's choice (frozen: nothing of the upstream).
     """
 
-    def __init__(self, upstream: nn.Module, layers: list[int] | None, finetune: bool,
+    def __init__(self, upstream: nn.Module, tuning: TuningStrategy, layers: list[int] | None,
                  normalizer: CorpusNormalizer | None = None, normalize_layers: bool = False):
         super().__init__()
-        self.finetune = finetune
-        if finetune:
-            self.upstream = upstream.requires_grad_(True)
-        else:
-            self._frozen = _Frozen(upstream)
+        self.tuning = tuning
+        self.upstream = tuning.prepare(upstream)
         self.normalizer = normalizer
-        self.featurizer = Featurizer(LayerSizes(upstream.hidden_sizes), layers=layers,
-                                     normalize=normalize_layers)
-
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
-        # .to()/.cuda() must also move the frozen upstream, which is deliberately not a submodule.
-        if not self.finetune:
-            self._frozen.upstream._apply(fn)
-        return super()._apply(fn, recurse)
+        self.featurizer = Featurizer(upstream.hidden_sizes, layers=layers, normalize=normalize_layers)
 
     def hidden_states(self, batch: FeatureBatch) -> tuple[list[Tensor], Tensor]:
         """Every layer's hidden states of the batch (from the cache, or the upstream run now)."""
         if batch.hidden_states is not None:
             return batch.hidden_states, batch.lengths
-        if self.finetune:
-            return run_upstream(self.upstream, batch.wavs, batch.wav_lens)
-        with torch.no_grad():
-            return run_upstream(self._frozen.upstream, batch.wavs, batch.wav_lens)
+        return run_upstream(self.upstream, batch.wavs, batch.wav_lens)
 
     def forward(self, batch: FeatureBatch) -> tuple[Tensor, Tensor]:
         """The weighted sum of the (normalised) layers and the valid frame counts."""
@@ -359,13 +332,13 @@ class FeatureSource:
         sums = [torch.zeros(h, dtype=torch.float64) for h in self.hidden_sizes]
         squares = [torch.zeros(h, dtype=torch.float64) for h in self.hidden_sizes]
         count = 0
-        frozen = _Frozen(self.upstream)
+        frozen = FrozenUpstream(self.upstream)
         for batch in self.batches(cuts, max_duration, shuffle=False)(0):
             if batch.hidden_states is not None:
                 states, lengths = batch.hidden_states, batch.lengths
             else:
                 with torch.inference_mode():
-                    states, lengths = run_upstream(frozen.upstream, batch.wavs, batch.wav_lens)
+                    states, lengths = run_upstream(frozen, batch.wavs, batch.wav_lens)
             mask = padding_mask(lengths, states[0].shape[1])
             for k, h in enumerate(states):
                 valid = h[mask].double()
@@ -378,10 +351,10 @@ class FeatureSource:
         stds = [torch.sqrt((q / count - m ** 2).clamp(min=0.0)) + 1e-5 for q, m in zip(squares, means)]
         return CorpusNormalizer(means, stds)
 
-    def encoder(self, layers: list[int] | None, finetune: bool,
+    def encoder(self, tuning: TuningStrategy, layers: list[int] | None,
                 normalizer: CorpusNormalizer | None = None) -> FeatureEncoder:
-        """The module mapping a FeatureBatch to weighted-sum features for this upstream."""
-        return FeatureEncoder(self.upstream, layers, finetune, normalizer)
+        """The module mapping a FeatureBatch to weighted-sum features for this upstream, tuned by `tuning`."""
+        return FeatureEncoder(self.upstream, tuning, layers, normalizer)
 
 
 def _safe(name: str) -> str:

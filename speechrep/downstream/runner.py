@@ -1,11 +1,12 @@
 """The one SUPERB runner: every (upstream, task) pair trained and evaluated the same way.
 
-    rows = benchmark(["fbank", "hubert_tiny"], ["ks", "pr"], corpus_dir, out_dir, preset="tiny")
+    rows = benchmark(BenchmarkConfig(["fbank", "hubert_tiny"], ["ks", "pr"], corpus_dir, out_dir, preset="tiny"))
 
-Protocol: the upstream is frozen (unless `finetune`), a learnable softmax-weighted sum of its layers feeds the
-task's light head, the head trains on train, `checkpoints/best.pt` is picked by the dev metric only, and the
+Protocol: a tuning strategy prepares the upstream (`frozen` by default, `full` = `--finetune`; see
+`speechrep.tuning`), a learnable softmax-weighted sum of its layers feeds the task's light head, the head trains on train, `checkpoints/best.pt` is picked by the dev metric only, and the
 test split is loaded and evaluated once, at the end, with the best checkpoint. Layout of `out_dir`:
 
+    config.yaml                               the BenchmarkConfig of the last invocation
     features/<upstream>-<fingerprint>/        hidden states of frozen upstreams (see downstream.features)
     <upstream>/<task>/results.json            the pair's result; present = done, a rerun skips it
     <upstream>/<task>/[lr<lr>/][<sub run>/]   run directories of the shared training loop (resumable)
@@ -14,6 +15,11 @@ Upstream names: any hub name or model path (`LABEL=PATH` names its row); `NAME@r
 architecture with freshly initialised weights (the untrained control); `fbank_global` is the raw 80-dim
 filterbank standardised with mean/std of the task's train split (SUPERB's `fbank` normalises each utterance,
 which pools to a constant under mean pooling).
+
+`out_dir` is held by one benchmark at a time and records the settings that decide its numbers (corpus,
+preset, tuning, LR sweep, overrides, random init); each pair folder records its upstream's weights
+fingerprint. A rerun with other settings, or an upstream path whose weights changed, is a one-line
+OutputError naming what changed, unless `overwrite` starts over. Adding upstreams or tasks is fine.
 
 results.json holds dev and test metrics, the learned layer weights, parameter counts (upstream, trainable)
 and wall time (seconds of the invocations that completed each run; a killed invocation's time is not counted).
@@ -34,13 +40,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from speechrep.config import apply_override, load_config, parse_yaml
-from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource
-from speechrep.downstream.tasks import TaskParts, TaskSpec, get_task
+from speechrep.config import load_config, save_config
+from speechrep.downstream.benchmark_config import BenchmarkConfig
+from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource, upstream_fingerprint
+from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
 from speechrep.errors import ConfigError, SpeechrepError
+from speechrep.storage import OutputFolder, check_settings, disk_errors
 from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepare_run_dir, seed_everything,
                              train, write_results)
 from speechrep.train.distributed import resolve_device
+from speechrep.tuning import TUNINGS, TuningStrategy, get_tuning
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "downstream"
 RANDOM_SUFFIX = "@random"
 GLOBAL_FBANK = "fbank_global"
 RANDOM_INIT_SEED = 0
+FROZEN = TUNINGS["frozen"]
 
 
 # ------------------------------------------------------------------------------------------------- upstreams
@@ -119,46 +129,38 @@ def reinitialise(module: nn.Module, seed: int) -> None:
 def load_task_config(spec: TaskSpec, preset: str | None = None, overrides: Sequence[str] = ()) -> Any:
     """A task's config: dataclass defaults ← configs/downstream/<task>.yaml ← preset file ← overrides.
 
-    A preset is `configs/downstream/<preset>/<task>.yaml`, applied as overrides on top of the task's file.
-    An override `key=value` applies to every task; `<task>.key=value` (e.g. `pr.train.lr=1e-2`) to one task.
+    A preset is `configs/downstream/<preset>/<task>.yaml`, layered on the task's file as pre-training presets
+    are (`speechrep.config.load_config`). An override `key=value` applies to every task; `<task>.key=value`
+    (e.g. `pr.train.lr=1e-2`) to one task.
     """
     base = CONFIG_DIR / f"{spec.name}.yaml"
-    cfg = load_config(spec.config, base if base.is_file() else None)
+    paths = [base] if base.is_file() else []
     if preset is not None:
         preset_file = CONFIG_DIR / preset / f"{spec.name}.yaml"
         if not preset_file.is_file():
             raise ConfigError(f"{preset_file}: no preset {preset!r} for task {spec.name!r}")
-        for item in _flatten(parse_yaml(preset_file.read_text()) or {}):
-            try:
-                cfg = apply_override(cfg, item)
-            except ConfigError as e:
-                raise ConfigError(f"{preset_file}: {e}") from None
+        paths.append(preset_file)
+    return load_config(spec.config, paths, task_overrides(spec.name, overrides))
+
+
+def task_overrides(task: str, overrides: Sequence[str]) -> list[str]:
+    """The overrides that apply to `task`: every `key=value`, and its own `task.key=value` without the prefix."""
+    mine = []
     for item in overrides:
         first, _, rest = item.partition(".")
-        if first in _task_names():
-            if first == spec.name:
-                cfg = apply_override(cfg, rest)
-        else:
-            cfg = apply_override(cfg, item)
-    return cfg
+        if first not in TASKS:
+            mine.append(item)
+        elif first == task:
+            mine.append(rest)
+    return mine
 
 
-def _task_names() -> set[str]:
-    from speechrep.downstream.tasks import TASKS
-
-    return set(TASKS)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
-    """A nested YAML mapping as `a.b=value` overrides (values as YAML flow text)."""
-    items = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            items += _flatten(value, f"{prefix}{key}.")
-        else:
-            text = value if isinstance(value, str) else json.dumps(value)
-            items.append(f"{prefix}{key}={text}")
-    return items
+def check_overrides(tasks: Sequence[str], overrides: Sequence[str]) -> None:
+    """A `TASK.key=value` override must name a task being run (otherwise it would be silently ignored)."""
+    for item in overrides:
+        first = item.partition("=")[0].partition(".")[0].strip()
+        if first in TASKS and first not in tasks:
+            raise ConfigError(f"override {item!r}: task {first!r} is not in --tasks ({','.join(tasks)})")
 
 
 # ----------------------------------------------------------------------------------------------- one run
@@ -178,14 +180,16 @@ def _evaluate(parts: TaskParts, model: nn.Module, batches) -> dict[str, float]: 
         model.train(was_training)
 
 
-def optimizer_groups(model: DownstreamModel, cfg: Any, finetune: bool) -> list[dict[str, Any]] | None:
-    """The head at the task's lr; the learned layer weights at `layer_weights_lr` when set (short runs need a
-    larger step for them to move from uniform) without weight decay; the upstream at `upstream_lr` when
-    fine-tuning. None when nothing differs: the training loop's default groups."""
+def optimizer_groups(model: DownstreamModel, cfg: Any) -> list[dict[str, Any]] | None:
+    """The head at the task's lr; the upstream's trainable parameters as the tuning strategy groups them (the
+    whole upstream at `upstream_lr` for `full`); the learned layer weights at `layer_weights_lr` when set
+    (short runs need a larger step for them to move from uniform) without weight decay. None when nothing
+    differs: the training loop's default groups."""
     encoder = model.encoder
     special: list[tuple[list[nn.Parameter], dict[str, float]]] = []
-    if finetune:
-        special.append((list(encoder.upstream.parameters()), {"lr": cfg.upstream_lr}))
+    for group in encoder.tuning.parameter_groups(encoder.upstream, cfg):
+        options = {k: v for k, v in group.items() if k != "params"}
+        special.append((list(group["params"]), options))
     weights = encoder.featurizer.weights
     if cfg.layer_weights_lr is not None and weights is not None:
         special.append(([weights], {"lr": cfg.layer_weights_lr, "weight_decay": 0.0}))
@@ -197,7 +201,7 @@ def optimizer_groups(model: DownstreamModel, cfg: Any, finetune: bool) -> list[d
 
 
 def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path,
-            run_dir: Path, finetune: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
+            run_dir: Path, tuning: TuningStrategy = FROZEN, evaluate_test: bool = True) -> dict[str, Any]:
     """Train one head (resuming if interrupted), select on dev, test once if asked; write results.json."""
     results_path = run_dir / "results.json"
     if results_path.is_file():
@@ -213,13 +217,14 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     normalizer: CorpusNormalizer | None = None
     if choice.corpus_norm:
         normalizer = source.corpus_normalizer(parts.train_cuts)
-    encoder = source.encoder(cfg.layers, finetune, normalizer)
+    encoder = source.encoder(tuning, cfg.layers, normalizer)
     model = DownstreamModel(encoder, parts.head)
 
-    param_groups = optimizer_groups(model, cfg, finetune)
+    param_groups = optimizer_groups(model, cfg)
+    live = not tuning.caches_features
     train_batches = source.batches(parts.train_cuts, cfg.max_duration, shuffle=True, seed=cfg.train.seed,
-                                   live=finetune)
-    dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=finetune)
+                                   live=live)
+    dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=live)
 
     device = resolve_device(cfg.train.device)
     state = TrainState()  # a task that trains nothing (QbE) is only evaluated
@@ -235,12 +240,12 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     test = None
     if evaluate_test:
         # The only place the test split is read: after training, with the checkpoint chosen on dev.
-        test_batches = source.batches(parts.load_test(), cfg.max_duration, shuffle=False, live=finetune)
+        test_batches = source.batches(parts.load_test(), cfg.max_duration, shuffle=False, live=live)
         test = _evaluate(parts, model, _on(device, test_batches(0)))
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results = {
         "task": spec.name, "upstream": choice.label, "metric": spec.metric,
-        "higher_is_better": spec.higher_is_better, "lr": cfg.train.lr, "finetune": finetune,
+        "higher_is_better": spec.higher_is_better, "lr": cfg.train.lr, "tuning": tuning.name,
         "dev": dev, "test": test, "best_step": state.best_step, "steps": state.step,
         "layer_weights": encoder.layer_weights(),
         "params": {"upstream": _count(source.upstream.parameters()),
@@ -267,9 +272,16 @@ def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path, *,
-             finetune: bool = False, lr_sweep: Sequence[float] | None = None, preset: str | None = None,
-             overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json."""
+             tuning: TuningStrategy = FROZEN, lr_sweep: Sequence[float] | None = None,
+             preset: str | None = None, overrides: Sequence[str] = (),
+             weights: str | None = None) -> dict[str, Any]:
+    """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json.
+
+    `weights` (the upstream's fingerprint) is recorded in pair_dir: a finished or half-trained pair made
+    with other weights of the same upstream name is an OutputError, never a stale row.
+    """
+    if weights is not None:
+        check_settings(pair_dir, {"upstream_weights": weights})
     done = pair_dir / "results.json"
     if done.is_file():
         log.info("%s: done, skipping", done)
@@ -285,8 +297,8 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
                 for name, c in sub_cfgs.items()}
 
     def one_source() -> FeatureSource:
-        # Fine-tuning changes the upstream: every run starts from a fresh copy.
-        if not finetune:
+        # A strategy that trains (or inserts modules into) the upstream changes it: every run starts afresh.
+        if tuning.caches_features:
             return source
         return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None,
                              device=source.device)
@@ -295,7 +307,7 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
     wall_times: dict[Path, float] = {}  # per run directory, summed into the pair's wall time
     if len(lrs) > 1:  # with one LR there is nothing to select: train and test in one go below
         for lr in lrs:
-            runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=False)
+            runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=False)
                     for c, d in run_dirs(lr).values()]
             dirs = [d for _, d in run_dirs(lr).values()]
             wall_times.update({d: r.get("wall_time_s", 0.0) for d, r in zip(dirs, runs)})
@@ -305,7 +317,7 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
             return {}  # under torchrun the other ranks only train; rank 0 selects and tests
     sign = 1.0 if spec.higher_is_better else -1.0
     best_lr = max(lrs, key=lambda lr: sign * dev_by_lr[lr][spec.metric]) if len(lrs) > 1 else lrs[0]
-    finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, finetune, evaluate_test=True)
+    finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=True)
               for name, (c, d) in run_dirs(best_lr).items()}
     rows = list(finals.values())
     if not is_main_process():
@@ -315,8 +327,9 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
     results = {
         "task": task, "upstream": choice.label, "metric": spec.metric,
         "higher_is_better": spec.higher_is_better,
-        "best_value": spec.best_value, "lr": best_lr, "finetune": finetune, "preset": preset,
-        "upstream_lr": base_cfg.upstream_lr if finetune else None,
+        "best_value": spec.best_value, "lr": best_lr, "tuning": tuning.name, "preset": preset,
+        "upstream_lr": None if tuning.caches_features else base_cfg.upstream_lr,
+        "upstream_weights": weights,
         "dev": _mean_metrics([r["dev"] for r in rows]), "test": _mean_metrics([r["test"] for r in rows]),
         "dev_by_lr": {f"{lr:g}": m for lr, m in dev_by_lr.items()},
         "sub_runs": {name or "main": {k: r[k] for k in ("dev", "test", "layer_weights", "best_step", "steps")}
@@ -333,37 +346,41 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
 
 # ------------------------------------------------------------------------------------------------ the suite
 
-def benchmark(upstreams: Sequence[str], tasks: Sequence[str], corpus_dir: Path, out_dir: Path, *,
-              finetune: bool = False, lr_sweep: Sequence[float] | None = None, random_init: bool = False,
-              feature_cache: bool = True, preset: str | None = None,
-              overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Run every (upstream, task) pair into out_dir (skipping finished ones); returns their results rows.
+def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
+    """Run every (upstream, task) pair of `cfg` into cfg.out (skipping finished ones); returns their rows.
 
-    Under torchrun every rank trains on its share of each batch; rank 0 alone evaluates, selects and returns.
+    Everything a user can get wrong (tasks, overrides, presets, tuning, corpus, upstream names) fails before
+    the output folder is touched. Under torchrun every rank trains on its share of each batch; rank 0 alone
+    evaluates, selects and returns.
     """
-    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    cfg.check()
+    tuning = get_tuning(cfg.tuning)
+    corpus_dir, out_dir = Path(cfg.corpus), Path(cfg.out)
     if not corpus_dir.is_dir():
         raise ConfigError(f"--corpus {corpus_dir}: no such folder (make one with `speechrep synth`)")
-    for task in tasks:
-        get_task(task)  # unknown names fail before any training starts
-    choices = [parse_upstream(u, random_init) for u in upstreams]
+    specs = [get_task(task) for task in cfg.tasks]  # unknown names fail before any training starts
+    check_overrides(cfg.tasks, cfg.overrides)
+    for spec in specs:  # every preset and override is valid for every task before any of them trains
+        load_task_config(spec, cfg.preset, cfg.overrides)
+    choices = [parse_upstream(u, cfg.random_init) for u in cfg.upstreams]
     labels = [c.label for c in choices]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--upstream: two upstreams share a name: {labels}")
-    rows = []
-    for choice in choices:
-        pair_dirs = {task: out_dir / choice.label / task for task in tasks}
-        if all((d / "results.json").is_file() for d in pair_dirs.values()):
-            rows += [json.loads((d / "results.json").read_text()) for d in pair_dirs.values()]
-            continue
-        upstream = load_upstream_module(choice)
-        device = resolve_device("auto")
-        cache_root = out_dir / "features" if feature_cache and not finetune else None
-        source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
-        for task, pair_dir in pair_dirs.items():
-            log.info("benchmark: %s on %s", choice.label, task)
-            row = run_pair(task, choice, source, corpus_dir, pair_dir, finetune=finetune,
-                           lr_sweep=lr_sweep, preset=preset, overrides=overrides)
-            if row:  # empty on ranks other than 0 under torchrun
-                rows.append(row)
+    with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite), disk_errors(out_dir):
+        if is_main_process():
+            save_config(replace(cfg, overwrite=False), out_dir / "config.yaml")
+        rows = []
+        for choice in choices:
+            upstream = load_upstream_module(choice)
+            weights = upstream_fingerprint(upstream)
+            device = resolve_device("auto")
+            cache_root = out_dir / "features" if cfg.feature_cache and tuning.caches_features else None
+            source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
+            for task in cfg.tasks:
+                log.info("benchmark: %s on %s", choice.label, task)
+                row = run_pair(task, choice, source, corpus_dir, out_dir / choice.label / task, tuning=tuning,
+                               lr_sweep=cfg.lr_sweep, preset=cfg.preset, overrides=cfg.overrides,
+                               weights=weights)
+                if row:  # empty on ranks other than 0 under torchrun
+                    rows.append(row)
     return rows

@@ -11,19 +11,20 @@ from speechrep.errors import ConfigError
 
 
 class Featurizer(nn.Module):
-    """Combines the hidden states of `upstream` into one (B, T', H) feature sequence.
+    """Combines hidden states (one (B, T', H) tensor per layer) into one (B, T', H) feature sequence.
 
-    `layers=None` learns a softmax weight over every layer (initialised equal); `layers=[k, ...]` restricts
-    the sum to those layers (one layer: that layer as is). `normalize=True` applies a layer norm without
-    affine parameters to each layer before weighting (as S3PRL). The upstream is frozen (no gradients, eval
-    mode) unless `finetune_upstream=True`. `forward(wavs, wav_lens)` runs the upstream;
-    `combine(hidden_states, lengths)` works on precomputed hidden states (the downstream feature cache).
+    Built from the upstream's `hidden_sizes`; it holds no upstream (how an upstream is frozen or trained is a
+    tuning strategy's job, `speechrep.tuning`). `layers=None` learns a softmax weight over every layer
+    (initialised equal); `layers=[k, ...]` restricts the sum to those layers (one layer: that layer as is).
+    `normalize=True` applies a layer norm without affine parameters to each layer before weighting (as S3PRL).
+    `forward(hidden_states, lengths)` combines; `featurize(upstream, wavs, wav_lens)` runs an upstream first.
     """
 
-    def __init__(self, upstream: nn.Module, layers: Sequence[int] | None = None, normalize: bool = False,
-                 finetune_upstream: bool = False):
+    def __init__(self, hidden_sizes: Sequence[int], layers: Sequence[int] | None = None,
+                 normalize: bool = False):
         super().__init__()
-        sizes = list(upstream.hidden_sizes)
+        sizes = [int(h) for h in hidden_sizes]
+        self.hidden_sizes = sizes
         self.layers = self._check_layers(layers, len(sizes))
         chosen = {sizes[i] for i in self.layers}
         if len(chosen) != 1:
@@ -31,10 +32,6 @@ class Featurizer(nn.Module):
                               "select layers of one size with layers=[...]")
         self.output_size = chosen.pop()
         self.normalize = normalize
-        self.finetune_upstream = finetune_upstream
-        self.upstream = upstream
-        if not finetune_upstream:
-            upstream.requires_grad_(False)
         self.weights = nn.Parameter(torch.zeros(len(self.layers))) if len(self.layers) > 1 else None
 
     @staticmethod
@@ -53,13 +50,6 @@ class Featurizer(nn.Module):
             raise ConfigError(f"Featurizer: layers {list(layers)} repeat a layer")
         return resolved
 
-    def train(self, mode: bool = True) -> Featurizer:
-        """Set training mode; a frozen upstream stays in eval mode (no dropout, deterministic quantizers)."""
-        super().train(mode)
-        if not self.finetune_upstream:
-            self.upstream.eval()
-        return self
-
     def layer_weights(self) -> Tensor:
         """The softmax weight of each selected layer, (len(layers),), detached (for reports)."""
         if self.weights is None:
@@ -67,10 +57,10 @@ class Featurizer(nn.Module):
         return self.weights.detach().softmax(-1)
 
     def combine(self, hidden_states: Sequence[Tensor], lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Weighted sum of precomputed hidden states (every layer, in order) → (features, lengths)."""
-        if len(hidden_states) != len(self.upstream.hidden_sizes):
+        """Weighted sum of hidden states (every layer, in order) → (features, lengths)."""
+        if len(hidden_states) != len(self.hidden_sizes):
             raise ConfigError(f"Featurizer: got {len(hidden_states)} hidden states, the upstream has "
-                              f"{len(self.upstream.hidden_sizes)}")
+                              f"{len(self.hidden_sizes)}")
         picked = [hidden_states[i] for i in self.layers]
         if self.normalize:
             picked = [F.layer_norm(h, h.shape[-1:]) for h in picked]
@@ -80,9 +70,15 @@ class Featurizer(nn.Module):
         weights = self.weights.softmax(-1).to(stacked.dtype)
         return torch.einsum("l,lbth->bth", weights, stacked), lengths
 
-    def forward(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Run the upstream on padded waveforms and combine its layers → (features (B, T', H), lengths)."""
-        # no_grad rather than inference_mode: the layer weights' backward must save these hidden states
-        with torch.set_grad_enabled(self.finetune_upstream and torch.is_grad_enabled()):
-            out = self.upstream(wavs, wav_lens)
+    def forward(self, hidden_states: Sequence[Tensor], lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Weighted sum of hidden states → (features (B, T', H), lengths); the same as `combine`."""
+        return self.combine(hidden_states, lengths)
+
+    def featurize(self, upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Run `upstream` on padded waveforms and combine its layers → (features, lengths).
+
+        Gradients reach the upstream exactly when its parameters require them: pass a prepared upstream
+        (`speechrep.tuning.get_tuning(name).prepare(upstream)`) to choose.
+        """
+        out = upstream(wavs, wav_lens)
         return self.combine(out.hidden_states, out.lengths)

@@ -1,0 +1,50 @@
+"""The typed configuration of one `speechrep benchmark` run; saved as OUT/config.yaml.
+
+    cfg = BenchmarkConfig(upstreams=["fbank", "hubert_tiny"], tasks=["ks"], corpus=Path("data/synth"),
+                          out=Path("runs/bench"), preset="tiny", overrides=["train.max_steps=30"])
+    rows = benchmark(cfg)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechrep.errors import ConfigError
+
+
+@dataclass
+class BenchmarkConfig:
+    """Which upstreams on which tasks, how they are tuned and trained, and where results go."""
+
+    upstreams: list[str]  # hub names, exported directories, LABEL=PATH, NAME@random, fbank_global
+    tasks: list[str]  # task names, e.g. ["pr", "ks"]
+    corpus: Path  # CORPUS/<subset>/<split>.jsonl.gz
+    out: Path  # runs, feature cache, results
+    tuning: str = "frozen"  # a speechrep.tuning strategy name (`full` is --finetune)
+    lr_sweep: list[float] | None = None  # train each, keep the best on dev
+    random_init: bool = False  # every upstream with fresh random weights (the untrained controls)
+    feature_cache: bool = True  # cache the hidden states of upstreams the tuning keeps fixed
+    preset: str | None = None  # configs/downstream/<preset>/<task>.yaml layered on each task's file
+    overrides: list[str] = field(default_factory=list)  # key=value for every task, TASK.key=value for one
+    overwrite: bool = False  # start over in an --out made with other settings (not saved: an action)
+
+    def settings(self) -> dict[str, Any]:
+        """What decides every row's numbers; an --out made with other settings must not be resumed.
+
+        Upstreams and tasks are not part of it: rows are per (upstream, task), so adding one to an existing
+        --out is legitimate (each row records its upstream's weights fingerprint instead).
+        """
+        return {"corpus": str(Path(self.corpus).resolve()), "preset": self.preset, "tuning": self.tuning,
+                "lr_sweep": self.lr_sweep, "overrides": list(self.overrides), "random_init": self.random_init}
+
+    def check(self) -> None:
+        """One-line ConfigErrors for settings that cannot run (before any folder is touched)."""
+        if not self.upstreams:
+            raise ConfigError("--upstream: no upstream given")
+        if not self.tasks or any(not t.strip() for t in self.tasks):
+            raise ConfigError(f"--tasks {','.join(self.tasks)!r}: give one or more task names, e.g. --tasks ks,pr")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"--tasks {','.join(self.tasks)!r}: a task is named twice")
+        if self.lr_sweep is not None and (not self.lr_sweep or any(lr <= 0 for lr in self.lr_sweep)):
+            raise ConfigError(f"--lr-sweep {self.lr_sweep}: expected one or more positive learning rates")
