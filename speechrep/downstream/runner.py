@@ -124,6 +124,15 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 nn.init.normal_(p, std=0.02)
 
 
+def upstream_identity(choice: UpstreamChoice, upstream: nn.Module) -> str:
+    """What a row was computed with: the fingerprint of the upstream's weights (a checkpoint, an export, a
+    seeded `@random` control, a parameter-free baseline), or the name of a registry model whose weights are an
+    unseeded random draw (those differ on every load, so their fingerprint identifies nothing)."""
+    if Path(choice.source).exists() or choice.random_init or not any(True for _ in upstream.parameters()):
+        return upstream_fingerprint(upstream)
+    return f"{choice.source} (unseeded random weights)"
+
+
 # --------------------------------------------------------------------------------------------------- configs
 
 def load_task_config(spec: TaskSpec, preset: str | None = None, overrides: Sequence[str] = ()) -> Any:
@@ -277,7 +286,7 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
              weights: str | None = None) -> dict[str, Any]:
     """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json.
 
-    `weights` (the upstream's fingerprint) is recorded in pair_dir: a finished or half-trained pair made
+    `weights` (`upstream_identity`) is recorded in pair_dir: a finished or half-trained pair made
     with other weights of the same upstream name is an OutputError, never a stale row.
     """
     if weights is not None:
@@ -372,7 +381,7 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
         rows = []
         for choice in choices:
             upstream = load_upstream_module(choice)
-            weights = upstream_fingerprint(upstream)
+            weights = upstream_identity(choice, upstream)
             device = resolve_device("auto")
             cache_root = out_dir / "features" if cfg.feature_cache and tuning.caches_features else None
             source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
