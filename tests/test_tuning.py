@@ -102,6 +102,42 @@ def test_full_tuning_trains_and_saves_the_whole_upstream() -> None:
     assert all(p.requires_grad for p in upstream.parameters()) and missing == ["mask_emb"], missing
 
 
+class _BiasOnly:
+    """A strategy of the kind issue 13 adds (BitFit-like): trains and saves only the upstream's biases."""
+
+    name = "bias_only"
+    caches_features = False
+
+    def prepare(self, upstream: torch.nn.Module) -> torch.nn.Module:
+        for name, p in upstream.named_parameters():
+            p.requires_grad_(name.endswith(".bias"))
+        return upstream
+
+    def parameter_groups(self, prepared: torch.nn.Module, cfg: Any) -> list[dict[str, Any]]:
+        return [{"params": [p for p in prepared.parameters() if p.requires_grad], "lr": cfg.upstream_lr}]
+
+    def checkpoint_keys(self, prepared: torch.nn.Module) -> list[str]:
+        return [name for name, p in prepared.named_parameters() if p.requires_grad]
+
+
+def test_a_strategy_that_trains_part_of_the_upstream_fits_the_runner(corpus: Path, tmp_path: Path) -> None:
+    choice = runner.parse_upstream("hubert_tiny@random")
+    source = runner.FeatureSource(choice.label, runner.load_upstream_module(choice))
+    row = runner.run_pair("ks", choice, source, corpus, tmp_path, tuning=_BiasOnly(), preset="tiny",
+                          overrides=[*TWO_STEPS, "upstream_lr=1e-2"])
+    assert row["tuning"] == "bias_only" and row["upstream_lr"] == 1e-2
+    state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    saved = [k.removeprefix("encoder.upstream.") for k in state["model"] if k.startswith("encoder.upstream.")]
+    assert saved and all(k.endswith(".bias") for k in saved)
+    # the saved biases moved, and the checkpoint loads strictly into a fresh model (other weights as built)
+    fresh = runner.load_upstream_module(choice)
+    assert any(not torch.equal(state["model"][f"encoder.upstream.{k}"], fresh.state_dict()[k]) for k in saved)
+    parts = get_task("ks").build(runner.load_task_config(get_task("ks"), "tiny"), corpus, source)
+    model = DownstreamModel(FeatureEncoder(fresh, _BiasOnly(), None), parts.head)
+    model.load_state_dict(state["model"])  # strict: the unsaved upstream weights are not missing keys
+    assert all(torch.equal(fresh.state_dict()[k], state["model"][f"encoder.upstream.{k}"]) for k in saved)
+
+
 def test_finetune_flag_is_an_alias_of_tuning_full(corpus: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["benchmark", "--upstream", "hubert_tiny", "--tasks", "ks", "--corpus", str(corpus), "--out", str(out),

@@ -216,7 +216,8 @@ class FeatureEncoder(nn.Module):
     """FeatureBatch → (features (B, T', H), lengths): upstream (live or cached) → normaliser → Featurizer.
 
     `tuning` prepares the upstream (`speechrep.tuning`): its prepared module is the submodule `upstream`, so
-    what trains and what the run's checkpoints hold is the strategy's choice (frozen: nothing of the upstream).
+    what trains is the strategy's choice, and the state dict (the run's checkpoints) holds only the upstream
+    keys the strategy names in `checkpoint_keys` (frozen: none; full: all); loading tolerates the others.
     """
 
     def __init__(self, upstream: nn.Module, tuning: TuningStrategy, layers: list[int] | None,
@@ -226,6 +227,21 @@ class FeatureEncoder(nn.Module):
         self.upstream = tuning.prepare(upstream)
         self.normalizer = normalizer
         self.featurizer = Featurizer(upstream.hidden_sizes, layers=layers, normalize=normalize_layers)
+        saved = set(tuning.checkpoint_keys(self.upstream))
+        self._unsaved = {f"upstream.{k}" for k in self.upstream.state_dict() if k not in saved}
+        if self._unsaved:  # e.g. the untouched weights under inserted adapters: already in the upstream
+            self.register_state_dict_post_hook(self._drop_unsaved)
+            self.register_load_state_dict_post_hook(self._allow_unsaved)
+
+    @staticmethod
+    def _drop_unsaved(module: FeatureEncoder, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+        for key in module._unsaved:
+            state.pop(prefix + key, None)
+
+    @staticmethod
+    def _allow_unsaved(module: FeatureEncoder, incompatible: Any) -> None:
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
+                                        if not any(k == u or k.endswith("." + u) for u in module._unsaved)]
 
     def hidden_states(self, batch: FeatureBatch) -> tuple[list[Tensor], Tensor]:
         """Every layer's hidden states of the batch (from the cache, or the upstream run now)."""
