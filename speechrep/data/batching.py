@@ -19,10 +19,11 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
 from lhotse.dataset.sampling import DynamicBucketingSampler, SimpleCutSampler
+from lhotse.dataset.sampling.base import CutSampler
 from torch import Tensor
 
 from speechrep.errors import SpeechrepError
-from speechrep.train.distributed import rank_and_world
+from speechrep.ranks import rank_and_world
 
 
 @dataclass
@@ -50,6 +51,26 @@ class _CutAudioDataset(torch.utils.data.Dataset):
         return AudioBatch(wavs.float(), lens.long(), cuts)
 
 
+def cut_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0, epoch: int = 0,
+                rank: int = 0, world: int = 1, drop_last: bool = False) -> CutSampler:
+    """Duration-bounded CutSet batches of `rank`'s share, deterministic for (cuts, seed, epoch, rank, world).
+
+    Shuffled batches come from duration buckets (similar lengths together, less padding); ordered ones keep the
+    manifest's order.
+    """
+    if shuffle:
+        with warnings.catch_warnings():  # eager CutSets are fine at our sizes; lhotse warns about memory
+            warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+            sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, seed=seed,
+                                              num_buckets=min(10, max(2, len(cuts) // 20)),
+                                              drop_last=drop_last, world_size=world, rank=rank)
+    else:
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, drop_last=drop_last,
+                                   world_size=world, rank=rank)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
 def audio_batches(cuts: CutSet, max_duration: float, shuffle: bool = True, seed: int = 0,
                   num_workers: int = 0, drop_last: bool = False) -> Callable[[int], Iterable[AudioBatch]]:
     """A function epoch -> batches of at most `max_duration` seconds of audio, this rank's share only."""
@@ -59,16 +80,7 @@ def audio_batches(cuts: CutSet, max_duration: float, shuffle: bool = True, seed:
     dataset = _CutAudioDataset()
 
     def make(epoch: int) -> Iterable[AudioBatch]:
-        if shuffle:
-            with warnings.catch_warnings():  # eager CutSets are fine at our sizes; lhotse warns about memory
-                warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
-                sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, seed=seed,
-                                                  num_buckets=min(10, max(2, len(cuts) // 20)),
-                                                  drop_last=drop_last, world_size=world, rank=rank)
-        else:
-            sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, drop_last=drop_last,
-                                       world_size=world, rank=rank)
-        sampler.set_epoch(epoch)
+        sampler = cut_sampler(cuts, max_duration, shuffle, seed, epoch, rank, world, drop_last)
         return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers)
 
     return make

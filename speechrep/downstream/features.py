@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import uuid
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,13 +33,13 @@ from typing import Any, Callable, Iterable
 import torch
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
-from lhotse.dataset.sampling import DynamicBucketingSampler, SimpleCutSampler
+from lhotse.dataset.sampling import SimpleCutSampler
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from speechrep.data.batching import rank_and_world
+from speechrep.data.batching import cut_sampler, rank_and_world
 from speechrep.errors import SpeechrepError
 from speechrep.tuning import FrozenUpstream, TuningStrategy
 from speechrep.upstream.base import padding_mask
@@ -287,17 +286,8 @@ def _cut_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int, ep
     Shuffled (training) batches are this DDP rank's share; ordered (evaluation) batches cover the whole split,
     because only rank 0 evaluates.
     """
-    if shuffle:
-        rank, world = rank_and_world()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
-            sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, seed=seed,
-                                              num_buckets=min(10, max(2, len(cuts) // 20)),
-                                              world_size=world, rank=rank)
-    else:
-        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=1, rank=0)
-    sampler.set_epoch(epoch)
-    return sampler
+    rank, world = rank_and_world() if shuffle else (0, 1)
+    return cut_sampler(cuts, max_duration, shuffle, seed, epoch, rank, world)
 
 
 class FeatureSource:

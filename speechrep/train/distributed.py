@@ -10,12 +10,7 @@ import os
 import torch
 import torch.distributed as dist
 
-
-def rank_and_world() -> tuple[int, int]:
-    """(global rank, world size) of this process; (0, 1) when not started by torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+from speechrep.ranks import rank_and_world  # re-exported: recipes import it from here
 
 
 def is_main_process() -> bool:
