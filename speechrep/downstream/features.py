@@ -9,10 +9,10 @@ and stored as fp16 (every layer, so the Featurizer's weighted sum stays trainabl
 `cache_root/<upstream name>-<fingerprint>/`; the fingerprint hashes the upstream's class, config, hidden
 sizes, stride and weights, so retraining or editing an upstream never reuses stale features. Entries are
 keyed by cut id plus a hash of the cut's audio source, start and duration (two corpora may reuse a cut id).
-A shard is a safetensors file (`<cut key>/<layer>` → (T', H)) plus a JSON list of its cut keys, each written
-to a temporary name and renamed, so a killed run leaves only whole shards and the next run computes just the
-missing cuts. Shards are memory-mapped and read cut by cut: memory stays bounded by the batch, not the
-corpus. (Under torchrun every rank fills the cache it needs; shards written twice are harmless duplicates.)
+The cache is a `speechrep.upstream.feature_store.FeatureStore` (the format `speechrep extract` writes): whole
+shards only, so a killed run leaves nothing half-written and the next run computes just the missing cuts;
+shards are memory-mapped and read cut by cut, so memory stays bounded by the batch, not the corpus. (Under
+torchrun every rank fills the cache it needs; shards written twice are harmless duplicates.)
 
 A tuning strategy that trains the upstream (`full`, ...) makes it part of the trained model; it runs live.
 `CorpusNormalizer` normalises each layer with mean/std computed on the train split (the `fbank_global`
@@ -20,13 +20,9 @@ baseline: raw filterbanks with corpus-level rather than per-utterance CMVN).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,22 +30,24 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
 from lhotse.dataset.sampling import SimpleCutSampler
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from speechrep.data.batching import cut_sampler, rank_and_world
 from speechrep.errors import SpeechrepError
+from speechrep.storage import check_settings
 from speechrep.tuning import FrozenUpstream, TuningStrategy
 from speechrep.upstream.base import padding_mask
+# cut_key and upstream_fingerprint live in feature_store now; importable from here as before
+from speechrep.upstream.feature_store import (FeatureStore, cut_key, fit_precision, store_settings,
+                                              upstream_fingerprint)
 from speechrep.upstream.featurizer import Featurizer
 
 log = logging.getLogger(__name__)
 
 SHARD_BYTES = 256 * 2**20  # one cache shard holds about this much fp16 data
 CACHE_BATCH_SECONDS = 160.0  # audio per upstream forward while filling the cache
-FP16_MAX = 65504.0
+_PRECISION_NAMES = {torch.float16: "fp16", torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 @dataclass
@@ -77,55 +75,36 @@ def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[l
     return [h * mask.to(h.dtype) for h in out.hidden_states], lengths
 
 
-def upstream_fingerprint(upstream: nn.Module) -> str:
-    """A 16-hex-digit hash of an upstream's class, config, hidden sizes, stride, weights and buffers."""
-    h = hashlib.sha256()
-    h.update(f"{type(upstream).__module__}.{type(upstream).__qualname__}".encode())
-    h.update(repr(getattr(upstream, "config", None)).encode())
-    h.update(repr((list(upstream.hidden_sizes), int(upstream.stride))).encode())
-    for name, tensor in sorted(upstream.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 # -------------------------------------------------------------------------------------------------- the cache
 
 class FeatureCache:
-    """All-layer hidden states of one upstream, on disk, keyed by `cut_key` (cut id + audio source hash)."""
+    """All-layer hidden states of one upstream in a `FeatureStore`, keyed by `cut_key` (cut id + source hash)."""
 
-    def __init__(self, directory: Path, dtype: torch.dtype = torch.float16):
-        self.directory = Path(directory)
+    def __init__(self, directory: Path, dtype: torch.dtype = torch.float16, name: str | None = None):
+        self.store = FeatureStore(directory)
+        self.directory = self.store.folder
         self.dtype = dtype
-        self._index: dict[str, str] | None = None  # cut key -> shard file name
+        self.name = name or self.directory.name  # the upstream's name, recorded in the store's settings
 
-    def index(self) -> dict[str, str]:
-        """Cut key → shard name of every cut already cached (read from the shards' JSON lists)."""
-        if self._index is None:
-            self._index = {}
-            for listing in sorted(self.directory.glob("shard-*.json")):
-                shard = listing.with_suffix(".safetensors")
-                if shard.is_file():
-                    for key in json.loads(listing.read_text()):
-                        self._index[key] = shard.name
-        return self._index
+    def index(self) -> dict[str, dict]:
+        """Key → entry of every cut already cached (read from the store's shard listings)."""
+        return self.store.index()
 
     def missing(self, cuts: CutSet) -> CutSet:
         """The cuts of `cuts` that are not cached yet."""
-        index = self.index()
-        return cuts.filter(lambda c: cut_key(c) not in index).to_eager()
+        store = self.store
+        return cuts.filter(lambda c: store.key_for_cut(c) is None).to_eager()
 
     def fill(self, cuts: CutSet, upstream: nn.Module, device: torch.device) -> None:
         """Compute and store the hidden states of every cut not cached yet, one atomic shard at a time."""
         todo = self.missing(cuts)
         if len(todo) == 0:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        precision = _PRECISION_NAMES[self.dtype]
+        check_settings(self.directory, store_settings(upstream, self.name, range(len(upstream.hidden_sizes)),
+                                                      precision))
         log.info("feature cache %s: computing %d of %d cuts", self.directory, len(todo), len(cuts))
-        pending: dict[str, Tensor] = {}
-        pending_keys: list[str] = []
-        pending_bytes = 0
+        writer = self.store.writer(SHARD_BYTES)
         # Every cut, whatever the DDP rank: each rank fills the cache it reads (lhotse would shard by rank).
         sampler = SimpleCutSampler(todo, max_duration=CACHE_BATCH_SECONDS, shuffle=False, world_size=1,
                                    rank=0)
@@ -137,57 +116,25 @@ class FeatureCache:
                 wavs, wav_lens = collate_audio(batch_cuts)
                 states, lengths = run_upstream(upstream, wavs.float().to(device), wav_lens.long().to(device))
                 for i, cut in enumerate(batch_cuts):
-                    n, key = int(lengths[i]), cut_key(cut)
-                    for layer, h in enumerate(states):
-                        t = h[i, :n].to("cpu")
-                        # Activations beyond the fp16 range (a few large models have them) stay fp32.
-                        fits = self.dtype != torch.float16 or not t.numel() or t.abs().max() < FP16_MAX
-                        t = t.to(self.dtype if fits else torch.float32).contiguous()
-                        pending[f"{key}/{layer}"] = t
-                        pending_bytes += t.numel() * t.element_size()
-                    pending_keys.append(key)
+                    n = int(lengths[i])
+                    writer.add(cut_key(cut), {layer: fit_precision(h[i, :n].to("cpu"), precision)
+                                              for layer, h in enumerate(states)}, frames=n)
                 bar.update(len(batch_cuts))
-                if pending_bytes >= SHARD_BYTES:
-                    self._write_shard(pending, pending_keys)
-                    pending, pending_keys, pending_bytes = {}, [], 0
-        if pending_keys:
-            self._write_shard(pending, pending_keys)
+        writer.flush()
         bar.close()
-
-    def _write_shard(self, tensors: dict[str, Tensor], keys: list[str]) -> None:
-        """Write the tensors, then the cut list; a shard counts only once its list exists."""
-        name = f"shard-{uuid.uuid4().hex[:12]}"
-        shard, listing = self.directory / f"{name}.safetensors", self.directory / f"{name}.json"
-        tmp = self.directory / f".{name}.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, shard)
-        tmp_list = self.directory / f".{name}.json.tmp"
-        tmp_list.write_text(json.dumps(keys))
-        os.replace(tmp_list, listing)
-        index = self.index()
-        for key in keys:
-            index[key] = shard.name
 
     def read(self, cuts: CutSet, num_layers: int) -> tuple[list[Tensor], Tensor]:
         """Padded hidden states (one (B, T', H) float32 per layer) and frame counts of the given cuts."""
-        index = self.index()
         per_cut = []
         for cut in cuts:
-            key = cut_key(cut)
-            if key not in index:
+            key = self.store.key_for_cut(cut)
+            if key is None:
                 raise SpeechrepError(f"{self.directory}: cut {cut.id!r} is not in the feature cache")
-            handle = _open_shard(str(self.directory / index[key]))
-            per_cut.append([handle.get_tensor(f"{key}/{layer}") for layer in range(num_layers)])
+            per_cut.append([self.store.tensor(key, layer) for layer in range(num_layers)])
         lengths = torch.tensor([layers[0].shape[0] for layers in per_cut], dtype=torch.long)
         states = [nn.utils.rnn.pad_sequence([layers[k].float() for layers in per_cut], batch_first=True)
                   for k in range(num_layers)]
         return states, lengths
-
-
-@lru_cache(maxsize=8)
-def _open_shard(path: str):
-    """A memory-mapped safetensors handle, kept open for the few shards in use."""
-    return safe_open(path, framework="pt")
 
 
 # ---------------------------------------------------------------------------------------------- normalisation
@@ -301,7 +248,7 @@ class FeatureSource:
         self.cache: FeatureCache | None = None
         if cache_root is not None:
             folder = Path(cache_root) / f"{_safe(name)}-{upstream_fingerprint(upstream)}"
-            self.cache = FeatureCache(folder, cache_dtype)
+            self.cache = FeatureCache(folder, cache_dtype, name=name)
         self.hidden_sizes: list[int] = list(upstream.hidden_sizes)
         self.stride: int = int(upstream.stride)
         self.frame_shift: float = self.stride / int(getattr(upstream, "sample_rate", 16000))  # seconds
@@ -366,10 +313,3 @@ class FeatureSource:
 def _safe(name: str) -> str:
     """A folder-name-safe version of an upstream name or path."""
     return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name.strip("/"))[-80:]
-
-
-def cut_key(cut) -> str:  # noqa: ANN001 - any lhotse cut
-    """Cache key of a cut: its id plus a hash of its audio source, offset and duration."""
-    src = cut.recording.sources[0].source if cut.has_recording else ""
-    digest = hashlib.sha1(f"{src}|{cut.start:.6f}|{cut.duration:.6f}|{cut.channel}".encode()).hexdigest()[:10]
-    return f"{cut.id}#{digest}"
