@@ -283,26 +283,39 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream", required=True, help="registered name (see list) or an exported/HF/fairseq model")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights for a registered name")
     p.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices, e.g. 6,12")
-    p.add_argument("--out", type=Path, required=True, help="writes shard-*.safetensors and index.jsonl here")
+    p.add_argument("--out", type=Path, required=True,
+                   help="a feature store folder (re-running resumes; the benchmark can read it)")
     p.add_argument("--max-batch-seconds", type=float, default=120.0, help="padded audio seconds per batch")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="longer files run in windows this long")
     p.add_argument("--overlap-seconds", type=float, default=5.0, help="context kept on each side of a window")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, stored bf16")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="fp16: stored fp16 like the benchmark's cache; bf16: autocast, stored bf16")
+    p.add_argument("--shard-mb", type=float, default=64.0,
+                   help="shard size in MB: a kill loses at most the shard being filled (default 64)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out written with another upstream, checkpoint, layers or precision")
 
 
 @command("extract", "write an upstream's hidden states for audio files to safetensors shards (resumable)",
          _extract_arguments)
 def _extract(args: argparse.Namespace) -> int:
-    from speechrep.upstream.extract import extract_features
-    from speechrep.upstream.loading import load_upstream
+    from speechrep.upstream.extract import extract_features, load_upstream_flag, resolve_device_flag
 
-    upstream = load_upstream(args.upstream, args.checkpoint).to(args.device)
+    device = resolve_device_flag(args.device)
+    upstream = load_upstream_flag(args.upstream, args.checkpoint).to(device)
     summary = extract_features(upstream, args.inputs, args.out, args.layers,
                                max_batch_seconds=args.max_batch_seconds, chunk_seconds=args.chunk_seconds,
-                               overlap_seconds=args.overlap_seconds, precision=args.precision)
+                               overlap_seconds=args.overlap_seconds, precision=args.precision,
+                               max_shard_mb=args.shard_mb, name=_absolute(args.upstream),
+                               checkpoint=args.checkpoint and _absolute(args.checkpoint), overwrite=args.overwrite)
     print(summary, file=sys.stderr if summary.failures else sys.stdout)
     return 1 if summary.failures else 0
+
+
+def _absolute(name_or_path: str | Path) -> str:
+    """An existing path made absolute (what the store records, whatever the working folder); a name as is."""
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else str(name_or_path)
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from speechrep import load_upstream
 from speechrep.audio.io import load_audio, save_audio
 from speechrep.cli import main
 from speechrep.errors import ConfigError
+from speechrep.storage import SETTINGS_NAME
 from speechrep.upstream.extract import extract_features, load_features, read_index
 from speechrep.upstream.loading import export_upstream
 
@@ -67,12 +68,12 @@ def test_cli_writes_the_good_files_reports_the_bad_one_and_resumes(
         torch.testing.assert_close(features[0], reference[0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(features[2], reference[2], atol=1e-5, rtol=1e-5)
 
-    shards = sorted(p.name for p in out.glob("shard-*.safetensors"))
+    shards = sorted(p.name for p in out.glob("shard-*"))
     assert main(argv) == 1  # the bad file still fails; nothing else is redone
     err = capsys.readouterr().err
     assert "wrote 0, skipped 3" in err and "bad.wav" in err
-    assert sorted(p.name for p in out.glob("shard-*.safetensors")) == shards
-    assert len((out / "index.jsonl").read_text().splitlines()) == 3
+    assert sorted(p.name for p in out.glob("shard-*")) == shards
+    assert len(read_index(out)) == 3
 
 
 def test_cli_refuses_other_settings_in_the_same_directory(
@@ -82,9 +83,9 @@ def test_cli_refuses_other_settings_in_the_same_directory(
     assert main(["extract", "--upstream", str(exported), "--layers", "1", "--out", str(out),
                  str(corpus / "a.wav")]) == 0
     assert main(["extract", "--upstream", str(exported), "--layers", "2", "--out", str(out),
-                 str(corpus / "a.wav")]) == 2
+                 str(corpus / "a.wav")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "other settings (layers differ" in err[0]
+    assert len(err) == 1 and "made with other settings" in err[0] and "layers: [1] -> [2]" in err[0]
     assert main(["extract", "--upstream", str(exported), "--layers", "7", "--out", str(tmp_path / "x"),
                  str(corpus / "a.wav")]) == 2
     assert "layers: [7] out of range" in capsys.readouterr().err
@@ -96,14 +97,13 @@ def test_a_killed_run_leaves_nothing_that_breaks_the_next(
     model = load_upstream(exported)
     out = tmp_path / "feats"
     extract_features(model, [corpus / "a.wav"], out, layers=[2], progress=False)
-    # what a kill can leave: a shard never indexed, a half-written temporary file, a cut-off index line
-    save_file({"b/2": torch.zeros(3, 32)}, str(out / "shard-00009.safetensors"))
-    (out / "shard-00010.safetensors.tmp").write_bytes(b"partial")
-    with open(out / "index.jsonl", "a") as index:
-        index.write('{"id": "b", "sha')
+    # what a kill can leave: a shard never listed, a half-written temporary file, a listing whose shard is gone
+    save_file({"b/2": torch.zeros(3, 32)}, str(out / "shard-0000000000000009.safetensors"))
+    (out / ".tmp-abc-shard-0000000000000010.safetensors").write_bytes(b"partial")
+    (out / "shard-0000000000000011.json").write_text('[{"key": "sub/c", "frames": 3}]')
     summary = extract_features(model, [corpus], out, layers=[2], progress=False)
     assert (summary.written, summary.skipped, len(summary.failures)) == (2, 1, 1)
-    assert not (out / "shard-00009.safetensors").exists() and not list(out.glob("*.tmp"))
+    assert sorted(p.name for p in out.iterdir() if "0000000000" in p.name) == []
     torch.testing.assert_close(load_features(out, "b")[2], _reference(model, corpus / "b.wav")[2],
                                atol=1e-5, rtol=1e-5)
 
@@ -146,4 +146,4 @@ def test_same_utterance_id_from_two_inputs_is_refused(corpus: Path, tmp_path: Pa
     (copy / "a.wav").write_bytes((corpus / "a.wav").read_bytes())
     with pytest.raises(ConfigError, match="utterance id 'a' comes from both"):
         extract_features(load_upstream("fbank_raw"), [corpus / "a.wav", copy], tmp_path / "feats")
-    assert json.loads((tmp_path / "feats" / "extract.json").read_text())["layers"] == [0]
+    assert json.loads((tmp_path / "feats" / SETTINGS_NAME).read_text())["layers"] == [0]

@@ -1,4 +1,4 @@
-"""Extract an upstream's hidden states for a corpus to disk: safetensors shards plus a JSONL index.
+"""Extract an upstream's hidden states for a corpus into a feature store (`speechrep.upstream.feature_store`).
 
     from speechrep.upstream.extract import extract_features, load_features
     summary = extract_features(upstream, ["wavs/", "more.flac", "cuts.jsonl.gz"], "feats/", layers=[6, 12])
@@ -6,14 +6,14 @@
 
 Inputs are audio files, folders (searched recursively for audio suffixes) and lhotse manifests (CutSet or
 RecordingSet). Utterance ids are paths relative to their folder without the suffix, a file's stem, or the
-cut id. Layout of `out_dir`:
-- `extract.json`: the settings every shard was written with (layers, stride, hidden sizes, precision);
-- `shard-NNNNN.safetensors`: tensors named `<utterance id>/<layer>`, each (frames, hidden size);
-- `index.jsonl`: one line per written utterance, the source of truth: id, source, shard, keys, frames,
-  layers, stride, sample_rate. A line is appended only after its shard was written atomically (temporary
-  file, then rename), so a killed run loses at most the utterances of the shard being filled; re-running
-  skips every utterance in the index and removes shards the index does not reference.
+cut id (a manifest's entries also record the cut key, so the benchmark finds them by cut). `out_dir` is a
+feature store: shards of about `max_shard_mb` (a kill loses at most the shard being filled), each written
+atomically and then listed, and the settings that produced them (upstream name or path, checkpoint, weights
+fingerprint, layers, precision, stride, sample rate, hidden sizes, receptive field). One run holds the
+folder at a time (`speechrep.storage.OutputFolder`); re-running skips every stored utterance, and settings
+that differ from the recorded ones stop the run unless `overwrite` starts over.
 A file that cannot be read (AudioError) is logged and skipped; the returned summary lists the failures.
+A full disk or unwritable folder stops the run with one OutputError line; what was listed stays valid.
 Utterances longer than `chunk_seconds` go through `speechrep.upstream.chunking` one at a time; shorter ones
 are sorted by duration and batched up to `max_batch_seconds` of padded audio.
 """
@@ -21,32 +21,31 @@ are sorted by duration and batched up to `max_batch_seconds` of padded audio.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from speechrep.audio.io import audio_info, load_audio
 from speechrep.errors import AudioError, ConfigError, SpeechrepError
-from speechrep.upstream.chunking import chunked_forward, frame_geometry
+from speechrep.storage import OutputError, OutputFolder, ensure_output_dir
+from speechrep.upstream.chunking import FrameGeometry, chunked_forward, frame_geometry
+from speechrep.upstream.feature_store import FeatureStore, cut_key, fit_precision, store_settings
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
-INDEX_NAME = "index.jsonl"
-SETTINGS_NAME = "extract.json"
-_SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.safetensors$")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+# fp32 and fp16 run in fp32 (fp16 stores like the benchmark's cache: fp32 where beyond its range);
+# bf16 runs under bf16 autocast and stores bf16.
+PRECISIONS = {"fp32": None, "fp16": None, "bf16": torch.bfloat16}
+_OLD_FORMAT = ("index.jsonl", "extract.json")  # an --out written by speechrep extract before the store
 
 
 @dataclass
@@ -57,6 +56,7 @@ class _Utterance:
     source: str
     duration: float
     load: Callable[[], Tensor]  # → (T,) float32 at the upstream's sample rate
+    cut: str | None = None  # cut_key of a manifest's cut
 
 
 @dataclass
@@ -99,7 +99,8 @@ def _manifest_utterances(path: Path, sample_rate: int) -> list[_Utterance]:
 
         return load
 
-    return [_Utterance(cut.id, f"{path}#{cut.id}", float(cut.duration), loader(cut)) for cut in manifest]
+    return [_Utterance(cut.id, f"{path}#{cut.id}", float(cut.duration), loader(cut), cut_key(cut))
+            for cut in manifest]
 
 
 def _file_utterance(path: Path, utt_id: str, sample_rate: int) -> _Utterance:
@@ -140,92 +141,64 @@ def collect_utterances(
 
 
 def read_index(out_dir: str | os.PathLike) -> dict[str, dict]:
-    """Utterance id → index entry for every utterance written to `out_dir` (whose shard exists)."""
-    out = Path(out_dir)
-    entries: dict[str, dict] = {}
-    index = out / INDEX_NAME
-    if not index.is_file():
-        return entries
-    for line in index.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash: its utterance is simply redone
-        if (out / entry["shard"]).is_file():
-            entries[entry["id"]] = entry
-    return entries
+    """Utterance id → entry (id, source, shard, keys, frames, layers, stride, sample_rate) of what is stored."""
+    store = FeatureStore(out_dir)
+    settings = store.settings or {}
+    common = {key: settings.get(key) for key in ("layers", "stride", "sample_rate")}
+    return {key: dict(entry, id=key, keys=[f"{key}/{layer}" for layer in common["layers"] or []], **common)
+            for key, entry in store.index().items()}
 
 
 def load_features(out_dir: str | os.PathLike, utt_id: str) -> dict[int, Tensor]:
     """Layer → (frames, hidden size) features of one extracted utterance."""
-    entry = read_index(out_dir).get(utt_id)
-    if entry is None:
-        raise SpeechrepError(f"{out_dir}: utterance {utt_id!r} is not in {INDEX_NAME}")
-    with safe_open(str(Path(out_dir) / entry["shard"]), framework="pt") as shard:
-        return {layer: shard.get_tensor(key) for layer, key in zip(entry["layers"], entry["keys"])}
+    store = FeatureStore(out_dir)
+    if utt_id not in store.index():
+        raise SpeechrepError(f"{out_dir}: utterance {utt_id!r} is not in this feature store")
+    return store.load(utt_id)
 
 
-class _ShardWriter:
-    """Collects utterances' tensors; writes a shard atomically, then appends their index lines."""
+def resolve_device_flag(name: str, flag: str = "--device") -> torch.device:
+    """`auto`, `cpu`, `cuda`, `cuda:N` or `mps` → a device present here, or one ConfigError line naming `flag`."""
+    from speechrep.train.distributed import resolve_device
 
-    def __init__(self, out_dir: Path, max_shard_bytes: int, settings: dict):
-        self.out_dir, self.max_shard_bytes, self.settings = out_dir, max_shard_bytes, settings
-        referenced = {entry["shard"] for entry in read_index(out_dir).values()}
-        numbers = [-1]
-        for path in out_dir.iterdir():
-            match = _SHARD_PATTERN.match(path.name)
-            if path.name.endswith(".tmp") or (match and path.name not in referenced):
-                path.unlink()  # left by a killed run: its utterances are not in the index
-            elif match:
-                numbers.append(int(match.group(1)))
-        self.next_number = max(numbers) + 1
-        self.tensors: dict[str, Tensor] = {}
-        self.entries: list[dict] = []
-        self.bytes = 0
-
-    def add(self, utt: _Utterance, hidden: list[Tensor]) -> None:
-        """Queue one utterance's selected layers (each (frames, H)); write a shard when full."""
-        keys = [f"{utt.id}/{layer}" for layer in self.settings["layers"]]
-        for key, tensor in zip(keys, hidden):
-            tensor = tensor.detach().to("cpu")
-            if tensor.untyped_storage().nbytes() > 1.1 * tensor.numel() * tensor.element_size():
-                tensor = tensor.clone()  # a view of one row would pin the whole batch until written
-            self.tensors[key] = tensor.contiguous()
-            self.bytes += tensor.numel() * tensor.element_size()
-        self.entries.append({"id": utt.id, "source": utt.source, "keys": keys,
-                             "frames": int(hidden[0].shape[0]), "layers": self.settings["layers"],
-                             "stride": self.settings["stride"], "sample_rate": self.settings["sample_rate"]})
-        if self.bytes >= self.max_shard_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the queued utterances as one shard (temporary file, rename), then index them."""
-        if not self.entries:
-            return
-        name = f"shard-{self.next_number:05d}.safetensors"
-        tmp = self.out_dir / f"{name}.tmp"
-        save_file(self.tensors, str(tmp))
-        os.replace(tmp, self.out_dir / name)
-        with open(self.out_dir / INDEX_NAME, "a") as index:
-            index.writelines(json.dumps(dict(entry, shard=name)) + "\n" for entry in self.entries)
-            index.flush()
-            os.fsync(index.fileno())
-        self.next_number += 1
-        self.tensors, self.entries, self.bytes = {}, [], 0
+    if name == "auto":
+        return resolve_device("auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{flag} {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{flag} {name}: no CUDA device is available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{flag} {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return resolve_device("cuda") if device.index is None else device  # plain cuda: this rank's GPU
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag} {name}: MPS is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{flag} {name}: not a device to compute on; use auto, cpu, cuda or cuda:N")
+    return device
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuse to mix features of different settings in one directory; record them on first use."""
-    path = out_dir / SETTINGS_NAME
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        differing = sorted(k for k in settings if k != "upstream" and previous.get(k) != settings[k])
-        if differing:
-            raise ConfigError(f"{out_dir}: holds features written with other settings "
-                              f"({', '.join(differing)} differ from {SETTINGS_NAME}); use another directory")
-    else:
-        path.write_text(json.dumps(settings, indent=2) + "\n")
+def load_upstream_flag(name: str, checkpoint: str | os.PathLike | None = None,
+                       flag: str = "--upstream") -> nn.Module:
+    """`load_upstream(name, checkpoint)`, with an unknown registry name as one ConfigError line naming `flag`."""
+    from speechrep.upstream.loading import load_upstream
 
+    try:
+        return load_upstream(name, checkpoint)
+    except ValueError as error:
+        if isinstance(error, SpeechrepError) or not str(error).startswith("unknown upstream"):
+            raise
+        raise ConfigError(f"{flag} {name}: {error}, nor a model file or folder") from None
+
+
+def _check_number(value: float, flag: str, minimum: float = 0.0, inclusive: bool = False) -> None:
+    """One ConfigError line unless `value` is a finite number above (or at, if inclusive) `minimum`."""
+    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        raise ConfigError(f"{flag} {value}: must be a finite number {bound}")
 
 def parse_layers(layers: str | Sequence[int], num_layers: int) -> list[int]:
     """"all" or layer indices (ints or "K,K,..") → a checked, sorted list of indices."""
@@ -234,7 +207,7 @@ def parse_layers(layers: str | Sequence[int], num_layers: int) -> list[int]:
             return list(range(num_layers))
         try:
             layers = [int(part) for part in layers.split(",") if part.strip()]
-        except ValueError as error:
+        except ValueError:
             raise ConfigError(f"layers: expected 'all' or comma-separated integers, got {layers!r}") from None
     chosen = sorted(set(int(k) for k in layers))
     if not chosen or chosen[0] < 0 or chosen[-1] >= num_layers:
@@ -265,33 +238,61 @@ def extract_features(
     chunk_seconds: float = 30.0,
     overlap_seconds: float = 5.0,
     precision: str = "fp32",
-    max_shard_mb: float = 512.0,
+    max_shard_mb: float = 64.0,
+    name: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> ExtractSummary:
-    """Write the hidden states of `layers` for every utterance of `inputs` to `out_dir` (see module doc).
+    """Write the hidden states of `layers` for every utterance of `inputs` to the store `out_dir` (module doc).
 
-    precision "bf16" runs under bf16 autocast and stores bf16. `progress=None` shows a bar on a terminal."""
+    `name`/`checkpoint` record where the upstream came from (default: its provenance or class name); the
+    weights fingerprint is recorded too. `progress=None` shows a bar on a terminal."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"--precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    _check_number(max_batch_seconds, "--max-batch-seconds")
+    _check_number(chunk_seconds, "--chunk-seconds")
+    _check_number(overlap_seconds, "--overlap-seconds", inclusive=True)
+    _check_number(max_shard_mb, "--shard-mb")
+    out = ensure_output_dir(Path(out_dir), "--out")
+    old = [n for n in _OLD_FORMAT if (out / n).is_file()]
+    if old and not overwrite:
+        raise OutputError(f"--out {out}: written by an older speechrep extract ({old[0]}); use --overwrite to "
+                          "start over or choose another output folder")
     geometry = frame_geometry(upstream)
     sample_rate = int(getattr(upstream, "sample_rate", 16000))
     chosen = parse_layers(layers, len(upstream.hidden_sizes))
-    settings = {"upstream": getattr(upstream, "provenance", type(upstream).__name__), "layers": chosen,
-                "hidden_sizes": [upstream.hidden_sizes[k] for k in chosen], "stride": geometry.stride,
-                "receptive_field": geometry.receptive_field, "sample_rate": sample_rate,
-                "precision": precision}
-    _check_settings(out, settings)
+    if name is None:
+        provenance = getattr(upstream, "provenance", None)
+        name = str(provenance) if provenance else type(upstream).__name__
+    settings = dict(store_settings(upstream, name, chosen, precision, checkpoint),
+                    receptive_field=geometry.receptive_field)
+    with OutputFolder(out, "speechrep extract", settings, overwrite):
+        store = FeatureStore(out)
+        store.clean()  # what a killed run left: shards never listed, listings of removed shards
+        return _extract(upstream, store, inputs, chosen, geometry, sample_rate, precision,
+                        max_batch_seconds, chunk_seconds, overlap_seconds, int(max_shard_mb * 2**20), progress)
+
+
+def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os.PathLike], chosen: list[int],
+             geometry: FrameGeometry, sample_rate: int, precision: str, max_batch_seconds: float,
+             chunk_seconds: float, overlap_seconds: float, max_shard_bytes: int,
+             progress: bool | None) -> ExtractSummary:
+    """The body of `extract_features`, run while holding the store's folder."""
     utterances, failures = collect_utterances(inputs, sample_rate)
-    done = read_index(out)
+    done = store.index()
     todo = [utt for utt in utterances if utt.id not in done]
-    summary = ExtractSummary(out, skipped=len(utterances) - len(todo), failures=failures)
-    writer = _ShardWriter(out, int(max_shard_mb * 2**20), settings)
+    summary = ExtractSummary(store.folder, skipped=len(utterances) - len(todo), failures=failures)
+    writer = store.writer(max_shard_bytes)
     device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
     autocast = (torch.autocast(device.type, dtype=PRECISIONS[precision]) if PRECISIONS[precision]
                 else contextlib.nullcontext())
-    store_dtype = PRECISIONS[precision] or torch.float32
+
+    def store_one(utt: _Utterance, hidden: list[Tensor]) -> None:
+        extra = {"cut": utt.cut} if utt.cut else {}
+        writer.add(utt.id, {k: fit_precision(h, precision) for k, h in zip(chosen, hidden)},
+                   frames=int(hidden[0].shape[0]), source=utt.source, **extra)
+        summary.written += 1
 
     def fail(utt: _Utterance, error: AudioError) -> None:
         logger.warning("skipping %s: %s", utt.source, error)
@@ -317,8 +318,7 @@ def extract_features(
         output = upstream(wavs.to(device), wav_lens.to(device))
         for row, (utt, _) in enumerate(loaded):
             frames = int(output.lengths[row])
-            writer.add(utt, [output.hidden_states[k][row, :frames].to(store_dtype) for k in chosen])
-            summary.written += 1
+            store_one(utt, [output.hidden_states[k][row, :frames] for k in chosen])
 
     upstream.eval()
     long = [utt for utt in todo if utt.duration > chunk_seconds]
@@ -331,8 +331,7 @@ def extract_features(
                 wav = load(utt)
                 if wav is not None:
                     output = chunked_forward(upstream, wav.to(device), chunk_seconds, overlap_seconds, chosen)
-                    writer.add(utt, [hidden[0].to(store_dtype) for hidden in output.hidden_states])
-                    summary.written += 1
+                    store_one(utt, [hidden[0] for hidden in output.hidden_states])
                 bar.update(1)
             for batch in _batches(short, max_batch_seconds):
                 loaded = [(utt, wav) for utt in batch if (wav := load(utt)) is not None]
@@ -347,5 +346,5 @@ def extract_features(
                 bar.update(len(batch))
     finally:
         bar.close()
-        writer.flush()  # keep what is done, also when interrupted
+        writer.flush()  # keep what is done, also when interrupted (a failed write has dropped its queue)
     return summary
