@@ -157,3 +157,16 @@ def test_cli_kmeans_on_an_upstream_layer_and_its_errors(corpus: Path, tmp_path: 
         == 2
     )
     assert "--k 100000" in capsys.readouterr().err
+
+
+def test_cli_kmeans_unknown_upstream_and_unavailable_device_are_one_line(
+    corpus: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["kmeans", "--data", str(corpus), "--k", "4", "--out", str(tmp_path / "k")]
+    assert main([*argv, "--features", "no_such_upstream:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--features no_such_upstream: unknown upstream" in err[0]
+    if not torch.cuda.is_available():
+        assert main([*argv, "--features", "mfcc", "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--device cuda: no CUDA device is available" in err[0]

@@ -39,8 +39,7 @@ from speechrep.audio.features import FeatureExtractor
 from speechrep.data.batching import audio_batches, load_cuts
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.pretrain.label_quality import label_quality
-from speechrep.train import resolve_device
-from speechrep.upstream.loading import load_upstream
+from speechrep.upstream.extract import load_upstream_flag, resolve_device_flag
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def parse_features(spec: str) -> tuple[str, int | None]:
 
 def frame_features(spec: str, stride: int | None = None, device: str = "auto") -> FrameFeatures:
     """The feature function named by `spec` (see the module docstring), on `device`."""
-    dev = resolve_device(device)
+    dev = resolve_device_flag(device)
     source, layer = parse_features(spec)
     if source in HANDCRAFTED:
         if layer is not None:
@@ -102,7 +101,7 @@ def frame_features(spec: str, stride: int | None = None, device: str = "auto") -
             return stack_frames(*extractor(wavs, wav_lens), stride // HOP)
 
         return FrameFeatures(f"{source} (stacked x{stride // HOP})", stride, handcrafted, dev)
-    upstream = load_upstream(source).to(dev).eval()
+    upstream = load_upstream_flag(source, flag="--features").to(dev).eval()
     count = len(upstream.hidden_sizes)
     index = count - 1 if layer is None else layer
     if not -count <= index < count:
