@@ -13,7 +13,7 @@ from speechrep import load_upstream
 from speechrep.audio.io import load_audio, save_audio
 from speechrep.cli import main
 from speechrep.errors import ConfigError
-from speechrep.storage import SETTINGS_NAME
+from speechrep.storage import SETTINGS_NAME, OutputLock
 from speechrep.upstream.extract import extract_features, load_features, read_index
 from speechrep.upstream.loading import export_upstream
 
@@ -147,3 +147,142 @@ def test_same_utterance_id_from_two_inputs_is_refused(corpus: Path, tmp_path: Pa
     with pytest.raises(ConfigError, match="utterance id 'a' comes from both"):
         extract_features(load_upstream("fbank_raw"), [corpus / "a.wav", copy], tmp_path / "feats")
     assert json.loads((tmp_path / "feats" / SETTINGS_NAME).read_text())["layers"] == [0]
+
+
+# ------------------------------------------------------------------------------------- reliability (issue 22)
+
+def test_a_second_run_on_a_held_folder_fails_with_one_line(
+    corpus: Path, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "feats"
+    with OutputLock(out, "speechrep extract (the first run)"):
+        assert main(["extract", "--upstream", str(exported), "--out", str(out), str(corpus / "a.wav")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by speechrep extract (the first run)" in err[0]
+    assert read_index(out) == {}
+    assert main(["extract", "--upstream", str(exported), "--out", str(out), str(corpus / "a.wav")]) == 0
+
+
+def test_another_upstream_is_refused_and_overwrite_starts_over(
+    corpus: Path, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    torch.manual_seed(1)
+    other = export_upstream(load_upstream("hubert_tiny", dropout=0.0, attention_dropout=0.0),
+                            tmp_path / "other", {"test": "other seed"})
+    out = tmp_path / "feats"
+    argv = ["--layers", "1", "--out", str(out), str(corpus / "a.wav")]
+    assert main(["extract", "--upstream", str(exported), *argv]) == 0
+    capsys.readouterr()
+    assert main(["extract", "--upstream", str(other), *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fingerprint:" in err[0] and "upstream:" in err[0] and "--overwrite" in err[0]
+    assert main(["extract", "--upstream", str(other), "--overwrite", *argv]) == 0
+    assert "wrote 1, skipped 0" in capsys.readouterr().out
+    torch.testing.assert_close(load_features(out, "a")[1], _reference(load_upstream(other), corpus / "a.wav")[1],
+                               atol=1e-5, rtol=1e-5)
+    assert main(["extract", "--upstream", str(other), "--precision", "bf16", *argv]) == 1
+    assert "precision:" in capsys.readouterr().err
+
+
+def test_shard_mb_bounds_every_shard(corpus: Path, exported: Path, tmp_path: Path) -> None:
+    out = tmp_path / "feats"
+    assert main(["extract", "--upstream", str(exported), "--shard-mb", "0.004", "--max-batch-seconds", "1",
+                 "--out", str(out), str(corpus)]) == 1  # bad.wav
+    index = read_index(out)
+    assert sorted(index) == sorted(DURATIONS)
+    per_utterance = {key: sum(t.numel() * t.element_size() for t in load_features(out, key).values())
+                     for key in index}
+    shards = {entry["shard"] for entry in index.values()}
+    assert len(shards) == 3  # 4 KiB: every utterance (>= 8 KiB of fp32) fills a shard by itself
+    small = tmp_path / "one"
+    extract_features(load_upstream(exported), [corpus], small, max_shard_mb=1.0, progress=False)
+    assert len({entry["shard"] for entry in read_index(small).values()}) == 1
+    assert min(per_utterance.values()) > 0.004 * 2**20
+
+
+def test_unknown_upstream_and_devices_are_one_line_errors(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["extract", "--out", str(tmp_path / "feats"), str(corpus / "a.wav")]
+    cases = [(["--upstream", "no_such_upstream"], "--upstream no_such_upstream: unknown upstream"),
+             (["--upstream", "fbank_raw", "--device", "banana"], "--device banana: not a device"),
+             (["--upstream", "fbank_raw", "--shard-mb", "0"], "--shard-mb 0.0: must be a finite number > 0"),
+             (["--upstream", "fbank_raw", "--max-batch-seconds", "nan"], "--max-batch-seconds nan")]
+    if not torch.cuda.is_available():
+        cases.append((["--upstream", "fbank_raw", "--device", "cuda"], "--device cuda: no CUDA device"))
+    for flags, message in cases:
+        assert main(base + flags) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("speechrep extract: error:") and message in err[0], err
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["extract", "--upstream", "fbank_raw", "--out", str(tmp_path / "file"), str(corpus / "a.wav")]) == 1
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_a_full_disk_stops_with_one_line_keeps_the_index_valid_and_resumes(
+    corpus: Path, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from speechrep.upstream import feature_store
+
+    written = []
+
+    def save_until_full(tensors: dict, path: str) -> None:
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real_save(tensors, path)
+
+    real_save = feature_store.save_file
+    monkeypatch.setattr(feature_store, "save_file", save_until_full)
+    out = tmp_path / "feats"
+    argv = ["extract", "--upstream", str(exported), "--shard-mb", "0.001", "--max-batch-seconds", "1",
+            "--out", str(out), str(corpus)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("speechrep extract: error:") and "disk full" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    index = read_index(out)
+    assert len(index) == 1 and not list(out.glob(".tmp-*"))
+    for key in index:
+        assert load_features(out, key)[0].shape[0] == index[key]["frames"]
+    monkeypatch.setattr(feature_store, "save_file", real_save)
+    assert main(argv) == 1  # bad.wav
+    assert "wrote 2, skipped 1" in capsys.readouterr().err
+    assert sorted(read_index(out)) == sorted(DURATIONS)
+
+
+def test_a_killed_extract_resumes_to_the_features_of_a_clean_run(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "many"
+    generator = torch.Generator().manual_seed(1)
+    for i in range(150):
+        save_audio(root / f"u{i:03d}.wav", 0.2 * torch.randn(4000 + 40 * i, generator=generator), 16000)
+    out = tmp_path / "feats"
+    argv = ["extract", "--upstream", "fbank_raw", "--shard-mb", "0.0001", "--max-batch-seconds", "0.3",
+            "--out", str(out), str(root)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "speechrep.cli", *argv], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("shard-*.json"))) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    done = len(read_index(out))
+    assert 5 <= done < 150
+
+    assert main(argv) == 0
+    index = read_index(out)
+    assert len(index) == 150 and len(list(out.glob("shard-*.safetensors"))) == len(list(out.glob("shard-*.json")))
+    clean = tmp_path / "clean"
+    summary = extract_features(load_upstream("fbank_raw"), [root], clean, progress=False)
+    assert summary.written == 150
+    for key in index:
+        torch.testing.assert_close(load_features(out, key)[0], load_features(clean, key)[0], rtol=0, atol=0)
