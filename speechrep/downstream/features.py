@@ -38,9 +38,13 @@ from speechrep.errors import SpeechrepError
 from speechrep.storage import check_settings
 from speechrep.tuning import FrozenUpstream, TuningStrategy
 from speechrep.upstream.base import padding_mask
-# cut_key and upstream_fingerprint live in feature_store now; importable from here as before
-from speechrep.upstream.feature_store import (FeatureStore, cut_key, fit_precision, store_settings,
-                                              upstream_fingerprint)
+from speechrep.upstream.feature_store import (  # cut_key, upstream_fingerprint: importable from here as before
+    FeatureStore,
+    cut_key,
+    fit_precision,
+    store_settings,
+    upstream_fingerprint,
+)
 from speechrep.upstream.featurizer import Featurizer
 
 log = logging.getLogger(__name__)
@@ -80,11 +84,20 @@ def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[l
 class FeatureCache:
     """All-layer hidden states of one upstream in a `FeatureStore`, keyed by `cut_key` (cut id + source hash)."""
 
-    def __init__(self, directory: Path, dtype: torch.dtype = torch.float16, name: str | None = None):
+    def __init__(self, directory: Path, dtype: torch.dtype = torch.float16, name: str | None = None,
+                 read_only: bool = False):
         self.store = FeatureStore(directory)
         self.directory = self.store.folder
         self.dtype = dtype
         self.name = name or self.directory.name  # the upstream's name, recorded in the store's settings
+        self.read_only = read_only
+
+    @classmethod
+    def from_store(cls, folder: Path, upstream: nn.Module, flag: str = "--features") -> FeatureCache:
+        """A read-only cache on a store `speechrep extract` wrote, checked to hold every layer of `upstream`."""
+        store = FeatureStore.open(folder, flag)
+        store.check_suits(upstream_fingerprint(upstream), range(len(upstream.hidden_sizes)))
+        return cls(store.folder, read_only=True)
 
     def index(self) -> dict[str, dict]:
         """Key → entry of every cut already cached (read from the store's shard listings)."""
@@ -100,6 +113,10 @@ class FeatureCache:
         todo = self.missing(cuts)
         if len(todo) == 0:
             return
+        if self.read_only:
+            example = next(iter(todo)).id
+            raise SpeechrepError(f"{self.directory}: {len(todo)} of these {len(cuts)} cuts are not in the "
+                                 f"feature store (e.g. {example!r}); extract their manifest into it first")
         precision = _PRECISION_NAMES[self.dtype]
         check_settings(self.directory, store_settings(upstream, self.name, range(len(upstream.hidden_sizes)),
                                                       precision))

@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -53,7 +54,7 @@ def upstream_fingerprint(upstream: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def cut_key(cut) -> str:  # noqa: ANN001 - any lhotse cut
+def cut_key(cut) -> str:  # any lhotse cut
     """Cache key of a cut: its id plus a hash of its audio source, offset and duration."""
     src = cut.recording.sources[0].source if cut.has_recording else ""
     digest = hashlib.sha1(f"{src}|{cut.start:.6f}|{cut.duration:.6f}|{cut.channel}".encode()).hexdigest()[:10]
@@ -74,7 +75,7 @@ def store_settings(upstream: nn.Module, name: str, layers: Iterable[int], precis
 
 
 @lru_cache(maxsize=8)
-def _open_shard(path: str):  # noqa: ANN202 - safetensors' handle type is not importable
+def _open_shard(path: str):  # safetensors' handle type is not importable
     """A memory-mapped safetensors handle, kept open for the few shards in use."""
     return safe_open(path, framework="pt")
 
@@ -114,7 +115,7 @@ class FeatureStore:
         if settings.get("fingerprint") != fingerprint:
             raise ConfigError(f"{self.folder}: features of another upstream (weights fingerprint "
                               f"{settings.get('fingerprint')}, this run's upstream has {fingerprint})")
-        lacking = sorted(set(int(k) for k in layers) - set(settings.get("layers", [])))
+        lacking = sorted({int(k) for k in layers} - set(settings.get("layers", [])))
         if lacking:
             raise ConfigError(f"{self.folder}: has layers {settings.get('layers')}, lacks {lacking}; "
                               "extract them with --layers all")
@@ -149,7 +150,7 @@ class FeatureStore:
         """Forget the index read so far (another writer may have added shards)."""
         self._index = self._by_cut = None
 
-    def key_for_cut(self, cut) -> str | None:  # noqa: ANN001 - any lhotse cut
+    def key_for_cut(self, cut) -> str | None:  # any lhotse cut
         """The key under which `cut` is stored (its cut key, or the id it was extracted under), or None."""
         index, key = self.index(), cut_key(cut)
         if key in index:
