@@ -11,7 +11,7 @@ against the field's type. A nested config given as a mapping overlays its parent
         layers: list[int] | None = None
         train: TrainConfig = field(default_factory=TrainConfig)
 
-    cfg = load_config(KSConfig, Path("configs/downstream/ks.yaml"), ["train.lr=1e-4", "layers=[3, 4]"])
+    cfg = load_config(KSConfig, CONFIG_ROOT / "downstream" / "ks.yaml", ["train.lr=1e-4", "layers=[3, 4]"])
     save_config(cfg, run_dir / "config.yaml")
 
 Supported field types: bool, int, float, str, Path, Literal[...], Optional/`X | None`, list[X],
@@ -40,6 +40,9 @@ T = TypeVar("T")
 
 # Written by prepare_run_dir next to the config; ignored when loading.
 PROVENANCE_KEY = "provenance"
+# The YAML defaults shipped inside the package (so a wheel install finds them): downstream/<task>.yaml,
+# pretrain/<method>.yaml, preset folders under each, and demo.yaml.
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from speechrep.config import config_to_dict, load_config
+from speechrep.config import CONFIG_ROOT, config_to_dict, load_config
 from speechrep.storage import atomic_write_text
 from speechrep.errors import ConfigError, SpeechrepError
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+CONFIG_PATH = CONFIG_ROOT / "demo.yaml"
 
 
 @dataclass

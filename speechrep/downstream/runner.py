@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from speechrep.config import load_config, save_config
+from speechrep.config import CONFIG_ROOT, load_config, save_config
 from speechrep.downstream.benchmark_config import BenchmarkConfig
 from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource, upstream_fingerprint
 from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
@@ -53,7 +53,7 @@ from speechrep.tuning import TUNINGS, TuningStrategy, get_tuning
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "downstream"
+CONFIG_DIR = CONFIG_ROOT / "downstream"
 RANDOM_SUFFIX = "@random"
 GLOBAL_FBANK = "fbank_global"
 RANDOM_INIT_SEED = 0

@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Sequence
 
-from speechrep.config import load_config
+from speechrep.config import CONFIG_ROOT, load_config
 from speechrep.errors import ConfigError
 from speechrep.storage import OutputFolder, disk_errors
 from speechrep.train import seed_everything
@@ -30,7 +30,7 @@ METHODS: dict[str, str] = {
     "cpc": "speechrep.pretrain.cpc",
 }
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+CONFIG_DIR = CONFIG_ROOT / "pretrain"
 
 
 def list_methods() -> list[str]:
