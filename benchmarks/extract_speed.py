@@ -7,9 +7,13 @@ fp32, then bf16 autocast (CPU, and CUDA when available). Reported: the best wall
 implementations alternate, so both see the same machine load), the ratio ours/HF, the peak extra memory of
 one forward pass (CPU: peak RSS above the RSS before the pass, in a fresh process per implementation;
 CUDA: max_memory_allocated) and its ratio. A last run measures the peak RSS of a
-20-minute file through speechrep's chunked extraction (Base-size HuBERT).
+20-minute file through speechrep's chunked extraction (Base-size HuBERT). `--store-seconds` measures
+`extract_features` into a feature store for each `--store-shard-mb`: wall time, shards written, the work a
+kill loses at most (the time to fill one shard) and the peak RSS above the loaded model (bounded by a shard
+plus one batch); `--store-only` runs just that.
 
     .venv/bin/python benchmarks/extract_speed.py --threads 2 --batch 2 --seconds 8 --repeats 3
+    .venv/bin/python benchmarks/extract_speed.py --store-only --store-seconds 60 --store-shard-mb 8,64
 """
 
 from __future__ import annotations
@@ -187,6 +191,34 @@ def chunking_error(seconds: float, threads: int, chunk_seconds: float, overlap_s
     return report
 
 
+def store_fill(seconds: float, shard_mb: float, threads: int, layers: str, device: str) -> dict:
+    """Extract `seconds` of audio (10-s files, hubert_base) into a fresh store with `shard_mb` shards."""
+    from speechrep import load_upstream
+    from speechrep.audio.io import save_audio
+    from speechrep.upstream.extract import extract_features, read_index
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = load_upstream("hubert_base").eval().to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        generator = torch.Generator().manual_seed(0)
+        for i in range(max(1, round(seconds / 10))):
+            save_audio(Path(tmp) / "audio" / f"u{i:04d}.wav", 0.1 * torch.randn(160000, generator=generator),
+                       16000)
+        _reset_peak_rss()
+        rss_before = _rss_kib("VmRSS")
+        start = time.perf_counter()
+        summary = extract_features(model, [Path(tmp) / "audio"], Path(tmp) / "store", layers,
+                                   max_shard_mb=shard_mb, max_batch_seconds=20.0, progress=False)
+        elapsed = time.perf_counter() - start
+        shards = len({entry["shard"] for entry in read_index(Path(tmp) / "store").values()})
+        stored_mib = sum(p.stat().st_size for p in (Path(tmp) / "store").glob("shard-*.safetensors")) / 2**20
+    return {"seconds_audio": 10.0 * summary.written, "shard_mb": shard_mb, "layers": layers, "device": device,
+            "wall_s": elapsed, "shards": shards, "stored_mib": stored_mib,
+            "work_per_shard_s": elapsed * min(1.0, shard_mb / max(stored_mib, 1e-9)),
+            "peak_rss_above_model_mib": (_rss_kib("VmHWM") - rss_before) / 1024}
+
+
 def _in_subprocess(args: list[str]) -> Any:
     """Run one measurement in a fresh interpreter so peak RSS is its own."""
     result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
@@ -209,12 +241,18 @@ def main() -> None:
     parser.add_argument("--overlap-seconds", type=float, default=5.0)
     parser.add_argument("--medium-seconds", type=float, default=0.0,
                         help="> 0: also compare chunked and full-pass features on a file this long")
+    parser.add_argument("--store-seconds", type=float, default=0.0,
+                        help="> 0: also time extract_features into a feature store on this much audio")
+    parser.add_argument("--store-shard-mb", default="8,64", help="shard sizes (MB) for --store-seconds")
+    parser.add_argument("--store-layers", default="all", help="layers kept in the store run")
+    parser.add_argument("--store-only", action="store_true", help="run only the --store-seconds measurement")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--_memory", nargs=3, metavar=("IMPL", "NAME", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--_time", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--_precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--_device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--_long", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_store", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args._memory:
@@ -230,6 +268,15 @@ def main() -> None:
     if args._long:
         print(json.dumps(long_file_rss(args.long_minutes, args.threads, args.chunk_seconds,
                                        args.overlap_seconds, args.long_layers)))
+        return
+    if args._store is not None:
+        print(json.dumps(store_fill(args.store_seconds, args._store, args.threads, args.store_layers,
+                                    args._device)))
+        return
+    if args.store_only:
+        results = {"store": _store_runs(args)}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
         return
 
     import transformers
@@ -281,8 +328,26 @@ def main() -> None:
         for label, values in error.items():
             print(f"  {label}: relative L2 " + " ".join(f"{v:.3f}" for v in values["relative_l2"]))
             print(f"  {label}: min cosine  " + " ".join(f"{v:.3f}" for v in values["min_cosine"]))
+    if args.store_seconds > 0:
+        results["store"] = _store_runs(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _store_runs(args: argparse.Namespace) -> list[dict]:
+    """The --store-seconds measurement for each shard size (a fresh process each), printed as a table."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"extract_features into a store: hubert_base, {args.store_seconds:g} s of audio (10-s files), "
+          f"layers {args.store_layers}, {device}, {args.threads} threads")
+    print(f"{'shard MB':>9}{'wall s':>9}{'shards':>8}{'stored MiB':>12}{'s per shard':>13}{'peak RSS MiB':>14}")
+    runs = []
+    for shard_mb in (float(v) for v in args.store_shard_mb.split(",")):
+        run = _in_subprocess(["--threads", str(args.threads), "--store-seconds", str(args.store_seconds),
+                              "--store-layers", args.store_layers, "--_device", device, "--_store", str(shard_mb)])
+        runs.append(run)
+        print(f"{shard_mb:>9g}{run['wall_s']:>9.1f}{run['shards']:>8}{run['stored_mib']:>12.0f}"
+              f"{run['work_per_shard_s']:>13.1f}{run['peak_rss_above_model_mib']:>14.0f}", flush=True)
+    return runs
 
 
 if __name__ == "__main__":
