@@ -129,9 +129,23 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: Path, event: str | None = None) -> list[dict[str, Any]]:
-    """The rows of `run_dir/metrics.jsonl`, optionally only those of one event type."""
+    """The events of `run_dir/metrics.jsonl` (only those of type `event` if given); none when it is missing.
+
+    A line that is not a JSON event (a killed run can leave its last line half-written) is skipped with a
+    warning, so a run directory can be read while, or after, its run dies.
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if event is None or r["event"] == event]
+    events = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d: not JSON, skipped", path, number)
+            continue
+        if isinstance(row, dict) and "step" in row and (event is None or row.get("event") == event):
+            events.append(row)
+    return events

@@ -1,0 +1,124 @@
+"""The whole report page: sections in order, inline CSS, written atomically as one self-contained HTML file."""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from speechrep.bench.report.inputs import (
+    ReportInputs,
+    layer_weight_matrix,
+    load_inputs,
+    task_order,
+    upstream_order,
+)
+from speechrep.bench.report.plots import (
+    plot_downstream_curves,
+    plot_layer_weights,
+    plot_pretrain_curves,
+    plot_scores,
+)
+from speechrep.bench.report.tables import (
+    controls_html,
+    count_text,
+    esc,
+    img_tag,
+    kmeans_html,
+    leaderboard_html,
+    provenance_html,
+)
+from speechrep.storage import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+nav a { margin-right: 1em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } th:first-child, td.name { text-align: left; } td.name { font-weight: 600; }
+table.commands td, table.commands th, table.env td, table.env th { text-align: left; }
+td.best { font-weight: 700; background: #eef6ee; } td[title] { cursor: help; }
+td.gain { color: #176317; } td.loss { color: #9b1c1c; } td.warn { background: #fff2d9; }
+.note { color: #555; font-size: 0.85em; } .plots { display: flex; flex-wrap: wrap; gap: 1em; }
+img.plot { max-width: 100%; border: 1px solid #eee; } pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
+code { font-size: 0.85em; word-break: break-all; }
+"""
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The whole page as an HTML string (plots as base64 PNG, no external resource)."""
+    rows, upstreams = inputs.rows, upstream_order(inputs.rows)
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
+
+    sections.append(("leaderboard", "Leaderboard", leaderboard_html(inputs) + "\n" + controls_html(inputs)))
+
+    if inputs.scores:
+        body = img_tag(plot_scores(inputs.scores, upstreams), "score per upstream")
+    else:
+        body = "<p>No score: the benchmark has no baseline row (fbank) and no given references.</p>"
+    sections.append(("score", "Score per upstream", body))
+
+    heat_maps, single_layer = [], []
+    for up in upstreams:
+        tasks, matrix = layer_weight_matrix(rows, up)
+        if matrix.shape[1] > 1:
+            heat_maps.append(img_tag(plot_layer_weights(up, tasks, matrix), f"layer weights of {up}"))
+        else:
+            single_layer.append(up)
+    body = ("<p class=\"note\">The softmax weights of the learned weighted sum of hidden states (mean over "
+            "sub-runs): which layers each task drew on. Uniform weights (1/L) mean the head did not prefer any "
+            "layer.</p>\n" + f"<div class=\"plots\">{''.join(heat_maps)}</div>")
+    if single_layer:
+        body += f"\n<p class=\"note\">One layer only, nothing to weigh: {esc(', '.join(single_layer))}.</p>"
+    sections.append(("layers", "Layer weights", body))
+
+    if inputs.pretrain:
+        plots, missing = [], []
+        for name, run in inputs.pretrain.items():
+            uri = plot_pretrain_curves(name, run)
+            if uri is None:
+                missing.append(name)
+            else:
+                plots.append(img_tag(uri, f"pre-training curves of {name}"))
+        body = f"<div class=\"plots\">{''.join(plots)}</div>"
+        if missing:
+            body += f"\n<p class=\"note\">No logged loss yet: {esc(', '.join(missing))}.</p>"
+        if inputs.kmeans:
+            body += "\n" + kmeans_html(inputs.kmeans)
+        sections.append(("pretraining", "Pre-training curves", body))
+
+    uri = plot_downstream_curves(inputs.bench_dir, rows)
+    body = ("<p class=\"note\">Dev metric vs step for every upstream on each task (mean over sub-runs; dashed: "
+            "untrained controls). The test split is evaluated once, at the end, with the best-dev checkpoint.</p>"
+            + (img_tag(uri, "downstream learning curves") if uri else "<p>No metrics.jsonl found.</p>"))
+    sections.append(("downstream", "Downstream learning curves", body))
+    sections.append(("provenance", "Provenance", provenance_html(inputs)))
+
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    nav = " ".join(f'<a href="#{anchor}">{esc(title)}</a>' for anchor, title, _ in sections)
+    content = "\n".join(f'<section id="{anchor}">\n<h2>{esc(title)}</h2>\n{body}\n</section>'
+                        for anchor, title, body in sections)
+    summary = (f"{count_text(len(upstreams), 'upstream')} × {count_text(len(task_order(rows)), 'task')}"
+               + (f", {count_text(len(inputs.pretrain), 'pre-training run')}" if inputs.pretrain else ""))
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>speechrep report: {esc(inputs.root.resolve().name)}</title>\n<style>{_CSS}</style>\n</head>\n"
+            f"<body>\n<header>\n<h1>speechrep report</h1>\n<p class=\"note\">{esc(summary)} · "
+            f"{esc(inputs.root.resolve())} · generated {esc(generated)}</p>\n<nav>{nav}</nav>\n</header>\n"
+            f"{content}\n</body>\n</html>\n")
+
+
+def write_report(results_dir: Path, out: Path | None = None) -> Path:
+    """Write the static HTML report of a benchmark OUT dir or a demo dir; returns its path (default
+    RESULTS_DIR/report.html)."""
+    inputs = load_inputs(Path(results_dir))
+    path = Path(out) if out is not None else Path(results_dir) / REPORT_NAME
+    atomic_write_text(path, render_report(inputs))
+    log.info("report: %s", path)
+    return path

@@ -1,0 +1,160 @@
+"""The report's figures, each returned as a PNG data URI (matplotlib's object API, no pyplot state)."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechrep.bench.leaderboard import is_rate
+from speechrep.bench.report.inputs import RANDOM_SUFFIX, RunDir, downstream_curve, task_order, upstream_order
+
+
+def _figure(width: float, height: float):
+    # The object API with the Agg canvas: no pyplot global state, no display, safe in any process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png_data_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def upstream_colors(upstreams: Sequence[str]) -> dict[str, Any]:
+    """One colour per model: an untrained control shares its pre-trained model's colour."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    bases = list(dict.fromkeys(u.removesuffix(RANDOM_SUFFIX) for u in upstreams))
+    return {u: palette[bases.index(u.removesuffix(RANDOM_SUFFIX)) % len(palette)] for u in upstreams}
+
+
+def plot_scores(scores: Mapping[str, float], upstreams: Sequence[str]) -> str:
+    """Horizontal bars of the SUPERB-style score per upstream (controls hatched); a PNG data URI."""
+    names = [u for u in upstreams if u in scores]
+    colors = upstream_colors(upstreams)
+    fig = _figure(7.0, 0.45 * len(names) + 1.2)
+    ax = fig.add_subplot()
+    y = np.arange(len(names))
+    values = np.array([scores[u] for u in names])
+    bars = ax.barh(y, values, color=[colors[u] for u in names], edgecolor="black", linewidth=0.5)
+    for bar, name in zip(bars, names):
+        if name.endswith(RANDOM_SUFFIX):
+            bar.set_hatch("//")
+            bar.set_alpha(0.55)
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], padding=3, fontsize=8)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("SUPERB-style score (baseline = 0, topline = 1000)")
+    ax.margins(x=0.15)
+    return _png_data_uri(fig)
+
+
+def plot_layer_weights(upstream: str, tasks: Sequence[str], matrix: np.ndarray) -> str:
+    """Heat map tasks × layers of one upstream's learned layer weights; a PNG data URI."""
+    n_tasks, n_layers = matrix.shape
+    fig = _figure(max(4.5, 0.5 * n_layers + 2.5), 0.42 * n_tasks + 1.5)
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap="viridis", vmin=0.0,
+                      vmax=max(float(np.nanmax(matrix)), 1e-6))
+    if n_layers <= 25:  # the numbers stay readable up to about base-size models
+        peak = np.nanmax(matrix)
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if value > 0.6 * peak else "white")
+    ax.set_xticks(np.arange(n_layers))
+    ax.set_yticks(np.arange(n_tasks), tasks)
+    ax.set_xlabel("hidden state (0 = input of the first context layer)")
+    ax.set_title(f"{upstream}: learned layer weights", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.9)
+    return _png_data_uri(fig)
+
+
+def accuracy_key(run: RunDir) -> str | None:
+    """The first accuracy-like dev scalar a pre-training run logs (e.g. HuBERT's masked_acc), if any."""
+    keys = dict.fromkeys(k for r in run.metrics if r.get("event") == "eval" for k in r)
+    return next((k for k in keys if "acc" in k), None)
+
+
+def plot_pretrain_curves(name: str, run: RunDir) -> str | None:
+    """Train and dev loss vs step of one pre-training run, beside its dev accuracy when it logs one; a PNG
+    data URI (None without logged losses)."""
+    train_steps, train_loss = run.curve("train", "loss")
+    dev_steps, dev_loss = run.curve("eval", "loss")
+    if not len(train_steps) and not len(dev_steps):
+        return None
+    acc = accuracy_key(run)
+    fig = _figure(9.5 if acc else 6.5, 3.2)
+    ax, *rest = fig.subplots(1, 2 if acc else 1, squeeze=False, width_ratios=[3, 2] if acc else None)[0]
+    if len(train_steps):
+        ax.plot(train_steps, train_loss, color="tab:blue", linewidth=1.0, alpha=0.8, label="train loss")
+    if len(dev_steps):
+        ax.plot(dev_steps, dev_loss, color="tab:orange", marker="o", markersize=3, linewidth=1.5,
+                label="dev loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    method = (run.results or {}).get("method")
+    fig.suptitle(f"{name} ({method})" if method else name, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if acc:
+        steps, values = run.curve("eval", acc)
+        rest[0].plot(steps, 100.0 * values, color="tab:green", marker="o", markersize=3, linewidth=1.5)
+        rest[0].set_xlabel("step")
+        rest[0].set_ylabel(f"dev {acc} (%)")
+        rest[0].grid(alpha=0.3)
+    return _png_data_uri(fig)
+
+
+def plot_downstream_curves(bench_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Small multiples, one panel per task: dev metric vs step, one line per upstream; a PNG data URI."""
+    tasks, upstreams = task_order(rows), upstream_order(rows)
+    colors = upstream_colors(upstreams)
+    curves = {(r["upstream"], r["task"]): (r, downstream_curve(bench_dir, r)) for r in rows}
+    if not any(len(steps) for _, (steps, _) in curves.values()):
+        return None
+    columns = min(3, len(tasks))
+    grid_rows = math.ceil(len(tasks) / columns)
+    fig = _figure(4.0 * columns, 2.9 * grid_rows + 0.6)
+    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        unit = ""
+        for upstream in upstreams:
+            if (upstream, task) not in curves:
+                continue
+            row, (steps, values) = curves[upstream, task]
+            scale, unit = (100.0, " (%)") if is_rate(row) else (1.0, "")
+            if len(steps):
+                ax.plot(steps, scale * values, color=colors[upstream], marker="o", markersize=2.5,
+                        linewidth=1.2, linestyle="--" if upstream.endswith(RANDOM_SUFFIX) else "-",
+                        label=upstream)
+        metric = next(r["metric"] for r in rows if r["task"] == task)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(f"dev {metric}{unit}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no training curve\n(evaluated only)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax in axes:
+        for line in ax.lines:
+            handles.setdefault(line.get_label(), line)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=min(len(handles), 6), fontsize=8)
+    return _png_data_uri(fig)

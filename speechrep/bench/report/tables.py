@@ -1,0 +1,270 @@
+"""The report's HTML fragments: leaderboard, controls, k-means and provenance tables (all text escaped)."""
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from speechrep.bench.leaderboard import format_metric, is_rate
+from speechrep.bench.report.inputs import (
+    RANDOM_SUFFIX,
+    ReportInputs,
+    pair_run_dirs,
+    read_run_dir,
+    task_order,
+    upstream_order,
+)
+from speechrep.bench.score import task_score
+from speechrep.config import PROVENANCE_KEY
+
+
+def esc(value: Any) -> str:
+    """Any value as HTML-escaped text (quotes too, so it is safe in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+def _table(header: Sequence[str], body: Iterable[Sequence[str]], css: str = "") -> str:
+    """An HTML table; header cells are escaped here, body cells must already be HTML (escaped <td>s)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    lines = "\n".join(f"<tr>{''.join(cells)}</tr>" for cells in body)
+    cls = f' class="{esc(css)}"' if css else ""
+    return f"<table{cls}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{lines}\n</tbody>\n</table>"
+
+
+def _td(text: Any, title: str | None = None, css: str | None = None) -> str:
+    attrs = (f' title="{esc(title)}"' if title else "") + (f' class="{esc(css)}"' if css else "")
+    return f"<td{attrs}>{esc(text)}</td>"
+
+
+def img_tag(uri: str, alt: str, css: str = "plot") -> str:
+    """An <img> of a data URI with escaped alt text."""
+    return f'<img class="{esc(css)}" src="{uri}" alt="{esc(alt)}">'
+
+
+def _column_header(row: Mapping[str, Any]) -> str:
+    unit = " (%)" if is_rate(row) else ""
+    return f"{row['task']} {row['metric']}{unit} {'↑' if row['higher_is_better'] else '↓'}"
+
+
+def _best_by_task(rows: Sequence[Mapping[str, Any]], split: str) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for r in rows:
+        value = float((r.get(split) or {}).get(r["metric"], math.nan))
+        if not math.isfinite(value):
+            continue
+        sign = 1.0 if r["higher_is_better"] else -1.0
+        if r["task"] not in best or sign * value > sign * best[r["task"]]:
+            best[r["task"]] = value
+    return best
+
+
+def _steps_text(row: Mapping[str, Any]) -> str:
+    subs = row.get("sub_runs") or {}
+    parts = [f"{'' if name == 'main' else name + ' '}best step {s.get('best_step')}/{s.get('steps')}"
+             for name, s in subs.items()]
+    return ", ".join(parts)
+
+
+def leaderboard_html(inputs: ReportInputs) -> str:
+    """The test-metric table (dev metric, LR, steps and task score in each cell's tooltip) and the dev table."""
+    rows, tasks, upstreams = inputs.rows, task_order(inputs.rows), upstream_order(inputs.rows)
+    by_pair = {(r["upstream"], r["task"]): r for r in rows}
+    first_of_task = {t: next(r for r in rows if r["task"] == t) for t in tasks}
+    header = ["upstream"] + [_column_header(first_of_task[t]) for t in tasks]
+    tables = []
+    for split in ("test", "dev"):
+        best = _best_by_task(rows, split)
+        body = []
+        for up in upstreams:
+            cells = [_td(up, css="name")]
+            for task in tasks:
+                row = by_pair.get((up, task))
+                if row is None:
+                    cells.append(_td("–", "not run"))
+                    continue
+                value = float((row.get(split) or {}).get(row["metric"], math.nan))
+                tip = [f"{up} on {task}", f"dev {format_metric(row, 'dev')}", f"test {format_metric(row)}"]
+                if row.get("lr") is not None:
+                    tip.append(f"lr {float(row['lr']):g}")
+                if _steps_text(row):
+                    tip.append(_steps_text(row))
+                ref = inputs.references.get(task)
+                if split == "test" and ref is not None and ref.topline != ref.baseline and math.isfinite(value):
+                    tip.append(f"task score {task_score(value, ref):.1f}")
+                cells.append(_td(format_metric(row, split), " · ".join(tip),
+                                 "best" if best.get(task) == value else None))
+            if split == "test":
+                score = inputs.scores.get(up)
+                top = max(inputs.scores.values()) if inputs.scores else None
+                cells.append(_td("–" if score is None else f"{score:.1f}",
+                                 css="best" if score is not None and score == top else None))
+            body.append(cells)
+        tables.append(_table(header + (["score ↑"] if split == "test" else []), body, f"leaderboard {split}"))
+    refs = ", ".join(f"{t}: baseline {r.baseline:.4g}, topline {r.topline:.4g}"
+                     for t, r in inputs.references.items())
+    return (f"<h3>Test (the checkpoint chosen on dev, evaluated once)</h3>\n{tables[0]}\n"
+            "<p class=\"note\">Hover a cell for its dev value, learning rate, steps and task score. Bold: best "
+            "per column. Score: each task's test metric scaled linearly from the baseline (0) to the topline "
+            f"(1000), averaged over tasks. References: {esc(refs) if refs else 'none (no score)'}.</p>\n"
+            f"<h3>Dev (model selection)</h3>\n{tables[1]}")
+
+
+def controls_html(inputs: ReportInputs) -> str:
+    """Pre-trained model minus its untrained control (same architecture, random weights): score and tasks."""
+    upstreams, tasks = upstream_order(inputs.rows), task_order(inputs.rows)
+    pairs = [(u, u + RANDOM_SUFFIX) for u in upstreams if u + RANDOM_SUFFIX in upstreams]
+    if not pairs:
+        return ""
+    by_pair = {(r["upstream"], r["task"]): r for r in inputs.rows}
+    body = []
+    for trained, control in pairs:
+        score_a, score_b = inputs.scores.get(trained), inputs.scores.get(control)
+        cells = [_td(trained, css="name"),
+                 _td("–" if score_a is None or score_b is None else f"{score_a - score_b:+.1f}")]
+        for task in tasks:
+            a, b = by_pair.get((trained, task)), by_pair.get((control, task))
+            if a is None or b is None:
+                cells.append(_td("–"))
+                continue
+            diff = float(a["test"][a["metric"]]) - float(b["test"][b["metric"]])
+            scale = 100.0 if is_rate(a) else 1.0
+            better = diff > 0 if a["higher_is_better"] else diff < 0
+            cells.append(_td(f"{scale * diff:+.2f}", css="gain" if better else "loss" if diff else None))
+        body.append(cells)
+    first_of_task = {t: next(r for r in inputs.rows if r["task"] == t) for t in tasks}
+    header = ["pre-trained", "score Δ"] + [_column_header(first_of_task[t]) + " Δ" for t in tasks]
+    return ("<h3>What pre-training added: each model minus its untrained control</h3>\n"
+            + _table(header, body, "controls")
+            + "\n<p class=\"note\">Green: the pre-trained model is better on that task's test metric.</p>")
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(data, dict):
+        return [item for k, v in data.items() for item in _flatten(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), json.dumps(data) if not isinstance(data, str) else data)]
+
+
+def _config_items(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A config as `key.sub = value` pairs, without its provenance block."""
+    return _flatten({k: v for k, v in config.items() if k != PROVENANCE_KEY})
+
+
+def _config_details(summary: str, config: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
+    text = "\n".join(f"{k} = {v}" for k, v in _config_items(config))
+    more = f"<p>Differing values:</p><pre>{esc(chr(10).join(extra))}</pre>" if extra else ""
+    return f"<details><summary>{esc(summary)}</summary><pre>{esc(text)}</pre>{more}</details>"
+
+
+def kmeans_html(kmeans: Mapping[str, Mapping[str, Any]]) -> str:
+    """The k-means targets of HuBERT-style runs: features, clusters in use and label quality on dev."""
+    body = []
+    for name, report in kmeans.items():
+        splits = report.get("splits") or {}
+        quality = (splits.get("dev") or splits.get("train") or {}).get("label_quality") or {}
+        cells = [_td(name, css="name"), _td(report.get("describe", report.get("features", "–"))),
+                 _td(f"{report.get('used_clusters', '–')} / {report.get('k', '–')}")]
+        cells += [_td(f"{quality[k]:.3f}" if k in quality else "–")
+                  for k in ("phone_purity", "cluster_purity", "pnmi")]
+        body.append(cells)
+    return ("<h3>k-means targets</h3>\n" + _table(
+        ["targets", "features", "clusters used / k", "phone purity", "cluster purity", "PNMI"], body, "kmeans")
+        + "\n<p class=\"note\">Label quality against the phone alignments of the dev split (train where there "
+        "is no dev); higher is better.</p>")
+
+
+def count_text(n: int, singular: str, plural: str | None = None) -> str:
+    """`n` and the noun in the number it takes, e.g. "1 run", "3 runs"."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "–"
+    value = float(value)
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def provenance_html(inputs: ReportInputs) -> str:
+    """Commands and wall times (demo.json), package versions and git revisions, every run's config."""
+    parts = []
+    stages = (inputs.demo or {}).get("stages") or {}
+    if stages:
+        body = [[_td(name, css="name"), f"<td><code>{esc(s.get('command', ''))}</code></td>",
+                 _td(_seconds(s.get("wall_time_s")))] for name, s in stages.items()]
+        total = sum(float(s.get("wall_time_s") or 0.0) for s in stages.values())
+        body.append([_td("total", css="name"), "<td></td>", _td(_seconds(total))])
+        if inputs.demo.get("wall_time_s"):  # lanes run side by side: less than the sum of the stages
+            body.append([_td("wall clock", css="name"), "<td></td>", _td(_seconds(inputs.demo["wall_time_s"]))])
+        parts.append("<h3>Commands (each stage, as it can be re-run on its own)</h3>\n"
+                     + _table(["stage", "command", "wall time"], body, "commands"))
+        if inputs.demo.get("config"):
+            parts.append(_config_details("demo configuration", inputs.demo["config"]))
+
+    downstream_runs = {(r["upstream"], r["task"]): [read_run_dir(d) for d in pair_run_dirs(inputs.bench_dir, r)]
+                       for r in inputs.rows}
+    all_runs = list(inputs.pretrain.values()) + [run for runs in downstream_runs.values() for run in runs]
+    versions: dict[str, set[str]] = {}
+    revisions: dict[str, int] = {}
+    seeds: set[Any] = set()
+    for run in all_runs:
+        prov = run.config.get(PROVENANCE_KEY) or {}
+        for package, version in (prov.get("versions") or {}).items():
+            versions.setdefault(package, set()).add(str(version))
+        if prov.get("git_revision") is not None:
+            revisions[prov["git_revision"]] = revisions.get(prov["git_revision"], 0) + 1
+        if prov.get("seed") is not None:
+            seeds.add(prov["seed"])
+    if versions or revisions:
+        body = [[_td(p, css="name"), _td(", ".join(sorted(v)), css="warn" if len(v) > 1 else None)]
+                for p, v in sorted(versions.items())]
+        body += [[_td("git revision", css="name"), _td(f"{rev} ({n} runs)", css="warn" if len(revisions) > 1
+                                                        else None)] for rev, n in revisions.items()]
+        body.append([_td("seeds", css="name"), _td(", ".join(sorted(map(str, seeds))) or "–")])
+        parts.append(f"<h3>Environment ({count_text(len(all_runs), 'run directory', 'run directories')})</h3>\n"
+                     + _table(["", "value"], body, "env")
+                     + "\n<p class=\"note\">A value in orange differs between runs.</p>")
+
+    if inputs.pretrain:
+        body = []
+        for name, run in inputs.pretrain.items():
+            res = run.results or {}
+            stage = stages.get(f"pretrain {name}") or {}
+            dev = res.get("dev") or {}
+            train_cfg = run.config.get("train") or {}
+            body.append([_td(name, css="name"), _td(res.get("method", "–")),
+                         _td(f"{res.get('steps', '–')} / {train_cfg.get('max_steps', '–')}"),
+                         _td(res.get("best_dev_step", "–")),
+                         _td(", ".join(f"{k} {v:.4g}" for k, v in dev.items()) or "–"),
+                         _td(_seconds(stage.get("wall_time_s")))])
+        parts.append("<h3>Pre-training runs</h3>\n" + _table(
+            ["run", "method", "steps done / planned", "best dev step", "last dev scalars", "wall time"], body,
+            "runs"))
+        parts += [_config_details(f"config of {name} ({run.path})", run.config)
+                  for name, run in inputs.pretrain.items() if run.config]
+
+    body = []
+    for r in inputs.rows:
+        params = r.get("params") or {}
+        body.append([_td(r["upstream"], css="name"), _td(r["task"]),
+                     _td("–" if r.get("lr") is None else f"{float(r['lr']):g}"), _td(_steps_text(r) or "–"),
+                     _td(f"{params.get('upstream', 0):,}"), _td(f"{params.get('trainable', 0):,}"),
+                     _td(_seconds(r.get("wall_time_s")))])
+    total = sum(float(r.get("wall_time_s") or 0.0) for r in inputs.rows)
+    body.append([_td("total", css="name"), "<td></td>" * 5, _td(_seconds(total))])
+    parts.append("<h3>Downstream runs</h3>\n" + _table(
+        ["upstream", "task", "lr", "steps", "upstream params", "trainable params", "wall time"], body, "runs"))
+    for task in task_order(inputs.rows):
+        configs = [(run.path.relative_to(inputs.bench_dir).as_posix(), run.config)
+                   for (_, t), runs in downstream_runs.items() if t == task for run in runs if run.config]
+        if not configs:
+            continue
+        # One config per task, plus whatever a run changed (sub-runs differ by fold, sweeps by lr).
+        reference = dict(_config_items(configs[0][1]))
+        differing = sorted({f"{where}: {k} = {v}" for where, cfg in configs for k, v in _config_items(cfg)
+                            if reference.get(k) != v})
+        summary = f"config of {task} ({configs[0][0]}; {count_text(len(configs), 'run directory', 'run directories')}" \
+            + (", identical)" if not differing else f", {count_text(len(differing), 'value')} differ)")
+        parts.append(_config_details(summary, configs[0][1], differing))
+    return "\n".join(parts)
