@@ -286,3 +286,18 @@ def test_a_killed_extract_resumes_to_the_features_of_a_clean_run(tmp_path: Path)
     assert summary.written == 150
     for key in index:
         torch.testing.assert_close(load_features(out, key)[0], load_features(clean, key)[0], rtol=0, atol=0)
+
+
+def test_an_out_of_the_old_format_is_refused_not_cleaned(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "feats"
+    out.mkdir()
+    save_file({"a/0": torch.zeros(3, 80)}, str(out / "shard-00000.safetensors"))
+    (out / "index.jsonl").write_text('{"id": "a", "shard": "shard-00000.safetensors"}\n')
+    argv = ["extract", "--upstream", "fbank_raw", "--out", str(out), str(corpus / "a.wav")]
+    assert main(argv) == 1
+    assert "written by an older speechrep extract (index.jsonl)" in capsys.readouterr().err
+    assert (out / "shard-00000.safetensors").is_file()
+    assert main([*argv, "--overwrite"]) == 0
+    assert not (out / "index.jsonl").exists() and sorted(read_index(out)) == ["a"]
