@@ -328,7 +328,9 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
          _demo_arguments)
 def _demo(args: argparse.Namespace) -> int:
     from speechrep.bench.demo import run_demo
+    from speechrep.storage import ensure_output_dir
 
+    ensure_output_dir(args.out)
     table = run_demo(args.out, args.preset, args.overrides)
     print(table, end="")
     print(f"report: {args.out / 'report.html'}")
