@@ -138,6 +138,14 @@ def test_manifest_input_uses_cut_ids_and_bf16_is_stored_as_bf16(corpus: Path, tm
     assert features.dtype == torch.bfloat16 and features.shape[0] == (16000 - 400) // 160 + 1
     reference = _reference(model, corpus / "a.wav")[0]
     torch.testing.assert_close(features.float(), reference, atol=0.1, rtol=0.02)  # bf16 rounding only
+    # another manifest reusing a cut id for other audio is not taken for the stored one
+    other = CutSet.from_manifests(recordings=RecordingSet.from_recordings(
+        [Recording.from_file(corpus / "sub" / "c.wav", recording_id="rec-a")]))
+    other = other.modify_ids(lambda _: "rec-a-0")
+    other.to_file(tmp_path / "other.jsonl.gz")
+    with pytest.raises(ConfigError, match="'rec-a-0' of .* is stored from another cut"):
+        extract_features(model, [tmp_path / "other.jsonl.gz"], tmp_path / "feats", precision="bf16",
+                         progress=False)
 
 
 def test_same_utterance_id_from_two_inputs_is_refused(corpus: Path, tmp_path: Path) -> None:

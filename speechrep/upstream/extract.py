@@ -281,6 +281,11 @@ def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os
     """The body of `extract_features`, run while holding the store's folder."""
     utterances, failures = collect_utterances(inputs, sample_rate)
     done = store.index()
+    for utt in utterances:  # a cut id reused by another manifest must not be taken for one already stored
+        stored = done.get(utt.id, {}).get("cut")
+        if utt.cut and stored and stored != utt.cut:
+            raise ConfigError(f"utterance id {utt.id!r} of {utt.source} is stored from another cut "
+                              f"({done[utt.id].get('source')}); extract this manifest into another --out")
     todo = [utt for utt in utterances if utt.id not in done]
     summary = ExtractSummary(store.folder, skipped=len(utterances) - len(todo), failures=failures)
     writer = store.writer(max_shard_bytes)
