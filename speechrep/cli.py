@@ -143,14 +143,15 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
                    help="hub name or exported directory (repeatable); NAME@random = untrained control; "
                    "fbank_global = fbank with train-split statistics")
-    p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. pr,ks,sid")
+    p.add_argument("--tasks", required=True,
+                   help="comma-separated task names, e.g. pr,ks,sid (see `speechrep list tasks`)")
     p.add_argument("--corpus", type=Path, required=True,
                    help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
     p.add_argument("--out", type=Path, required=True,
                    help="runs, feature cache, leaderboard.md, results.json")
-    p.add_argument("--preset", default=None, help="config preset, e.g. tiny (configs/downstream/<preset>/)")
+    p.add_argument("--preset", default=None, help="config preset, e.g. tiny (see `speechrep list presets`)")
     p.add_argument("--tuning", default=None, metavar="NAME",
-                   help="how tasks adapt the upstream: frozen (default) or full (speechrep.tuning)")
+                   help="how tasks adapt the upstream (default: frozen; see `speechrep list tunings`)")
     p.add_argument("--finetune", action="store_true",
                    help="alias of --tuning full: train the upstream too (lr: upstream_lr=...)")
     p.add_argument("--lr-sweep", default=None, metavar="LR,LR,...",
@@ -195,11 +196,11 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, help="pre-training method (see `speechrep pretrain --list`)")
+    p.add_argument("--method", required=True, help="pre-training method (see `speechrep list methods`)")
     p.add_argument("--data", type=Path, required=True,
                    help="a corpus directory (its `unlabeled` subset) or a lhotse manifest of unlabeled audio")
     p.add_argument("--out", type=Path, required=True, help="run directory; the upstream is exported to OUT/upstream")
-    p.add_argument("--preset", default=None, help="e.g. tiny: configs/pretrain/<preset>/<method>.yaml")
+    p.add_argument("--preset", default=None, help="e.g. tiny (see `speechrep list presets`)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out made with another method, preset, data or overrides "
                    "(default: such a folder is an error; the same command again resumes)")
@@ -280,7 +281,8 @@ def _synth(args: argparse.Namespace) -> int:
 def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path,
                    help="audio files, folders (searched recursively) or lhotse manifests")
-    p.add_argument("--upstream", required=True, help="registered name (see list) or an exported/HF/fairseq model")
+    p.add_argument("--upstream", required=True,
+                   help="registered name (see `speechrep list upstreams`) or an exported/HF/fairseq model")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights for a registered name")
     p.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices, e.g. 6,12")
     p.add_argument("--out", type=Path, required=True,
@@ -349,6 +351,41 @@ def _report(args: argparse.Namespace) -> int:
     from speechrep.bench.report import write_report
 
     print(f"report: {write_report(args.results_dir, args.out)}")
+    return 0
+
+
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", choices=LISTS, default=None, metavar="{" + ",".join(LISTS) + "}",
+                   help="what to list (default: all of them)")
+    p.add_argument("pattern", nargs="?", default="*", help="only names matching this wildcard, e.g. hubert*")
+
+
+LISTS = ("upstreams", "methods", "tasks", "presets", "tunings")
+
+
+@command("list", "what can be named on the command line: upstreams, pre-training methods, tasks, presets, "
+         "tunings", _list_arguments)
+def _list(args: argparse.Namespace) -> int:
+    from fnmatch import fnmatchcase
+
+    from speechrep.config import list_presets
+    from speechrep.downstream.tasks import list_tasks
+    from speechrep.pretrain import list_methods
+    from speechrep.tuning import list_tunings
+    from speechrep.upstream.registry import list_upstreams
+
+    def presets() -> list[str]:  # a preset covers some tasks (downstream) or methods (pretrain)
+        return [f"{kind}/{name}: {', '.join(names)}" for kind in ("downstream", "pretrain")
+                for name, names in list_presets(kind).items()]
+
+    listings = {"upstreams": list_upstreams, "methods": list_methods, "tasks": list_tasks, "presets": presets,
+                "tunings": list_tunings}
+    for what in [args.what] if args.what else LISTS:
+        names = [n for n in listings[what]() if fnmatchcase(n.split(":")[0], args.pattern)]
+        if args.what:  # one kind: one name a line, for scripts
+            print("\n".join(names))
+        else:
+            print(f"{what}:\n" + "".join(f"  {n}\n" for n in names), end="")
     return 0
 
 

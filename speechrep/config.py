@@ -349,3 +349,11 @@ def _coerce(value: Any, tp: Any, key: str, base: Any = None) -> Any:
             return value
         return _build(tp, value, prefix=key + ".", base=base if isinstance(base, tp) else None)
     raise ConfigError(f"key {key!r}: unsupported field type {tp!r} in the config dataclass")
+
+
+def list_presets(kind: str) -> dict[str, list[str]]:
+    """Preset name → the tasks (kind "downstream") or methods (kind "pretrain") it has files for."""
+    root = CONFIG_ROOT / kind
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such config folder (kinds: downstream, pretrain)")
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
