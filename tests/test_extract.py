@@ -309,3 +309,19 @@ def test_an_out_of_the_old_format_is_refused_not_cleaned(
     assert (out / "shard-00000.safetensors").is_file()
     assert main([*argv, "--overwrite"]) == 0
     assert not (out / "index.jsonl").exists() and sorted(read_index(out)) == ["a"]
+
+
+def test_symlinked_folders_are_followed_and_loops_reported(tmp_path: Path) -> None:
+    from speechrep.upstream.extract import collect_utterances
+
+    real = tmp_path / "elsewhere"
+    save_audio(real / "b.wav", torch.full((1600,), 0.1), 16000)
+    corpus = tmp_path / "corpus"
+    save_audio(corpus / "a.wav", torch.full((1600,), 0.1), 16000)
+    (corpus / "linked").symlink_to(real, target_is_directory=True)
+    (corpus / "loop").symlink_to(corpus, target_is_directory=True)
+    (corpus / "gone.wav").symlink_to(tmp_path / "missing.wav")
+    found, failures = collect_utterances([corpus])
+    assert sorted(u.id for u in found) == ["a", "linked/b"]
+    reasons = " ".join(reason for _, reason in failures)
+    assert "already visited" in reasons and "broken symlink" in reasons

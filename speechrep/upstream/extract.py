@@ -108,6 +108,28 @@ def _file_utterance(path: Path, utt_id: str, sample_rate: int) -> _Utterance:
     return _Utterance(utt_id, str(path), audio_info(path).duration, lambda: load_audio(path, sample_rate)[0])
 
 
+def audio_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Audio files under `folder`, following symlinked folders; loops and broken links come back as problems."""
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        here = os.stat(root)
+        if (here.st_dev, here.st_ino) in seen:  # reached again through a symlink: a loop or a second path
+            problems.append((root, f"{root}: symlinked folder already visited (a loop or a duplicate), skipped"))
+            dirs.clear()
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root) / name
+            if not path.exists():
+                problems.append((str(path), f"{path}: broken symlink, skipped"))
+            elif path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+                files.append(path)
+    return files, problems
+
+
 def collect_utterances(
     inputs: Sequence[str | os.PathLike], sample_rate: int = 16000
 ) -> tuple[list[_Utterance], list[tuple[str, str]]]:
@@ -116,7 +138,8 @@ def collect_utterances(
     failures: list[tuple[str, str]] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            files = sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            files, problems = audio_files(entry)
+            failures.extend(problems)
             if not files:
                 raise ConfigError(f"{entry}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
             pairs = [(p, p.relative_to(entry).with_suffix("").as_posix()) for p in files]
