@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `speechrep` console script; returns the exit code (see EXIT_CODES_HELP)."""
+    from speechrep.storage import forked_children_release_locks
+
+    forked_children_release_locks()  # no worker process keeps an output folder locked after its run dies
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

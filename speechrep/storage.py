@@ -241,3 +241,27 @@ class OutputFolder:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
+
+
+def release_inherited_locks() -> None:
+    """In a forked child: close the output-folder lock descriptors inherited from the parent.
+
+    A forked worker shares its parent's `flock`; if it outlived a killed parent it would keep the folder
+    locked. Closing the child's copies leaves the parent's lock as it is. Linux only (/proc); else a no-op."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == LOCK_NAME:
+                os.close(int(fd))
+        except (OSError, ValueError):
+            continue
+
+
+def forked_children_release_locks() -> None:
+    """Make every process forked from this one run `release_inherited_locks` (registered once per process)."""
+    if not getattr(forked_children_release_locks, "registered", False):
+        os.register_at_fork(after_in_child=release_inherited_locks)
+        forked_children_release_locks.registered = True  # type: ignore[attr-defined]

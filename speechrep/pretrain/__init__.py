@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from speechrep.config import CONFIG_ROOT, load_config
 from speechrep.errors import ConfigError
-from speechrep.storage import OutputFolder, disk_errors
+from speechrep.storage import OutputFolder, disk_errors, forked_children_release_locks
 from speechrep.train import seed_everything
 
 METHODS: dict[str, str] = {
@@ -68,6 +68,7 @@ def run_method(method: str, data: str | Path, run_dir: str | Path, preset: str |
     cfg = method_config(method, preset, overrides)
     settings = {"method": method, "preset": preset, "data": str(Path(data).resolve()),
                 "overrides": list(overrides)}
+    forked_children_release_locks()  # data-loader workers must not keep the folder locked after a kill -9
     with OutputFolder(Path(run_dir), "speechrep pretrain", settings, overwrite), disk_errors(run_dir):
         seed_everything(cfg.train.seed)  # the same initial weights on every run (and every rank)
         return method_module(method).run(cfg, Path(data), Path(run_dir))

@@ -23,7 +23,8 @@ from speechrep.data.synth.card import write_card
 from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan
 from speechrep.data.synth.workers import SynthesisRunner
 from speechrep.errors import ConfigError
-from speechrep.storage import OutputError, OutputFolder, atomic_write_bytes, atomic_write_text, disk_errors
+from speechrep.storage import (OutputError, OutputFolder, atomic_write_bytes, atomic_write_text, disk_errors,
+                               forked_children_release_locks)
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ def make_synthetic_corpus(
         output_dir
     ).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
     settings = {"preset": preset, "seed": seed} if record_settings else None
+    forked_children_release_locks()  # the worker pool must not keep the folder locked after a kill -9
     with OutputFolder(output_dir, "speechrep synth", settings, overwrite), disk_errors(output_dir):
         todo = [n for n in names if not _is_complete(output_dir / n, preset, seed)]
         for name in sorted(set(names) - set(todo), key=names.index):
