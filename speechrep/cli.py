@@ -133,7 +133,9 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
 @command("prepare", "turn a real corpus into speechrep manifests", _prepare_arguments)
 def _prepare(args: argparse.Namespace) -> int:
     from speechrep.data.recipes import prepare_corpus
+    from speechrep.storage import ensure_output_dir
 
+    ensure_output_dir(args.out)
     manifests = prepare_corpus(args.corpus, args.corpus_dir, args.out)
     for subset, splits in manifests.items():
         for split, cuts in splits.items():

@@ -152,6 +152,7 @@ CLI_CASES = [
     _case("prepare librispeech --corpus-dir @missing --out @root/pr2", (2,)),
     _case("prepare librispeech --corpus-dir @file --out @root/pr3", (2,)),
     _case("prepare speech_commands --corpus-dir @root/corpus --out @root/pr4", (2,)),
+    _case("prepare speech_commands --corpus-dir @root/corpus --out @file", (1,), "not a folder"),
     # demo
     _case("demo --out @file", (1,), "not a folder"),
     _case("demo --out @root/d no_such_key=1", (2,)),
