@@ -167,6 +167,23 @@ def _assign(rng: np.random.Generator, speakers: list[Speaker], count: int) -> li
     return [order[i % len(order)] for i in range(count)]
 
 
+def _utterances(
+    rng: np.random.Generator,
+    spk: dict[str, list[Speaker]],
+    counts: tuple[int, int, int],
+    prefix: str,
+    make: Callable[[str, int, Speaker], Item],
+) -> dict[str, list[Item]]:
+    """Per split, `make(cut_id, i, speaker)` for each of its utterances, speakers assigned round-robin.
+
+    The random draws keep one order (a split's speaker assignment, then its utterances one by one), which
+    is what makes the corpus a function of the seed alone."""
+    return {
+        split: [make(f"{prefix}_{split}_{i:05d}", i, s) for i, s in enumerate(_assign(rng, spk[split], n))]
+        for split, n in zip(SPLITS, counts)
+    }
+
+
 # ------------------------------------------------------------------------------------------- planners
 def plan_sentences(
     name: str,
@@ -178,16 +195,11 @@ def plan_sentences(
 ) -> Plan:
     """unlabeled / pr / asr: random sentences with text, phones and alignments; speaker-disjoint splits."""
     spk = _speakers(rng, speakers, f"{name}_spk")
-    items = {
-        split: [
-            _single_item(
-                audio_dir, f"{name}_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng, *words))
-            )
-            for i, s in enumerate(_assign(rng, spk[split], n))
-        ]
-        for split, n in zip(SPLITS, counts)
-    }
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        return _single_item(audio_dir, cut_id, _spec(rng, speaker, texts.random_sentence(rng, *words)))
+
+    return Plan(spk, _utterances(rng, spk, counts, name, make))
 
 
 def plan_ks(
@@ -197,20 +209,19 @@ def plan_ks(
     spk = _speakers(rng, speakers, "ks_spk")
     commands, others = texts.keyword_words()
     labels = list(commands) + [texts.UNKNOWN_KEYWORD, texts.SILENCE_KEYWORD]
-    items = {}
-    for split, n in zip(SPLITS, counts):
-        items[split] = []
-        for i, speaker in enumerate(_assign(rng, spk[split], n)):
-            label = labels[i % len(labels)]
-            word = {
-                texts.UNKNOWN_KEYWORD: others[int(rng.integers(len(others)))],
-                texts.SILENCE_KEYWORD: "",
-            }.get(label, label)
-            spec = _spec(rng, speaker, word, total_duration=1.0)
-            if label == texts.SILENCE_KEYWORD and spec.snr is None:
-                spec = UtteranceSpec(**{**spec.__dict__, "snr": float(rng.uniform(*_SNR_RANGE))})
-            items[split].append(_single_item(audio_dir, f"ks_{split}_{i:05d}", spec, {"keyword": label}))
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        label = labels[i % len(labels)]
+        word = {
+            texts.UNKNOWN_KEYWORD: others[int(rng.integers(len(others)))],
+            texts.SILENCE_KEYWORD: "",
+        }.get(label, label)
+        spec = _spec(rng, speaker, word, total_duration=1.0)
+        if label == texts.SILENCE_KEYWORD and spec.snr is None:
+            spec = UtteranceSpec(**{**spec.__dict__, "snr": float(rng.uniform(*_SNR_RANGE))})
+        return _single_item(audio_dir, cut_id, spec, {"keyword": label})
+
+    return Plan(spk, _utterances(rng, spk, counts, "ks", make))
 
 
 def plan_sid(
@@ -219,14 +230,11 @@ def plan_sid(
     """Closed-set speaker identification: the same speakers in every split, different sentences."""
     everyone = make_speakers(rng, speakers[0], "sid_spk")
     spk = {split: everyone for split in SPLITS}
-    items = {
-        split: [
-            _single_item(audio_dir, f"sid_{split}_{i:05d}", _spec(rng, s, texts.random_sentence(rng, 3, 10)))
-            for i, s in enumerate(_assign(rng, everyone, n))
-        ]
-        for split, n in zip(SPLITS, counts)
-    }
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        return _single_item(audio_dir, cut_id, _spec(rng, speaker, texts.random_sentence(rng, 3, 10)))
+
+    return Plan(spk, _utterances(rng, spk, counts, "sid", make))
 
 
 def plan_asv(
@@ -258,18 +266,13 @@ def plan_er(
     fold_of.update({s.id: ER_FOLDS - 1 for s in spk["dev"]})
     fold_of.update({s.id: ER_FOLDS for s in spk["test"]})
     styles = list(ER_STYLES)
-    items = {}
-    for split, n in zip(SPLITS, counts):
-        items[split] = []
-        for i, speaker in enumerate(_assign(rng, spk[split], n)):
-            style = styles[i % len(styles)]
-            spec = _spec(rng, speaker, texts.random_sentence(rng, 3, 9), style=style)
-            items[split].append(
-                _single_item(
-                    audio_dir, f"er_{split}_{i:05d}", spec, {"emotion": style, "fold": fold_of[speaker.id]}
-                )
-            )
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        style = styles[i % len(styles)]
+        spec = _spec(rng, speaker, texts.random_sentence(rng, 3, 9), style=style)
+        return _single_item(audio_dir, cut_id, spec, {"emotion": style, "fold": fold_of[speaker.id]})
+
+    return Plan(spk, _utterances(rng, spk, counts, "er", make))
 
 
 def plan_ic(
@@ -277,17 +280,12 @@ def plan_ic(
 ) -> Plan:
     """Intent classification: commands with action/object/location, several phrasings per intent."""
     spk = _speakers(rng, speakers, "ic_spk")
-    items = {}
-    for split, n in zip(SPLITS, counts):
-        items[split] = []
-        for i, speaker in enumerate(_assign(rng, spk[split], n)):
-            sentence, intent = texts.ic_utterance(rng)
-            items[split].append(
-                _single_item(
-                    audio_dir, f"ic_{split}_{i:05d}", _spec(rng, speaker, sentence), {"intent": intent}
-                )
-            )
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        sentence, intent = texts.ic_utterance(rng)
+        return _single_item(audio_dir, cut_id, _spec(rng, speaker, sentence), {"intent": intent})
+
+    return Plan(spk, _utterances(rng, spk, counts, "ic", make))
 
 
 def plan_sf(
@@ -295,15 +293,12 @@ def plan_sf(
 ) -> Plan:
     """Slot filling: templated requests with slot types and values (BIO tags per word)."""
     spk = _speakers(rng, speakers, "sf_spk")
-    items = {}
-    for split, n in zip(SPLITS, counts):
-        items[split] = []
-        for i, speaker in enumerate(_assign(rng, spk[split], n)):
-            sentence, labels = texts.sf_utterance(rng)
-            items[split].append(
-                _single_item(audio_dir, f"sf_{split}_{i:05d}", _spec(rng, speaker, sentence), labels)
-            )
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        sentence, labels = texts.sf_utterance(rng)
+        return _single_item(audio_dir, cut_id, _spec(rng, speaker, sentence), labels)
+
+    return Plan(spk, _utterances(rng, spk, counts, "sf", make))
 
 
 def plan_qbe(
@@ -358,17 +353,15 @@ def plan_se(
 ) -> Plan:
     """Speech enhancement: noisy recordings with the clean reference as `cut.clean`."""
     spk = _speakers(rng, speakers, "se_spk")
-    items = {}
-    for split, n in zip(SPLITS, counts):
-        items[split] = []
-        for i, speaker in enumerate(_assign(rng, spk[split], n)):
-            cut_id = f"se_{split}_{i:05d}"
-            snr = SE_SNRS[i % len(SE_SNRS)]
-            spec = UtteranceSpec(
-                **{**_spec(rng, speaker, texts.random_sentence(rng), effects=False).__dict__, "snr": snr}
-            )
-            items[split].append(_enhancement_item(audio_dir, cut_id, spec))
-    return Plan(spk, items)
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        snr = SE_SNRS[i % len(SE_SNRS)]
+        spec = UtteranceSpec(
+            **{**_spec(rng, speaker, texts.random_sentence(rng), effects=False).__dict__, "snr": snr}
+        )
+        return _enhancement_item(audio_dir, cut_id, spec)
+
+    return Plan(spk, _utterances(rng, spk, counts, "se", make))
 
 
 def _enhancement_item(audio_dir: Path, cut_id: str, spec: UtteranceSpec) -> Item:
