@@ -192,9 +192,10 @@ def _benchmark(args: argparse.Namespace) -> int:
                           tuning="full" if args.finetune else args.tuning or "frozen", lr_sweep=lrs,
                           random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
                           overrides=list(args.overrides), overwrite=args.overwrite)
+    # read before training, so a bad file fails in a second, not after the benchmark
+    refs = load_references(args.score_references) if args.score_references else None
     rows = benchmark(cfg)
     if is_main_process():
-        refs = load_references(args.score_references) if args.score_references else None
         print(write_summary(rows, args.out, references=refs), end="")
     finish_distributed()
     return 0

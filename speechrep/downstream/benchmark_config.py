@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,5 +47,6 @@ class BenchmarkConfig:
             raise ConfigError(f"--tasks {','.join(self.tasks)!r}: give one or more task names, e.g. --tasks ks,pr")
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"--tasks {','.join(self.tasks)!r}: a task is named twice")
-        if self.lr_sweep is not None and (not self.lr_sweep or any(lr <= 0 for lr in self.lr_sweep)):
-            raise ConfigError(f"--lr-sweep {self.lr_sweep}: expected one or more positive learning rates")
+        if self.lr_sweep is not None and (not self.lr_sweep or
+                                          not all(0 < lr < math.inf for lr in self.lr_sweep)):  # NaN fails too
+            raise ConfigError(f"--lr-sweep {self.lr_sweep}: expected one or more positive, finite learning rates")
