@@ -10,7 +10,7 @@
 | `MaskBiLSTM` | SE, SS | (B, S, T, F) sigmoid masks on the STFT magnitude of the mixture |
 
 Frame heads keep the frame rate of the features: `lengths` stays valid for their outputs. The STFT helpers
-(`stft`, `istft`, `match_frames`) go between 16 kHz waves and (B, T, F) spectra with n_fft 512 and hop 160,
+(`stft`, `istft`, `match_frames`, from `speechrep.downstream.spectral`) go between 16 kHz waves and (B, T, F) spectra with n_fft 512 and hop 160,
 one frame per 10 ms like a 160-stride upstream; `MaskBiLSTM` repeats each frame of a coarser upstream (stride
 320) `feature_stride // hop_length` times to reach the STFT rate. Sizes default to SUPERB's heads.
 """
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.downstream.metrics.separation import pit_assign
+from speechrep.downstream.spectral import istft, match_frames, stft  # noqa: F401 - importable from here
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.nn.pooling import AttentiveStatisticsPooling, StatisticsPooling, masked_mean
 from speechrep.upstream.base import padding_mask
@@ -200,30 +201,6 @@ def pit_bce_loss(logits: Tensor, labels: Tensor, lengths: Tensor) -> tuple[Tenso
     pairwise = (pairwise * mask[:, :, None, None]).sum(dim=1) / mask.sum(dim=1)[:, None, None]
     best, perm = pit_assign(pairwise)
     return best.mean(), perm
-
-
-def stft(wavs: Tensor, n_fft: int = 512, hop_length: int = 160) -> Tensor:
-    """(B, L) waves → (B, T, n_fft // 2 + 1) complex spectra, Hann window, centred: T = L // hop + 1."""
-    window = torch.hann_window(n_fft, device=wavs.device, dtype=wavs.dtype)
-    spectrum = torch.stft(wavs, n_fft, hop_length, window=window, center=True, return_complex=True)
-    return spectrum.transpose(1, 2)
-
-
-def istft(spectrum: Tensor, length: int, n_fft: int = 512, hop_length: int = 160) -> Tensor:
-    """(B, T, F) complex spectra → (B, length) waves; inverts `stft` with the same settings."""
-    window = torch.hann_window(n_fft, device=spectrum.device, dtype=spectrum.real.dtype)
-    return torch.istft(spectrum.transpose(1, 2), n_fft, hop_length, window=window, center=True, length=length)
-
-
-def match_frames(frames: Tensor, num_frames: int, dim: int = 1) -> Tensor:
-    """Trim, or pad by repeating the last frame, along `dim` to exactly `num_frames` frames."""
-    have = frames.shape[dim]
-    if have >= num_frames:
-        return frames.narrow(dim, 0, num_frames)
-    last = frames.narrow(dim, have - 1, 1)
-    repeat = [1] * frames.dim()
-    repeat[dim] = num_frames - have
-    return torch.cat([frames, last.repeat(*repeat)], dim=dim)
 
 
 class MaskBiLSTM(nn.Module):

@@ -16,22 +16,27 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
-from lhotse import CutSet
-from lhotse.dataset.collation import collate_audio
 from torch import Tensor, nn
 
 from speechrep.data.batching import load_cuts
 from speechrep.downstream.features import FeatureBatch, FeatureSource
-from speechrep.downstream.heads import MaskBiLSTM, istft, match_frames, stft
+from speechrep.downstream.heads import MaskBiLSTM
 from speechrep.downstream.metrics import pesq_wb, si_sdr, si_sdr_improvement, stoi
+from speechrep.downstream.spectral import (
+    HOP,
+    N_FFT,
+    istft,
+    load_waves,
+    masked_mse,
+    masks_and_mixture,
+    phase_sensitive_target,
+    stft,
+    stft_lengths,
+)
 from speechrep.downstream.tasks import TaskParts, TaskSpec
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig
-from speechrep.upstream.base import padding_mask
 
-N_FFT = 512
-HOP = 160  # 10 ms STFT frames
 SAMPLE_RATE = 16000
 
 
@@ -51,42 +56,6 @@ class SEConfig:
         max_steps=150_000, lr=1e-4, schedule="constant", eval_every=1250, log_every=250))
 
 
-def load_waves(cuts: CutSet, recording_field: str | None, device: torch.device,
-               length: int | None = None) -> tuple[Tensor, Tensor]:
-    """Padded (B, L) waves of the cuts' audio, or of a Recording field such as `clean`, and their lengths.
-
-    `length` trims or zero-pads the batch to L samples (a reference resampled on load may differ by one).
-    """
-    try:
-        waves, lengths = collate_audio(cuts, recording_field=recording_field)
-    except (AttributeError, KeyError, ValueError) as error:
-        what = f"recording field {recording_field!r}" if recording_field else "audio"
-        raise SpeechrepError(f"cuts {list(cuts.ids)[:3]}: cannot load the {what} ({error})") from None
-    if length is not None:
-        waves = F.pad(waves, (0, max(0, length - waves.shape[1])))[:, :length]
-    return waves.float().to(device), lengths.long().to(device)
-
-
-def stft_lengths(wave_lengths: Tensor) -> Tensor:
-    """Valid STFT frames of waves of these lengths (centred frames: L // hop + 1)."""
-    return wave_lengths // HOP + 1
-
-
-def phase_sensitive_target(source: Tensor, mixture: Tensor) -> Tensor:
-    """|S|·cos(∠S − ∠X) clipped to [0, |X|]: the best magnitude a [0, 1] mask on |X| can aim for."""
-    magnitude = mixture.abs()
-    projection = (source * mixture.conj()).real / magnitude.clamp(min=1e-8)
-    return torch.minimum(projection.clamp(min=0.0), magnitude)
-
-
-def masked_mse(estimate: Tensor, target: Tensor, frame_lengths: Tensor) -> Tensor:
-    """(B, ...) mean squared error over the valid frames of (B, ..., T, F) spectra."""
-    valid = padding_mask(frame_lengths, estimate.shape[-2]).to(estimate.dtype)
-    valid = valid.view(valid.shape[0], *([1] * (estimate.dim() - 3)), valid.shape[1], 1)
-    error = (estimate - target).pow(2) * valid
-    return error.sum(dim=(-1, -2)) / (valid.sum(dim=(-1, -2)) * estimate.shape[-1])
-
-
 def build(cfg: SEConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts:
     """A BiLSTM mask head on the noisy STFT, phase-sensitive MSE, PESQ/STOI/SI-SDR of the enhanced waves."""
     train_cuts = load_cuts(corpus_dir, cfg.subset, "train")
@@ -97,10 +66,8 @@ def build(cfg: SEConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
     def masks_and_spectra(model: nn.Module, batch: FeatureBatch) -> tuple[Tensor, Tensor, Tensor]:
         """(B, T, F) masks, the noisy spectra and the noisy wave lengths."""
-        masks, _ = model(batch)
-        noisy, lengths = load_waves(batch.cuts, None, masks.device)
-        spectrum = stft(noisy, N_FFT, HOP)
-        return match_frames(masks[:, 0], spectrum.shape[1]), spectrum, lengths
+        masks, _, spectrum, lengths = masks_and_mixture(model, batch)
+        return masks[:, 0], spectrum, lengths
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> Tensor:
         masks, noisy, lengths = masks_and_spectra(model, batch)

@@ -19,11 +19,20 @@ from torch import Tensor, nn
 
 from speechrep.data.batching import load_cuts
 from speechrep.downstream.features import FeatureBatch, FeatureSource
-from speechrep.downstream.heads import MaskBiLSTM, istft, match_frames, stft
+from speechrep.downstream.heads import MaskBiLSTM
 from speechrep.downstream.metrics import pit_assign, pit_loss, reorder_sources, si_sdr, si_sdr_improvement
+from speechrep.downstream.spectral import (
+    HOP,
+    N_FFT,
+    istft,
+    load_waves,
+    masked_mse,
+    masks_and_mixture,
+    phase_sensitive_target,
+    stft,
+    stft_lengths,
+)
 from speechrep.downstream.tasks import TaskParts, TaskSpec
-from speechrep.downstream.tasks.se import (HOP, N_FFT, load_waves, masked_mse, phase_sensitive_target,
-                                           stft_lengths)
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig
 
@@ -62,13 +71,6 @@ def build(cfg: SSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
     head = MaskBiLSTM(features.hidden_size, num_sources=len(SOURCE_FIELDS), n_fft=N_FFT, hop_length=HOP,
                       feature_stride=features.stride, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                       dropout=cfg.dropout)
-
-    def masks_and_mixture(model: nn.Module, batch: FeatureBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(B, 2, T, F) masks, the mixture waves, their (B, T, F) spectra and the wave lengths."""
-        masks, _ = model(batch)
-        mixture, lengths = load_waves(batch.cuts, None, masks.device)
-        spectrum = stft(mixture, N_FFT, HOP)
-        return match_frames(masks, spectrum.shape[1], dim=2), mixture, spectrum, lengths
 
     def loss_fn(model: nn.Module, batch: FeatureBatch) -> Tensor:
         masks, waves, mixture, lengths = masks_and_mixture(model, batch)
