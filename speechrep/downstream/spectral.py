@@ -6,6 +6,8 @@ invert the masked spectrum with the mixture's phase.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from lhotse import CutSet
@@ -14,6 +16,9 @@ from torch import Tensor, nn
 
 from speechrep.errors import SpeechrepError
 from speechrep.upstream.base import padding_mask
+
+if TYPE_CHECKING:  # features imports the upstream side, which heads (importing this module) need not load
+    from speechrep.downstream.features import FeatureBatch
 
 N_FFT = 512
 HOP = 160  # 10 ms STFT frames
@@ -64,7 +69,7 @@ def load_waves(cuts: CutSet, recording_field: str | None, device: torch.device,
     return waves.float().to(device), lengths.long().to(device)
 
 
-def masks_and_mixture(model: nn.Module, batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def masks_and_mixture(model: nn.Module, batch: FeatureBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A mask head's (B, S, T, F) masks on a batch's mixture (its own audio), the mixture waves, their
     (B, T, F) spectra and the wave lengths; the masks are trimmed or padded to the spectra's frames."""
     masks, _ = model(batch)
