@@ -3,8 +3,9 @@
     rows = benchmark(BenchmarkConfig(["fbank", "hubert_tiny"], ["ks", "pr"], corpus_dir, out_dir, preset="tiny"))
 
 Protocol: a tuning strategy prepares the upstream (`frozen` by default, `full` = `--finetune`; see
-`speechrep.tuning`), a learnable softmax-weighted sum of its layers feeds the task's light head, the head trains on train, `checkpoints/best.pt` is picked by the dev metric only, and the
-test split is loaded and evaluated once, at the end, with the best checkpoint. Layout of `out_dir`:
+`speechrep.tuning`), a learnable softmax-weighted sum of its layers feeds the task's light head, the head
+trains on train, `checkpoints/best.pt` is picked by the dev metric only, and the test split is loaded and
+evaluated once, at the end, with the best checkpoint. Layout of `out_dir`:
 
     config.yaml                               the BenchmarkConfig of the last invocation
     features/<upstream>-<fingerprint>/        hidden states of frozen upstreams (see downstream.features)
@@ -17,8 +18,8 @@ filterbank standardised with mean/std of the task's train split (SUPERB's `fbank
 which pools to a constant under mean pooling).
 
 `out_dir` is held by one benchmark at a time and records the settings that decide its numbers (corpus,
-preset, tuning, LR sweep, overrides, random init); each pair folder records its upstream's weights
-fingerprint. A rerun with other settings, or an upstream path whose weights changed, is a one-line
+preset, tuning, LR sweep, overrides, random init); each pair folder records its upstream's identity
+(`upstream_identity`: the weights fingerprint). A rerun with other settings, or an upstream path whose weights changed, is a one-line
 OutputError naming what changed, unless `overwrite` starts over. Adding upstreams or tasks is fine.
 
 results.json holds dev and test metrics, the learned layer weights, parameter counts (upstream, trainable)
