@@ -13,8 +13,8 @@ from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.apc import APCConfig, APCHead, apc_tiny
 from speechrep.upstream.baselines import fbank, fbank_raw, mfcc, spectrogram
 from speechrep.upstream.cpc import cpc, cpc_tiny
-from speechrep.upstream.mockingjay import (Mockingjay, MockingjayConfig, audio_albert_tiny, mockingjay_tiny,
-                                           stack_frames)
+from speechrep.nn.frames import stack_frames
+from speechrep.upstream.mockingjay import Mockingjay, MockingjayConfig, audio_albert_tiny, mockingjay_tiny
 from speechrep.upstream.npc import NPC, NPCConfig
 
 
@@ -227,7 +227,7 @@ def test_audio_albert_shares_one_layer() -> None:
 
 def test_stack_frames_concatenates_consecutive_frames_and_mockingjay_stride() -> None:
     feats = torch.arange(2 * 7 * 2, dtype=torch.float32).view(2, 7, 2)
-    stacked, lengths = stack_frames(feats, torch.tensor([7, 5]), 3)
+    stacked, lengths = stack_frames(feats, torch.tensor([7, 5]), 3, tail="drop")
     assert stacked.shape == (2, 2, 6) and lengths.tolist() == [2, 1]
     assert stacked[0, 1].tolist() == feats[0, 3:6].flatten().tolist()
     model = mockingjay_tiny().eval()

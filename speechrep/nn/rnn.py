@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from speechrep.upstream.base import padding_mask
+from speechrep.nn.frames import padding_mask
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 

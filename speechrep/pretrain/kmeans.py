@@ -63,12 +63,9 @@ class FrameFeatures:
 
 def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     """Concatenate every `factor` consecutive frames; a last partial group is zero-filled (ceil(T/factor))."""
-    if factor == 1:
-        return feats, lengths
-    batch, count, dim = feats.shape
-    groups = -(-count // factor)
-    feats = torch.nn.functional.pad(feats, (0, 0, 0, groups * factor - count))
-    return feats.reshape(batch, groups, factor * dim), -(-lengths // factor)
+    from speechrep.nn.frames import stack_frames as stack  # the one implementation; targets keep the tail
+
+    return stack(feats, lengths, factor, tail="pad")
 
 
 def parse_features(spec: str) -> tuple[str, int | None]:

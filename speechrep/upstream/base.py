@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
+
+from speechrep.nn.frames import padding_mask
+
+__all__ = ["Upstream", "UpstreamOutput", "padding_mask"]  # padding_mask lives in nn; re-exported for callers
 
 
 @dataclass
@@ -25,8 +28,3 @@ class Upstream(Protocol):
     hidden_sizes: list[int]  # one per returned hidden state
 
     def __call__(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput: ...
-
-
-def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """(B, max_len) bool mask, True on valid positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.audio.features import fbank, num_frames
 from speechrep.errors import AudioError
+from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.nn.transformer import TransformerEncoder
-from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.base import UpstreamOutput
 from speechrep.upstream.baselines import CorpusStatistics
 from speechrep.upstream.registry import register_upstream
 
@@ -43,16 +42,6 @@ class MelHuBERTConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
     layer_drop: float = 0.0
-
-
-def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """(B, T, D) → (B, ceil(T/factor), factor·D): consecutive frames concatenated, short tail zero-filled."""
-    if factor == 1:
-        return feats, lengths
-    batch, frames, dim = feats.shape
-    feats = F.pad(feats, (0, 0, 0, (-frames) % factor))
-    stacked = feats.reshape(batch, -1, factor * dim)
-    return stacked, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
 
 
 class MelHuBERT(CorpusStatistics, nn.Module):
@@ -97,7 +86,7 @@ class MelHuBERT(CorpusStatistics, nn.Module):
         )
         # padding stays zero after standardisation, as the original zero-fills a stacked utterance's odd tail
         mels = self.standardise(mels, lengths)
-        return stack_frames(mels, lengths, self.config.stack_frames)
+        return stack_frames(mels, lengths, self.config.stack_frames, tail="pad")
 
     def encode(
         self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.nn.frames import padding_mask, stack_frames
+from speechrep.upstream.base import UpstreamOutput
 from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
 from speechrep.upstream.registry import register_upstream
 
@@ -98,7 +99,7 @@ class Mockingjay(CorpusStatistics, nn.Module):
         feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
         if corpus_norm:
             feats = self.standardise(feats, lengths)
-        return stack_frames(feats, lengths, self.config.downsample)
+        return stack_frames(feats, lengths, self.config.downsample, tail="drop")  # as the original: a short tail is cut
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
         """Hidden states from (possibly altered) stacked log-mel features, as pre-training feeds them."""
@@ -130,15 +131,6 @@ class SpecHead(nn.Module):
     def forward(self, last_hidden: Tensor) -> Tensor:
         """(B, T', H) → (B, T', num_mel_bins · downsample)."""
         return self.net(last_hidden)
-
-
-def stack_frames(feats: Tensor, lengths: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """Concatenate each `factor` consecutive frames, drop the rest: (B, T, D) → (B, T//factor, D·factor)."""
-    if factor == 1:
-        return feats, lengths
-    B, T, D = feats.shape
-    T = T // factor * factor
-    return feats[:, :T].reshape(B, T // factor, D * factor), lengths // factor
 
 
 @register_upstream("mockingjay")
