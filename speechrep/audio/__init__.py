@@ -15,3 +15,4 @@ from speechrep.audio.features import (
 from speechrep.audio.augment import (add_noise, apply_eq, band_limit, clip, coloured_noise, random_eq,
                                       reverberate, snr_db, speed_perturb, synthetic_rir)
 from speechrep.audio.io import AudioInfo, audio_info, load_audio, resample, save_audio
+from speechrep.audio.pitch import PitchTrack, frame_energy_db, pitch_track

@@ -1,10 +1,10 @@
 """Pitch (F0 + voicing) and energy on a frame grid: a vectorised YIN tracker in numpy.
 
 YIN (de Cheveigné & Kawahara, 2002): for each frame the difference function d(τ) = Σ_j (x_j − x_{j+τ})² over
-an integration window of W samples, its cumulative mean normalised form d'(τ), the first lag whose d' falls
+an integration window of W samples (here made symmetric: the centre window against τ earlier and τ later), its cumulative mean normalised form d'(τ), the first lag whose d' falls
 under an absolute threshold (then down to that dip's local minimum; the global minimum when none does),
 parabolic interpolation of d around it. Every frame is computed at once: d(τ) = E₀ + E_τ − 2·r(τ) with the
-cross term r from one batched FFT and the energies from a cumulative sum, so there is no per-frame loop.
+cross terms r from one batched FFT and the energies from a cumulative sum, so there is no per-frame loop.
 
 Frame i is centred at sample (i + 0.5)·hop, the convention of the frame labels of the downstream tasks
 (`speechrep.downstream.tasks.pf`); pass `centres` (e.g. `FrameGeometry.centre_samples`) for another grid.
@@ -74,16 +74,24 @@ def frame_energy_db(wav: np.ndarray | torch.Tensor, centres: np.ndarray, window:
 
 
 def yin_cmnd(frames: np.ndarray, window: int, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Difference function d and its cumulative mean normalised form d' for lags 0..max_lag, per frame."""
-    num, length = frames.shape  # length >= window + max_lag
+    """Symmetric difference function d and its normalised form d' for lags 0..max_lag, per frame.
+
+    `frames` (N, window + 2·max_lag) hold each frame's centre window with max_lag samples either side; d(τ)
+    compares the centre window with the windows τ earlier and τ later and sums the two, so the estimate
+    belongs to the frame centre whatever the lag (one-sided YIN lags the centre by (max_lag − τ)/2 samples,
+    a 0.7 % bias on a two-octave-per-second glide).
+    """
+    num, length = frames.shape
     n_fft = 1 << int(np.ceil(np.log2(length + window)))
-    head = np.fft.rfft(frames[:, :window], n_fft)
-    full = np.fft.rfft(frames[:, :length], n_fft)
-    cross = np.fft.irfft(np.conj(head) * full, n_fft)[:, : max_lag + 1]  # r(τ) = Σ_j x_j x_{j+τ}
+    head = np.fft.rfft(frames[:, max_lag:max_lag + window], n_fft)
+    full = np.fft.rfft(frames, n_fft)
+    cross = np.fft.irfft(np.conj(head) * full, n_fft)[:, : 2 * max_lag + 1]  # r(k) = Σ_j c_j x_{j+k}
     squares = np.concatenate([np.zeros((num, 1)), np.cumsum(frames * frames, axis=1)], axis=1)
     lags = np.arange(max_lag + 1)
-    energy_lag = squares[:, lags + window] - squares[:, lags]  # Σ_{j=τ}^{τ+W−1} x_j²
-    diff = np.maximum(squares[:, [window]] + energy_lag - 2.0 * cross, 0.0)
+    later, earlier = max_lag + lags, max_lag - lags
+    energy = squares[:, [max_lag + window]] - squares[:, [max_lag]]
+    shifted = (squares[:, later + window] - squares[:, later]) + (squares[:, earlier + window] - squares[:, earlier])
+    diff = np.maximum(2.0 * energy + shifted - 2.0 * (cross[:, later] + cross[:, earlier]), 0.0)
     diff[:, 0] = 0.0
     running = np.cumsum(diff[:, 1:], axis=1)
     cmnd = np.ones_like(diff)
@@ -149,7 +157,7 @@ def pitch_track(
     min_lag = max(2, int(np.floor(sample_rate / fmax)))
     max_lag = int(np.ceil(sample_rate / fmin)) + 1  # +1: room for the parabola around the longest period
     window = max_lag  # integrate over one longest period, as in the YIN paper
-    length = window + max_lag
+    length = window + 2 * max_lag
     starts = np.round(centres - length / 2).astype(np.int64)
     energy = frame_energy_db(wav, centres, int(round(energy_window * sample_rate)))
     if len(centres) == 0:
