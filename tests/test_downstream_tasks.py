@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from downstream_corpus import make_corpus
 
 from speechrep.downstream import runner
@@ -19,13 +18,7 @@ UPSTREAMS = ["fbank", "fbank_global", "hubert_tiny"]
 FAST = ["train.max_steps=40", "train.eval_every=20", "er.folds=[1, 2]"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared CPU: one intra-op thread avoids spinning on a busy second core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ TASKS = ("asv", "sd", "sf", "se", "ss", "qbe")
 UPSTREAMS = ("fbank", "hubert_tiny")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared CPU: one intra-op thread avoids spinning on a busy second core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------------------ ASV

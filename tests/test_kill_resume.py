@@ -12,9 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from downstream_corpus import make_corpus
-
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TIMEOUT = 240
 
@@ -46,11 +43,6 @@ def _kill_when(args: list[str], ready, poll: float = 0.05) -> None:
 
 def _temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.startswith(".tmp-") or p.name.endswith(".tmp")]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"), ("ks",))
 
 
 def test_benchmark_killed_while_training_resumes_to_the_uninterrupted_result(corpus: Path, tmp_path: Path) -> None:

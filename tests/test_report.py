@@ -36,12 +36,7 @@ HOSTILE_COMMAND = "speechrep demo --out '<script>alert(1)</script>' && echo \"a&
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input", "col", "wbr"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from downstream_corpus import make_corpus
 
 import speechrep.downstream.runner as runner
 from speechrep.cli import main
@@ -23,17 +22,7 @@ from speechrep.upstream import export_upstream, load_upstream
 TWO_STEPS = ["train.max_steps=2", "train.eval_every=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"), ("ks",))
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _config(corpus: Path, out: Path, **options: Any) -> runner.BenchmarkConfig:
