@@ -164,6 +164,9 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-init", action="store_true", help="every upstream with random weights")
     p.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="cache frozen upstream features on disk (default: on)")
+    p.add_argument("--features", type=Path, action="append", default=[], metavar="DIR",
+                   help="features written by `speechrep extract --layers all` (repeatable); each feeds the "
+                   "upstream whose weights it was extracted with, instead of the cache in OUT")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out made with another corpus, preset, tuning, LR sweep or overrides, "
                    "or other upstream weights (default: such a folder is an error; the same command resumes)")
@@ -190,8 +193,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     cfg = BenchmarkConfig(upstreams=args.upstream, tasks=tasks, corpus=args.corpus, out=args.out,
                           tuning="full" if args.finetune else args.tuning or "frozen", lr_sweep=lrs,
-                          random_init=args.random_init, feature_cache=args.feature_cache, preset=args.preset,
-                          overrides=list(args.overrides), overwrite=args.overwrite)
+                          random_init=args.random_init, feature_cache=args.feature_cache, features=args.features,
+                          preset=args.preset, overrides=list(args.overrides), overwrite=args.overwrite)
     # read before training, so a bad file fails in a second, not after the benchmark
     refs = load_references(args.score_references) if args.score_references else None
     rows = benchmark(cfg)

@@ -327,3 +327,27 @@ def test_pair_wall_time_sums_every_run(corpus: Path, tmp_path: Path) -> None:
     assert row["wall_time_s"] == pytest.approx(sum(r["wall_time_s"] for r in runs), abs=0.02)
     assert row["upstream_lr"] is None and all(r["wall_time_s"] > 0 for r in runs)
 
+
+def test_benchmark_reads_features_that_extract_wrote(corpus: Path, tmp_path: Path, capsys) -> None:
+    from speechrep.upstream import export_upstream, load_upstream
+
+    torch.manual_seed(0)
+    model = export_upstream(load_upstream("hubert_tiny"), tmp_path / "model", {"test": True})
+    splits = [str(corpus / "ks" / f"{split}.jsonl.gz") for split in ("train", "dev", "test")]
+    store = tmp_path / "feats"
+    assert main(["extract", *splits[:2], "--upstream", str(model), "--layers", "all", "--precision", "fp16",
+                 "--out", str(store)]) == 0
+    argv = ["benchmark", "--upstream", f"tiny={model}", "--tasks", "ks", "--corpus", str(corpus), "--preset", "tiny",
+            *FAST]
+    # The store lacks the test split: one line when the test split is read, nothing computed in its place.
+    assert main(argv + ["--out", str(tmp_path / "partial"), "--features", str(store)]) != 0
+    assert "not in the feature store" in capsys.readouterr().err
+    assert main(["extract", splits[2], "--upstream", str(model), "--layers", "all", "--precision", "fp16",
+                 "--out", str(store)]) == 0
+    assert main(argv + ["--out", str(tmp_path / "stored"), "--features", str(store)]) == 0
+    assert main(argv + ["--out", str(tmp_path / "own")]) == 0
+    assert not (tmp_path / "stored" / "features").exists()  # nothing computed: every cut came from the store
+    stored, own = (json.loads((tmp_path / d / "tiny" / "ks" / "results.json").read_text()) for d in ("stored", "own"))
+    assert stored["test"]["accuracy"] == pytest.approx(own["test"]["accuracy"], abs=0.07)
+    assert main(argv + ["--out", str(tmp_path / "o"), "--features", str(store), "--tuning", "full"]) == 2
+    assert "cannot use stored features" in capsys.readouterr().err

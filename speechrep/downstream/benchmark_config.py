@@ -26,6 +26,7 @@ class BenchmarkConfig:
     lr_sweep: list[float] | None = None  # train each, keep the best on dev
     random_init: bool = False  # every upstream with fresh random weights (the untrained controls)
     feature_cache: bool = True  # cache the hidden states of upstreams the tuning keeps fixed
+    features: list[Path] = field(default_factory=list)  # `speechrep extract` stores, matched by weights
     preset: str | None = None  # configs/downstream/<preset>/<task>.yaml layered on each task's file
     overrides: list[str] = field(default_factory=list)  # key=value for every task, TASK.key=value for one
     overwrite: bool = False  # start over in an --out made with other settings (not saved: an action)
@@ -36,8 +37,11 @@ class BenchmarkConfig:
         Upstreams and tasks are not part of it: rows are per (upstream, task), so adding one to an existing
         --out is legitimate (each row records its upstream's weights fingerprint instead).
         """
-        return {"corpus": str(Path(self.corpus).resolve()), "preset": self.preset, "tuning": self.tuning,
-                "lr_sweep": self.lr_sweep, "overrides": list(self.overrides), "random_init": self.random_init}
+        settings = {"corpus": str(Path(self.corpus).resolve()), "preset": self.preset, "tuning": self.tuning,
+                    "lr_sweep": self.lr_sweep, "overrides": list(self.overrides), "random_init": self.random_init}
+        if self.features:  # features read from a store may differ from the run's own cache in the last bits
+            settings["features"] = sorted(str(Path(d).resolve()) for d in self.features)
+        return settings
 
     def check(self) -> None:
         """One-line ConfigErrors for settings that cannot run (before any folder is touched)."""

@@ -43,7 +43,8 @@ from torch import nn
 
 from speechrep.config import CONFIG_ROOT, load_config, save_config
 from speechrep.downstream.benchmark_config import BenchmarkConfig
-from speechrep.downstream.features import CorpusNormalizer, DownstreamModel, FeatureSource, upstream_fingerprint
+from speechrep.downstream.features import (CorpusNormalizer, DownstreamModel, FeatureCache, FeatureSource,
+                                          upstream_fingerprint)
 from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.storage import OutputFolder, check_settings, disk_errors
@@ -51,6 +52,7 @@ from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepa
                              train, write_results)
 from speechrep.train.distributed import resolve_device
 from speechrep.tuning import TUNINGS, TuningStrategy, get_tuning
+from speechrep.upstream.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +358,19 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
 
 # ------------------------------------------------------------------------------------------------ the suite
 
+def feature_stores(folders: Sequence[Path], tuning: Any) -> dict[str, Path]:
+    """Weights fingerprint → folder of each `--features` store (one-line ConfigErrors for unusable ones)."""
+    if folders and not tuning.caches_features:
+        raise ConfigError(f"--features: tuning {tuning.name!r} changes the upstream, so it cannot use stored features")
+    stores: dict[str, Path] = {}
+    for folder in folders:
+        fingerprint = FeatureStore.open(folder).settings["fingerprint"]
+        if fingerprint in stores:
+            raise ConfigError(f"--features {folder}: holds the same upstream as {stores[fingerprint]}")
+        stores[fingerprint] = Path(folder)
+    return stores
+
+
 def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     """Run every (upstream, task) pair of `cfg` into cfg.out (skipping finished ones); returns their rows.
 
@@ -376,6 +391,7 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     labels = [c.label for c in choices]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--upstream: two upstreams share a name: {labels}")
+    stores = feature_stores(cfg.features, tuning)
     with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite), disk_errors(out_dir):
         if is_main_process():
             save_config(replace(cfg, overwrite=False), out_dir / "config.yaml")
@@ -386,6 +402,10 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             device = resolve_device("auto")
             cache_root = out_dir / "features" if cfg.feature_cache and tuning.caches_features else None
             source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
+            store = stores.pop(upstream_fingerprint(upstream), None) if stores else None
+            if store is not None:
+                log.info("benchmark: %s reads its features from %s", choice.label, store)
+                source.cache = FeatureCache.from_store(store, upstream)
             for task in cfg.tasks:
                 log.info("benchmark: %s on %s", choice.label, task)
                 row = run_pair(task, choice, source, corpus_dir, out_dir / choice.label / task, tuning=tuning,
@@ -393,4 +413,7 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
                                weights=weights)
                 if row:  # empty on ranks other than 0 under torchrun
                     rows.append(row)
+    for fingerprint, folder in stores.items():
+        log.warning("--features %s: no upstream of this run has its weights (fingerprint %s); not used",
+                    folder, fingerprint)
     return rows
