@@ -21,17 +21,8 @@ from speechrep.data.batching import load_cuts
 from speechrep.downstream.features import FeatureBatch, FeatureSource
 from speechrep.downstream.heads import MaskBiLSTM
 from speechrep.downstream.metrics import pit_assign, pit_loss, reorder_sources, si_sdr, si_sdr_improvement
-from speechrep.downstream.spectral import (
-    HOP,
-    N_FFT,
-    istft,
-    load_waves,
-    masked_mse,
-    masks_and_mixture,
-    phase_sensitive_target,
-    stft,
-    stft_lengths,
-)
+from speechrep.downstream.spectral import (HOP, N_FFT, istft, load_waves, masked_mse, masks_and_mixture,
+                                           phase_sensitive_target, stft, stft_lengths)
 from speechrep.downstream.tasks import TaskParts, TaskSpec
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig
