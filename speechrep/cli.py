@@ -197,9 +197,10 @@ def _benchmark(args: argparse.Namespace) -> int:
                           preset=args.preset, overrides=list(args.overrides), overwrite=args.overwrite)
     # read before training, so a bad file fails in a second, not after the benchmark
     refs = load_references(args.score_references) if args.score_references else None
-    rows = benchmark(cfg)
+    tables: list[str] = []  # the leaderboard is written while the run still holds --out
+    benchmark(cfg, summarise=lambda rows: tables.append(write_summary(rows, args.out, references=refs)))
     if is_main_process():
-        print(write_summary(rows, args.out, references=refs), end="")
+        print(tables[0], end="")
     finish_distributed()
     return 0
 

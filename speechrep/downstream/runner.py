@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -371,8 +371,11 @@ def feature_stores(folders: Sequence[Path], tuning: Any) -> dict[str, Path]:
     return stores
 
 
-def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
+def benchmark(cfg: BenchmarkConfig,
+              summarise: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Run every (upstream, task) pair of `cfg` into cfg.out (skipping finished ones); returns their rows.
+
+    `summarise(rows)` (e.g. writing the leaderboard into cfg.out) runs on rank 0 while the folder is still held.
 
     Everything a user can get wrong (tasks, overrides, presets, tuning, corpus, upstream names) fails before
     the output folder is touched. Under torchrun every rank trains on its share of each batch; rank 0 alone
@@ -413,6 +416,8 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
                                weights=weights)
                 if row:  # empty on ranks other than 0 under torchrun
                     rows.append(row)
+        if summarise is not None and is_main_process():
+            summarise(rows)
     for fingerprint, folder in stores.items():
         log.warning("--features %s: no upstream of this run has its weights (fingerprint %s); not used",
                     folder, fingerprint)
