@@ -1,4 +1,6 @@
 """The upstream hub: one interface to every SSL model family, baseline and published checkpoint."""
+# families first: importing them fills the registry before anything can look a name up
+from speechrep.upstream import families  # noqa: F401
 from speechrep.upstream.base import Upstream, UpstreamOutput
 from speechrep.upstream.featurizer import Featurizer
 from speechrep.upstream.registry import list_upstreams, register_upstream

@@ -21,7 +21,7 @@ from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import UpstreamOutput, padding_mask
 from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class APCConfig:
     corpus_norm: bool = False  # standardise log-mel with corpus statistics (buffers), not per utterance
 
 
+@register_family
 class APC(CorpusStatistics, nn.Module):
     """APC / VQ-APC upstream (satisfies the Upstream protocol)."""
 

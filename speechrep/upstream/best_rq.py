@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from speechrep.upstream.melhubert import MelHuBERT, MelHuBERTConfig
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class BestRQConfig(MelHuBERTConfig):
     layer_norm_first: bool = True
 
 
+@register_family
 class BestRQ(MelHuBERT):
     """BEST-RQ encoder satisfying the Upstream contract (architecture shared with MelHuBERT)."""
 

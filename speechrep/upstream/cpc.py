@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import UpstreamOutput, padding_mask
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 # (kernel, stride, padding) of the encoder layers
 CPC_CONV_LAYERS: tuple[tuple[int, int, int], ...] = ((10, 5, 3), (8, 4, 2), (4, 2, 1), (4, 2, 1), (4, 2, 1))
@@ -51,6 +51,7 @@ class ChannelNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
+@register_family
 class CPC(nn.Module):
     """Modified CPC upstream (satisfies the Upstream protocol)."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 from speechrep.upstream.wav2vec2 import LARGE, TINY, Wav2Vec2, Wav2Vec2Config
 
 
@@ -21,6 +21,7 @@ class Data2VecConfig(Wav2Vec2Config):
     normalize_waveform: bool = True
 
 
+@register_family
 class Data2Vec(Wav2Vec2):
     """data2vec audio encoder satisfying the Upstream contract (the EMA teacher is pre-training only)."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 from speechrep.upstream.wav2vec2 import TINY, Wav2Vec2, Wav2Vec2Config
 
 
@@ -37,6 +37,7 @@ class DistilHuBERTHeads(nn.Module):
         return out.transpose(1, 2)
 
 
+@register_family
 class DistilHuBERT(Wav2Vec2):
     """DistilHuBERT student encoder satisfying the Upstream contract."""
 

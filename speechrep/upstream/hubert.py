@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 from speechrep.upstream.wav2vec2 import LARGE, TINY, Wav2Vec2, Wav2Vec2Config
 
 
@@ -16,6 +16,7 @@ class HuBERTConfig(Wav2Vec2Config):
     """HuBERT architecture: the same fields and Base defaults as wav2vec 2.0."""
 
 
+@register_family
 class HuBERT(Wav2Vec2):
     """HuBERT encoder satisfying the Upstream contract (architecture shared with wav2vec 2.0)."""
 

@@ -19,48 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from speechrep.errors import CheckpointError, ConfigError
-from speechrep.upstream.registry import get_constructor
+from speechrep.upstream.registry import get_constructor, get_family
 
 EXPORT_FORMAT = "speechrep"
 HF_MODEL_TYPES = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec"}
-
-
-def _family_classes() -> dict[str, type[nn.Module]]:
-    """Family name → model class for every family that can be exported and re-loaded."""
-    from speechrep.upstream import families  # noqa: F401  (imports every family module)
-    from speechrep.upstream.wav2vec2 import Wav2Vec2
-
-    classes: dict[str, type[nn.Module]] = {}
-    pending: list[type] = [Wav2Vec2]
-    while pending:  # the wav2vec 2.0 family classes and their subclasses (HuBERT, WavLM, data2vec, ...)
-        cls = pending.pop()
-        classes.setdefault(cls.family, cls)
-        pending.extend(cls.__subclasses__())
-    for cls in _exportable_classes():
-        classes.setdefault(cls.family, cls)
-    return classes
-
-
-def _exportable_classes() -> list[type]:
-    """Other model classes declaring `family` and `config_class` (families outside the wav2vec 2.0 tree)."""
-    found = []
-    for cls in _all_subclasses(nn.Module):
-        if isinstance(getattr(cls, "family", None), str) and dataclasses.is_dataclass(
-            getattr(cls, "config_class", None)
-        ):
-            if cls.__module__.startswith("speechrep."):
-                found.append(cls)
-    return found
-
-
-def _all_subclasses(cls: type) -> list[type]:
-    """Every transitive subclass of `cls`."""
-    out, pending = [], list(cls.__subclasses__())
-    while pending:
-        sub = pending.pop()
-        out.append(sub)
-        pending.extend(sub.__subclasses__())
-    return out
 
 
 def _config_from_dict(config_class: type, values: Mapping[str, Any], source: str) -> Any:
@@ -131,25 +93,19 @@ def _load_path(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
 
 def _build(family: str, config: Any, overrides: Mapping[str, Any], source: str) -> nn.Module:
     """Instantiate `family` with `config` updated by `overrides`."""
-    classes = _family_classes()
-    if family not in classes:
-        raise CheckpointError(
-            f"{source}: unknown upstream family {family!r} (known: {', '.join(sorted(classes))})"
-        )
+    model_class = get_family(family, source)
     try:
         config = dataclasses.replace(config, **overrides)
     except TypeError as error:
         raise ConfigError(f"{source}: bad override ({error})") from error
-    return classes[family](config)
+    return model_class(config)
 
 
 def _load_export(path: Path, meta: Mapping[str, Any], overrides: Mapping[str, Any]) -> nn.Module:
     """A directory written by `export_upstream`."""
     family = meta.get("family")
-    classes = _family_classes()
-    if family not in classes:
-        raise CheckpointError(f"{path}/config.json: unknown upstream family {family!r}")
-    config = _config_from_dict(classes[family].config_class, meta.get("config", {}), f"{path}/config.json")
+    model_class = get_family(family, f"{path}/config.json")
+    config = _config_from_dict(model_class.config_class, meta.get("config", {}), f"{path}/config.json")
     model = _build(family, config, overrides, str(path))
     weights = path / "model.safetensors"
     if not weights.is_file():
@@ -174,7 +130,7 @@ def _load_huggingface(path: Path, hf_config: Mapping[str, Any], overrides: Mappi
     preprocessor = path / "preprocessor_config.json"
     if preprocessor.is_file():
         do_normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize", False))
-    config = config_from_hf(hf_config, _family_classes()[family].config_class(), do_normalize)
+    config = config_from_hf(hf_config, get_family(family, str(path)).config_class(), do_normalize)
     model = _build(family, config, overrides, str(path))
     # HF omits masked_spec_embed when the config disables masking; it is used by pre-training only
     load_weights(model, convert_hf_state_dict(_read_hf_weights(path)), str(path), optional=("mask_emb",))
@@ -220,10 +176,7 @@ def _load_fairseq(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
 
     checkpoint = read_fairseq_checkpoint(path)
     family, model_cfg, normalize = fairseq_model_config(checkpoint, path)
-    classes = _family_classes()
-    if family not in classes:
-        raise CheckpointError(f"{path}: family {family!r} is not available")
-    config = config_from_fairseq(model_cfg, classes[family].config_class(), normalize)
+    config = config_from_fairseq(model_cfg, get_family(family, str(path)).config_class(), normalize)
     model = _build(family, config, overrides, str(path))
     load_weights(model, convert_fairseq_state_dict(checkpoint["model"]), str(path), optional=("mask_emb",))
     model.provenance = {"source": str(path), "format": "fairseq", "family": family}

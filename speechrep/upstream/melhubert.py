@@ -20,7 +20,7 @@ from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.nn.transformer import TransformerEncoder
 from speechrep.upstream.base import UpstreamOutput
 from speechrep.upstream.baselines import CorpusStatistics
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class MelHuBERTConfig:
     layer_drop: float = 0.0
 
 
+@register_family
 class MelHuBERT(CorpusStatistics, nn.Module):
     """MelHuBERT encoder (Upstream contract): each transformer layer's input and the last output."""
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.upstream.base import UpstreamOutput
 from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class _PostLNLayer(nn.Module):
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
+@register_family
 class Mockingjay(CorpusStatistics, nn.Module):
     """Mockingjay / TERA / Audio ALBERT upstream (satisfies the Upstream protocol)."""
 

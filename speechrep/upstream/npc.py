@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.upstream.base import UpstreamOutput, padding_mask
 from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class MaskedConv1d(nn.Conv1d):
         return torch.tanh(F.conv1d(x, self.weight * self.tap_mask, self.bias, padding=self.padding))
 
 
+@register_family
 class NPC(nn.Module):
     """NPC upstream (satisfies the Upstream protocol)."""
 

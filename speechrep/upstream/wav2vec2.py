@@ -26,7 +26,7 @@ from speechrep.errors import AudioError, ConfigError
 from speechrep.nn.conv_encoder import ConvFeatureEncoder, conv_receptive_field
 from speechrep.nn.transformer import TransformerEncoder
 from speechrep.upstream.base import UpstreamOutput, padding_mask
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 
 BASE_CONV: tuple[tuple[int, int, int], ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 TINY_CONV: tuple[tuple[int, int, int], ...] = ((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2
@@ -104,6 +104,7 @@ def normalize_waveforms(wavs: Tensor, wav_lens: Tensor, eps: float = 1e-5) -> Te
     return (wavs - mean) * torch.rsqrt(var + eps) * valid
 
 
+@register_family
 class Wav2Vec2(nn.Module):
     """wav2vec 2.0 encoder (Upstream contract): each transformer layer's input and the last output."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from speechrep.upstream.registry import register_upstream
+from speechrep.upstream.registry import register_family, register_upstream
 from speechrep.upstream.wav2vec2 import LARGE, TINY, Wav2Vec2, Wav2Vec2Config
 
 
@@ -19,6 +19,7 @@ class WavLMConfig(Wav2Vec2Config):
     rel_pos_max_distance: int = 800
 
 
+@register_family
 class WavLM(Wav2Vec2):
     """WavLM encoder satisfying the Upstream contract."""
 
