@@ -196,3 +196,23 @@ def test_pretrain_killed_by_sigkill_twice_resumes_to_the_uninterrupted_losses(co
     last, best = (read_checkpoint(split / "checkpoints" / n) for n in ("last.pt", "best.pt"))
     assert best["step"] == last["best_step"]
     assert not [p for p in split.rglob(".tmp-*")]
+
+
+def test_an_edited_config_file_is_a_changed_setting(corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import speechrep.pretrain as pretrain
+    from speechrep.cli import main
+
+    argv = ["pretrain", "--method", "apc", "--data", str(corpus), "--out", str(tmp_path / "run"), "--preset",
+            "tiny", *APC]
+    assert main(argv) == 0
+    edited = tmp_path / "configs"
+    (edited / "tiny").mkdir(parents=True)
+    for name in ("apc.yaml", "tiny/apc.yaml"):
+        text = (pretrain.CONFIG_DIR / name).read_text()
+        (edited / name).write_text(text.replace("model: {n_future: 3}", "model: {n_future: 5}"))
+    assert "n_future: 5" in (edited / "apc.yaml").read_text()
+    monkeypatch.setattr(pretrain, "CONFIG_DIR", edited)
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "config.model.n_future: 3 -> 5" in err

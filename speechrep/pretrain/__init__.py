@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Sequence
 
-from speechrep.config import CONFIG_ROOT, load_config
+from speechrep.config import CONFIG_ROOT, config_to_dict, load_config
 from speechrep.errors import ConfigError
 from speechrep.storage import OutputFolder, disk_errors, forked_children_release_locks
 from speechrep.train import seed_everything
@@ -63,12 +63,21 @@ def run_method(method: str, data: str | Path, run_dir: str | Path, preset: str |
 
     `run_dir` is held by this run alone (a second run on it fails at once) and records the method, preset,
     data and overrides that made it: the same call again resumes, a different one is an OutputError unless
-    `overwrite` empties the folder and starts over.
+    `overwrite` empties the folder and starts over. A resolved config that differs (an edited YAML file) is
+    a change too.
     """
     cfg = method_config(method, preset, overrides)
+    # The resolved config too, key by key: an edited YAML file changes a run as much as an override does.
     settings = {"method": method, "preset": preset, "data": str(Path(data).resolve()),
-                "overrides": list(overrides)}
+                "overrides": list(overrides), **_flatten(config_to_dict(cfg), "config.")}
     forked_children_release_locks()  # data-loader workers must not keep the folder locked after a kill -9
     with OutputFolder(Path(run_dir), "speechrep pretrain", settings, overwrite), disk_errors(run_dir):
         seed_everything(cfg.train.seed)  # the same initial weights on every run (and every rank)
         return method_module(method).run(cfg, Path(data), Path(run_dir))
+
+
+def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}, so that a changed setting is named by its own key."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
