@@ -285,6 +285,7 @@ def test_a_kill_at_any_checkpoint_write_resumes_consistently(tmp_path: Path, mon
             if phase == "while writing":  # what kill -9 leaves: a half-written temporary, no rename
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 (Path(path).parent / f"{TEMP_PREFIX}dead-{Path(path).name}").write_bytes(b"half a checkpoint")
+                (run / f"{TEMP_PREFIX}dead-results.json").write_text("{")  # and one of another writer
             else:
                 real(ckpt, path)
             raise (KeyboardInterrupt if k % 2 else SystemExit)
@@ -296,7 +297,7 @@ def test_a_kill_at_any_checkpoint_write_resumes_consistently(tmp_path: Path, mon
         monkeypatch.setattr(loop, "save_checkpoint", real)
         train(toy_model(dropout=0.2), make_batches(4), noisy_loss, cfg(eval_every=4), run, evaluate=dev_loss)
 
-        assert not list((run / "checkpoints").glob(f"{TEMP_PREFIX}*")), f"kill at write {k} ({name})"
+        assert not list(run.rglob(f"{TEMP_PREFIX}*")), f"kill at write {k} ({name})"
         last, best = (read_checkpoint(run / "checkpoints" / n) for n in ("last.pt", "best.pt"))
         assert best["step"] == last["best_step"], f"kill at write {k} ({name})"
         for mine, theirs in ((last, full["last.pt"]), (best, full["best.pt"])):

@@ -106,8 +106,10 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
 
     state, rng = TrainState(), None
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    if master and last_path.parent.is_dir():
-        remove_temporaries(last_path.parent)  # half-written checkpoints of a killed run
+    if master:  # half-written checkpoints, metrics or results of a killed run
+        for folder in (run_dir, last_path.parent):
+            if folder.is_dir():
+                remove_temporaries(folder)
     if last_path.is_file():
         ckpt = load_checkpoint(last_path, model)
         if master:
