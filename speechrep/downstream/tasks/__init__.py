@@ -113,6 +113,8 @@ TASKS: dict[str, str] = {
     "se": "speechrep.downstream.tasks.se",
     "ss": "speechrep.downstream.tasks.ss",
     "qbe": "speechrep.downstream.tasks.qbe",
+    "prosody": "speechrep.downstream.tasks.prosody",
+    "prosody_future": "speechrep.downstream.tasks.prosody_future",
 }
 
 
