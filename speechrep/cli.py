@@ -22,7 +22,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES_HELP = """exit codes:
   0    success
   1    the run failed: unreadable audio or checkpoint, an output folder in use, unwritable or full,
-       a device that is not available, an operating-system error
+       a device that is not available, a diverged training (NaN loss), an operating-system error
   2    usage: a bad flag, config value or input path (the command as typed cannot run)
   130  interrupted (Ctrl-C); run the same command again to resume
 errors are one line on stderr (`speechrep COMMAND: error: ...`); -v shows their traceback"""
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def expected_failure(error: BaseException) -> tuple[int, str] | None:
     """(exit code, one-line message) for an error a user or the machine causes; None for a bug."""
-    from speechrep.errors import ConfigError
+    from speechrep.errors import ConfigError, TrainingError
     from speechrep.storage import OutputError
 
     if isinstance(error, KeyboardInterrupt):
@@ -96,7 +96,8 @@ def expected_failure(error: BaseException) -> tuple[int, str] | None:
     if isinstance(error, SpeechrepError):
         # Output, audio and checkpoint errors are failures of the run; the rest (config values, missing
         # manifests, corpus layouts) mean that the command as typed cannot run.
-        failed = isinstance(error, (OutputError, AudioError, CheckpointError)) and not isinstance(error, ConfigError)
+        failed = (isinstance(error, (OutputError, AudioError, CheckpointError, TrainingError))
+                  and not isinstance(error, ConfigError))
         return (EXIT_FAILURE if failed else EXIT_USAGE), _one_line(str(error))
     if isinstance(error, OSError):
         reason = error.strerror or str(error) or type(error).__name__

@@ -15,3 +15,7 @@ class ConfigError(SpeechrepError, ValueError):
 
 class CheckpointError(SpeechrepError, ValueError):
     """A checkpoint that does not fit the model it is loaded into, or cannot be read safely."""
+
+
+class TrainingError(SpeechrepError, FloatingPointError):
+    """A training run that cannot go on: a non-finite loss or gradient (too high an LR, bad input)."""

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from speechrep.cli import main
-from speechrep.errors import SpeechrepError
+from speechrep.errors import SpeechrepError, TrainingError
 
 PENDING_LOADING = "pending: load_upstream's validation of exports (issue 22, loading piece)"
 PENDING_HEAR = "pending: NaN/Inf checks in speechrep.hear (issue 22 item 9)"
@@ -196,6 +196,7 @@ def test_ctrl_c_is_exit_130_with_one_line(monkeypatch, capsys, tmp_path) -> None
     (RuntimeError("Expected one of cpu, cuda device type at start of device string: gpu"), 1, "device"),
     (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried 1 PB"), 1, "out of memory"),
     (SpeechrepError("a\nmultiline\nmessage"), 2, "a multiline message"),
+    (TrainingError("non-finite loss or gradient at step 3"), 1, "non-finite loss"),
 ])
 def test_expected_failures_map_to_one_line_and_their_exit_code(error, code, words, monkeypatch, capsys,
                                                                 tmp_path) -> None:

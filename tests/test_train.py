@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from speechrep.config import load_config
-from speechrep.errors import CheckpointError, ConfigError
+from speechrep.errors import CheckpointError, ConfigError, SpeechrepError
 from speechrep.train import (TrainConfig, load_checkpoint, lr_factor, prepare_run_dir, read_checkpoint,
                              read_metrics, train, write_results)
 
@@ -177,8 +177,9 @@ def test_non_finite_loss_stops_the_run(tmp_path: Path):
     def nan_gradient(model: nn.Module, batch: dict) -> torch.Tensor:
         # sqrt at 0 is finite but its derivative is not: a finite loss with NaN gradients.
         return mse_loss(model, batch) + 0.0 * (model[0].weight * 0).sqrt().sum()
-    with pytest.raises(FloatingPointError, match="step 1"):
+    with pytest.raises(FloatingPointError, match="step 1") as caught:
         train(toy_model(), make_batches(4), nan_gradient, cfg(), tmp_path / "nan_grad")
+    assert isinstance(caught.value, SpeechrepError)  # the CLI prints it as one line, exit code 1
 
 
 def test_epoch_with_changing_length_is_detected_on_resume(tmp_path: Path):

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from speechrep.config import config_to_dict
-from speechrep.errors import CheckpointError, ConfigError
+from speechrep.errors import CheckpointError, ConfigError, TrainingError
 from speechrep.storage import remove_temporaries
 from speechrep.train.checkpoint import (capture_rng_state, load_checkpoint, read_checkpoint, restore_rng_state,
                                         save_checkpoint, seed_everything)
@@ -185,7 +185,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
             if distributed:  # every rank must stop together, or the others wait forever in the next all-reduce
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if not finite.item():
-                raise FloatingPointError(f"non-finite loss or gradient at step {state.step + 1} (loss "
+                raise TrainingError(f"non-finite loss or gradient at step {state.step + 1} (loss "
                                          f"{loss_sum.item() / cfg.grad_accum}; resume point: {last_path})")
             optimizer.step()
             scheduler.step()
