@@ -115,3 +115,54 @@ def test_full_size_parameter_counts() -> None:
     off = {n: (counts[n], PUBLISHED_PARAMS[n]) for n in counts if n in PUBLISHED_PARAMS
            and abs(counts[n] - PUBLISHED_PARAMS[n]) > 0.02 * PUBLISHED_PARAMS[n]}
     assert not off, f"parameter counts (ours, published) off by more than 2%: {off}"
+
+
+GEOMETRY_LENS = (1601, 2317, 3200, 4481, 6001)
+# frame-local variants of families whose registered configurations use utterance-wide statistics
+LOCAL_VARIANTS = [("hubert_tiny", {"conv_norm": "layer"}), ("apc_tiny", {"corpus_norm": True}),
+                  ("mockingjay_tiny", {"corpus_norm": True})]
+
+
+def _front_end(model: torch.nn.Module, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """The features before any context network: conv/projection, log-mel input, CPC's encoder, or layer 0."""
+    for method in ("extract_features", "input_features", "encode"):
+        if hasattr(model, method):
+            return getattr(model, method)(wavs, lens)[0]
+    return model(wavs, lens).hidden_states[0]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_declared_frame_geometry_counts_frames(name: str) -> None:
+    model = get_constructor(name)().eval()
+    geometry = model.frame_geometry
+    assert geometry.stride == model.stride
+    with torch.no_grad():
+        for n in GEOMETRY_LENS:
+            out = model(torch.randn(1, n), torch.tensor([n]))
+            assert int(out.lengths[0]) == geometry.num_frames(n), (n, geometry)
+
+
+@pytest.mark.parametrize("name, overrides", [(n, {}) for n in FAST] + LOCAL_VARIANTS)
+def test_frames_depend_only_on_their_declared_receptive_field(name: str, overrides: dict) -> None:
+    torch.manual_seed(0)
+    model = get_constructor(name)(**overrides).eval()
+    geometry = model.frame_geometry
+    if not geometry.frame_local:
+        pytest.skip(f"{name}: front end uses utterance-wide statistics (declared frame_local=False)")
+    n = 6001
+    gen = torch.Generator().manual_seed(1)
+    wav = 0.3 * torch.randn(1, n, generator=gen)
+    lens = torch.tensor([n])
+    with torch.no_grad():
+        base = _front_end(model, wav, lens)
+        frames = base.shape[1]
+        for j in (0, frames // 2, frames - 1):
+            start = j * geometry.stride - geometry.offset
+            inside = torch.zeros(n, dtype=torch.bool)
+            inside[max(start, 0): max(start + geometry.receptive_field, 0)] = True
+            outside = wav.clone()
+            outside[0, ~inside] = 0.3 * torch.randn(int((~inside).sum()), generator=gen)
+            torch.testing.assert_close(_front_end(model, outside, lens)[0, j], base[0, j], atol=1e-5, rtol=1e-5)
+            within = wav.clone()
+            within[0, inside] = 0.3 * torch.randn(int(inside.sum()), generator=gen)
+            assert not torch.allclose(_front_end(model, within, lens)[0, j], base[0, j]), (name, j)

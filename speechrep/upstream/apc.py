@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.nn.rnn import RNNStack
-from speechrep.upstream.base import UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -61,6 +61,11 @@ class APC(CorpusStatistics, nn.Module):
         self.hidden_sizes = [config.hidden_size] * (config.num_layers + (self.vq is not None))
         if config.corpus_norm:
             self.register_feature_stats(config.num_mel_bins)
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """One 25 ms log-mel frame per output frame (per-utterance CMVN unless `corpus_norm`)."""
+        return log_mel_geometry(self.stride, frame_local=self.config.corpus_norm)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel input (B, T', 80), standardised per utterance (or with the corpus statistics when

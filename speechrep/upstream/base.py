@@ -4,11 +4,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from speechrep.nn.frames import padding_mask
 
-__all__ = ["Upstream", "UpstreamOutput", "padding_mask"]  # padding_mask lives in nn; re-exported for callers
+__all__ = ["FrameGeometry", "Upstream", "UpstreamOutput", "padding_mask"]  # padding_mask lives in nn
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Frame j depends on input samples [j·stride − offset, j·stride − offset + receptive_field).
+
+    Every upstream declares its own (`upstream.frame_geometry`, computed from its config); chunked extraction,
+    HEAR timestamps and the feature store read it."""
+
+    receptive_field: int  # input samples that one output frame depends on (before any self-attention/RNN)
+    stride: int  # input samples between consecutive output frames
+    offset: int = 0  # left zero-padding of the front end, in input samples
+    end_padding: int = 0  # samples the front end adds at the end (zero-filled last stack, right conv padding)
+    # False when the front end also uses utterance-wide statistics (group norm over time, per-utterance CMVN,
+    # waveform normalisation, deltas): then a frame depends on samples outside its receptive field too
+    frame_local: bool = True
+
+    def centre_samples(self, num_frames: int) -> Tensor:
+        """(num_frames,) float64 sample position of the centre of each frame's receptive field."""
+        starts = torch.arange(num_frames, dtype=torch.float64) * self.stride - self.offset
+        return starts + self.receptive_field / 2
+
+    def num_frames(self, samples: int) -> int:
+        """Frames made from `samples` input samples: those whose field fits in the padded input."""
+        padded = samples + self.offset + self.end_padding
+        return max(0, (padded - self.receptive_field) // self.stride + 1)
 
 
 @dataclass
@@ -26,5 +53,6 @@ class Upstream(Protocol):
     sample_rate: int  # 16000
     stride: int  # input samples per output frame, e.g. 160 or 320
     hidden_sizes: list[int]  # one per returned hidden state
+    frame_geometry: FrameGeometry  # stride, receptive field and offset of the output frames
 
     def __call__(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput: ...

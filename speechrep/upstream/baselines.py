@@ -13,11 +13,18 @@ import torch
 from torch import Tensor, nn
 
 from speechrep.audio import features
-from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_upstream
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms
+WINDOW = 400  # 25 ms: the analysis window of the log-mel front ends
+
+
+def log_mel_geometry(stride: int, frame_local: bool, zero_filled_tail: bool = False) -> FrameGeometry:
+    """Geometry of `stride / HOP` stacked 25 ms / 10 ms log-mel frames; `zero_filled_tail`: a last partial
+    stack is kept (zero-filled) rather than dropped."""
+    return FrameGeometry(WINDOW + stride - HOP, stride, 0, stride - HOP if zero_filled_tail else 0, frame_local)
 
 
 def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,
@@ -75,6 +82,18 @@ class FeatureBaseline(nn.Module):
         self.extractor = features.FeatureExtractor(config.kind, delta_order=config.delta_order,
                                                    apply_cmvn=config.cmvn, **dict(config.options))
         self.hidden_sizes = [self.extractor.dim]
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """One analysis window per frame; frames centred on multiples of the shift without snip_edges."""
+        options = self.extractor.frame_options
+        # deltas (edge-replicated) and CMVN make a frame depend on its neighbours / the whole utterance
+        local = not self.config.cmvn and self.config.delta_order == 0
+        if options.snip_edges:
+            return FrameGeometry(options.frame_length, options.frame_shift, frame_local=local)
+        half = options.frame_length // 2
+        return FrameGeometry(options.frame_length, options.frame_shift, half,
+                             half - options.frame_shift // 2, local)
 
     def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
         """Features of the padded batch, (B, T', D), with frame lengths 1 + (samples − 400) // 160."""

@@ -27,56 +27,17 @@ import torch
 from torch import Tensor, nn
 
 from speechrep.errors import ConfigError
-from speechrep.nn.conv_encoder import conv_receptive_field
-from speechrep.upstream.base import UpstreamOutput
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 
-KALDI_WINDOW = 400  # 25 ms at 16 kHz: the analysis window of the log-mel front ends
-KALDI_SHIFT = 160  # 10 ms
-
-
-@dataclass(frozen=True)
-class FrameGeometry:
-    """Frame j depends on input samples [j·stride − offset, j·stride − offset + receptive_field)."""
-
-    receptive_field: int  # input samples that one output frame depends on (before any self-attention/RNN)
-    stride: int  # input samples between consecutive output frames
-    offset: int = 0  # left zero-padding of the front end, in input samples
-
-    def centre_samples(self, num_frames: int) -> Tensor:
-        """(num_frames,) float64 sample position of the centre of each frame's receptive field."""
-        starts = torch.arange(num_frames, dtype=torch.float64) * self.stride - self.offset
-        return starts + self.receptive_field / 2
+__all__ = ["ChunkPlan", "FrameGeometry", "chunked_forward", "frame_geometry", "iter_chunks", "plan_chunks"]
 
 
 def frame_geometry(upstream: nn.Module) -> FrameGeometry:
-    """Receptive field and stride of one output frame, from the upstream's conv config or feature window."""
-    stride = int(upstream.stride)
-    if hasattr(upstream, "receptive_field"):  # wav2vec 2.0 family: an unpadded conv stack
-        return FrameGeometry(int(upstream.receptive_field), stride)
-    extractor = getattr(upstream, "extractor", None)
-    frame_options = getattr(extractor, "frame_options", None)
-    if frame_options is not None:  # hand-crafted baselines: one analysis window per frame
-        if not frame_options.snip_edges:
-            # frames are centred on multiples of the shift
-            return FrameGeometry(frame_options.frame_length, stride, frame_options.frame_length // 2)
-        return FrameGeometry(frame_options.frame_length, stride)
-    config = getattr(upstream, "config", None)
-    conv_layers = getattr(config, "conv_layers", None)
-    if conv_layers and len(conv_layers[0]) == 3 and type(upstream).__name__ == "CPC":
-        return _padded_conv_geometry(conv_layers)
-    if stride % KALDI_SHIFT == 0:  # log-mel families: `stride / 160` stacked 25 ms / 10 ms frames
-        return FrameGeometry(KALDI_WINDOW + stride - KALDI_SHIFT, stride)
-    raise ConfigError(f"{type(upstream).__name__}: cannot tell the receptive field of its frames")
-
-
-def _padded_conv_geometry(layers: Sequence[tuple[int, int, int]]) -> FrameGeometry:
-    """Geometry of a (kernel, stride, padding) conv stack such as CPC's encoder."""
-    field, _ = conv_receptive_field([(0, kernel, stride) for kernel, stride, _ in layers])
-    offset, jump = 0, 1
-    for _, stride, padding in layers:
-        offset += padding * jump
-        jump *= stride
-    return FrameGeometry(field, jump, offset)
+    """The frame geometry `upstream` declares (`upstream.frame_geometry`)."""
+    geometry = getattr(upstream, "frame_geometry", None)
+    if not isinstance(geometry, FrameGeometry):
+        raise ConfigError(f"{type(upstream).__name__}: declares no frame_geometry (stride, receptive field)")
+    return geometry
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.nn.rnn import RNNStack
-from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.nn.conv_encoder import conv_receptive_field
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_family, register_upstream
 
 # (kernel, stride, padding) of the encoder layers
@@ -69,6 +70,17 @@ class CPC(nn.Module):
         self.norms = nn.ModuleList(ChannelNorm(h) for _ in config.conv_layers)
         self.lstm = RNNStack(h, h, config.num_lstm_layers, "lstm")
         self.hidden_sizes = [h] * (config.num_lstm_layers + 1)
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """A (kernel, stride, padding) conv stack padded on both sides; channel norm is per frame."""
+        layers = self.config.conv_layers
+        field, _ = conv_receptive_field([(0, kernel, stride) for kernel, stride, _ in layers])
+        offset, jump = 0, 1
+        for _, stride, padding in layers:
+            offset += padding * jump
+            jump *= stride
+        return FrameGeometry(field, jump, offset, offset)
 
     def output_lengths(self, wav_lens: Tensor) -> Tensor:
         """Frames produced by the conv encoder for each waveform length."""

@@ -18,8 +18,8 @@ from speechrep.audio.features import fbank, num_frames
 from speechrep.errors import AudioError
 from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.nn.transformer import TransformerEncoder
-from speechrep.upstream.base import UpstreamOutput
-from speechrep.upstream.baselines import CorpusStatistics
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput
+from speechrep.upstream.baselines import CorpusStatistics, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -74,6 +74,12 @@ class MelHuBERT(CorpusStatistics, nn.Module):
             layer_drop=config.layer_drop,
             eps=config.layer_norm_eps,
         )
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """`stack_frames` log-mel frames per output frame (corpus statistics: frame-local); a short tail is
+        zero-filled into one last frame."""
+        return log_mel_geometry(self.stride, frame_local=True, zero_filled_tail=True)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) waveforms → ((B, T', stack·bins) standardised stacked log-mels, zero-padded; lengths)."""

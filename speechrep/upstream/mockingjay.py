@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.nn.frames import padding_mask, stack_frames
-from speechrep.upstream.base import UpstreamOutput
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -92,6 +92,11 @@ class Mockingjay(CorpusStatistics, nn.Module):
         self.hidden_sizes = [c.hidden_size] * (c.num_layers + 1)
         if c.corpus_norm:
             self.register_feature_stats(c.num_mel_bins)
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """`downsample` stacked log-mel frames per output frame; a short tail is dropped."""
+        return log_mel_geometry(self.stride, frame_local=self.config.corpus_norm)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel (B, T', 80·downsample), standardised (per utterance, or with the corpus statistics when

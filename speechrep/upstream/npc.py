@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
-from speechrep.upstream.base import UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
+from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -97,6 +97,11 @@ class NPC(nn.Module):
         self.vq = GumbelVectorQuantizer(h, h, c.vq_codebook_size, groups=c.vq_groups,
                                         temperature=c.vq_temperature, grouped_input=True)
         self.hidden_sizes = [h] * (c.num_blocks + 2)
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """One 25 ms log-mel frame per output frame, with per-utterance CMVN."""
+        return log_mel_geometry(self.stride, frame_local=False)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from speechrep.errors import AudioError, ConfigError
 from speechrep.nn.conv_encoder import ConvFeatureEncoder, conv_receptive_field
 from speechrep.nn.transformer import TransformerEncoder
-from speechrep.upstream.base import UpstreamOutput, padding_mask
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_family, register_upstream
 
 BASE_CONV: tuple[tuple[int, int, int], ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
@@ -147,6 +147,12 @@ class Wav2Vec2(nn.Module):
             config.layer_drop,
             config.layer_norm_eps,
         )
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """An unpadded conv stack; the "group" norm (over time) and waveform normalisation are not local."""
+        local = self.config.conv_norm == "layer" and not self.config.normalize_waveform
+        return FrameGeometry(self.receptive_field, self.stride, frame_local=local)
 
     def conv_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) waveforms → ((B, T', C) CNN features before projection, (B,) valid frames)."""
