@@ -118,6 +118,7 @@ CLI_CASES = [
     _case(f"benchmark --upstream fbank --tasks ks --corpus @corpus {OUT} --lr-sweep -1", (2,), "--lr-sweep"),
     _case(f"benchmark --upstream fbank --tasks ks --corpus @corpus {OUT} --lr-sweep nan", (2,), "--lr-sweep"),
     _case(f"benchmark --upstream fbank --tasks ks --corpus @corpus {OUT} --preset nope", (2,)),
+    _case(f"benchmark --upstream fbank --tasks ks --corpus @corpus {OUT} --score-references @missing", (1, 2)),
     _case("benchmark --upstream fbank --tasks ks --corpus @corpus --out @file", (1,), "not a folder"),
     # extract
     _case("extract --upstream no_such_upstream --out @root/e @good", (1, 2)),
