@@ -1,4 +1,4 @@
-"""The prosody and prosody_future tasks: targets on the feature grid, causality, and training on a tiny corpus.
+"""The prosody and prosody_future tasks: targets on the feature grid, causality, training on a tiny corpus.
 
 The corpus is harmonic complexes whose F0 glides up or down (so the future is predictable from the past),
 with a silent gap and a noise burst (unvoiced frames), four "speakers" of different base pitch.

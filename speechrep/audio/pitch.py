@@ -1,8 +1,9 @@
 """Pitch (F0 + voicing) and energy on a frame grid: a vectorised YIN tracker in numpy.
 
 YIN (de Cheveigné & Kawahara, 2002): for each frame the difference function d(τ) = Σ_j (x_j − x_{j+τ})² over
-an integration window of W samples (here made symmetric: the centre window against τ earlier and τ later), its cumulative mean normalised form d'(τ), the first lag whose d' falls
-under an absolute threshold (then down to that dip's local minimum; the global minimum when none does),
+an integration window of W samples (made symmetric here: the centre window against the windows τ earlier
+and τ later), its cumulative mean normalised form d'(τ), the first lag whose d' falls under an absolute
+threshold (then down to that dip's local minimum; the global minimum when none does),
 parabolic interpolation of d around it. Every frame is computed at once: d(τ) = E₀ + E_τ − 2·r(τ) with the
 cross terms r from one batched FFT and the energies from a cumulative sum, so there is no per-frame loop.
 
@@ -90,7 +91,8 @@ def yin_cmnd(frames: np.ndarray, window: int, max_lag: int) -> tuple[np.ndarray,
     lags = np.arange(max_lag + 1)
     later, earlier = max_lag + lags, max_lag - lags
     energy = squares[:, [max_lag + window]] - squares[:, [max_lag]]
-    shifted = (squares[:, later + window] - squares[:, later]) + (squares[:, earlier + window] - squares[:, earlier])
+    shifted = (squares[:, later + window] - squares[:, later]
+               + squares[:, earlier + window] - squares[:, earlier])
     diff = np.maximum(2.0 * energy + shifted - 2.0 * (cross[:, later] + cross[:, earlier]), 0.0)
     diff[:, 0] = 0.0
     running = np.cumsum(diff[:, 1:], axis=1)
@@ -159,7 +161,7 @@ def pitch_track(
     window = max_lag  # integrate over one longest period, as in the YIN paper
     length = window + 2 * max_lag
     starts = np.round(centres - length / 2).astype(np.int64)
-    energy = frame_energy_db(wav, centres, int(round(energy_window * sample_rate)))
+    energy = frame_energy_db(wav, centres, round(energy_window * sample_rate))
     if len(centres) == 0:
         empty = np.zeros(0)
         return PitchTrack(empty, empty.astype(bool), empty, empty, empty)
@@ -170,7 +172,7 @@ def pitch_track(
     search = np.where(in_range, cmnd, np.inf)
     below = search < threshold
     first = np.where(below.any(axis=1), below.argmax(axis=1), search.argmin(axis=1))
-    # Walk down from the first lag under the threshold to the bottom of its dip: the first local minimum after.
+    # Walk down from the first lag under the threshold to the bottom of its dip (the next local minimum).
     nxt = np.concatenate([search[:, 1:], np.full((len(search), 1), np.inf)], axis=1)
     bottom = (search <= nxt) & (lags[None, :] >= first[:, None])
     lag = np.where(below.any(axis=1), bottom.argmax(axis=1), first)

@@ -14,9 +14,9 @@ predicting the train mean everywhere (the trivial baseline any probe must beat).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -73,13 +73,13 @@ class Normalizer:
 
 
 class ProsodyTargets:
-    """Pitch tracks of cuts on a feature frame grid (hop = `stride`), computed once per cut, kept in memory."""
+    """Pitch tracks of cuts on a feature frame grid (hop = `stride`), computed once per cut and kept."""
 
     def __init__(self, stride: int, fmin: float = 50.0, fmax: float = 500.0):
         self.stride, self.fmin, self.fmax = int(stride), float(fmin), float(fmax)
         self._cache: dict[str, FrameTargets] = {}
 
-    def _track(self, cut) -> FrameTargets:  # noqa: ANN001 - a lhotse cut
+    def _track(self, cut) -> FrameTargets:  # a lhotse cut
         audio = cut.load_audio()
         if audio.ndim != 2 or audio.shape[0] != 1 or audio.shape[1] == 0:
             raise SpeechrepError(f"cut {cut.id!r}: prosody targets need mono, non-empty audio, "
@@ -91,14 +91,15 @@ class ProsodyTargets:
         log_f0 = np.where(track.voiced, np.log2(np.where(track.voiced, track.f0_hz, 1.0)), 0.0)
         return FrameTargets(log_f0, track.voiced, track.energy_db)
 
-    def __call__(self, cut, num_frames: int) -> FrameTargets:  # noqa: ANN001 - a lhotse cut
+    def __call__(self, cut, num_frames: int) -> FrameTargets:  # a lhotse cut
         """The cut's targets on exactly `num_frames` frames (extra frames: unvoiced, edge energy)."""
         if cut.id not in self._cache:
             self._cache[cut.id] = self._track(cut)
         full = self._cache[cut.id]
         have = len(full.log_f0)
         if num_frames <= have:
-            return FrameTargets(full.log_f0[:num_frames], full.voiced[:num_frames], full.energy_db[:num_frames])
+            n = num_frames
+            return FrameTargets(full.log_f0[:n], full.voiced[:n], full.energy_db[:n])
         extra = num_frames - have
         return FrameTargets(np.pad(full.log_f0, (0, extra)), np.pad(full.voiced, (0, extra)),
                             np.pad(full.energy_db, (0, extra), mode="edge"))
@@ -115,7 +116,7 @@ class ProsodyTargets:
                           float(energy.mean()), float(energy.std()) or 1.0)
 
     def batch(self, cuts: CutSet, lengths: Tensor, max_frames: int, norm: Normalizer) -> dict[str, Tensor]:
-        """(B, max_frames) normalised log-F0 `f0`, `voiced` (bool), normalised `energy` and the `valid` mask."""
+        """(B, max_frames) normalised log-F0 `f0`, `voiced` (bool), normalised `energy`, the `valid` mask."""
         shape = (len(cuts), max_frames)
         f0, energy = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         voiced = np.zeros(shape, bool)
@@ -134,7 +135,8 @@ class FrameMLP(nn.Module):
 
     def __init__(self, input_size: int, outputs: int, hidden_size: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, outputs))
+        self.net = nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU(),
+                                 nn.Linear(hidden_size, outputs))
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
         return self.net(features)
@@ -162,7 +164,8 @@ def build(cfg: ProsodyConfig, corpus_dir: Path, features: FeatureSource) -> Task
         f0_loss = F.mse_loss(out[..., 0][voiced], gold["f0"][voiced]) if voiced.any() else out.sum() * 0.0
         voicing_loss = F.binary_cross_entropy_with_logits(out[..., 1][valid], voiced[valid].float())
         energy_loss = F.mse_loss(out[..., 2][valid], gold["energy"][valid])
-        parts = {"f0_mse": f0_loss.item(), "voicing_bce": voicing_loss.item(), "energy_mse": energy_loss.item()}
+        parts = {"f0_mse": f0_loss.item(), "voicing_bce": voicing_loss.item(),
+                 "energy_mse": energy_loss.item()}
         return f0_loss + voicing_loss + energy_loss, parts
 
     def evaluate(model: nn.Module, batches: Iterable[FeatureBatch]) -> dict[str, float]:

@@ -10,9 +10,9 @@ headline), `energy_mse_<h>ms`, and `f0_mse_mean_predictor`, the mean MSE of pred
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import Tensor, nn
