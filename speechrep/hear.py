@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from speechrep.errors import ConfigError
+from speechrep.errors import AudioError, ConfigError
 from speechrep.upstream.chunking import chunked_forward, frame_geometry
-from speechrep.upstream.loading import load_upstream
+from speechrep.upstream.loading import load_upstream, load_upstream_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class HearModel(nn.Module):
         if audio.dim() != 2:
             raise ConfigError(f"hear: audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
         audio = audio.float()
+        finite = torch.isfinite(audio).all(dim=1)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            raise AudioError(f"hear: sound {first} has NaN or Inf samples")
         if audio.shape[1] <= self.chunk_seconds * self.sample_rate:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
             return self._select(self.upstream(audio, lengths).hidden_states)
@@ -87,9 +91,8 @@ def load_model(
 ) -> HearModel:
     """A HEAR model: `upstream` by name (random weights if `model_file_path` is empty, else its weights), or
     the model at `model_file_path` itself when that is a directory (speechrep export, HF) or a fairseq .pt."""
-    if not model_file_path:
-        logger.warning("hear: no model_file_path, %s has random weights", upstream)
-        model = load_upstream(upstream)
+    if not model_file_path:  # random weights, seeded from the name; warns once per name
+        model = load_upstream_for_inference(upstream)
     elif Path(model_file_path).is_dir() or model_file_path.endswith(".pt"):
         model = load_upstream(model_file_path)
     else:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry
+from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry,
+                                         require_one_frame)
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -70,6 +71,7 @@ class APC(CorpusStatistics, nn.Module):
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel input (B, T', 80), standardised per utterance (or with the corpus statistics when
         `corpus_norm`), and its frame lengths."""
+        require_one_frame(wav_lens, self.frame_geometry, self.family)
         corpus_norm = self.config.corpus_norm
         feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
         return (self.standardise(feats, lengths) if corpus_norm else feats), lengths

@@ -32,6 +32,11 @@ class FrameGeometry:
         starts = torch.arange(num_frames, dtype=torch.float64) * self.stride - self.offset
         return starts + self.receptive_field / 2
 
+    @property
+    def min_samples(self) -> int:
+        """The fewest input samples that make one frame."""
+        return max(1, self.receptive_field - self.offset - self.end_padding)
+
     def num_frames(self, samples: int) -> int:
         """Frames made from `samples` input samples: those whose field fits in the padded input."""
         padded = samples + self.offset + self.end_padding

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from speechrep.audio import features
+from speechrep.errors import AudioError
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_upstream
 
@@ -32,6 +33,13 @@ def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,
     """(B, T', num_mel_bins) Kaldi log-mel filterbank (utterance CMVN unless cmvn=False), frame lengths."""
     feats, lengths = features.fbank(wavs, wav_lens, num_mel_bins=num_mel_bins)
     return (features.cmvn(feats, lengths) if cmvn else feats), lengths
+
+
+def require_one_frame(wav_lens: Tensor, geometry: FrameGeometry, family: str) -> None:
+    """AudioError when an utterance of the batch is too short to make one output frame."""
+    if wav_lens.numel() and int(wav_lens.min()) < geometry.min_samples:
+        raise AudioError(f"an utterance has {int(wav_lens.min())} samples, fewer than the "
+                         f"{geometry.min_samples} one {family} frame needs")
 
 
 class CorpusStatistics:

@@ -131,12 +131,21 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def read_fairseq_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a fairseq-style .pt safely: returns the top-level dict with configs turned into plain data."""
+def read_restricted(path: Path) -> Any:
+    """torch.load through the restricted unpickler: unknown globals become inert stand-ins, no code runs."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({error})") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({first})") from error
+
+
+def read_fairseq_checkpoint(path: Path, raw: Any = None) -> dict[str, Any]:
+    """Load a fairseq-style .pt safely: returns the top-level dict with configs turned into plain data.
+
+    `raw` is the file's content when the caller has already read it with `read_restricted`."""
+    if raw is None:
+        raw = read_restricted(path)
     if not isinstance(raw, dict) or "model" not in raw or not isinstance(raw["model"], dict):
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     out = {key: (value if key == "model" else to_plain(value)) for key, value in raw.items()}

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry
+from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry,
+                                         require_one_frame)
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -101,6 +102,7 @@ class Mockingjay(CorpusStatistics, nn.Module):
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel (B, T', 80·downsample), standardised (per utterance, or with the corpus statistics when
         `corpus_norm`), stacked by `downsample`, with lengths."""
+        require_one_frame(wav_lens, self.frame_geometry, self.family)
         corpus_norm = self.config.corpus_norm
         feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
         if corpus_norm:

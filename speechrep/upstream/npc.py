@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import HOP, SAMPLE_RATE, log_mel_features, log_mel_geometry
+from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, log_mel_features, log_mel_geometry,
+                                         require_one_frame)
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -105,6 +106,7 @@ class NPC(nn.Module):
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""
+        require_one_frame(wav_lens, self.frame_geometry, self.family)
         return log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
