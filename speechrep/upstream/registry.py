@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-from speechrep.errors import CheckpointError, ConfigError
+from speechrep.errors import CheckpointError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _FAMILIES: dict[str, type[nn.Module]] = {}
@@ -49,12 +49,13 @@ def list_upstreams(pattern: str = "*") -> list[str]:
 
 
 def get_constructor(name: str) -> Callable[..., nn.Module]:
-    """The constructor registered under `name`; unknown names raise ConfigError (a ValueError) listing close
-    matches."""
+    """The constructor registered under `name`; unknown names raise ValueError listing close matches.
+
+    (A plain ValueError on purpose: `extract.load_upstream_flag` turns it into a ConfigError naming the flag.)"""
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
         hint = f" (similar: {', '.join(close)})" if close else ""
-        raise ConfigError(f"unknown upstream {name!r}{hint}; see `speechrep list upstreams`")
+        raise ValueError(f"unknown upstream {name!r}{hint}; see `speechrep.list_upstreams()`")
     return _REGISTRY[name]
 
 
