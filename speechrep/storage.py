@@ -127,11 +127,16 @@ def _is_rank_zero() -> bool:
 
 
 class OutputLock:
-    """An exclusive lock on an output folder for one run (see the module docstring)."""
+    """A lock on an output folder for one run (see the module docstring).
 
-    def __init__(self, folder: Path, what: str):
+    Exclusive by default. `shared=True` lets several runs hold the folder at once (runs that each lock the
+    sub-folders they write, like benchmark runs of different upstreams into one --out) while still keeping
+    out an exclusive holder (a run that starts the folder over)."""
+
+    def __init__(self, folder: Path, what: str, shared: bool = False):
         self.folder = Path(folder)
         self.what = what  # e.g. "speechrep extract"
+        self.shared = shared
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -144,7 +149,7 @@ class OutputLock:
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
@@ -155,6 +160,14 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
         self._fd = fd
+
+    def share(self) -> None:
+        """Turn a held exclusive lock into a shared one (after the work that needed the folder alone)."""
+        import fcntl
+
+        if self._fd is not None and not self.shared:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            self.shared = True
 
     def release(self) -> None:
         """Drop the lock (the file stays; an unlocked file means nobody holds the folder)."""
@@ -221,19 +234,25 @@ def clear_folder(folder: Path) -> None:
 
 
 class OutputFolder:
-    """Lock `folder` for one run and check (or record) its settings: the entry of every resumable command."""
+    """Lock `folder` for one run and check (or record) its settings: the entry of every resumable command.
+
+    `shared=True`: other runs with the same settings may hold the folder too (each must lock what it writes
+    inside); starting over (`overwrite`) still takes the folder alone for the clearing, then shares it."""
 
     def __init__(self, folder: Path, what: str, settings: dict[str, Any] | None = None,
-                 overwrite: bool = False):
-        self.lock = OutputLock(folder, what)
-        self.folder, self.settings, self.overwrite = Path(folder), settings, overwrite
+                 overwrite: bool = False, shared: bool = False):
+        self.lock = OutputLock(folder, what, shared=shared and not overwrite)
+        self.folder, self.settings, self.overwrite, self.shared = Path(folder), settings, overwrite, shared
 
     def __enter__(self) -> Path:
         self.lock.acquire()
         try:
             if self.settings is not None:
                 check_settings(self.folder, self.settings, self.overwrite)
-            remove_temporaries(self.folder)
+            if not self.lock.shared:  # another holder may be writing a temporary right now
+                remove_temporaries(self.folder)
+            if self.shared:
+                self.lock.share()
         except BaseException:
             self.lock.release()
             raise

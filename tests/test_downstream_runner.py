@@ -351,3 +351,29 @@ def test_benchmark_reads_features_that_extract_wrote(corpus: Path, tmp_path: Pat
     assert stored["test"]["accuracy"] == pytest.approx(own["test"]["accuracy"], abs=0.07)
     assert main(argv + ["--out", str(tmp_path / "o"), "--features", str(store), "--tuning", "full"]) == 2
     assert "cannot use stored features" in capsys.readouterr().err
+
+
+def test_runs_of_other_upstreams_share_an_out_but_never_a_pair(corpus: Path, tmp_path: Path) -> None:
+    from speechrep.downstream.runner import BenchmarkConfig, benchmark
+    from speechrep.errors import SpeechrepError
+    from speechrep.storage import OutputLock
+
+    out = tmp_path / "out"
+
+    def cfg(upstream: str) -> BenchmarkConfig:
+        return BenchmarkConfig(upstreams=[upstream], tasks=["ks"], corpus=corpus, out=out, preset="tiny",
+                               overrides=list(FAST))
+
+    # Another run (e.g. a demo lane benchmarking another upstream) holds the out folder: this one proceeds.
+    with OutputLock(out, "a run of another upstream", shared=True):
+        assert benchmark(cfg("fbank"))[0]["upstream"] == "fbank"
+        # ...but a pair another run is training is refused with the holder's name, and left as it is.
+        with OutputLock(out / "fbank_global" / "ks", "the other run"):
+            with pytest.raises(SpeechrepError, match="in use by the other run"):
+                benchmark(cfg("fbank_global"))
+        assert not (out / "fbank_global" / "ks" / "results.json").exists()
+    # Starting over needs the folder alone: refused while another run holds it.
+    with OutputLock(out, "a run of another upstream", shared=True):
+        with pytest.raises(SpeechrepError, match="in use by"):
+            benchmark(BenchmarkConfig(**{**vars(cfg("fbank")), "overwrite": True}))
+    assert (out / "fbank" / "ks" / "results.json").is_file()

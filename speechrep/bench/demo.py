@@ -182,7 +182,7 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
     from speechrep.bench.leaderboard import write_summary
     from speechrep.bench.report import write_report
     from speechrep.data.synth import make_synthetic_corpus
-    from speechrep.downstream.runner import benchmark
+    from speechrep.downstream.runner import BenchmarkConfig, benchmark
 
     cfg = load_config(DemoConfig, CONFIG_PATH, overrides)
     if corpus_preset is not None:
@@ -242,10 +242,12 @@ def run_demo(out: Path, corpus_preset: str | None = None, overrides: Sequence[st
     # Every pair is done: this pass only gathers the rows and scores them against the FBANK baseline.
     upstreams = list(cfg.baselines) + [f"{m.name}{suffix}={out / 'pretrain' / m.name / 'upstream'}"
                                        for m in cfg.models for suffix in ("", "@random")]
-    rows = stages.run("benchmark", shlex.join(["speechrep", "benchmark",
-                                               *(a for u in upstreams for a in ("--upstream", u)), *bench_args]),
-                      benchmark, upstreams, cfg.tasks, corpus, bench_out, preset=cfg.downstream_preset,
-                      overrides=cfg.downstream_overrides)
-    table = write_summary(rows, bench_out)
+    tables: list[str] = []
+    bench_cfg = BenchmarkConfig(upstreams=upstreams, tasks=list(cfg.tasks), corpus=corpus, out=bench_out,
+                                preset=cfg.downstream_preset, overrides=list(cfg.downstream_overrides))
+    stages.run("benchmark", shlex.join(["speechrep", "benchmark",
+                                        *(a for u in upstreams for a in ("--upstream", u)), *bench_args]),
+               benchmark, bench_cfg, summarise=lambda rows: tables.append(write_summary(rows, bench_out)))
+    table = tables[0]
     stages.run("report", f"speechrep report {out}", write_report, out)
     return table

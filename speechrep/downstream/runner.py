@@ -47,7 +47,7 @@ from speechrep.downstream.features import (CorpusNormalizer, DownstreamModel, Fe
                                           upstream_fingerprint)
 from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
 from speechrep.errors import ConfigError, SpeechrepError
-from speechrep.storage import OutputFolder, check_settings, disk_errors
+from speechrep.storage import OutputFolder, disk_errors
 from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepare_run_dir, seed_everything,
                              train, write_results)
 from speechrep.train.distributed import resolve_device
@@ -289,11 +289,19 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
              weights: str | None = None) -> dict[str, Any]:
     """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json.
 
-    `weights` (`upstream_identity`) is recorded in pair_dir: a finished or half-trained pair made
-    with other weights of the same upstream name is an OutputError, never a stale row.
+    The pair's folder is held by one run at a time (a second gets a one-line OutputError naming the holder),
+    so benchmark runs of different upstreams or tasks can share an --out. `weights` (`upstream_identity`) is
+    recorded in pair_dir: a finished or half-trained pair made with other weights of the same upstream name
+    is an OutputError, never a stale row.
     """
-    if weights is not None:
-        check_settings(pair_dir, {"upstream_weights": weights})
+    settings = None if weights is None else {"upstream_weights": weights}
+    with OutputFolder(pair_dir, "speechrep benchmark", settings):
+        return _run_pair(task, choice, source, corpus_dir, pair_dir, tuning, lr_sweep, preset, overrides, weights)
+
+
+def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path,
+              tuning: TuningStrategy, lr_sweep: Sequence[float] | None, preset: str | None,
+              overrides: Sequence[str], weights: str | None) -> dict[str, Any]:
     done = pair_dir / "results.json"
     if done.is_file():
         log.info("%s: done, skipping", done)
@@ -395,7 +403,10 @@ def benchmark(cfg: BenchmarkConfig,
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--upstream: two upstreams share a name: {labels}")
     stores = feature_stores(cfg.features, tuning)
-    with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite), disk_errors(out_dir):
+    # Shared: runs of other upstreams or tasks may write this --out at the same time (the demo's lanes do);
+    # each pair folder is held by one run.
+    with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite, shared=True), \
+            disk_errors(out_dir):
         if is_main_process():
             save_config(replace(cfg, overwrite=False), out_dir / "config.yaml")
         rows = []
