@@ -145,3 +145,33 @@ def test_prosody_future_beats_the_mean_predictor(results: dict) -> None:
         assert m["f0_mse_mean"] < 0.8 * m["f0_mse_mean_predictor"], m
         assert m["f0_mse_mean"] == pytest.approx(np.mean([m[f"f0_mse_{h}"]
                                                            for h in ("120ms", "240ms", "500ms", "1000ms")]))
+
+
+def test_cli_on_espeak_speech_with_two_frame_grids(tmp_path: Path) -> None:
+    """Both tasks from `speechrep benchmark` on real eSpeak sentences (micro preset), strides 160 and 320."""
+    import json
+
+    from speechrep.cli import main
+    from speechrep.data.synth import make_synthetic_corpus
+
+    try:
+        make_synthetic_corpus(tmp_path / "corpus", preset="micro", subsets=["pr"], num_workers=1)
+    except (ImportError, OSError) as err:  # no eSpeak NG library on this machine
+        pytest.skip(f"eSpeak NG unavailable: {err}")
+    out = tmp_path / "bench"
+    code = main(["benchmark", "--corpus", str(tmp_path / "corpus"), "--out", str(out), "--upstream", "fbank",
+                 "--upstream", "hubert_tiny@random", "--tasks", "prosody,prosody_future", "--preset", "tiny",
+                 "train.max_steps=10", "train.eval_every=10"])
+    assert code in (0, None)
+    summary = json.loads((out / "results.json").read_text())
+    rows = summary["rows"] if isinstance(summary, dict) else summary
+    assert {(r["upstream"], r["task"]) for r in rows} == {(u, t) for u in ("fbank", "hubert_tiny@random")
+                                                          for t in ("prosody", "prosody_future")}
+    for row in rows:
+        m = row["test"]
+        if row["task"] == "prosody":
+            # 2 train utterances: unseen test voices can sit more than an octave (1200 cents) from their mean.
+            assert 100 < m["f0_rmse_cents_mean_predictor"] < 2400 and np.isfinite(m["f0_rmse_cents"])
+            assert 0.0 <= m["voicing_error"] < 0.5 and -1.0 <= m["energy_corr"] <= 1.0
+        else:
+            assert all(np.isfinite(v) and v >= 0 for v in m.values())
