@@ -1,9 +1,15 @@
 """Transformer encoder of the wav2vec 2.0 family: SDPA self-attention, convolutional positions, optional gated
-relative position bias (WavLM), post-LN (base) and pre-LN "layer-norm-first" (large) layers."""
+relative position bias (WavLM), post-LN (base) and pre-LN "layer-norm-first" (large) layers.
+
+Head counts and FFN sizes may differ per layer (pruned or searched models); a layer with 0 heads skips its
+attention block and one with 0 FFN units its feed-forward block (their residual branch is zero). Attention
+maps are computed only on request (`attentions=` list), so the default path stays on SDPA.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,31 +75,65 @@ def relative_position_buckets(
     return buckets + torch.where(distance < max_exact, distance, large)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention via F.scaled_dot_product_attention; optional WavLM gated relative bias."""
+def per_layer(value: int | Sequence[int], num_layers: int, name: str) -> tuple[int, ...]:
+    """An int (every layer) or one int per layer → a tuple of `num_layers` ints."""
+    if isinstance(value, int):
+        return (value,) * num_layers
+    values = tuple(int(v) for v in value)
+    if len(values) != num_layers:
+        raise ValueError(f"{name}: {len(values)} values for {num_layers} layers")
+    return values
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, gated_relative_bias: bool = False):
+
+def check_layer_sizes(hidden_size: int, num_layers: int, num_heads: int | Sequence[int],
+                      ffn_size: int | Sequence[int], head_dim: int = 0) -> None:
+    """ValueError unless the per-layer sizes fit: one value per layer, heads dividing the width (no head_dim)."""
+    heads = per_layer(num_heads, num_layers, "num_heads")
+    per_layer(ffn_size, num_layers, "ffn_size")
+    if not head_dim:
+        bad = sorted({h for h in heads if h and hidden_size % h})
+        if bad:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {bad[0]} (set head_dim)")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention via F.scaled_dot_product_attention; optional WavLM gated relative bias.
+
+    `head_dim` (default dim // num_heads) lets a pruned layer keep its heads' width: the projections are
+    dim → num_heads·head_dim → dim."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, gated_relative_bias: bool = False,
+                 head_dim: int | None = None):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"hidden size {dim} is not divisible by {num_heads} heads")
-        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, dropout
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"hidden size {dim} is not divisible by {num_heads} heads")
+            head_dim = dim // num_heads
+        inner = num_heads * head_dim
+        self.num_heads, self.head_dim, self.dropout = num_heads, head_dim, dropout
+        self.q_proj = nn.Linear(dim, inner)
+        self.k_proj = nn.Linear(dim, inner)
+        self.v_proj = nn.Linear(dim, inner)
+        self.out_proj = nn.Linear(inner, dim)
         if gated_relative_bias:
             # WavLM: each query scales the shared bucket bias by a gate computed from its own content
             self.gate_linear = nn.Linear(self.head_dim, 8)
             self.gate_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
 
     def _split(self, x: Tensor) -> Tensor:
-        """(B, T, D) → (B, H, T, D/H)."""
+        """(B, T, H·d) → (B, H, T, d)."""
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None) -> Tensor:
-        """x (B, T, D); valid (B, T) bool keys to attend to; position_bias (H, T, T) for gated attention."""
-        batch, length, dim = x.shape
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None,
+        attentions: list[Tensor] | None = None,
+    ) -> Tensor:
+        """x (B, T, D); valid (B, T) bool keys to attend to; position_bias (H, T, T) for gated attention.
+
+        With `attentions` (a list), the (B, H, T, T) attention probabilities are computed explicitly and
+        appended to it; otherwise SDPA computes the output without materialising them."""
+        batch, length, _ = x.shape
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
         mask: Tensor | None = None
         if position_bias is not None:
@@ -108,8 +148,21 @@ class SelfAttention(nn.Module):
         elif valid is not None:
             mask = valid[:, None, None, :]
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
+        if attentions is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            weights = self.attention_weights(q, k, mask)
+            attentions.append(weights)
+            out = F.dropout(weights, dropout, training=self.training) @ v
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+
+    @staticmethod
+    def attention_weights(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+        """(B, H, T, T) softmax(q·kᵀ/√d + mask) as SDPA computes it; a bool mask is True on allowed keys."""
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        return torch.softmax(scores, dim=-1)
 
 
 class FeedForward(nn.Module):
@@ -128,7 +181,9 @@ class FeedForward(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """One encoder layer; post-LN (norm after each residual) or pre-LN (norm before each sub-block)."""
+    """One encoder layer; post-LN (norm after each residual) or pre-LN (norm before each sub-block).
+
+    `num_heads=0` or `ffn_dim=0` skips that sub-block (a zero residual branch: post-LN still normalises)."""
 
     def __init__(
         self,
@@ -141,22 +196,34 @@ class TransformerLayer(nn.Module):
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
         eps: float = 1e-5,
+        head_dim: int | None = None,
     ):
         super().__init__()
         self.layer_norm_first = layer_norm_first
-        self.attention = SelfAttention(dim, num_heads, attention_dropout, gated_relative_bias)
-        self.attention_norm = nn.LayerNorm(dim, eps=eps)
-        self.ffn = FeedForward(dim, ffn_dim, dropout, activation_dropout)
-        self.ffn_norm = nn.LayerNorm(dim, eps=eps)
+        # parameters are created in the same order as before per-layer sizes existed (same initial weights)
+        self.attention = (SelfAttention(dim, num_heads, attention_dropout, gated_relative_bias, head_dim)
+                          if num_heads else None)
+        self.attention_norm = nn.LayerNorm(dim, eps=eps) if num_heads or not layer_norm_first else None
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation_dropout) if ffn_dim else None
+        self.ffn_norm = nn.LayerNorm(dim, eps=eps) if ffn_dim or not layer_norm_first else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None) -> Tensor:
-        """(B, T, D) → (B, T, D)."""
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None,
+        attentions: list[Tensor] | None = None,
+    ) -> Tensor:
+        """(B, T, D) → (B, T, D); with `attentions`, this layer's (B, H, T, T) maps are appended to it."""
+        if self.attention is None and attentions is not None:
+            attentions.append(x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1]))
         if self.layer_norm_first:
-            x = x + self.dropout(self.attention(self.attention_norm(x), valid, position_bias))
-            return x + self.ffn(self.ffn_norm(x))
-        x = self.attention_norm(x + self.dropout(self.attention(x, valid, position_bias)))
-        return self.ffn_norm(x + self.ffn(x))
+            if self.attention is not None:
+                x = x + self.dropout(self.attention(self.attention_norm(x), valid, position_bias, attentions))
+            return x if self.ffn is None else x + self.ffn(self.ffn_norm(x))
+        if self.attention is not None:
+            x = self.attention_norm(x + self.dropout(self.attention(x, valid, position_bias, attentions)))
+        else:
+            x = self.attention_norm(x)
+        return self.ffn_norm(x if self.ffn is None else x + self.ffn(x))
 
 
 class TransformerEncoder(nn.Module):
@@ -166,8 +233,8 @@ class TransformerEncoder(nn.Module):
         self,
         dim: int,
         num_layers: int,
-        num_heads: int,
-        ffn_dim: int,
+        num_heads: int | Sequence[int],
+        ffn_dim: int | Sequence[int],
         layer_norm_first: bool = False,
         pos_conv_kernel: int = 128,
         pos_conv_groups: int = 16,
@@ -179,29 +246,35 @@ class TransformerEncoder(nn.Module):
         activation_dropout: float = 0.0,
         layer_drop: float = 0.0,
         eps: float = 1e-5,
+        head_dim: int | None = None,
     ):
         super().__init__()
+        heads = per_layer(num_heads, num_layers, "num_heads")
+        ffn_dims = per_layer(ffn_dim, num_layers, "ffn_size")
         self.layer_norm_first, self.layer_drop = layer_norm_first, layer_drop
         self.rel_pos_buckets, self.rel_pos_max_distance = rel_pos_buckets, rel_pos_max_distance
         self.pos_conv = ConvPositionalEmbedding(dim, pos_conv_kernel, pos_conv_groups, pos_conv_depth)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
         if rel_pos_buckets:
-            self.rel_pos_embed = nn.Embedding(rel_pos_buckets, num_heads)
+            if len(set(heads)) > 1 or heads[0] == 0:
+                raise ValueError(f"relative position bias is shared by all layers: one head count, got {heads}")
+            self.rel_pos_embed = nn.Embedding(rel_pos_buckets, heads[0])
         gated = rel_pos_buckets > 0
         self.layers = nn.ModuleList(
             TransformerLayer(
                 dim,
-                num_heads,
-                ffn_dim,
+                layer_heads,
+                layer_ffn,
                 layer_norm_first,
                 gated,
                 dropout,
                 attention_dropout,
                 activation_dropout,
                 eps,
+                head_dim,
             )
-            for _ in range(num_layers)
+            for layer_heads, layer_ffn in zip(heads, ffn_dims)
         )
 
     def _position_bias(self, length: int, device: torch.device) -> Tensor | None:
@@ -211,11 +284,14 @@ class TransformerEncoder(nn.Module):
         buckets = relative_position_buckets(length, self.rel_pos_buckets, self.rel_pos_max_distance, device)
         return self.rel_pos_embed(buckets).permute(2, 0, 1)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, attentions: list[Tensor] | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         """x (B, T, D), valid (B, T) bool or None (no padding) → (input of each layer + last output, final).
 
         `final` is the last output after the final layer norm in the pre-LN variant (the same tensor as the
-        last hidden state in the post-LN variant)."""
+        last hidden state in the post-LN variant). With `attentions` (a list), each layer appends its
+        (B, H, T, T) attention probabilities (H = 0 for a layer without attention or skipped by layer drop)."""
         if valid is not None:
             x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into the positional conv
         x = x + self.pos_conv(x, valid)
@@ -227,7 +303,9 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             skip = self.training and self.layer_drop > 0 and bool(torch.rand(()) < self.layer_drop)
             if not skip:
-                x = layer(x, valid, bias)
+                x = layer(x, valid, bias, attentions)
+            elif attentions is not None:
+                attentions.append(x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1]))
             hidden.append(x)
         final = self.norm(x) if self.layer_norm_first else x
         return hidden, final

@@ -49,6 +49,8 @@ class UpstreamOutput:
 
     hidden_states: list[Tensor]
     lengths: Tensor  # (B,) valid frames per utterance, the same for every layer
+    # on request (`output_attentions=True`, transformer families): (B, H, T', T') probabilities per layer
+    attentions: list[Tensor] | None = None
 
 
 @runtime_checkable

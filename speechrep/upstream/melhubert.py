@@ -15,9 +15,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from speechrep.audio.features import fbank, num_frames
-from speechrep.errors import AudioError
+from speechrep.errors import AudioError, ConfigError
 from speechrep.nn.frames import padding_mask, stack_frames
-from speechrep.nn.transformer import TransformerEncoder
+from speechrep.nn.transformer import TransformerEncoder, check_layer_sizes
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 from speechrep.upstream.baselines import CorpusStatistics, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
@@ -32,8 +32,9 @@ class MelHuBERTConfig:
     stack_frames: int = 2  # 2: 20 ms frames (stride 320); 1: 10 ms (stride 160)
     hidden_size: int = 768
     num_layers: int = 12
-    num_heads: int = 12
-    ffn_size: int = 3072
+    num_heads: int | tuple[int, ...] = 12  # one value for every layer, or one per layer (0: no attention)
+    ffn_size: int | tuple[int, ...] = 3072  # likewise (0: no feed-forward block)
+    head_dim: int = 0  # 0: hidden_size // num_heads; set it when pruned heads keep their width
     layer_norm_first: bool = False
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
@@ -42,6 +43,12 @@ class MelHuBERTConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
     layer_drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            check_layer_sizes(self.hidden_size, self.num_layers, self.num_heads, self.ffn_size, self.head_dim)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 @register_family
@@ -73,6 +80,7 @@ class MelHuBERT(CorpusStatistics, nn.Module):
             activation_dropout=config.activation_dropout,
             layer_drop=config.layer_drop,
             eps=config.layer_norm_eps,
+            head_dim=config.head_dim or None,
         )
 
     @property
@@ -96,20 +104,25 @@ class MelHuBERT(CorpusStatistics, nn.Module):
         return stack_frames(mels, lengths, self.config.stack_frames, tail="pad")
 
     def encode(
-        self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None
+        self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None,
+        attentions: list[Tensor] | None = None,
     ) -> tuple[list[Tensor], Tensor]:
-        """Stacked log-mels → (hidden states of all layers, final output); masked frames are zeroed first."""
+        """Stacked log-mels → (hidden states of all layers, final output); masked frames are zeroed first.
+
+        `attentions` (a list) receives each layer's attention probabilities."""
         if mask_time_indices is not None:
             feats = feats.masked_fill(mask_time_indices[..., None], 0.0)
         x = self.projection(feats.to(self.projection.weight.dtype))  # fbank is fp32 even in a bf16 model
         valid = padding_mask(lengths, x.shape[1]) if bool((lengths < x.shape[1]).any()) else None
-        return self.encoder(x, valid)
+        return self.encoder(x, valid, attentions)
 
-    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
-        """(B, T) float waveforms at 16 kHz, (B,) lengths → every layer's hidden states and valid frames."""
+    def forward(self, wavs: Tensor, wav_lens: Tensor, output_attentions: bool = False) -> UpstreamOutput:
+        """(B, T) float waveforms at 16 kHz, (B,) lengths → every layer's hidden states and valid frames
+        (and, with `output_attentions`, each layer's (B, H, T', T') attention probabilities)."""
         feats, lengths = self.input_features(wavs, wav_lens)
-        hidden_states, _ = self.encode(feats, lengths)
-        return UpstreamOutput(hidden_states=hidden_states, lengths=lengths)
+        attentions: list[Tensor] | None = [] if output_attentions else None
+        hidden_states, _ = self.encode(feats, lengths, attentions=attentions)
+        return UpstreamOutput(hidden_states=hidden_states, lengths=lengths, attentions=attentions)
 
 
 # checkpoint keys: MelHuBERT's own releases are not converted yet; exports of this model load as usual

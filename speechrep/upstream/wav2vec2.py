@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from speechrep.errors import AudioError, ConfigError
 from speechrep.nn.conv_encoder import ConvFeatureEncoder, conv_receptive_field
-from speechrep.nn.transformer import TransformerEncoder
+from speechrep.nn.transformer import TransformerEncoder, check_layer_sizes
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_family, register_upstream
 
@@ -41,8 +41,9 @@ class Wav2Vec2Config:
     conv_bias: bool = False
     hidden_size: int = 768
     num_layers: int = 12
-    num_heads: int = 12
-    ffn_size: int = 3072
+    num_heads: int | tuple[int, ...] = 12  # one value for every layer, or one per layer (0: no attention)
+    ffn_size: int | tuple[int, ...] = 3072  # likewise (0: no feed-forward block)
+    head_dim: int = 0  # 0: hidden_size // num_heads; set it when pruned heads keep their width
     layer_norm_first: bool = False  # pre-LN ("large", lv60) instead of post-LN layers
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
@@ -61,10 +62,10 @@ class Wav2Vec2Config:
     def __post_init__(self) -> None:
         if self.conv_norm not in ("group", "layer"):
             raise ConfigError(f"conv_norm must be 'group' or 'layer', got {self.conv_norm!r}")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
+        try:
+            check_layer_sizes(self.hidden_size, self.num_layers, self.num_heads, self.ffn_size, self.head_dim)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
@@ -146,6 +147,7 @@ class Wav2Vec2(nn.Module):
             config.activation_dropout,
             config.layer_drop,
             config.layer_norm_eps,
+            config.head_dim or None,
         )
 
     @property
@@ -172,19 +174,24 @@ class Wav2Vec2(nn.Module):
         return self.feature_projection(feats), lengths
 
     def encode(
-        self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None
+        self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None,
+        attentions: list[Tensor] | None = None,
     ) -> tuple[list[Tensor], Tensor]:
-        """Projected features → (hidden states of all layers, final output); masked frames get `mask_emb`."""
+        """Projected features → (hidden states of all layers, final output); masked frames get `mask_emb`.
+
+        `attentions` (a list) receives each layer's attention probabilities."""
         if mask_time_indices is not None:
             feats = torch.where(mask_time_indices[..., None], self.mask_emb.to(feats.dtype), feats)
         valid = padding_mask(lengths, feats.shape[1]) if bool((lengths < feats.shape[1]).any()) else None
-        return self.encoder(feats, valid)
+        return self.encoder(feats, valid, attentions)
 
-    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
-        """(B, T) float waveforms at 16 kHz, (B,) lengths → every layer's hidden states and valid frames."""
+    def forward(self, wavs: Tensor, wav_lens: Tensor, output_attentions: bool = False) -> UpstreamOutput:
+        """(B, T) float waveforms at 16 kHz, (B,) lengths → every layer's hidden states and valid frames
+        (and, with `output_attentions`, each layer's (B, H, T', T') attention probabilities)."""
         feats, lengths = self.extract_features(wavs, wav_lens)
-        hidden_states, _ = self.encode(feats, lengths)
-        return UpstreamOutput(hidden_states=hidden_states, lengths=lengths)
+        attentions: list[Tensor] | None = [] if output_attentions else None
+        hidden_states, _ = self.encode(feats, lengths, attentions=attentions)
+        return UpstreamOutput(hidden_states=hidden_states, lengths=lengths, attentions=attentions)
 
 
 # --- checkpoint-key conversion ---
