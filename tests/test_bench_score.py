@@ -65,3 +65,16 @@ def test_references_from_yaml(tmp_path: Path) -> None:
     bad.write_text("pr: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_references(bad)
+
+
+def test_rates_print_in_percent_and_other_units_as_they_are() -> None:
+    from speechrep.bench.leaderboard import format_metric
+    from speechrep.downstream.tasks import get_task
+
+    base = {"metric": "m", "test": {"m": 0.5}}
+    assert format_metric({**base, "best_value": 1.0}) == "50.00"  # an accuracy, by its best value
+    assert format_metric({**base, "best_value": 1.0, "percent": False}) == "0.500"  # the task said otherwise
+    for name in ("prosody", "prosody_future"):  # cents and MSE: never ×100, though their best value is 0
+        spec = get_task(name)
+        assert not spec.shown_as_percent
+    assert get_task("pr").shown_as_percent and not get_task("se").shown_as_percent

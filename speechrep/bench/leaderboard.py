@@ -14,8 +14,10 @@ from speechrep.storage import atomic_write_text
 
 
 def is_rate(row: Mapping[str, Any]) -> bool:
-    """Whether the headline metric is a rate or accuracy (shown in %), not a dB or MOS value."""
-    return float(row.get("best_value", 1.0)) in (0.0, 1.0)
+    """Whether the headline metric is a rate or accuracy (shown in %), not a dB, cents or MSE value."""
+    if "percent" in row:
+        return bool(row["percent"])
+    return float(row.get("best_value", 1.0)) in (0.0, 1.0)  # rows written before the task said so
 
 
 def format_metric(row: Mapping[str, Any], split: str = "test") -> str:
@@ -55,7 +57,7 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_ups
     refs = references_from_rows(rows, baseline_upstream, references)
     scores = superb_scores(rows, refs)
     table = leaderboard_markdown(rows, scores)
-    notes = ("Test metrics in % (rates, accuracies) or in their own unit (PESQ, SI-SDR in dB). "
+    notes = ("Test metrics in % (rates, accuracies) or in their own unit (PESQ, SI-SDR in dB, F0 error in cents, prosody MSE). "
              "Score: each task scaled linearly between the baseline "
              f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, "
              "averaged over tasks.")
