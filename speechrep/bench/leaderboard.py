@@ -57,7 +57,8 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_ups
     refs = references_from_rows(rows, baseline_upstream, references)
     scores = superb_scores(rows, refs)
     table = leaderboard_markdown(rows, scores)
-    notes = ("Test metrics in % (rates, accuracies) or in their own unit (PESQ, SI-SDR in dB, F0 error in cents, prosody MSE). "
+    notes = ("Test metrics in % (rates, accuracies) or in their own unit (PESQ, SI-SDR in dB, F0 error in cents, "
+             "prosody MSE). "
              "Score: each task scaled linearly between the baseline "
              f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, "
              "averaged over tasks.")
