@@ -18,7 +18,6 @@ overlapping windows (`speechrep.upstream.chunking`), so memory stays bounded.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -27,8 +26,6 @@ from torch import Tensor, nn
 from speechrep.errors import AudioError, ConfigError
 from speechrep.upstream.chunking import chunked_forward, frame_geometry
 from speechrep.upstream.loading import load_upstream, load_upstream_for_inference
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
 

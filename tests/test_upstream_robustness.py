@@ -115,6 +115,9 @@ def test_plain_state_dict_pt_loads_like_bin(tmp_path: Path) -> None:
         torch.save(source.state_dict(), path)
         loaded = load_upstream("hubert_tiny", checkpoint=path).eval()
         assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(CheckpointError, match=r"a plain state dict loads with its architecture's name") as info:
+        load_upstream(tmp_path / "weights.pt")  # no config in it: the name says which model
+    _one_line(info)
 
 
 @pytest.mark.parametrize("name", ["apc_tiny", "vq_apc_tiny", "npc_tiny", "mockingjay_tiny", "tera_tiny"])

@@ -147,7 +147,8 @@ def read_fairseq_checkpoint(path: Path, raw: Any = None) -> dict[str, Any]:
     if raw is None:
         raw = read_restricted(path)
     if not isinstance(raw, dict) or "model" not in raw or not isinstance(raw["model"], dict):
-        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict); a plain state dict "
+                              "loads with its architecture's name: load_upstream(NAME, checkpoint=PATH)")
     out = {key: (value if key == "model" else to_plain(value)) for key, value in raw.items()}
     bad = [key for key, value in out["model"].items() if not isinstance(value, torch.Tensor)]
     if bad:
