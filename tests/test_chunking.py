@@ -8,6 +8,7 @@ import torch
 from speechrep import load_upstream
 from speechrep.errors import ConfigError
 from speechrep.nn.conv_encoder import conv_receptive_field
+from speechrep.upstream.base import FrameGeometry
 from speechrep.upstream.chunking import chunked_forward, frame_geometry, iter_chunks, plan_chunks
 from speechrep.upstream.wav2vec2 import BASE_CONV
 
@@ -99,3 +100,13 @@ def test_bad_chunk_settings_are_a_config_error(wav: torch.Tensor) -> None:
         chunked_forward(model, wav, chunk_seconds=1.0, overlap_seconds=0.5)
     with pytest.raises(ConfigError, match="one waveform"):
         chunked_forward(model, wav[None], chunk_seconds=2.0, overlap_seconds=0.5)
+
+
+def test_geometry_is_read_from_the_declaration_not_guessed() -> None:
+    class Undeclared(torch.nn.Module):
+        stride = 160  # a stride alone no longer passes for a log-mel front end
+
+    with pytest.raises(ConfigError, match="Undeclared: declares no frame_geometry"):
+        frame_geometry(Undeclared())
+    melhubert = load_upstream("melhubert_tiny")  # 2 stacked log-mel frames, a short tail zero-filled
+    assert frame_geometry(melhubert) == FrameGeometry(560, 320, 0, 160, True)
