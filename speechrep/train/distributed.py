@@ -5,33 +5,15 @@ group exists (they read torchrun's RANK / WORLD_SIZE / LOCAL_RANK environment va
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
-from speechrep.ranks import rank_and_world  # re-exported: recipes import it from here
+from speechrep.ranks import local_rank, rank_and_world, resolve_device  # noqa: F401 (re-exported for recipes)
 
 
 def is_main_process() -> bool:
     """True on the process that logs and saves (rank 0)."""
     return rank_and_world()[0] == 0
-
-
-def local_rank() -> int:
-    """The rank of this process on its machine (torchrun's LOCAL_RANK), 0 when single-process."""
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
-def resolve_device(name: str) -> torch.device:
-    """Map "auto" | "cpu" | "cuda" to a device; under torchrun on GPUs, the GPU of this local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but no CUDA device is available")
-        return torch.device("cuda", local_rank())
-    return torch.device(name)
 
 
 def init_distributed(device: torch.device) -> bool:

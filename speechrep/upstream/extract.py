@@ -182,7 +182,7 @@ def load_features(out_dir: str | os.PathLike, utt_id: str) -> dict[int, Tensor]:
 
 def resolve_device_flag(name: str, flag: str = "--device") -> torch.device:
     """`auto`, `cpu`, `cuda`, `cuda:N` or `mps` → a device present here, or one ConfigError line naming `flag`."""
-    from speechrep.train.distributed import resolve_device
+    from speechrep.ranks import resolve_device
 
     if name == "auto":
         return resolve_device("auto")
