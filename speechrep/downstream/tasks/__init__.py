@@ -10,7 +10,7 @@ select on dev, evaluate test once, write results.json):
         subset: str = "ks"                # corpus subset: CORPUS/<subset>/{train,dev,test}.jsonl.gz
         layers: list[int] | None = None   # None: learned softmax-weighted sum of every layer
         max_duration: float = 200.0       # seconds of audio per batch
-        upstream_lr: float = 1e-5         # used only with --finetune
+        upstream_lr: float = 1e-5         # the upstream's lr when the tuning trains it (--tuning full)
         layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
         train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=200_000, ...))
 

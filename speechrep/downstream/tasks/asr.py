@@ -28,7 +28,7 @@ class ASRConfig:
     subset: str = "asr"
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 400.0  # seconds of audio per batch (about 32 LibriSpeech utterances)
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     hidden_size: int = 1024
     num_layers: int = 2

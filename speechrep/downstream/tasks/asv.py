@@ -34,7 +34,7 @@ class ASVConfig:
     subset: str = "asv"
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 64.0  # seconds of audio per batch (about 8 VoxCeleb utterances)
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     embedding_size: int = 512
     channels: int = 512  # TDNN frame layers

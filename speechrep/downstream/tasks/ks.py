@@ -21,7 +21,7 @@ class KSConfig:
     subset: str = "ks"
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 32.0  # seconds of audio per batch
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     projection_size: int = 256
     train: TrainConfig = field(default_factory=lambda: TrainConfig(

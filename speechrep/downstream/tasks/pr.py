@@ -29,7 +29,7 @@ class PRConfig:
     subset: str = "pr"
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 400.0  # seconds of audio per batch (about 32 LibriSpeech utterances)
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=100_000, lr=1e-2, schedule="constant", eval_every=1000, log_every=100))

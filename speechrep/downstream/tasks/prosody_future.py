@@ -32,7 +32,7 @@ class ProsodyFutureConfig:
     subset: str = "pr"  # any subset of sentences (pr, asr of mini-SUPERB)
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 400.0  # seconds of audio per batch
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     horizons: list[float] = field(default_factory=lambda: [0.12, 0.24, 0.5, 1.0])  # seconds ahead
     hidden_size: int = 256  # the GRU's

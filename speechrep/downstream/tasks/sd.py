@@ -40,7 +40,7 @@ class SDConfig:
     subset: str = "sd"
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 160.0  # seconds of audio per batch
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     num_speakers: int = 2
     hidden_size: int = 512

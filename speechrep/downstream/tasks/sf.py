@@ -35,7 +35,7 @@ class SFConfig:
     subset: str = "sf"
     layers: list[int] | None = None  # None: learned weighted sum of every layer
     max_duration: float = 100.0  # seconds of audio per batch (about 32 SNIPS utterances)
-    upstream_lr: float = 1e-5  # only with --finetune
+    upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
     hidden_size: int = 1024
     num_layers: int = 2
