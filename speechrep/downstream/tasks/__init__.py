@@ -96,7 +96,7 @@ class TaskSpec:
     best_value: float  # the topline of the SUPERB-style score on mini-SUPERB (e.g. accuracy 1.0, PER 0.0)
     sub_runs: Callable[[Any], dict[str, Any]] | None = None  # e.g. ER folds; metrics are averaged over them
     trains: bool = True  # False (QbE): nothing to train, the runner only evaluates dev, then test
-    percent: bool | None = None  # leaderboards show the metric ×100; None: when it is a rate (best value 0 or 1)
+    percent: bool | None = None  # leaderboards show the metric ×100; None: if a rate (best value 0 or 1)
 
     @property
     def shown_as_percent(self) -> bool:
