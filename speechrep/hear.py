@@ -6,8 +6,8 @@
     scene = module.get_scene_embeddings(audio, model)
 
 Timestamps are exact, not stride/2 guesses: output frame j of an upstream depends on input samples
-[j·stride − offset, j·stride − offset + receptive_field), the receptive field of the front end computed
-as each family declares it from its configuration (`upstream.frame_geometry`): the conv stack's kernels and strides
+[j·stride − offset, j·stride − offset + receptive_field), the receptive field of the front end, which each
+family declares from its configuration (`upstream.frame_geometry`): the conv stack's kernels and strides
 for the wav2vec 2.0 family (400 samples, stride 320 → centres at 12.5, 32.5, 52.5 ms ...), the analysis
 window for fbank/MFCC-style baselines and log-mel families (25 ms window, 10 ms shift → 12.5, 22.5 ms ...;
 `k` stacked frames span 400 + 160·(k − 1) samples), the padded conv stack for CPC. A frame's timestamp

@@ -76,8 +76,9 @@ def test_config_json_that_is_not_an_object(export: Path, tmp_path: Path, text: s
     ("hidden_size", -4, "outside the sane range"),
     ("ffn_size", 1 << 20, "parameters, more than the sane limit"),  # each size fine, the total absurd
 ])
-def test_config_fields_are_checked_before_building(export: Path, tmp_path: Path, field: str, value, message: str
-                                                   ) -> None:
+def test_config_fields_are_checked_before_building(
+    export: Path, tmp_path: Path, field: str, value: object, message: str
+) -> None:
     target = _copy(export, tmp_path)
     meta = json.loads((target / "config.json").read_text())
     meta["config"][field] = value
@@ -103,7 +104,8 @@ def test_non_finite_weights_are_refused_naming_the_tensor(export: Path, tmp_path
     state = load_file(target / "model.safetensors")
     state["encoder.layers.1.ffn.fc2.weight"][0, 0] = math.inf
     save_file(state, str(target / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"tensor encoder\.layers\.1\.ffn\.fc2\.weight holds NaN or Inf"):
+    named = r"tensor encoder\.layers\.1\.ffn\.fc2\.weight holds NaN or Inf"
+    with pytest.raises(CheckpointError, match=named):
         load_upstream(target)
 
 
@@ -114,8 +116,9 @@ def test_plain_state_dict_pt_loads_like_bin(tmp_path: Path) -> None:
         path = tmp_path / f"weights{suffix}"
         torch.save(source.state_dict(), path)
         loaded = load_upstream("hubert_tiny", checkpoint=path).eval()
-        assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
-    with pytest.raises(CheckpointError, match=r"a plain state dict loads with its architecture's name") as info:
+        pairs = zip(source.state_dict().values(), loaded.state_dict().values())
+        assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(CheckpointError, match=r"a plain state dict loads with its architecture's") as info:
         load_upstream(tmp_path / "weights.pt")  # no config in it: the name says which model
     _one_line(info)
 
@@ -148,8 +151,9 @@ def test_random_weights_for_inference_are_seeded_by_name_and_warn_once(
     code = ("import torch; from speechrep.upstream.loading import load_upstream_for_inference as f; "
             "print(float(f('hubert_tiny').encoder.layers[0].ffn.fc1.weight.double().sum()))")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    other_process = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
-    assert float(other_process.stdout.split()[-1]) == float(first.encoder.layers[0].ffn.fc1.weight.detach().double().sum())
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    here = first.encoder.layers[0].ffn.fc1.weight.detach().double().sum()
+    assert float(run.stdout.split()[-1]) == float(here)
 
 
 def test_pretraining_path_still_initialises_from_the_global_rng() -> None:

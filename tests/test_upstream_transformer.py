@@ -1,4 +1,4 @@
-"""Per-layer head counts / FFN sizes (pruned models round-trip through export) and attention maps on request."""
+"""Per-layer head counts and FFN sizes (pruned models round-trip through export); attention maps."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from speechrep.errors import ConfigError
 from speechrep.nn.frames import padding_mask
@@ -111,3 +112,31 @@ def test_attention_maps_on_request(name: str, overrides: dict) -> None:
             v = attention._split(attention.v_proj(x))
             mixed = (maps @ v).transpose(1, 2).reshape(2, frames, heads * attention.head_dim)
             torch.testing.assert_close(attention.out_proj(mixed), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mockingjay_tiny", "audio_albert_tiny"])
+def test_mockingjay_family_attention_maps_on_request(name: str) -> None:
+    torch.manual_seed(0)
+    model = load_upstream(name).eval()
+    wavs, lens = _batch()
+    with torch.no_grad():
+        plain = model(wavs, lens)
+        out = model(wavs, lens, output_attentions=True)
+    assert plain.attentions is None and len(out.attentions) == model.config.num_layers
+    for x, y in zip(plain.hidden_states, out.hidden_states):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    frames = out.hidden_states[0].shape[1]
+    valid = padding_mask(out.lengths, frames)
+    for index, maps in enumerate(out.attentions):
+        assert maps.shape == (2, model.config.num_heads, frames, frames)
+        torch.testing.assert_close(maps.sum(-1), torch.ones_like(maps.sum(-1)), atol=1e-5, rtol=0)
+        assert not maps.masked_select(~valid[:, None, None, :]).any()
+        layer = model.layers[0 if model.config.share_layers else index]
+        x = out.hidden_states[index]
+        with torch.no_grad():  # out(maps @ v) is the attention block's output
+            _, _, v = layer.qkv(x).unflatten(-1, (3, layer.num_heads, -1)).permute(2, 0, 3, 1, 4)
+            mixed = layer.out((maps @ v).transpose(1, 2).flatten(2))
+            q, k, v = layer.qkv(x).unflatten(-1, (3, layer.num_heads, -1)).permute(2, 0, 3, 1, 4)
+            sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
+            expected = layer.out(sdpa.transpose(1, 2).flatten(2))
+            torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-5)

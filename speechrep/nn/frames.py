@@ -31,4 +31,5 @@ def stack_frames(feats: Tensor, lengths: Tensor, factor: int, tail: TailRule) ->
         kept = frames // factor * factor
         return feats[:, :kept].reshape(batch, kept // factor, dim * factor), lengths // factor
     feats = F.pad(feats, (0, 0, 0, (-frames) % factor))
-    return feats.reshape(batch, -1, factor * dim), torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+    padded_lengths = torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+    return feats.reshape(batch, -1, factor * dim), padded_lengths

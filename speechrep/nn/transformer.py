@@ -87,13 +87,15 @@ def per_layer(value: int | Sequence[int], num_layers: int, name: str) -> tuple[i
 
 def check_layer_sizes(hidden_size: int, num_layers: int, num_heads: int | Sequence[int],
                       ffn_size: int | Sequence[int], head_dim: int = 0) -> None:
-    """ValueError unless the per-layer sizes fit: one value per layer, heads dividing the width (no head_dim)."""
+    """ValueError unless the sizes fit: one value per layer; without head_dim, the heads divide the width."""
     heads = per_layer(num_heads, num_layers, "num_heads")
     per_layer(ffn_size, num_layers, "ffn_size")
     if not head_dim:
         bad = sorted({h for h in heads if h and hidden_size % h})
         if bad:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {bad[0]} (set head_dim)")
+            raise ValueError(
+                f"hidden_size {hidden_size} is not divisible by num_heads {bad[0]} (set head_dim)"
+            )
 
 
 class SelfAttention(nn.Module):
@@ -258,7 +260,9 @@ class TransformerEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if rel_pos_buckets:
             if len(set(heads)) > 1 or heads[0] == 0:
-                raise ValueError(f"relative position bias is shared by all layers: one head count, got {heads}")
+                raise ValueError(
+                    f"relative position bias is shared by all layers: one head count, got {heads}"
+                )
             self.rel_pos_embed = nn.Embedding(rel_pos_buckets, heads[0])
         gated = rel_pos_buckets > 0
         self.layers = nn.ModuleList(
@@ -291,7 +295,8 @@ class TransformerEncoder(nn.Module):
 
         `final` is the last output after the final layer norm in the pre-LN variant (the same tensor as the
         last hidden state in the post-LN variant). With `attentions` (a list), each layer appends its
-        (B, H, T, T) attention probabilities (H = 0 for a layer without attention or skipped by layer drop)."""
+        (B, H, T, T) attention probabilities (H = 0 for a layer without attention or one skipped by layer
+        drop)."""
         if valid is not None:
             x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into the positional conv
         x = x + self.pos_conv(x, valid)

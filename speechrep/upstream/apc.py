@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
 from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry,
-                                         require_one_frame)
+from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features,
+                                         log_mel_geometry, require_one_frame)
 from speechrep.upstream.registry import register_family, register_upstream
 
 

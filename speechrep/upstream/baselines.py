@@ -25,7 +25,8 @@ WINDOW = 400  # 25 ms: the analysis window of the log-mel front ends
 def log_mel_geometry(stride: int, frame_local: bool, zero_filled_tail: bool = False) -> FrameGeometry:
     """Geometry of `stride / HOP` stacked 25 ms / 10 ms log-mel frames; `zero_filled_tail`: a last partial
     stack is kept (zero-filled) rather than dropped."""
-    return FrameGeometry(WINDOW + stride - HOP, stride, 0, stride - HOP if zero_filled_tail else 0, frame_local)
+    end_padding = stride - HOP if zero_filled_tail else 0
+    return FrameGeometry(WINDOW + stride - HOP, stride, 0, end_padding, frame_local)
 
 
 def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,

@@ -191,7 +191,7 @@ def name_seed(name: str) -> int:
 def load_upstream_for_inference(
     name_or_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None, **overrides: Any
 ) -> nn.Module:
-    """`load_upstream` for user-facing extraction and evaluation (extract, kmeans --features, HEAR, benchmark).
+    """`load_upstream` for user-facing extraction and evaluation (extract, kmeans --features, HEAR, bench).
 
     A registered name without a checkpoint has random weights: it warns once per name and seeds them from the
     name (`name_seed`), so two processes get the same model; the global RNG is left untouched. Pre-training
@@ -237,7 +237,8 @@ def _build(family: str, config: Any, overrides: Mapping[str, Any], source: str) 
         config = dataclasses.replace(config, **overrides)
     except TypeError as error:
         raise ConfigError(f"{source}: bad override ({error})") from error
-    _check_field_types(type(config), {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, source)
+    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    _check_field_types(type(config), values, source)
     _check_model_size(model_class, config, source)
     return model_class(config)
 
@@ -276,7 +277,9 @@ def _load_huggingface(path: Path, hf_config: Mapping[str, Any], overrides: Mappi
     except SpeechrepError:
         raise
     except (TypeError, ValueError, KeyError, ZeroDivisionError) as error:
-        raise CheckpointError(f"{path}/config.json: unusable {model_type} config ({_first_line(error)})") from error
+        raise CheckpointError(
+            f"{path}/config.json: unusable {model_type} config ({_first_line(error)})"
+        ) from error
     model = _build(family, config, overrides, str(path))
     # HF omits masked_spec_embed when the config disables masking; it is used by pre-training only
     load_weights(model, convert_hf_state_dict(_read_hf_weights(path)), str(path), optional=("mask_emb",))
@@ -304,13 +307,17 @@ def _torch_load_weights_only(path: Path) -> dict[str, Tensor]:
     """torch.load restricted to tensors and plain containers."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or others for unsafe/corrupt files
-        # torch's message advises retrying with weights_only=False, i.e. running the file's code: never repeat it
+    except Exception as error:  # UnpicklingError, RuntimeError or others for unsafe/corrupt files
+        # torch's message advises retrying with weights_only=False, i.e. running the file's code: not repeated
         unsafe = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(error))
         if unsafe or "weights_only" in str(error).lower():
             what = f" (it calls {unsafe.group(1)})" if unsafe else ""
-            raise CheckpointError(f"{path}: refused: loading it would execute code from the file{what}") from error
-        raise CheckpointError(f"{path}: cannot read as a PyTorch state dict ({_first_line(error)})") from error
+            raise CheckpointError(
+                f"{path}: refused: loading it would execute code from the file{what}"
+            ) from error
+        raise CheckpointError(
+            f"{path}: cannot read as a PyTorch state dict ({_first_line(error)})"
+        ) from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state

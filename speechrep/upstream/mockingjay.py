@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.nn.frames import padding_mask, stack_frames
+from speechrep.nn.transformer import SelfAttention
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
-from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features, log_mel_geometry,
-                                         require_one_frame)
+from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features,
+                                         log_mel_geometry, require_one_frame)
 from speechrep.upstream.registry import register_family, register_upstream
 
 
@@ -65,11 +66,17 @@ class _PostLNLayer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.attn_dropout = c.dropout
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        """x (B, T, H); key_mask (B, T) True on valid frames."""
+    def forward(self, x: Tensor, key_mask: Tensor, attentions: list[Tensor] | None = None) -> Tensor:
+        """x (B, T, H); key_mask (B, T) True on valid frames; `attentions` (a list) receives the maps."""
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        dropout = self.attn_dropout if self.training else 0.0
+        if attentions is None:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
+                                               dropout_p=dropout)
+        else:  # explicit probabilities, only on request
+            weights = SelfAttention.attention_weights(q, k, key_mask[:, None, None, :])
+            attentions.append(weights)
+            a = F.dropout(weights, dropout, training=self.training) @ v
         x = self.attn_norm(x + self.dropout(self.out(a.transpose(1, 2).flatten(2))))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
@@ -107,9 +114,12 @@ class Mockingjay(CorpusStatistics, nn.Module):
         feats, lengths = log_mel_features(wavs, wav_lens, self.config.num_mel_bins, cmvn=not corpus_norm)
         if corpus_norm:
             feats = self.standardise(feats, lengths)
-        return stack_frames(feats, lengths, self.config.downsample, tail="drop")  # as the original: a short tail is cut
+        # as the original: a tail shorter than `downsample` frames is cut
+        return stack_frames(feats, lengths, self.config.downsample, tail="drop")
 
-    def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
+    def forward_features(
+        self, feats: Tensor, lengths: Tensor, output_attentions: bool = False
+    ) -> UpstreamOutput:
         """Hidden states from (possibly altered) stacked log-mel features, as pre-training feeds them."""
         mask = padding_mask(lengths, feats.shape[1])
         keep = mask[..., None].to(feats.dtype)
@@ -117,14 +127,17 @@ class Mockingjay(CorpusStatistics, nn.Module):
         x = self.input_proj(feats) + positions
         x = self.dropout(self.input_norm(x)) * keep
         states = [x]
+        attentions: list[Tensor] | None = [] if output_attentions else None
         for i in range(self.config.num_layers):
-            x = self.layers[0 if self.config.share_layers else i](x, mask) * keep
+            x = self.layers[0 if self.config.share_layers else i](x, mask, attentions) * keep
             states.append(x)
-        return UpstreamOutput(states, lengths)
+        return UpstreamOutput(states, lengths, attentions)
 
-    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
-        """Embedding output and every layer's hidden states for padded 16 kHz waveforms."""
-        return self.forward_features(*self.input_features(wavs, wav_lens))
+    def forward(self, wavs: Tensor, wav_lens: Tensor, output_attentions: bool = False) -> UpstreamOutput:
+        """Embedding output and every layer's hidden states for padded 16 kHz waveforms (and, with
+        `output_attentions`, each layer's (B, H, T', T') attention probabilities)."""
+        feats, lengths = self.input_features(wavs, wav_lens)
+        return self.forward_features(feats, lengths, output_attentions=output_attentions)
 
 
 class SpecHead(nn.Module):

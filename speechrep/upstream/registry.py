@@ -1,9 +1,10 @@
-"""Name → constructor registry for upstreams (timm style): names are architectures, tags after a dot are weights.
+"""Name → constructor registry for upstreams (timm style): names are architectures, tags after a dot are
+weights.
 
-Two explicit tables: `register_upstream(name)` registers a constructor under a name; `register_family` registers
-a model class that can be exported and re-loaded under its `family` attribute. This module imports nothing from
-the family modules: importing the package `speechrep.upstream` imports every family (`families.py`), so the
-tables are complete before any lookup (family modules → registry, never back).
+Two explicit tables: `register_upstream(name)` registers a constructor under a name; `register_family`
+registers a model class that can be exported and re-loaded under its `family` attribute. This module imports
+nothing from the family modules: importing the package `speechrep.upstream` imports every family
+(`families.py`), so the tables are complete before any lookup (family modules → registry, never back).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def register_upstream(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
 
 
 def register_family(cls: ModelClass) -> ModelClass:
-    """Class decorator: `cls` (with a str `family` and a dataclass `config_class`) can be exported and loaded."""
+    """Class decorator: `cls` (a str `family`, a dataclass `config_class`) can be exported and re-loaded."""
     family, config_class = getattr(cls, "family", None), getattr(cls, "config_class", None)
     if not isinstance(family, str) or not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{cls.__name__}: a family needs a str `family` and a dataclass `config_class`")
@@ -51,7 +52,7 @@ def list_upstreams(pattern: str = "*") -> list[str]:
 def get_constructor(name: str) -> Callable[..., nn.Module]:
     """The constructor registered under `name`; unknown names raise ValueError listing close matches.
 
-    (A plain ValueError on purpose: `extract.load_upstream_flag` turns it into a ConfigError naming the flag.)"""
+    (A plain ValueError on purpose: `extract.load_upstream_flag` makes it a ConfigError naming the flag.)"""
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
         hint = f" (similar: {', '.join(close)})" if close else ""
