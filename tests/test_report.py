@@ -261,3 +261,18 @@ def test_rerun_overwrites_and_default_location(demo_dir: Path, tmp_path: Path) -
     (copy / "report.html").write_text("stale")
     assert write_report(copy) == copy / "report.html"
     assert (copy / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_settings_section_shows_the_saved_config_and_what_each_row_trained(demo_dir: Path, page: str) -> None:
+    parsed = parse(page)
+    settings = {r[0]["text"]: r[1]["text"] for r in parsed.table("settings")[1:]}
+    assert settings["tuning"] == "frozen" and settings["preset"] == "tiny"
+    assert "er.folds=[1,2]" in settings["overrides"]
+    rows = parsed.table("rows")
+    header = [c["text"] for c in rows[0]]
+    summary = json.loads((demo_dir / "bench" / "results.json").read_text())["rows"]
+    assert len(rows) - 1 == len(summary)
+    for cells, row in zip(rows[1:], summary):
+        shown = dict(zip(header, (c["text"] for c in cells)))
+        assert (shown["upstream"], shown["task"], shown["tuning"]) == (row["upstream"], row["task"], "frozen")
+        assert shown["weights"] == str(row["upstream_weights"])[:16]

@@ -347,7 +347,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
     results = {
         "task": task, "upstream": choice.label, "metric": spec.metric,
         "higher_is_better": spec.higher_is_better,
-        "best_value": spec.best_value, "percent": spec.shown_as_percent, "lr": best_lr, "tuning": tuning.name, "preset": preset,
+        "best_value": spec.best_value, "percent": spec.shown_as_percent, "lr": best_lr, "tuning": tuning.name,
+        "preset": preset,
         "upstream_lr": None if tuning.caches_features else base_cfg.upstream_lr,
         "upstream_weights": weights,
         "dev": _mean_metrics([r["dev"] for r in rows]), "test": _mean_metrics([r["test"] for r in rows]),

@@ -49,6 +49,7 @@ class ReportInputs:
     pretrain: dict[str, RunDir] = field(default_factory=dict)  # name → pre-training run
     demo: dict[str, Any] | None = None
     kmeans: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → kmeans.json of its targets
+    bench_config: dict[str, Any] = field(default_factory=dict)  # the benchmark's saved config.yaml
 
 
 def _read_json(path: Path) -> Any:
@@ -116,7 +117,7 @@ def load_inputs(results_dir: Path) -> ReportInputs:
     demo = _read_json(demo_path) if demo_path.is_file() else None
     kmeans = {path.parent.name: _read_json(path) for path in sorted(results_dir.glob("kmeans/*/kmeans.json"))}
     return ReportInputs(results_dir, bench_dir, rows, dict(summary.get("scores") or {}), references, pretrain,
-                        demo, kmeans)
+                        demo, kmeans, read_run_dir(bench_dir).config)
 
 
 # ------------------------------------------------------------------------------------------- table values

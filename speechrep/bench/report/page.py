@@ -26,6 +26,7 @@ from speechrep.bench.report.tables import (
     kmeans_html,
     leaderboard_html,
     provenance_html,
+    settings_html,
 )
 from speechrep.storage import atomic_write_text
 
@@ -98,6 +99,7 @@ def render_report(inputs: ReportInputs) -> str:
             "untrained controls). The test split is evaluated once, at the end, with the best-dev checkpoint.</p>"
             + (img_tag(uri, "downstream learning curves") if uri else "<p>No metrics.jsonl found.</p>"))
     sections.append(("downstream", "Downstream learning curves", body))
+    sections.append(("settings", "Benchmark settings and tuning", settings_html(inputs)))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

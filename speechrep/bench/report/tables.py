@@ -186,6 +186,38 @@ def _seconds(value: Any) -> str:
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def _millions(count: Any) -> str:
+    return "–" if count is None else f"{int(count) / 1e6:.3f} M" if int(count) >= 10_000 else f"{int(count):,}"
+
+
+def settings_html(inputs: ReportInputs) -> str:
+    """How the benchmark ran (its saved config.yaml) and, per row, the tuning and what it trained."""
+    parts = []
+    cfg = inputs.bench_config
+    if cfg:
+        shown = [("tuning", cfg.get("tuning", "frozen")), ("preset", cfg.get("preset")),
+                 ("corpus", cfg.get("corpus")), ("learning-rate sweep", cfg.get("lr_sweep")),
+                 ("overrides", " ".join(cfg.get("overrides") or []) or None),
+                 ("feature stores (--features)", ", ".join(map(str, cfg.get("features") or [])) or None),
+                 ("feature cache", cfg.get("feature_cache"))]
+        parts.append(_table(["setting", "value"], [[_td(k, css="name"), _td("–" if v is None else v)]
+                                                    for k, v in shown], "settings"))
+    else:
+        parts.append("<p class=\"note\">No config.yaml in the benchmark folder (written by an older speechrep).</p>")
+    body = []
+    for r in inputs.rows:
+        params = r.get("params") or {}
+        weights = str(r.get("upstream_weights") or "–")
+        body.append([_td(r["upstream"], css="name"), _td(r["task"]), _td(r.get("tuning", "frozen")),
+                     _td(_millions(params.get("trainable"))), _td(_millions(params.get("upstream"))),
+                     _td(weights[:16], title=weights)])
+    parts.append("<p class=\"note\">What each row trained: the tuning strategy, its trainable parameters (head, "
+                 "layer weights and whatever the strategy trains of the upstream) against the upstream's size, and "
+                 "the fingerprint of the upstream weights the row was computed with.</p>\n"
+                 + _table(["upstream", "task", "tuning", "trainable", "upstream params", "weights"], body, "rows"))
+    return "\n".join(parts)
+
+
 def provenance_html(inputs: ReportInputs) -> str:
     """Commands and wall times (demo.json), package versions and git revisions, every run's config."""
     parts = []
