@@ -417,9 +417,10 @@ def _profile(args: argparse.Namespace) -> int:
 
     from speechrep.compress.profile import format_profile, profile_upstream
     from speechrep.storage import atomic_write_text
-    from speechrep.upstream.loading import load_upstream
+    from speechrep.upstream.extract import load_upstream_flag, resolve_device_flag
 
-    upstream = load_upstream(args.upstream, args.checkpoint).to(args.device)
+    device = resolve_device_flag(args.device)
+    upstream = load_upstream_flag(args.upstream, args.checkpoint, flag="UPSTREAM").to(device)
     report = profile_upstream(upstream, args.seconds, args.repeats, name=args.upstream)
     print(format_profile(report), end="")
     if args.json:

@@ -242,3 +242,14 @@ def test_bad_tasks_and_overrides_are_one_line_errors(corpus: Path, tmp_path: Pat
     assert main([*base, "--tasks", "ks", "ks.no_such_key=1"]) == 2
     assert "unknown key 'no_such_key'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing was written before the errors
+
+
+def test_a_frozen_upstream_keeps_the_upstream_contract() -> None:
+    from speechrep.tuning.frozen import FrozenUpstream
+    from speechrep.upstream import load_upstream
+    from speechrep.upstream.chunking import frame_geometry
+
+    upstream = load_upstream("hubert_tiny")
+    frozen = FrozenUpstream(upstream)
+    assert frame_geometry(frozen) == upstream.frame_geometry
+    assert (frozen.stride, frozen.hidden_sizes) == (upstream.stride, list(upstream.hidden_sizes))

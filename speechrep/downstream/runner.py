@@ -46,7 +46,7 @@ from speechrep.downstream.benchmark_config import BenchmarkConfig
 from speechrep.downstream.features import (CorpusNormalizer, DownstreamModel, FeatureCache, FeatureSource,
                                           upstream_fingerprint)
 from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
-from speechrep.errors import ConfigError, SpeechrepError
+from speechrep.errors import ConfigError
 from speechrep.storage import OutputFolder, disk_errors
 from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepare_run_dir, seed_everything,
                              train, write_results)
@@ -97,15 +97,11 @@ def parse_upstream(name: str, random_init: bool = False) -> UpstreamChoice:
 
 
 def load_upstream_module(choice: UpstreamChoice) -> nn.Module:
-    """Build the upstream of a choice; random-init re-initialises every weight with a fixed seed."""
-    from speechrep.upstream import load_upstream
+    """Build the upstream of a choice (a registry name without weights is seeded from its name, so every run
+    gets the same model); random-init re-initialises every weight with a fixed seed."""
+    from speechrep.upstream.extract import load_upstream_flag
 
-    try:
-        upstream = load_upstream(choice.source)
-    except SpeechrepError:
-        raise
-    except ValueError as e:  # an unknown registry name
-        raise ConfigError(f"--upstream {choice.source}: {e}") from None
+    upstream = load_upstream_flag(choice.source)
     if choice.random_init:
         reinitialise(upstream, RANDOM_INIT_SEED)
     return upstream
@@ -129,11 +125,8 @@ def reinitialise(module: nn.Module, seed: int) -> None:
 
 def upstream_identity(choice: UpstreamChoice, upstream: nn.Module) -> str:
     """What a row was computed with: the fingerprint of the upstream's weights (a checkpoint, an export, a
-    seeded `@random` control, a parameter-free baseline), or the name of a registry model whose weights are an
-    unseeded random draw (those differ on every load, so their fingerprint identifies nothing)."""
-    if Path(choice.source).exists() or choice.random_init or not any(True for _ in upstream.parameters()):
-        return upstream_fingerprint(upstream)
-    return f"{choice.source} (unseeded random weights)"
+    seeded `@random` control, a registry name's name-seeded weights, a parameter-free baseline)."""
+    return upstream_fingerprint(upstream)
 
 
 # --------------------------------------------------------------------------------------------------- configs

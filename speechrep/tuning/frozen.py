@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from speechrep.tuning.base import ParamGroup
-from speechrep.upstream.base import UpstreamOutput
+from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 
 
 class _Holder:
@@ -35,6 +35,11 @@ class FrozenUpstream(nn.Module):
     def upstream(self) -> nn.Module:
         """The frozen upstream itself."""
         return self._held.upstream
+
+    @property
+    def frame_geometry(self) -> FrameGeometry:
+        """The held upstream's declared frame geometry (the Upstream contract passes through)."""
+        return self._held.upstream.frame_geometry
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
         # The held upstream is deliberately not a submodule, so move it here.

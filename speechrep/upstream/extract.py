@@ -206,11 +206,12 @@ def resolve_device_flag(name: str, flag: str = "--device") -> torch.device:
 
 def load_upstream_flag(name: str, checkpoint: str | os.PathLike | None = None,
                        flag: str = "--upstream") -> nn.Module:
-    """`load_upstream(name, checkpoint)`, with an unknown registry name as one ConfigError line naming `flag`."""
-    from speechrep.upstream.loading import load_upstream
+    """`load_upstream_for_inference(name, checkpoint)` (a registry name without weights is seeded from its name
+    and warns), with an unknown registry name as one ConfigError line naming `flag`."""
+    from speechrep.upstream.loading import load_upstream_for_inference
 
     try:
-        return load_upstream(name, checkpoint)
+        return load_upstream_for_inference(name, checkpoint)
     except ValueError as error:
         if isinstance(error, SpeechrepError) or not str(error).startswith("unknown upstream"):
             raise
