@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterable
 import torch
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
-from lhotse.dataset.sampling import SimpleCutSampler
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -123,8 +122,7 @@ class FeatureCache:
         log.info("feature cache %s: computing %d of %d cuts", self.directory, len(todo), len(cuts))
         writer = self.store.writer(SHARD_BYTES)
         # Every cut, whatever the DDP rank: each rank fills the cache it reads (lhotse would shard by rank).
-        sampler = SimpleCutSampler(todo, max_duration=CACHE_BATCH_SECONDS, shuffle=False, world_size=1,
-                                   rank=0)
+        sampler = cut_sampler(todo, CACHE_BATCH_SECONDS, shuffle=False)  # rank 0 of 1: every cut
         upstream.to(device).eval()
         bar = tqdm(total=len(todo), desc=f"features {self.directory.parent.name}", unit="cut",
                    disable=not os.isatty(2))
