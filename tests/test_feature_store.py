@@ -62,3 +62,16 @@ def test_a_store_without_every_layer_or_settings_is_refused(tmp_path: Path) -> N
         FeatureStore.open(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="not a feature store"):
         FeatureStore.open(tmp_path)
+
+
+def test_a_writer_also_writes_a_shard_after_its_time_bound(tmp_path, monkeypatch) -> None:
+    import speechrep.upstream.feature_store as feature_store
+    from speechrep.upstream.feature_store import FeatureStore
+
+    clock = iter([0.0, 1.0, 31.0, 32.0])  # each add reads the clock once or twice
+    monkeypatch.setattr(feature_store.time, "monotonic", lambda: next(clock))
+    writer = FeatureStore(tmp_path).writer(max_shard_bytes=2**30, max_shard_seconds=30.0)
+    writer.add("a", {0: torch.zeros(3, 4)}, frames=3)  # starts the queue at 0 s, checks at 1 s
+    assert not list(tmp_path.glob("shard-*.json"))
+    writer.add("b", {0: torch.zeros(3, 4)}, frames=3)  # 31 s after the queue started: written now
+    assert len(list(tmp_path.glob("shard-*.json"))) == 1

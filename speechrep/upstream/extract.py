@@ -7,8 +7,8 @@
 Inputs are audio files, folders (searched recursively for audio suffixes) and lhotse manifests (CutSet or
 RecordingSet). Utterance ids are paths relative to their folder without the suffix, a file's stem, or the
 cut id (a manifest's entries also record the cut key, so the benchmark finds them by cut). `out_dir` is a
-feature store: shards of about `max_shard_mb` (a kill loses at most the shard being filled), each written
-atomically and then listed, and the settings that produced them (upstream name or path, checkpoint, weights
+feature store: shards of about `max_shard_mb` or `SHARD_SECONDS` of work, whichever comes first (a kill
+loses at most the shard being filled), each written atomically and then listed, and the settings that produced them (upstream name or path, checkpoint, weights
 fingerprint, layers, precision, stride, sample rate, hidden sizes, receptive field). One run holds the
 folder at a time (`speechrep.storage.OutputFolder`); re-running skips every stored utterance, and settings
 that differ from the recorded ones stop the run unless `overwrite` starts over.
@@ -39,6 +39,8 @@ from speechrep.upstream.chunking import FrameGeometry, chunked_forward, frame_ge
 from speechrep.upstream.feature_store import FeatureStore, cut_key, fit_precision, store_settings
 
 logger = logging.getLogger(__name__)
+
+SHARD_SECONDS = 30.0  # a shard is also written after this much work: what a kill can lose at most
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
@@ -312,7 +314,7 @@ def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os
                               f"({done[utt.id].get('source')}); extract this manifest into another --out")
     todo = [utt for utt in utterances if utt.id not in done]
     summary = ExtractSummary(store.folder, skipped=len(utterances) - len(todo), failures=failures)
-    writer = store.writer(max_shard_bytes)
+    writer = store.writer(max_shard_bytes, SHARD_SECONDS)
     device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
     autocast = (torch.autocast(device.type, dtype=PRECISIONS[precision]) if PRECISIONS[precision]
                 else contextlib.nullcontext())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from functools import lru_cache
@@ -182,21 +183,24 @@ class FeatureStore:
         self.refresh()
         return removed
 
-    def writer(self, max_shard_bytes: int) -> ShardWriter:
-        """A writer of new shards of about `max_shard_bytes` each."""
-        return ShardWriter(self, max_shard_bytes)
+    def writer(self, max_shard_bytes: int, max_shard_seconds: float | None = None) -> ShardWriter:
+        """A writer of new shards of about `max_shard_bytes` each (or what `max_shard_seconds` of work made)."""
+        return ShardWriter(self, max_shard_bytes, max_shard_seconds)
 
 
 class ShardWriter:
     """Queues utterances' tensors; writes a full queue as one shard, then its listing (see module doc).
 
-    Memory stays within about `max_shard_bytes` plus one utterance; `flush()` writes what is queued."""
+    Memory stays within about `max_shard_bytes` plus one utterance; `flush()` writes what is queued. With
+    `max_shard_seconds`, a queue older than that is written too, so a kill loses at most that much work even
+    when the features are small (one layer of a slow model)."""
 
-    def __init__(self, store: FeatureStore, max_shard_bytes: int):
-        self.store, self.max_shard_bytes = store, max_shard_bytes
+    def __init__(self, store: FeatureStore, max_shard_bytes: int, max_shard_seconds: float | None = None):
+        self.store, self.max_shard_bytes, self.max_shard_seconds = store, max_shard_bytes, max_shard_seconds
         self.tensors: dict[str, Tensor] = {}
         self.entries: list[dict] = []
         self.bytes = 0
+        self.started = 0.0  # time.monotonic() of the first utterance in the queue
 
     def add(self, key: str, layers: dict[int, Tensor], **info: Any) -> None:
         """Queue one utterance's (frames, H) tensors by layer, with entry fields `info` (frames, source, cut)."""
@@ -206,8 +210,11 @@ class ShardWriter:
                 tensor = tensor.clone()  # a view of one row would pin the whole batch until written
             self.tensors[f"{key}/{layer}"] = tensor.contiguous()
             self.bytes += tensor.numel() * tensor.element_size()
+        if not self.entries:
+            self.started = time.monotonic()
         self.entries.append({"key": key, **info})
-        if self.bytes >= self.max_shard_bytes:
+        too_old = self.max_shard_seconds is not None and time.monotonic() - self.started >= self.max_shard_seconds
+        if self.bytes >= self.max_shard_bytes or too_old:
             self.flush()
 
     def flush(self) -> None:
