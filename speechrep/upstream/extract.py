@@ -8,8 +8,9 @@ Inputs are audio files, folders (searched recursively for audio suffixes) and lh
 RecordingSet). Utterance ids are paths relative to their folder without the suffix, a file's stem, or the
 cut id (a manifest's entries also record the cut key, so the benchmark finds them by cut). `out_dir` is a
 feature store: shards of about `max_shard_mb` or `SHARD_SECONDS` of work, whichever comes first (a kill
-loses at most the shard being filled), each written atomically and then listed, and the settings that produced them (upstream name or path, checkpoint, weights
-fingerprint, layers, precision, stride, sample rate, hidden sizes, receptive field). One run holds the
+loses at most the shard being filled), each written atomically and then listed, and the settings that
+produced them (upstream name or path, checkpoint, weights fingerprint, layers, precision, stride, sample rate,
+hidden sizes, receptive field). One run holds the
 folder at a time (`speechrep.storage.OutputFolder`); re-running skips every stored utterance, and settings
 that differ from the recorded ones stop the run unless `overwrite` starts over.
 A file that cannot be read (AudioError) is logged and skipped; the returned summary lists the failures.
