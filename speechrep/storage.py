@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +31,8 @@ from speechrep.errors import SpeechrepError
 
 LOCK_NAME = ".speechrep.lock"
 SETTINGS_NAME = ".speechrep.settings.json"
+log = logging.getLogger(__name__)
+
 TEMP_PREFIX = ".tmp-"  # temporaries keep the target's name as their end, so format-by-suffix writers work
 
 
@@ -216,8 +218,7 @@ def check_settings(folder: Path, settings: dict[str, Any], overwrite: bool = Fal
         return
     elif any(p.name not in (LOCK_NAME,) for p in folder.iterdir()):
         # Output of an older speechrep without a record, or a folder that is not ours: keep it as it is.
-        print(f"warning: {folder} has files but no settings record; recording the current settings",
-              file=sys.stderr)
+        log.warning("%s has files but no settings record; recording the current settings", folder)
     with disk_errors(path):
         atomic_write_json(path, current)
 
