@@ -1,7 +1,7 @@
 """Safe writes to output folders: atomic files, one run per folder, settings that cannot silently change.
 
     with OutputFolder(out_dir, "extract", settings={"upstream": ..., "weights": ...}, overwrite=False):
-        atomic_write_text(out_dir / "index.jsonl", text)
+        atomic_write_text(out_dir / "results.json", text)
 
 - `atomic_write(path, write)` writes through a temporary file in the same folder and renames it over the
   target: a reader (or a killed writer) never sees half a file. Every writer in speechrep uses it.

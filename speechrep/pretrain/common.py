@@ -18,9 +18,8 @@ A method is one file, `speechrep/pretrain/<method>.py`, read top to bottom (STYL
         upstream = load_upstream(cfg.upstream, **cfg.model)
         return run_pretraining("apc", APCObjective(upstream, cfg), upstream, cfg, data, run_dir)
 
-and one line in `METHODS` (speechrep/pretrain/__init__.py). `configs/pretrain/<method>.yaml` holds the paper's
-settings and `configs/pretrain/<method>.<preset>.yaml` (e.g. `tiny`) a preset; each file is complete on its own
-relative to the dataclass defaults. `speechrep pretrain --method apc --data CORPUS --out RUN [--preset tiny]
+and one line in `METHODS` (speechrep/pretrain/__init__.py). `speechrep/configs/pretrain/<method>.yaml` holds the
+paper's settings and `speechrep/configs/pretrain/<preset>/<method>.yaml` (e.g. `tiny`) a preset layered on it. `speechrep pretrain --method apc --data CORPUS --out RUN [--preset tiny]
 [key=value ...]` runs it; starting the same command again resumes; under `torchrun` it runs DDP.
 """
 from __future__ import annotations
