@@ -1,4 +1,4 @@
-"""Tuning strategies: how a downstream task adapts an upstream (frozen, full, and later adapters, LoRA, ...).
+"""Tuning strategies: how a downstream task adapts an upstream (frozen, full, bitfit, houlsby, adapterbias, lora).
 
     tuning = get_tuning("frozen")
     prepared = tuning.prepare(upstream)                  # the module the downstream model runs instead
@@ -8,12 +8,28 @@ Every strategy follows `TuningStrategy` (see `speechrep.tuning.base`) and is reg
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable
+
 from speechrep.errors import ConfigError
+from speechrep.tuning.adapters import AdapterBias, AdapterBiasOptions, AdapterOptions, Houlsby
 from speechrep.tuning.base import ParamGroup, TuningStrategy
+from speechrep.tuning.bitfit import BitFit, BitFitOptions
 from speechrep.tuning.frozen import Frozen, FrozenUpstream
 from speechrep.tuning.full import Full
+from speechrep.tuning.lora import LoRA, LoRAOptions
 
-TUNINGS: dict[str, TuningStrategy] = {strategy.name: strategy for strategy in (Frozen(), Full())}
+TUNINGS: dict[str, TuningStrategy] = {strategy.name: strategy for strategy in (
+    Frozen(), Full(), BitFit(), Houlsby(), Houlsby(parallel=True), AdapterBias(), LoRA())}
+
+# name -> (options dataclass, strategy from options): the strategies that take `name:key=value,...` options
+_OPTIONS: dict[str, tuple[type, Callable[[Any], TuningStrategy]]] = {
+    "bitfit": (BitFitOptions, BitFit),
+    "houlsby": (AdapterOptions, Houlsby),
+    "houlsby_parallel": (AdapterOptions, lambda options: Houlsby(options, parallel=True)),
+    "adapterbias": (AdapterBiasOptions, AdapterBias),
+    "lora": (LoRAOptions, LoRA),
+}
 
 
 def list_tunings() -> list[str]:
@@ -22,11 +38,35 @@ def list_tunings() -> list[str]:
 
 
 def get_tuning(name: str) -> TuningStrategy:
-    """The strategy registered as `name`; unknown names raise ConfigError listing the known ones."""
-    if name not in TUNINGS:
-        raise ConfigError(f"--tuning {name!r}: unknown tuning strategy; choose from {', '.join(list_tunings())}")
-    return TUNINGS[name]
+    """The strategy registered as `name`, or `name:key=value,...` with options (e.g. `lora:rank=4,alpha=8`;
+    targets are `/`-separated); unknown names and keys raise one ConfigError line."""
+    base, _, spec = name.partition(":")
+    if base not in TUNINGS:
+        raise ConfigError(f"--tuning {base!r}: unknown tuning strategy; choose from {', '.join(list_tunings())}")
+    if not spec:
+        return TUNINGS[base]
+    if base not in _OPTIONS:
+        raise ConfigError(f"--tuning {name}: {base} takes no options")
+    options_type, build = _OPTIONS[base]
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    values: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if key.strip() not in fields or not sep:
+            known = ", ".join(fields) or "none"
+            raise ConfigError(f"--tuning {name}: unknown option {item!r} (key=value; options of {base}: {known})")
+        default = fields[key.strip()].default
+        try:
+            if isinstance(default, tuple):
+                values[key.strip()] = tuple(v for v in value.split("/") if v)
+            else:
+                values[key.strip()] = type(default)(value)
+        except ValueError:
+            raise ConfigError(f"--tuning {name}: {key.strip()}={value!r} is not a {type(default).__name__}") from None
+    strategy = build(options_type(**values))
+    strategy.name = name  # the options are part of what a results row and an --out's settings record
+    return strategy
 
 
-__all__ = ["TUNINGS", "Frozen", "FrozenUpstream", "Full", "ParamGroup", "TuningStrategy", "get_tuning",
-           "list_tunings"]
+__all__ = ["TUNINGS", "AdapterBias", "BitFit", "Frozen", "FrozenUpstream", "Full", "Houlsby", "LoRA",
+           "ParamGroup", "TuningStrategy", "get_tuning", "list_tunings"]
