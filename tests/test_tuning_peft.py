@@ -18,14 +18,15 @@ from speechrep.upstream import export_upstream, load_upstream
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 STRATEGIES = ["bitfit", "houlsby", "houlsby_parallel", "adapterbias", "lora"]
-UPSTREAMS = ["hubert_tiny", "melhubert_tiny"]
+UPSTREAMS = ["hubert_tiny", "melhubert_tiny", "tera_tiny"]  # tera: the Mockingjay family's own layers
 # what each strategy trains, by the last parts of the parameter names
 TRAINED = {
     "bitfit": lambda name: name.endswith(".bias"),
     "houlsby": lambda name: ".adapter." in name,
     "houlsby_parallel": lambda name: ".adapter." in name,
     "adapterbias": lambda name: name.endswith((".alpha.weight", ".alpha.bias", ".vector")),
-    "lora": lambda name: name.endswith((".lora_a", ".lora_b")) and (".q_proj." in name or ".v_proj." in name),
+    "lora": lambda name: name.endswith((".lora_a", ".lora_b")) and any(f".{p}." in name
+                                                                        for p in ("q_proj", "v_proj", "qkv")),
 }
 
 
@@ -103,8 +104,9 @@ def test_strategy_starts_at_the_frozen_model_and_trains_only_its_parameters(
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
-def test_lora_merges_unmerges_and_exports_as_a_plain_upstream(tmp_path: Path) -> None:
-    upstream, model = _model("hubert_tiny", "lora")
+@pytest.mark.parametrize("upstream_name", ["hubert_tiny", "tera_tiny"])
+def test_lora_merges_unmerges_and_exports_as_a_plain_upstream(upstream_name: str, tmp_path: Path) -> None:
+    upstream, model = _model(upstream_name, "lora")
     prepared = model.encoder.upstream
     with torch.no_grad():  # a trained-looking update: B away from zero
         for name, p in prepared.named_parameters():
@@ -119,7 +121,7 @@ def test_lora_merges_unmerges_and_exports_as_a_plain_upstream(tmp_path: Path) ->
             torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
     plain = merged_upstream(prepared)
     assert not any("lora" in k for k in plain.state_dict())
-    assert set(plain.state_dict()) == set(load_upstream("hubert_tiny").state_dict())
+    assert set(plain.state_dict()) == set(load_upstream(upstream_name).state_dict())
     export_upstream(plain, tmp_path / "merged", {"note": "lora merged"})
     loaded = load_upstream(tmp_path / "merged").eval()
     with torch.no_grad():

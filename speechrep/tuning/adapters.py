@@ -1,6 +1,7 @@
 """`houlsby`, `houlsby_parallel` and `adapterbias`: small modules added at each transformer layer's FFN.
 
-Each wraps the `FeedForward` of every `speechrep.nn.transformer` layer (no edit to the transformer):
+Each wraps the FFN of every transformer layer (the `FeedForward` of `speechrep.nn.transformer`, or the `ffn` of
+a Mockingjay/TERA/AudioALBERT layer), with no edit to the transformer:
 - `houlsby` (Houlsby et al. 2019, as in the JSALT 2022 study): after the FFN, a bottleneck MLP with a residual,
   `ffn(x) + up(gelu(down(ffn(x))))`, down to `bottleneck` (32) units;
 - `houlsby_parallel` (He et al. 2022): the adapter reads the FFN's input instead, `ffn(x) + up(gelu(down(x)))`;
@@ -16,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.nn.transformer import FeedForward
-from speechrep.tuning.inserted import InsertingStrategy, replace_modules
+from speechrep.tuning.inserted import InsertingStrategy, wrap_feed_forwards
 
 
 class Bottleneck(nn.Module):
@@ -36,13 +36,13 @@ class Bottleneck(nn.Module):
 
 
 class AdapterFFN(nn.Module):
-    """A frozen `FeedForward` (`ffn`) plus a Houlsby adapter, sequential (after it) or parallel (beside it)."""
+    """A frozen FFN (`ffn`) plus a Houlsby adapter, sequential (after it) or parallel (beside it)."""
 
-    def __init__(self, ffn: FeedForward, bottleneck: int, parallel: bool):
+    def __init__(self, ffn: nn.Module, dim: int, bottleneck: int, parallel: bool):
         super().__init__()
         self.ffn = ffn
         self.parallel = parallel
-        self.adapter = Bottleneck(ffn.fc1.in_features, bottleneck)
+        self.adapter = Bottleneck(dim, bottleneck)
 
     def forward(self, x: Tensor) -> Tensor:
         """The FFN's output plus the adapter's."""
@@ -51,11 +51,10 @@ class AdapterFFN(nn.Module):
 
 
 class AdapterBiasFFN(nn.Module):
-    """A frozen `FeedForward` (`ffn`) whose output is shifted by α(out)·v (AdapterBias)."""
+    """A frozen FFN (`ffn`) whose output is shifted by α(out)·v (AdapterBias)."""
 
-    def __init__(self, ffn: FeedForward):
+    def __init__(self, ffn: nn.Module, dim: int):
         super().__init__()
-        dim = ffn.fc2.out_features
         self.ffn = ffn
         self.alpha = nn.Linear(dim, 1)
         self.vector = nn.Parameter(torch.zeros(dim))
@@ -87,9 +86,8 @@ class Houlsby(InsertingStrategy):
         self.name = "houlsby_parallel" if parallel else "houlsby"
 
     def insert(self, upstream: nn.Module) -> None:
-        """Wrap every FeedForward with an adapter."""
-        replace_modules(upstream, FeedForward,
-                        lambda ffn: AdapterFFN(ffn, self.options.bottleneck, self.parallel))
+        """Wrap every transformer FFN with an adapter."""
+        wrap_feed_forwards(upstream, lambda ffn, dim: AdapterFFN(ffn, dim, self.options.bottleneck, self.parallel))
 
 
 class AdapterBias(InsertingStrategy):
@@ -101,5 +99,5 @@ class AdapterBias(InsertingStrategy):
         self.options = options or AdapterBiasOptions()
 
     def insert(self, upstream: nn.Module) -> None:
-        """Wrap every FeedForward with an AdapterBias shift."""
-        replace_modules(upstream, FeedForward, AdapterBiasFFN)
+        """Wrap every transformer FFN with an AdapterBias shift."""
+        wrap_feed_forwards(upstream, AdapterBiasFFN)

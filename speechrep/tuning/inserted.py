@@ -12,9 +12,10 @@ from typing import Any, Callable
 from torch import nn
 
 from speechrep.errors import ConfigError
-from speechrep.nn.transformer import TransformerLayer
+from speechrep.nn.transformer import FeedForward, TransformerLayer
 from speechrep.tuning.base import ParamGroup
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
+from speechrep.upstream.mockingjay import _PostLNLayer  # Mockingjay, TERA, AudioALBERT: their own BERT layer
 
 # The strategies that need transformer layers (named in the error on an upstream without any).
 TRANSFORMER_STRATEGIES = ("adapterbias", "bitfit", "houlsby", "houlsby_parallel", "lora")
@@ -46,13 +47,33 @@ class TunedUpstream(nn.Module):
         return self.upstream(wavs, wav_lens)
 
 
+def transformer_layers(upstream: nn.Module) -> list[nn.Module]:
+    """The upstream's transformer layers: `speechrep.nn.transformer`'s, or the Mockingjay family's BERT layers."""
+    return [m for m in upstream.modules() if isinstance(m, (TransformerLayer, _PostLNLayer))]
+
+
+def feed_forwards(upstream: nn.Module) -> list[tuple[nn.Module, str, int]]:
+    """(parent, attribute, width) of every transformer layer's FFN: a `FeedForward`, or the `ffn` Sequential of a
+    Mockingjay-family layer (shared by all layers in AudioALBERT, so one adapter serves them all)."""
+    found = [(m, "ffn", m.ffn.fc2.out_features) for m in upstream.modules()
+             if isinstance(m, TransformerLayer) and isinstance(m.ffn, FeedForward)]
+    found += [(m, "ffn", m.out.out_features) for m in upstream.modules() if isinstance(m, _PostLNLayer)]
+    return found
+
+
 def require_transformer(upstream: nn.Module, strategy: str) -> None:
     """ConfigError unless `upstream` has transformer layers (the strategies here all act on them)."""
-    if not any(isinstance(m, TransformerLayer) for m in upstream.modules()):
+    if not transformer_layers(upstream):
         raise ConfigError(
             f"--tuning {strategy}: {type(upstream).__name__} has no transformer layers; on it use frozen or full "
             f"({', '.join(TRANSFORMER_STRATEGIES)} need a transformer upstream)"
         )
+
+
+def wrap_feed_forwards(upstream: nn.Module, make: Callable[[nn.Module, int], nn.Module]) -> None:
+    """Replace every transformer FFN by `make(ffn, width)` (its input and output width)."""
+    for parent, attribute, width in feed_forwards(upstream):
+        setattr(parent, attribute, make(getattr(parent, attribute), width))
 
 
 def replace_modules(root: nn.Module, match: type[nn.Module], make: Callable[[nn.Module], nn.Module],

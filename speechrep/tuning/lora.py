@@ -1,6 +1,7 @@
 """`lora`: low-rank updates of chosen Linear projections (Hu et al. 2022): W x + (alpha/rank)·B A x.
 
-By default rank 8 and alpha 16 on each `SelfAttention`'s `q_proj` and `v_proj`; A is drawn as nn.Linear's
+By default rank 8 and alpha 16 on each `SelfAttention`'s `q_proj` and `v_proj` (in the Mockingjay family's fused
+`qkv` projection, on its query and value rows, with one A and B per target); A is drawn as nn.Linear's
 Kaiming-uniform init, B starts at zero, so a prepared model computes exactly what the frozen one does.
 `merge(prepared)` folds the update into the weights (`unmerge` takes it out again); `merged_upstream(prepared)`
 returns a plain copy of the upstream, its LoRA layers replaced by ordinary Linear layers with the merged
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from speechrep.errors import ConfigError
 from speechrep.nn.transformer import SelfAttention
 from speechrep.tuning.inserted import InsertingStrategy, TunedUpstream, replace_modules
+from speechrep.upstream.mockingjay import _PostLNLayer  # the Mockingjay family's BERT layer: fused qkv, then out
 
 
 class LoRALinear(nn.Module):
@@ -43,6 +45,34 @@ class LoRALinear(nn.Module):
         if self.merged:
             return out
         return out + F.linear(F.linear(x, self.lora_a), self.lora_b) * self.scale
+
+
+class FusedLoRALinear(LoRALinear):
+    """A frozen fused projection (e.g. qkv) whose chosen equal-sized row blocks each get their own A and B."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, blocks: int, chosen: tuple[int, ...]):
+        nn.Module.__init__(self)
+        self.base = base
+        self.scale = alpha / rank
+        self.width = base.out_features // blocks
+        self.chosen = chosen
+        self.lora_a = nn.Parameter(torch.empty(len(chosen), rank, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(len(chosen), self.width, rank))
+        for a in self.lora_a:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        self.merged = False
+
+    def delta(self) -> Tensor:
+        """The update of the whole fused weight: (alpha/rank)·B_i A_i in the chosen blocks, zero elsewhere."""
+        delta = self.base.weight.new_zeros(self.base.weight.shape)
+        for index, block in enumerate(self.chosen):
+            delta[block * self.width:(block + 1) * self.width] = self.lora_b[index] @ self.lora_a[index]
+        return delta * self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        """W x + b (+ the blockwise low-rank term unless merged); the small fused models afford the full delta."""
+        out = self.base(x)
+        return out if self.merged else out + F.linear(x, self.delta())
 
 
 @dataclass(frozen=True)
@@ -70,11 +100,16 @@ class LoRA(InsertingStrategy):
                               f"(got targets={'/'.join(self.options.targets)}, rank={self.options.rank})")
 
     def insert(self, upstream: nn.Module) -> None:
-        """Wrap the target projections of every SelfAttention."""
+        """Wrap the target projections of every SelfAttention (and of every Mockingjay-family layer)."""
+        rank, alpha, targets = self.options.rank, self.options.alpha, self.options.targets
         for attention in [m for m in upstream.modules() if isinstance(m, SelfAttention)]:
-            replace_modules(attention, nn.Linear,
-                            lambda linear: LoRALinear(linear, self.options.rank, self.options.alpha),
-                            names=self.options.targets)
+            replace_modules(attention, nn.Linear, lambda linear: LoRALinear(linear, rank, alpha), names=targets)
+        chosen = tuple(i for i, name in enumerate(("q_proj", "k_proj", "v_proj")) if name in targets)
+        for layer in [m for m in upstream.modules() if isinstance(m, _PostLNLayer)]:
+            if chosen:
+                layer.qkv = FusedLoRALinear(layer.qkv, rank, alpha, 3, chosen)
+            if "out_proj" in targets:
+                layer.out = LoRALinear(layer.out, rank, alpha)
 
 
 def _lora_layers(module: nn.Module) -> list[LoRALinear]:
