@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from speechrep.errors import ConfigError
 from speechrep.nn.transformer import FeedForward, TransformerLayer
@@ -42,7 +42,7 @@ class TunedUpstream(nn.Module):
         self.upstream.eval()
         return self
 
-    def forward(self, wavs: Any, wav_lens: Any) -> UpstreamOutput:
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
         """The tuned upstream's output (with gradients into the trained parts)."""
         return self.upstream(wavs, wav_lens)
 
