@@ -164,6 +164,10 @@ def test_run_pair_trains_and_evaluates_and_its_checkpoint_reloads(strategy: str,
     row = runner.run_pair("ks", choice, source, corpus, tmp_path, tuning=get_tuning(strategy), preset="tiny",
                           overrides=["train.max_steps=3", "train.eval_every=3"])
     assert row["tuning"] == strategy and row["test"] is not None
+    # the row counts the upstream as it was loaded, not with the inserted modules, and the inserted modules
+    # train at the task's lr, not at upstream_lr
+    assert row["params"]["upstream"] == sum(p.numel() for p in runner.load_upstream_module(choice).parameters())
+    assert row["upstream_lr"] is None
     state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
     saved = {k for k in state if k.startswith("encoder.upstream.")}
     assert saved and all(TRAINED[strategy](k) for k in saved)

@@ -222,8 +222,11 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     normalizer: CorpusNormalizer | None = None
     if choice.corpus_norm:
         normalizer = source.corpus_normalizer(parts.train_cuts)
+    upstream_params = _count(source.upstream.parameters())  # before a strategy inserts modules into it
     encoder = source.encoder(tuning, cfg.layers, normalizer)
     model = DownstreamModel(encoder, parts.head)
+    # The learning rate the strategy trains the upstream's parameters at, where it sets its own (full).
+    upstream_lr = next((g["lr"] for g in tuning.parameter_groups(encoder.upstream, cfg) if "lr" in g), None)
 
     param_groups = optimizer_groups(model, cfg)
     live = not tuning.caches_features
@@ -253,7 +256,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
         "higher_is_better": spec.higher_is_better, "lr": cfg.train.lr, "tuning": tuning.name,
         "dev": dev, "test": test, "best_step": state.best_step, "steps": state.step,
         "layer_weights": encoder.layer_weights(),
-        "params": {"upstream": _count(source.upstream.parameters()),
+        "upstream_lr": upstream_lr,
+        "params": {"upstream": upstream_params,
                    "trainable": _count(p for p in model.parameters() if p.requires_grad)},
         "wall_time_s": round(previous.get("wall_time_s", 0.0) + time.time() - started, 2),
     }
@@ -342,7 +346,7 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         "higher_is_better": spec.higher_is_better,
         "best_value": spec.best_value, "percent": spec.shown_as_percent, "lr": best_lr, "tuning": tuning.name,
         "preset": preset,
-        "upstream_lr": None if tuning.caches_features else base_cfg.upstream_lr,
+        "upstream_lr": rows[0].get("upstream_lr"),
         "upstream_weights": weights,
         "dev": _mean_metrics([r["dev"] for r in rows]), "test": _mean_metrics([r["test"] for r in rows]),
         "dev_by_lr": {f"{lr:g}": m for lr, m in dev_by_lr.items()},
