@@ -31,6 +31,7 @@ from speechrep.errors import SpeechrepError
 
 LOCK_NAME = ".speechrep.lock"
 SETTINGS_NAME = ".speechrep.settings.json"
+SETTINGS_LOCK_NAME = ".speechrep.settings.lock"
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"  # temporaries keep the target's name as their end, so format-by-suffix writers work
@@ -149,19 +150,29 @@ class OutputLock:
             return
         ensure_output_dir(self.folder)
         path = self.folder / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with disk_errors(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise OutputError(f"{self.folder}: in use by {holder}; wait for it to finish or choose another "
-                              "output folder") from None
-        info = (f"{self.what} (pid {os.getpid()} on {socket.gethostname()}, "
-                f"started {time.strftime('%Y-%m-%d %H:%M:%S')})")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+                raise OutputError(f"{self.folder}: in use by {holder}; wait for it to finish or choose another "
+                                  "output folder") from None
+            info = (f"{self.what} (pid {os.getpid()} on {socket.gethostname()}, "
+                    f"started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+            with disk_errors(path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, info.encode(), 0)
+        except BaseException:
+            os.close(fd)  # never leave the folder locked by a descriptor nobody holds
+            raise
         self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock (ranks other than 0 under torchrun never do)."""
+        return self._fd is not None
 
     def share(self) -> None:
         """Turn a held exclusive lock into a shared one (after the work that needed the folder alone)."""
@@ -216,7 +227,7 @@ def check_settings(folder: Path, settings: dict[str, Any], overwrite: bool = Fal
             raise OutputError(f"{folder}: made with other settings ({details}); use {hint} to start over "
                               "or choose another output folder")
         return
-    elif any(p.name not in (LOCK_NAME,) for p in folder.iterdir()):
+    elif any(p.name not in (LOCK_NAME, SETTINGS_LOCK_NAME) for p in folder.iterdir()):
         # Output of an older speechrep without a record, or a folder that is not ours: keep it as it is.
         log.warning("%s has files but no settings record; recording the current settings", folder)
     with disk_errors(path):
@@ -226,12 +237,29 @@ def check_settings(folder: Path, settings: dict[str, Any], overwrite: bool = Fal
 def clear_folder(folder: Path) -> None:
     """Remove everything in `folder` except its lock file."""
     for child in Path(folder).iterdir():
-        if child.name == LOCK_NAME:
+        if child.name in (LOCK_NAME, SETTINGS_LOCK_NAME):
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+@contextlib.contextmanager
+def _settings_lock(folder: Path) -> Iterator[None]:
+    """A short blocking exclusive lock around reading and recording a folder's settings (rank 0 only)."""
+    import fcntl
+
+    if not _is_rank_zero():
+        yield
+        return
+    ensure_output_dir(folder)
+    fd = os.open(Path(folder) / SETTINGS_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class OutputFolder:
@@ -249,8 +277,9 @@ class OutputFolder:
         self.lock.acquire()
         try:
             if self.settings is not None:
-                check_settings(self.folder, self.settings, self.overwrite)
-            if not self.lock.shared:  # another holder may be writing a temporary right now
+                with _settings_lock(self.folder):  # two shared holders must not both record their settings
+                    check_settings(self.folder, self.settings, self.overwrite)
+            if self.lock.held and not self.lock.shared:  # nobody else can be writing a temporary now
                 remove_temporaries(self.folder)
             if self.shared:
                 self.lock.share()

@@ -377,3 +377,27 @@ def test_runs_of_other_upstreams_share_an_out_but_never_a_pair(corpus: Path, tmp
         with pytest.raises(SpeechrepError, match="in use by"):
             benchmark(BenchmarkConfig(**{**vars(cfg("fbank")), "overwrite": True}))
     assert (out / "fbank" / "ks" / "results.json").is_file()
+
+
+def test_two_benchmarks_with_other_settings_cannot_both_record_them(corpus: Path, tmp_path: Path) -> None:
+    import threading
+
+    from speechrep.storage import OutputFolder, OutputLock
+
+    out = tmp_path / "out"
+    results: list[str] = []
+
+    def start(preset: str) -> None:
+        try:
+            with OutputFolder(out, f"run {preset}", {"preset": preset}, shared=True):
+                results.append(preset)
+        except Exception as error:  # noqa: BLE001 - the one that lost the race
+            results.append(type(error).__name__)
+
+    with OutputLock(out, "an earlier run", shared=True):  # a shared holder does not block the check
+        threads = [threading.Thread(target=start, args=(p,)) for p in ("tiny", "small")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(results) in (["OutputError", "tiny"], ["OutputError", "small"])

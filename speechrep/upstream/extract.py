@@ -376,7 +376,12 @@ def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os
                         except AudioError as error:
                             fail(utt, error)
                 bar.update(len(batch))
-    finally:
+    except BaseException:
         bar.close()
-        writer.flush()  # keep what is done, also when interrupted (a failed write has dropped its queue)
+        # Keep what is done, also when interrupted; the error in flight says more than a failing last write.
+        with contextlib.suppress(Exception):
+            writer.flush()
+        raise
+    bar.close()
+    writer.flush()
     return summary
