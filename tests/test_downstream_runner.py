@@ -379,10 +379,18 @@ def test_runs_of_other_upstreams_share_an_out_but_never_a_pair(corpus: Path, tmp
     assert (out / "fbank" / "ks" / "results.json").is_file()
 
 
-def test_two_benchmarks_with_other_settings_cannot_both_record_them(corpus: Path, tmp_path: Path) -> None:
+def test_two_benchmarks_with_other_settings_cannot_both_record_them(corpus: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
     import threading
+    import time
 
+    import speechrep.storage as storage
     from speechrep.storage import OutputFolder, OutputLock
+
+    # Widen the window between reading "no record yet" and writing one, so both runs would pass unchecked
+    # if nothing kept them apart.
+    write = storage.atomic_write_json
+    monkeypatch.setattr(storage, "atomic_write_json", lambda path, data: (time.sleep(0.3), write(path, data)))
 
     out = tmp_path / "out"
     results: list[str] = []
