@@ -174,7 +174,9 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-references", type=Path, default=None, metavar="YAML",
                    help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides; TASK.key=value for one task")
+                   help="config overrides; TASK.key=value for one task; tuning.key=value an option of the "
+                   "--tuning strategy (e.g. tuning.rank=4); train_fraction=0.1 trains on a seeded 10%% of "
+                   "each train split")
 
 
 @command("benchmark", "SUPERB-style benchmark of upstreams on downstream tasks", _benchmark_arguments)
@@ -184,6 +186,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from speechrep.downstream.runner import BenchmarkConfig, benchmark
     from speechrep.errors import ConfigError
     from speechrep.train import finish_distributed, is_main_process
+    from speechrep.tuning import with_options
 
     try:
         lrs = [float(x) for x in args.lr_sweep.split(",")] if args.lr_sweep else None
@@ -192,10 +195,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.finetune and args.tuning not in (None, "full"):
         raise ConfigError(f"--finetune is --tuning full; it contradicts --tuning {args.tuning}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tuning, overrides = with_options("full" if args.finetune else args.tuning or "frozen", args.overrides)
     cfg = BenchmarkConfig(upstreams=args.upstream, tasks=tasks, corpus=args.corpus, out=args.out,
-                          tuning="full" if args.finetune else args.tuning or "frozen", lr_sweep=lrs,
+                          tuning=tuning, lr_sweep=lrs,
                           random_init=args.random_init, feature_cache=args.feature_cache, features=args.features,
-                          preset=args.preset, overrides=list(args.overrides), overwrite=args.overwrite)
+                          preset=args.preset, overrides=overrides, overwrite=args.overwrite)
     # read before training, so a bad file fails in a second, not after the benchmark
     refs = load_references(args.score_references) if args.score_references else None
     tables: list[str] = []  # the leaderboard is written while the run still holds --out
@@ -425,6 +429,30 @@ def _profile(args: argparse.Namespace) -> int:
     print(format_profile(report), end="")
     if args.json:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _merge_lora_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upstream", required=True, metavar="NAME_OR_DIR",
+                   help="the upstream the run was tuned on, as given to `speechrep benchmark --upstream`")
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                   help="the run's checkpoint, e.g. BENCH/<upstream>/<task>/checkpoints/best.pt")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="the merged upstream (config.json + model.safetensors; `load_upstream` reads it)")
+
+
+@command("merge-lora", "fold a LoRA-tuned benchmark run into its upstream's weights and export a plain upstream",
+         _merge_lora_arguments)
+def _merge_lora(args: argparse.Namespace) -> int:
+    from speechrep.downstream.merge_lora import merged_lora_upstream
+    from speechrep.downstream.runner import load_upstream_module, parse_upstream
+    from speechrep.upstream import export_upstream
+
+    upstream = load_upstream_module(parse_upstream(args.upstream))
+    merged = merged_lora_upstream(upstream, args.checkpoint)
+    out = export_upstream(merged, args.out, provenance={"merged_lora": str(args.checkpoint.resolve()),
+                                                        "base_upstream": args.upstream})
+    print(f"{out}: {args.upstream} with the LoRA update of {args.checkpoint} merged")
     return 0
 
 

@@ -191,7 +191,9 @@ def test_frozen_checkpoints_hold_only_the_trained_parts(corpus: Path, tmp_path: 
     state = torch.load(tmp_path / "hubert_tiny" / "ks" / "checkpoints" / "best.pt", weights_only=True)
     trained = {"encoder.featurizer.weights", "head.projection.weight", "head.projection.bias",
                "head.classifiers.0.weight", "head.classifiers.0.bias"}
-    assert set(state["model"]) == trained
+    # plus the record of the base upstream (weights fingerprint, tuning) the trained parts belong to
+    assert set(state["model"]) == trained | {"encoder._extra_state"}
+    assert state["model"]["encoder._extra_state"]["tuning"] == "frozen"
 
 
 def test_random_init_is_a_named_reproducible_control() -> None:

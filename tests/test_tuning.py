@@ -54,7 +54,8 @@ def test_frozen_upstream_gets_no_gradient_no_checkpoint_and_stays_in_eval() -> N
     encoder = FeatureEncoder(upstream, frozen, layers=None)
     model = DownstreamModel(encoder, torch.nn.Linear(upstream.hidden_sizes[-1], 2)).train()
     assert not upstream.training and not encoder.upstream.upstream.training
-    assert set(model.state_dict()) == {"encoder.featurizer.weights", "head.weight", "head.bias"}
+    assert set(model.state_dict()) == {"encoder.featurizer.weights", "encoder._extra_state", "head.weight",
+                                       "head.bias"}
     assert frozen.checkpoint_keys(encoder.upstream) == [] and frozen.parameter_groups(encoder.upstream, None) == []
     assert runner.optimizer_groups(model, get_task("ks").config()) is None  # nothing beyond the defaults
     features, _ = encoder(_batch())

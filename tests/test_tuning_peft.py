@@ -93,7 +93,7 @@ def test_strategy_starts_at_the_frozen_model_and_trains_only_its_parameters(
     upstream_keys = {k.removeprefix("encoder.upstream.") for k in state if k.startswith("encoder.upstream.")}
     assert upstream_keys == trained
     assert set(state) - {f"encoder.upstream.{k}" for k in trained} == {
-        "encoder.featurizer.weights", "head.weight", "head.bias"}
+        "encoder.featurizer.weights", "encoder._extra_state", "head.weight", "head.bias"}
     torch.save(state, tmp_path / "model.pt")
     with torch.no_grad():
         tuned = _states(model)

@@ -36,18 +36,48 @@ def _cell(row: Mapping[str, Any] | None) -> str:
     return "–" if row is None else format_metric(row)
 
 
+def _span(values: Sequence[float], unit: str = "") -> str:
+    """One value, or the range of values that differ between an upstream's tasks."""
+    low, high = min(values), max(values)
+    return f"{low:g}{unit}" if low == high else f"{low:g}–{high:g}{unit}"
+
+
+def tuning_cells(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """An upstream's tuning columns: the strategy, the upstream parameters it trains (and their share of the
+    upstream) and the size of a task's checkpoint (the trained state only), over its task rows."""
+    params = [r.get("params") or {} for r in rows]
+    tuned = [p["tuned"] for p in params if "tuned" in p]
+    share = [100.0 * p["tuned"] / p["upstream"] for p in params if "tuned" in p and p.get("upstream")]
+    sizes = [p["checkpoint_bytes"] / 2**20 for p in params if "checkpoint_bytes" in p]
+    return [
+        ", ".join(dict.fromkeys(str(r.get("tuning", "frozen")) for r in rows)),
+        _span([round(t / 1e6, 3) for t in tuned], "M") if tuned else "–",
+        _span([float(f"{v:.2g}") for v in share], " %") if share else "–",
+        _span([round(v, 2) for v in sizes], " MB") if sizes else "–",
+    ]
+
+
 def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, float]) -> str:
-    """A Markdown table: one line per upstream, one column per task (test metric, %), then the score."""
+    """A Markdown table: one line per upstream, one column per task (test metric, %), then the score.
+
+    When a row tuned its upstream (any `--tuning` but frozen), the strategy, its trained upstream parameters,
+    their share of the upstream and the checkpoint size come before the score."""
     tasks = sorted({r["task"] for r in rows})
     upstreams = list(dict.fromkeys(r["upstream"] for r in rows))
     by_pair = {(r["upstream"], r["task"]): r for r in rows}
     metric_of = {r["task"]: (r["metric"], r["higher_is_better"]) for r in rows}
+    tuned = any(r.get("tuning", "frozen") != "frozen" for r in rows)
     header = ["upstream"] + [f"{t} {metric_of[t][0]} {'↑' if metric_of[t][1] else '↓'}" for t in tasks]
+    if tuned:
+        header += ["tuning", "tuned params", "share", "checkpoint"]
     header.append("score ↑")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for up in upstreams:
         score = f"{scores[up]:.1f}" if up in scores else "–"
-        lines.append("| " + " | ".join([up] + [_cell(by_pair.get((up, t))) for t in tasks] + [score]) + " |")
+        cells = [up] + [_cell(by_pair.get((up, t))) for t in tasks]
+        if tuned:
+            cells += tuning_cells([r for r in rows if r["upstream"] == up])
+        lines.append("| " + " | ".join(cells + [score]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from speechrep.data.batching import cut_sampler, rank_and_world
-from speechrep.errors import SpeechrepError
+from speechrep.errors import CheckpointError, SpeechrepError
 from speechrep.storage import check_settings
 from speechrep.tuning import FrozenUpstream, TuningStrategy
 from speechrep.upstream.base import padding_mask
@@ -179,12 +179,17 @@ class FeatureEncoder(nn.Module):
     `tuning` prepares the upstream (`speechrep.tuning`): its prepared module is the submodule `upstream`, so
     what trains is the strategy's choice, and the state dict (the run's checkpoints) holds only the upstream
     keys the strategy names in `checkpoint_keys` (frozen: none; full: all); loading tolerates the others.
+    The state dict also records the fingerprint of the base upstream's weights and the strategy's name
+    (`_extra_state`): loading it into an encoder over another upstream is a CheckpointError, never a model
+    that silently mixes trained parts of one upstream with the weights of another.
     """
 
     def __init__(self, upstream: nn.Module, tuning: TuningStrategy, layers: list[int] | None,
-                 normalizer: CorpusNormalizer | None = None, normalize_layers: bool = False):
+                 normalizer: CorpusNormalizer | None = None, normalize_layers: bool = False,
+                 base_fingerprint: str | None = None):
         super().__init__()
         self.tuning = tuning
+        self.base_upstream = base_fingerprint or upstream_fingerprint(upstream)  # before prepare changes it
         self.upstream = tuning.prepare(upstream)
         self.normalizer = normalizer
         self.featurizer = Featurizer(upstream.hidden_sizes, layers=layers, normalize=normalize_layers)
@@ -192,7 +197,21 @@ class FeatureEncoder(nn.Module):
         self._unsaved = {f"upstream.{k}" for k in self.upstream.state_dict() if k not in saved}
         if self._unsaved:  # e.g. the untouched weights under inserted adapters: already in the upstream
             self.register_state_dict_post_hook(self._drop_unsaved)
-            self.register_load_state_dict_post_hook(self._allow_unsaved)
+        self.register_load_state_dict_post_hook(self._allow_unsaved)
+
+    def get_extra_state(self) -> dict[str, str]:
+        """What the trained state belongs to: the base upstream's weights fingerprint and the strategy."""
+        return {"base_upstream": self.base_upstream, "tuning": self.tuning.name}
+
+    def set_extra_state(self, state: dict[str, str]) -> None:
+        """CheckpointError unless the checkpoint was trained on this base upstream."""
+        saved = state.get("base_upstream")
+        if saved is not None and saved != self.base_upstream:
+            raise CheckpointError(
+                f"checkpoint trained on upstream weights {saved} (tuning {state.get('tuning')}); "
+                f"this model's upstream has weights {self.base_upstream}: load it onto the upstream it was "
+                f"trained with"
+            )
 
     @staticmethod
     def _drop_unsaved(module: FeatureEncoder, state: dict[str, Any], prefix: str, _meta: Any) -> None:
@@ -201,8 +220,9 @@ class FeatureEncoder(nn.Module):
 
     @staticmethod
     def _allow_unsaved(module: FeatureEncoder, incompatible: Any) -> None:
-        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
-                                        if not any(k == u or k.endswith("." + u) for u in module._unsaved)]
+        # checkpoints written before the base upstream was recorded have no `_extra_state`: still loadable
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.endswith("_extra_state")
+                                        and not any(k == u or k.endswith("." + u) for u in module._unsaved)]
 
     def hidden_states(self, batch: FeatureBatch) -> tuple[list[Tensor], Tensor]:
         """Every layer's hidden states of the batch (from the cache, or the upstream run now)."""
@@ -261,12 +281,20 @@ class FeatureSource:
         self.upstream = upstream
         self.device = torch.device(device)
         self.cache: FeatureCache | None = None
+        self._fingerprint: str | None = None
         if cache_root is not None:
-            folder = Path(cache_root) / f"{_safe(name)}-{upstream_fingerprint(upstream)}"
+            folder = Path(cache_root) / f"{_safe(name)}-{self.fingerprint}"
             self.cache = FeatureCache(folder, cache_dtype, name=name)
         self.hidden_sizes: list[int] = list(upstream.hidden_sizes)
         self.stride: int = int(upstream.stride)
         self.frame_shift: float = self.stride / int(getattr(upstream, "sample_rate", 16000))  # seconds
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the upstream's weights (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = upstream_fingerprint(self.upstream)
+        return self._fingerprint
 
     @property
     def hidden_size(self) -> int:
@@ -322,7 +350,7 @@ class FeatureSource:
     def encoder(self, tuning: TuningStrategy, layers: list[int] | None,
                 normalizer: CorpusNormalizer | None = None) -> FeatureEncoder:
         """The module mapping a FeatureBatch to weighted-sum features for this upstream, tuned by `tuning`."""
-        return FeatureEncoder(self.upstream, tuning, layers, normalizer)
+        return FeatureEncoder(self.upstream, tuning, layers, normalizer, base_fingerprint=self.fingerprint)
 
 
 def _safe(name: str) -> str:

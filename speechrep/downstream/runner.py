@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from lhotse import CutSet
 from torch import nn
 
 from speechrep.config import CONFIG_ROOT, load_config, save_config
@@ -145,7 +146,10 @@ def load_task_config(spec: TaskSpec, preset: str | None = None, overrides: Seque
         if not preset_file.is_file():
             raise ConfigError(f"{preset_file}: no preset {preset!r} for task {spec.name!r}")
         paths.append(preset_file)
-    return load_config(spec.config, paths, task_overrides(spec.name, overrides))
+    cfg = load_config(spec.config, paths, task_overrides(spec.name, overrides))
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise ConfigError(f"{spec.name}: train_fraction={cfg.train_fraction}: expected a share in (0, 1]")
+    return cfg
 
 
 def task_overrides(task: str, overrides: Sequence[str]) -> list[str]:
@@ -172,6 +176,20 @@ def check_overrides(tasks: Sequence[str], overrides: Sequence[str]) -> None:
 
 def _count(params) -> int:  # noqa: ANN001 - any iterable of parameters
     return sum(p.numel() for p in params)
+
+
+def training_share(cuts: CutSet, fraction: float, seed: int) -> CutSet:
+    """A seeded random `fraction` of `cuts` (at least one), in their original order: `train_fraction=`."""
+    every = list(cuts)
+    count = max(1, round(fraction * len(every)))
+    chosen = torch.randperm(len(every), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    return CutSet.from_cuts(every[i] for i in chosen.tolist())
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors a run's checkpoint keeps of `model` (its trained state: head, layer weights and
+    what the tuning strategy trains of the upstream), the size that ships per task."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, torch.Tensor))
 
 
 def _evaluate(parts: TaskParts, model: nn.Module, batches) -> dict[str, float]:  # noqa: ANN001
@@ -219,11 +237,14 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     prepare_run_dir(run_dir, cfg)
     seed_everything(cfg.train.seed)
     parts = spec.build(cfg, corpus_dir, source)
+    if cfg.train_fraction != 1.0:
+        parts = replace(parts, train_cuts=training_share(parts.train_cuts, cfg.train_fraction, cfg.train.seed))
     normalizer: CorpusNormalizer | None = None
     if choice.corpus_norm:
         normalizer = source.corpus_normalizer(parts.train_cuts)
     upstream_params = _count(source.upstream.parameters())  # before a strategy inserts modules into it
     encoder = source.encoder(tuning, cfg.layers, normalizer)
+    tuned_params = _count(p for p in encoder.upstream.parameters() if p.requires_grad)
     model = DownstreamModel(encoder, parts.head)
     # The learning rate the strategy trains the upstream's parameters at, where it sets its own (full).
     upstream_lr = next((g["lr"] for g in tuning.parameter_groups(encoder.upstream, cfg) if "lr" in g), None)
@@ -258,7 +279,10 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
         "layer_weights": encoder.layer_weights(),
         "upstream_lr": upstream_lr,
         "params": {"upstream": upstream_params,
-                   "trainable": _count(p for p in model.parameters() if p.requires_grad)},
+                   "trainable": _count(p for p in model.parameters() if p.requires_grad),
+                   "tuned": tuned_params,  # the upstream's own trained parameters (inserted ones included)
+                   "checkpoint_bytes": checkpoint_bytes(model)},
+        "train_cuts": len(parts.train_cuts),
         "wall_time_s": round(previous.get("wall_time_s", 0.0) + time.time() - started, 2),
     }
     write_results(run_dir, results)
@@ -354,6 +378,7 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
                      for name, r in finals.items()},
         "layer_weights": [sum(ws) / len(rows) for ws in zip(*(r["layer_weights"] for r in rows))],
         "params": rows[0]["params"],
+        "train_cuts": rows[0].get("train_cuts"),
         "wall_time_s": round(sum(wall_times.values()), 2),  # every run of the pair, resumed ones included
     }
     if not all(math.isfinite(v) for v in results["test"].values()):

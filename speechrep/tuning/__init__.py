@@ -9,7 +9,7 @@ Every strategy follows `TuningStrategy` (see `speechrep.tuning.base`) and is reg
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from speechrep.errors import ConfigError
 from speechrep.tuning.adapters import AdapterBias, AdapterBiasOptions, AdapterOptions, Houlsby
@@ -68,5 +68,15 @@ def get_tuning(name: str) -> TuningStrategy:
     return strategy
 
 
+def with_options(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
+    """`--tuning NAME` plus the `tuning.key=value` items of `overrides` as one `NAME:key=value,...` spec, and the
+    other overrides (e.g. `("lora", ["tuning.rank=4", "train.lr=1e-3"])` → `("lora:rank=4", ["train.lr=1e-3"])`)."""
+    options = [item.partition(".")[2] for item in overrides if item.startswith("tuning.")]
+    rest = [item for item in overrides if not item.startswith("tuning.")]
+    if not options:
+        return name, rest
+    return name + ("," if ":" in name else ":") + ",".join(options), rest
+
+
 __all__ = ["TUNINGS", "AdapterBias", "BitFit", "Frozen", "FrozenUpstream", "Full", "Houlsby", "LoRA",
-           "ParamGroup", "TuningStrategy", "get_tuning", "list_tunings"]
+           "ParamGroup", "TuningStrategy", "get_tuning", "list_tunings", "with_options"]

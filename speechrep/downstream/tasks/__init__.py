@@ -69,6 +69,7 @@ class TaskConfig(Protocol):
     max_duration: float
     upstream_lr: float
     layer_weights_lr: float | None
+    train_fraction: float  # the share of the train split a run trains on (seeded by train.seed)
     train: "TrainConfig"
 
 

@@ -30,6 +30,7 @@ class ASRConfig:
     max_duration: float = 400.0  # seconds of audio per batch (about 32 LibriSpeech utterances)
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     hidden_size: int = 1024
     num_layers: int = 2
     dropout: float = 0.2

@@ -36,6 +36,7 @@ class ASVConfig:
     max_duration: float = 64.0  # seconds of audio per batch (about 8 VoxCeleb utterances)
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     embedding_size: int = 512
     channels: int = 512  # TDNN frame layers
     stats_channels: int = 1500  # last frame layer, before statistics pooling

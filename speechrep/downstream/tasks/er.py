@@ -31,6 +31,7 @@ class ERConfig:
     max_duration: float = 150.0  # seconds of audio per batch (about 32 utterances)
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     projection_size: int = 256
     folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # test folds to run (one run each)
     test_fold: int = 1  # set per run by `sub_runs`

@@ -37,6 +37,7 @@ class PFConfig:
     max_duration: float = 400.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=50_000, lr=1e-3, schedule="constant", eval_every=1000, log_every=100))
 

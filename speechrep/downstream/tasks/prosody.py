@@ -46,6 +46,7 @@ class ProsodyConfig:
     max_duration: float = 400.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     hidden_size: int = 256  # the frame MLP's hidden layer
     fmin: float = 50.0  # pitch search range of the tracker, Hz
     fmax: float = 500.0

@@ -34,6 +34,7 @@ class ProsodyFutureConfig:
     max_duration: float = 400.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     horizons: list[float] = field(default_factory=lambda: [0.12, 0.24, 0.5, 1.0])  # seconds ahead
     hidden_size: int = 256  # the GRU's
     fmin: float = 50.0  # pitch search range of the tracker, Hz

@@ -38,6 +38,7 @@ class QbEConfig:
     max_duration: float = 200.0  # seconds of audio per feature batch
     upstream_lr: float = 1e-5  # unused: nothing is trained
     layer_weights_lr: float | None = None  # unused: nothing is trained
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1))  # unused: nothing is trained
 
 

@@ -42,6 +42,7 @@ class SDConfig:
     max_duration: float = 160.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     num_speakers: int = 2
     hidden_size: int = 512
     threshold: float = 0.5  # speaker active when its probability exceeds this

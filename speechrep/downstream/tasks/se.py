@@ -40,6 +40,7 @@ class SEConfig:
     max_duration: float = 24.0  # seconds of audio per batch (about 8 VoiceBank utterances)
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     hidden_size: int = 896
     num_layers: int = 3
     dropout: float = 0.5

@@ -23,6 +23,7 @@ class SIDConfig:
     max_duration: float = 64.0  # seconds of audio per batch
     upstream_lr: float = 1e-5  # the upstream's lr when the tuning trains it (--tuning full)
     layer_weights_lr: float | None = None  # the learned layer weights' lr (None: the head's)
+    train_fraction: float = 1.0  # a seeded share of the train split (low-resource runs)
     projection_size: int = 256
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=200_000, lr=1e-4, schedule="constant", eval_every=5000, log_every=500))
