@@ -357,6 +357,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
                    help="a benchmark --out folder, or a demo folder (with bench/ and pretrain/)")
+    p.add_argument("more", type=Path, nargs="*", metavar="BENCH_DIR",
+                   help="more benchmark --out folders whose rows join the table (e.g. one per --tuning "
+                   "strategy: each upstream then gets one line per strategy)")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RESULTS_DIR/report.html)")
 
 
@@ -365,7 +368,7 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from speechrep.bench.report import write_report
 
-    print(f"report: {write_report(args.results_dir, args.out)}")
+    print(f"report: {write_report(args.results_dir, args.out, args.more)}")
     return 0
 
 

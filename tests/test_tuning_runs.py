@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import speechrep.downstream.runner as runner
+from speechrep.bench.report.inputs import load_inputs, pair_run_dirs
 from speechrep.cli import main
 from speechrep.data.batching import load_cuts
 from speechrep.downstream.features import DownstreamModel
@@ -22,12 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 STEPS = ["train.max_steps=3", "train.eval_every=3"]
 
 
-def _bench(corpus: Path, out: Path, *options: str) -> list[str]:
-    """`speechrep benchmark` of hubert_tiny on the tiny KS for 3 steps; `options` flags, then key=value items."""
-    flags = [o for o in options if "=" not in o or o.startswith("-")]
-    items = [o for o in options if o not in flags]
+def _bench(corpus: Path, out: Path, tuning: str = "frozen", *items: str) -> list[str]:
+    """`speechrep benchmark --tuning TUNING` of hubert_tiny on the tiny KS for 3 steps, with key=value `items`."""
     return ["benchmark", "--upstream", "hubert_tiny", "--tasks", "ks", "--corpus", str(corpus), "--out", str(out),
-            "--preset", "tiny", *flags, *STEPS, *items]
+            "--preset", "tiny", "--tuning", tuning, *STEPS, *items]
 
 
 def test_training_share_is_a_seeded_subset_in_the_original_order(corpus: Path) -> None:
@@ -91,7 +90,7 @@ def test_tuning_options_come_from_overrides_too() -> None:
 def test_merge_lora_exports_the_tuned_upstream_and_refuses_other_runs(corpus: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
-    assert main(_bench(corpus, out, "--tuning", "lora", "tuning.rank=2", "tuning.alpha=4")) == 0
+    assert main(_bench(corpus, out, "lora", "tuning.rank=2", "tuning.alpha=4")) == 0
     printed = capsys.readouterr().out
     assert "| tuning | tuned params | share | checkpoint |" in printed and "lora:rank=2,alpha=4" in printed
     checkpoint = out / "hubert_tiny" / "ks" / "checkpoints" / "best.pt"
@@ -116,7 +115,7 @@ def test_merge_lora_exports_the_tuned_upstream_and_refuses_other_runs(corpus: Pa
                  "--out", str(tmp_path / "m2")]) == 1
     assert "trained on upstream weights" in capsys.readouterr().err
     other = tmp_path / "houlsby"
-    assert main(_bench(corpus, other, "--tuning", "houlsby")) == 0
+    assert main(_bench(corpus, other, "houlsby")) == 0
     capsys.readouterr()
     assert main(["merge-lora", "--upstream", "hubert_tiny", "--out", str(tmp_path / "m3"), "--checkpoint",
                  str(other / "hubert_tiny" / "ks" / "checkpoints" / "best.pt")]) == 2
@@ -130,3 +129,23 @@ def test_a_frozen_leaderboard_has_no_tuning_columns(corpus: Path, tmp_path: Path
     assert "tuned params" not in capsys.readouterr().out
     row = json.loads((tmp_path / "frozen" / "hubert_tiny" / "ks" / "results.json").read_text())
     assert row["params"]["tuned"] == 0 and row["params"]["checkpoint_bytes"] > 0
+
+
+def test_the_report_joins_benchmarks_of_several_strategies(corpus: Path, tmp_path: Path) -> None:
+    for strategy in ("frozen", "houlsby", "lora:rank=2"):
+        assert main(_bench(corpus, tmp_path / strategy.split(":")[0], strategy)) == 0
+    page = tmp_path / "tuning.html"
+    assert main(["report", str(tmp_path / "frozen"), str(tmp_path / "houlsby"), str(tmp_path / "lora"),
+                 "--out", str(page)]) == 0
+    html = page.read_text()
+    section = html[html.index('<section id="tuning">'):html.index('<section id="settings">')]
+    for label in ("hubert_tiny [frozen]", "hubert_tiny [houlsby]", "hubert_tiny [lora:rank=2]"):
+        assert f'<td class="name">{label}</td>' in section
+    assert "<img" in section  # the metric-against-parameters plot
+    lora = json.loads((tmp_path / "lora" / "hubert_tiny" / "ks" / "results.json").read_text())
+    assert f"<td>{lora['params']['tuned']:,}</td>" in section
+    # each row's learning curve and configs come from its own folder
+    inputs = load_inputs(tmp_path / "frozen", [tmp_path / "houlsby", tmp_path / "lora"])
+    row = next(r for r in inputs.rows if r["upstream"] == "hubert_tiny [lora:rank=2]")
+    assert pair_run_dirs(inputs.bench_dir, row) == [tmp_path / "lora" / "hubert_tiny" / "ks"]
+    assert main(["report", str(tmp_path / "frozen"), str(tmp_path / "frozen"), "--out", str(page)]) == 2

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from speechrep.bench.score import Reference
+from speechrep.bench.score import Reference, superb_scores
 from speechrep.config import parse_yaml
 from speechrep.errors import ConfigError
 from speechrep.train.run_dir import read_metrics
@@ -85,8 +85,8 @@ def find_bench_dir(results_dir: Path) -> Path:
                       "(run `speechrep benchmark` or `speechrep demo` first)")
 
 
-def load_inputs(results_dir: Path) -> ReportInputs:
-    """Read the benchmark summary, the pre-training runs and demo.json under `results_dir`."""
+def read_summary(results_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(the benchmark folder, its checked results.json) of a benchmark --out or a demo folder."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ConfigError(f"{results_dir}: no such folder")
@@ -105,6 +105,38 @@ def load_inputs(results_dir: Path) -> ReportInputs:
         if row["metric"] not in (row["test"] or {}):
             raise ConfigError(f"{summary_path}: rows[{i}] ({row['upstream']}/{row['task']}) has no test "
                               f"value for its metric {row['metric']!r}")
+    return bench_dir, summary
+
+
+def merge_benchmarks(summaries: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """Several benchmark folders' summaries as one: their rows, scored against the first folder's references.
+
+    Each row remembers its folder and its own upstream label (`run_root`, `run_label`: where its run
+    directories are). When the folders tuned their upstreams differently, every label gains its strategy
+    (`melhubert [houlsby]`), so one upstream tuned several ways gets one line per strategy."""
+    tunings = {str(r.get("tuning", "frozen")) for _, summary in summaries for r in summary["rows"]}
+    rows: list[dict[str, Any]] = []
+    for bench_dir, summary in summaries:
+        for row in summary["rows"]:
+            label = f"{row['upstream']} [{row.get('tuning', 'frozen')}]" if len(tunings) > 1 else row["upstream"]
+            rows.append({**row, "upstream": label, "run_label": row["upstream"], "run_root": str(bench_dir)})
+    pairs = [(r["upstream"], r["task"]) for r in rows]
+    if len(set(pairs)) != len(pairs):
+        twice = next(p for p in pairs if pairs.count(p) > 1)
+        raise ConfigError(f"{twice[0]} on {twice[1]} is in more than one of the given benchmark folders")
+    references = summaries[0][1].get("references") or {}
+    refs = {task: Reference(float(r["baseline"]), float(r["topline"])) for task, r in references.items()}
+    return {"rows": rows, "references": references, "scores": superb_scores(rows, refs) if refs else {}}
+
+
+def load_inputs(results_dir: Path, more: Sequence[Path] = ()) -> ReportInputs:
+    """Read the benchmark summary, the pre-training runs and demo.json under `results_dir`; the rows of `more`
+    benchmark folders join its table (e.g. one folder per tuning strategy)."""
+    results_dir = Path(results_dir)
+    bench_dir, summary = read_summary(results_dir)
+    if more:
+        summary = merge_benchmarks([(bench_dir, summary), *(read_summary(d) for d in more)])
+    rows = summary["rows"]
     references = {task: Reference(float(r["baseline"]), float(r["topline"]))
                   for task, r in (summary.get("references") or {}).items()}
     pretrain_root = results_dir / "pretrain"
@@ -145,8 +177,9 @@ def layer_weight_matrix(rows: Sequence[Mapping[str, Any]], upstream: str) -> tup
 
 
 def pair_run_dirs(bench_dir: Path, row: Mapping[str, Any]) -> list[Path]:
-    """The run dirs of a pair's selected learning rate: one per sub-run (ER folds), or the pair dir itself."""
-    pair_dir = bench_dir / row["upstream"] / row["task"]
+    """The run dirs of a pair's selected learning rate: one per sub-run (ER folds), or the pair dir itself
+    (under the row's own benchmark folder when the report joins several)."""
+    pair_dir = Path(row.get("run_root", bench_dir)) / row.get("run_label", row["upstream"]) / row["task"]
     lr = row.get("lr")
     lr_dir = pair_dir / f"lr{float(lr):g}" if lr is not None else pair_dir
     base = lr_dir if lr_dir.is_dir() else pair_dir

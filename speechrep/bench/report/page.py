@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from speechrep.bench.report.plots import (
     plot_layer_weights,
     plot_pretrain_curves,
     plot_scores,
+    plot_tuning_tradeoff,
 )
 from speechrep.bench.report.tables import (
     controls_html,
@@ -27,6 +29,7 @@ from speechrep.bench.report.tables import (
     leaderboard_html,
     provenance_html,
     settings_html,
+    tuning_html,
 )
 from speechrep.storage import atomic_write_text
 
@@ -99,6 +102,10 @@ def render_report(inputs: ReportInputs) -> str:
             "untrained controls). The test split is evaluated once, at the end, with the best-dev checkpoint.</p>"
             + (img_tag(uri, "downstream learning curves") if uri else "<p>No metrics.jsonl found.</p>"))
     sections.append(("downstream", "Downstream learning curves", body))
+    if any(r.get("tuning", "frozen") != "frozen" for r in rows):
+        uri = plot_tuning_tradeoff(rows)
+        sections.append(("tuning", "Efficient tuning",
+                         tuning_html(inputs) + (img_tag(uri, "metric against tuned parameters") if uri else "")))
     sections.append(("settings", "Benchmark settings and tuning", settings_html(inputs)))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 
@@ -116,10 +123,10 @@ def render_report(inputs: ReportInputs) -> str:
             f"{content}\n</body>\n</html>\n")
 
 
-def write_report(results_dir: Path, out: Path | None = None) -> Path:
-    """Write the static HTML report of a benchmark OUT dir or a demo dir; returns its path (default
-    RESULTS_DIR/report.html)."""
-    inputs = load_inputs(Path(results_dir))
+def write_report(results_dir: Path, out: Path | None = None, more: Sequence[Path] = ()) -> Path:
+    """Write the static HTML report of a benchmark OUT dir or a demo dir (joined by the rows of `more` benchmark
+    folders); returns its path (default RESULTS_DIR/report.html)."""
+    inputs = load_inputs(Path(results_dir), [Path(d) for d in more])
     path = Path(out) if out is not None else Path(results_dir) / REPORT_NAME
     atomic_write_text(path, render_report(inputs))
     log.info("report: %s", path)

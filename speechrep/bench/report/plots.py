@@ -158,3 +158,36 @@ def plot_downstream_curves(bench_dir: Path, rows: Sequence[Mapping[str, Any]]) -
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(len(handles), 6), fontsize=8)
     return _png_data_uri(fig)
+
+
+def plot_tuning_tradeoff(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Small multiples, one panel per task: test metric against the upstream parameters each strategy trains
+    (symmetric log axis: frozen = 0), one labelled point per upstream line; a PNG data URI."""
+    tasks, upstreams = task_order(rows), upstream_order(rows)
+    points = [r for r in rows if "tuned" in (r.get("params") or {})]
+    if not points:
+        return None
+    colors = upstream_colors(upstreams)
+    columns = min(3, len(tasks))
+    grid_rows = math.ceil(len(tasks) / columns)
+    fig = _figure(4.0 * columns, 2.9 * grid_rows + 0.4)
+    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        mine = [r for r in points if r["task"] == task]
+        unit = ""
+        for r in mine:
+            scale, unit = (100.0, " (%)") if is_rate(r) else (1.0, "")
+            x, y = r["params"]["tuned"], scale * float(r["test"][r["metric"]])
+            ax.scatter([x], [y], color=colors[r["upstream"]], s=18, zorder=3)
+            ax.annotate(str(r.get("tuning", "frozen")).split(":")[0], (x, y), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("symlog", linthresh=1e3)
+        arrow = "↑" if mine and mine[0]["higher_is_better"] else "↓"
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("tuned upstream parameters", fontsize=8)
+        ax.set_ylabel(f"test {mine[0]['metric'] if mine else ''}{unit} {arrow}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    return _png_data_uri(fig)

@@ -5,6 +5,7 @@ import html
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from speechrep.bench.leaderboard import format_metric, is_rate
@@ -218,6 +219,40 @@ def settings_html(inputs: ReportInputs) -> str:
     return "\n".join(parts)
 
 
+def tuning_html(inputs: ReportInputs) -> str:
+    """Per upstream line: the tuning strategy, the upstream parameters it trains (and their share), the size of
+    a task's checkpoint, the training share, and the test metric of every task next to it."""
+    tasks = task_order(inputs.rows)
+    by_pair = {(r["upstream"], r["task"]): r for r in inputs.rows}
+    first_of_task = {t: next(r for r in inputs.rows if r["task"] == t) for t in tasks}
+    body = []
+    for up in upstream_order(inputs.rows):
+        mine = [r for r in inputs.rows if r["upstream"] == up]
+        params = [r.get("params") or {} for r in mine]
+        tuned = max((p.get("tuned", 0) for p in params), default=0)
+        size = max((p.get("checkpoint_bytes", 0) for p in params), default=0)
+        base = max((p.get("upstream", 0) for p in params), default=0)
+        cuts = sorted({str(r["train_cuts"]) for r in mine if r.get("train_cuts") is not None})
+        cells = [_td(up, css="name"), _td(mine[0].get("tuning", "frozen")), _td(_millions(tuned)),
+                 _td(f"{100.0 * tuned / base:.3g} %" if base else "–"),
+                 _td(f"{size / 2**20:.2f} MB" if size else "–", "largest of its tasks' checkpoints"),
+                 _td(", ".join(cuts) or "–")]
+        cells += [_td(format_metric(by_pair[up, t]) if (up, t) in by_pair else "–") for t in tasks]
+        body.append(cells)
+    header = ["upstream", "tuning", "tuned params", "share of upstream", "checkpoint", "train cuts"]
+    return ("<p class=\"note\">What each strategy trains of the upstream (inserted modules included; the head "
+            "and layer weights are not counted), its share of the upstream's parameters, the size of the "
+            "trained state a task's checkpoint keeps (head, layer weights and the tuned parameters: the "
+            "upstream itself is not stored), the training utterances (fewer with <code>train_fraction=</code>) "
+            "and the test metrics.</p>\n"
+            + _table(header + [_column_header(first_of_task[t]) for t in tasks], body, "tuning"))
+
+
+def _shown_path(path: Path, bench_dir: Path) -> str:
+    """A run directory relative to the benchmark folder, or in full when it lies in another joined folder."""
+    return path.relative_to(bench_dir).as_posix() if path.is_relative_to(bench_dir) else path.as_posix()
+
+
 def provenance_html(inputs: ReportInputs) -> str:
     """Commands and wall times (demo.json), package versions and git revisions, every run's config."""
     parts = []
@@ -288,7 +323,7 @@ def provenance_html(inputs: ReportInputs) -> str:
     parts.append("<h3>Downstream runs</h3>\n" + _table(
         ["upstream", "task", "lr", "steps", "upstream params", "trainable params", "wall time"], body, "runs"))
     for task in task_order(inputs.rows):
-        configs = [(run.path.relative_to(inputs.bench_dir).as_posix(), run.config)
+        configs = [(_shown_path(run.path, inputs.bench_dir), run.config)
                    for (_, t), runs in downstream_runs.items() if t == task for run in runs if run.config]
         if not configs:
             continue
