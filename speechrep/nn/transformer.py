@@ -4,6 +4,10 @@ relative position bias (WavLM), post-LN (base) and pre-LN "layer-norm-first" (la
 Head counts and FFN sizes may differ per layer (pruned or searched models); a layer with 0 heads skips its
 attention block and one with 0 FFN units its feed-forward block (their residual branch is zero). Attention
 maps are computed only on request (`attentions=` list), so the default path stays on SDPA.
+
+Two optional inputs serve parameter-efficient tuning (`speechrep.tuning.prompts`), and change nothing when
+left at None: `SelfAttention(..., prefix=(keys, values))` lets every query also attend to learned key/value
+positions, and `TransformerEncoder(..., prompts=)` puts learned positions in front of the layers' input.
 """
 
 from __future__ import annotations
@@ -75,6 +79,34 @@ def relative_position_buckets(
     return buckets + torch.where(distance < max_exact, distance, large)
 
 
+def valid_with(valid: Tensor | None, count: int) -> Tensor | None:
+    """(B, T) valid positions with `count` always-valid positions in front (None stays None: no padding)."""
+    return None if valid is None else torch.cat([valid.new_ones(valid.shape[0], count), valid], dim=1)
+
+
+def prepend_prefix(k: Tensor, v: Tensor, prefix: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Keys and values (B, H, T, d) with a prefix's (P, H·d) keys and values in front: (B, H, P + T, d) each."""
+    batch, heads, _, dim = k.shape
+
+    def split(x: Tensor) -> Tensor:
+        return x.view(-1, heads, dim).transpose(0, 1).expand(batch, -1, -1, -1).to(k.dtype)
+
+    return torch.cat([split(prefix[0]), k], dim=2), torch.cat([split(prefix[1]), v], dim=2)
+
+
+def prompt_input(x: Tensor, prompts: Tensor, index: int) -> Tensor:
+    """Layer `index`'s input with learned prompts in front, (B, P + T, D).
+
+    `prompts` is (P, D), shallow: put in front of layer 0's input x (B, T, D), later layers get the previous
+    layer's output unchanged; or (num_layers, P, D), deep: every layer's prompt positions are replaced by its
+    own (at layer 0, x has none yet)."""
+    if index and prompts.dim() == 2:
+        return x
+    own = prompts if prompts.dim() == 2 else prompts[index]
+    frames = x[:, prompts.shape[-2]:] if index else x
+    return torch.cat([own.to(x.dtype).expand(x.shape[0], -1, -1), frames], dim=1)
+
+
 def per_layer(value: int | Sequence[int], num_layers: int, name: str) -> tuple[int, ...]:
     """An int (every layer) or one int per layer → a tuple of `num_layers` ints."""
     if isinstance(value, int):
@@ -129,14 +161,21 @@ class SelfAttention(nn.Module):
 
     def forward(
         self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None,
-        attentions: list[Tensor] | None = None,
+        attentions: list[Tensor] | None = None, prefix: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """x (B, T, D); valid (B, T) bool keys to attend to; position_bias (H, T, T) for gated attention.
 
         With `attentions` (a list), the (B, H, T, T) attention probabilities are computed explicitly and
-        appended to it; otherwise SDPA computes the output without materialising them."""
+        appended to it; otherwise SDPA computes the output without materialising them. `prefix` (keys, values),
+        each (P, H·d): every query also attends to these P positions, never masked and without position bias
+        (their maps then have P + T key columns, the prefix first)."""
         batch, length, _ = x.shape
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        if prefix is not None:
+            k, v = prepend_prefix(k, v, prefix)
+            valid = valid_with(valid, prefix[0].shape[0])
+            if position_bias is not None:
+                position_bias = F.pad(position_bias, (prefix[0].shape[0], 0))  # zero bias on the prefix keys
         mask: Tensor | None = None
         if position_bias is not None:
             gates = torch.sigmoid(
@@ -289,28 +328,37 @@ class TransformerEncoder(nn.Module):
         return self.rel_pos_embed(buckets).permute(2, 0, 1)
 
     def forward(
-        self, x: Tensor, valid: Tensor | None = None, attentions: list[Tensor] | None = None
+        self, x: Tensor, valid: Tensor | None = None, attentions: list[Tensor] | None = None,
+        prompts: Tensor | None = None,
     ) -> tuple[list[Tensor], Tensor]:
         """x (B, T, D), valid (B, T) bool or None (no padding) → (input of each layer + last output, final).
 
         `final` is the last output after the final layer norm in the pre-LN variant (the same tensor as the
         last hidden state in the post-LN variant). With `attentions` (a list), each layer appends its
         (B, H, T, T) attention probabilities (H = 0 for a layer without attention or one skipped by layer
-        drop)."""
+        drop). `prompts` ((P, D) shallow or (num_layers, P, D) deep, see `prompt_input`) are P learned
+        positions in front of the layers' input, after the positional convolution, never masked, just before
+        the frames for the relative position bias; the returned states leave them out (the maps keep them:
+        (B, H, P + T, P + T), the prompts first)."""
         if valid is not None:
             x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into the positional conv
         x = x + self.pos_conv(x, valid)
         if not self.layer_norm_first:
             x = self.norm(x)
         x = self.dropout(x)
-        bias = self._position_bias(x.shape[1], x.device)
+        count = 0 if prompts is None else prompts.shape[-2]
+        if count:
+            valid = valid_with(valid, count)
+        bias = self._position_bias(count + x.shape[1], x.device)
         hidden = [x]
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            if prompts is not None:
+                x = prompt_input(x, prompts, index)
             skip = self.training and self.layer_drop > 0 and bool(torch.rand(()) < self.layer_drop)
             if not skip:
                 x = layer(x, valid, bias, attentions)
             elif attentions is not None:
                 attentions.append(x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1]))
-            hidden.append(x)
+            hidden.append(x[:, count:] if count else x)
         final = self.norm(x) if self.layer_norm_first else x
-        return hidden, final
+        return hidden, final[:, count:] if count else final

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.nn.frames import padding_mask, stack_frames
-from speechrep.nn.transformer import SelfAttention
+from speechrep.nn.transformer import SelfAttention, prepend_prefix, prompt_input, valid_with
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features,
                                          log_mel_geometry, require_one_frame)
@@ -66,9 +66,15 @@ class _PostLNLayer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.attn_dropout = c.dropout
 
-    def forward(self, x: Tensor, key_mask: Tensor, attentions: list[Tensor] | None = None) -> Tensor:
-        """x (B, T, H); key_mask (B, T) True on valid frames; `attentions` (a list) receives the maps."""
+    def forward(self, x: Tensor, key_mask: Tensor, attentions: list[Tensor] | None = None,
+                prefix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, T, H); key_mask (B, T) True on valid frames; `attentions` (a list) receives the maps; `prefix`
+        (keys, values), each (P, H): learned positions every query also attends to, never masked (as in
+        `SelfAttention`)."""
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        if prefix is not None:
+            k, v = prepend_prefix(k, v, prefix)
+            key_mask = valid_with(key_mask, prefix[0].shape[0])
         dropout = self.attn_dropout if self.training else 0.0
         if attentions is None:
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
@@ -98,6 +104,9 @@ class Mockingjay(CorpusStatistics, nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(_PostLNLayer(c) for _ in range(1 if c.share_layers else c.num_layers))
         self.hidden_sizes = [c.hidden_size] * (c.num_layers + 1)
+        # learned positions in front of the layers' input, set by prompt tuning (`speechrep.tuning.prompts`):
+        # (P, H) or (num_layers, P, H) as `prompt_input` takes them; none (no parameter, no state) by default
+        self.register_parameter("prompts", None)
         if c.corpus_norm:
             self.register_feature_stats(c.num_mel_bins)
 
@@ -120,7 +129,10 @@ class Mockingjay(CorpusStatistics, nn.Module):
     def forward_features(
         self, feats: Tensor, lengths: Tensor, output_attentions: bool = False
     ) -> UpstreamOutput:
-        """Hidden states from (possibly altered) stacked log-mel features, as pre-training feeds them."""
+        """Hidden states from (possibly altered) stacked log-mel features, as pre-training feeds them.
+
+        With `prompts` set, the layers see them in front of the frames (never masked); the returned states
+        leave them out, the attention maps keep them (P + T rows and columns, the prompts first)."""
         mask = padding_mask(lengths, feats.shape[1])
         keep = mask[..., None].to(feats.dtype)
         positions = sinusoidal_positions(feats.shape[1], self.config.hidden_size, feats.device)
@@ -128,9 +140,15 @@ class Mockingjay(CorpusStatistics, nn.Module):
         x = self.dropout(self.input_norm(x)) * keep
         states = [x]
         attentions: list[Tensor] | None = [] if output_attentions else None
+        count = 0 if self.prompts is None else self.prompts.shape[-2]
+        if count:
+            mask = valid_with(mask, count)
+            keep = mask[..., None].to(feats.dtype)
         for i in range(self.config.num_layers):
+            if self.prompts is not None:
+                x = prompt_input(x, self.prompts, i)
             x = self.layers[0 if self.config.share_layers else i](x, mask, attentions) * keep
-            states.append(x)
+            states.append(x[:, count:] if count else x)
         return UpstreamOutput(states, lengths, attentions)
 
     def forward(self, wavs: Tensor, wav_lens: Tensor, output_attentions: bool = False) -> UpstreamOutput:
