@@ -39,10 +39,12 @@ def _batch() -> FeatureBatch:
 # ------------------------------------------------------------------------------------------------ strategies
 
 def test_registry_names_the_strategies_and_rejects_unknown_ones() -> None:
-    assert list_tunings() == ["adapterbias", "bitfit", "frozen", "full", "houlsby", "houlsby_parallel", "lora"]
+    assert list_tunings() == ["adapterbias", "bitfit", "frozen", "full", "houlsby", "houlsby_parallel", "lora",
+                              "prefix", "prompt"]
     assert get_tuning("frozen").caches_features and not get_tuning("full").caches_features
-    with pytest.raises(ConfigError, match="--tuning 'prefix': unknown tuning strategy; choose from adapterbias, ") as info:
-        get_tuning("prefix")
+    with pytest.raises(ConfigError,
+                       match="--tuning 'prefixes': unknown tuning strategy; choose from adapterbias, ") as info:
+        get_tuning("prefixes")
     assert "\n" not in str(info.value)
 
 
@@ -140,7 +142,7 @@ def test_finetune_flag_is_an_alias_of_tuning_full(corpus: Path, tmp_path: Path, 
     capsys.readouterr()
     assert main([*argv, "--finetune", "--tuning", "frozen"]) == 2
     assert "--finetune" in capsys.readouterr().err
-    assert main([*argv, "--tuning", "prefix"]) == 2
+    assert main([*argv, "--tuning", "prefixes"]) == 2
     assert "unknown tuning strategy" in capsys.readouterr().err
 
 

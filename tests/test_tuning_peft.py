@@ -1,4 +1,6 @@
-"""Parameter-efficient tuning strategies (issue 13): bitfit, houlsby, houlsby_parallel, adapterbias, lora."""
+"""Parameter-efficient tuning strategies (issue 13): bitfit, houlsby, houlsby_parallel, adapterbias, lora (prefix and
+prompt, which change the output from the start, have their own tests in test_tuning_prompts.py; here they join the
+run_pair and GRU-error tests)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +20,7 @@ from speechrep.upstream import export_upstream, load_upstream
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 STRATEGIES = ["bitfit", "houlsby", "houlsby_parallel", "adapterbias", "lora"]
+ALL_STRATEGIES = [*STRATEGIES, "prefix", "prompt"]
 UPSTREAMS = ["hubert_tiny", "melhubert_tiny", "tera_tiny"]  # tera: the Mockingjay family's own layers
 # what each strategy trains, by the last parts of the parameter names
 TRAINED = {
@@ -27,6 +30,8 @@ TRAINED = {
     "adapterbias": lambda name: name.endswith((".alpha.weight", ".alpha.bias", ".vector")),
     "lora": lambda name: name.endswith((".lora_a", ".lora_b")) and any(f".{p}." in name
                                                                         for p in ("q_proj", "v_proj", "qkv")),
+    "prefix": lambda name: name.endswith((".prefix_key", ".prefix_value")),
+    "prompt": lambda name: name.endswith(".prompts"),
 }
 
 
@@ -148,7 +153,7 @@ def test_options_parse_and_bad_ones_are_one_line_errors() -> None:
         assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES)
 def test_an_upstream_without_transformer_layers_is_a_one_line_error(strategy: str) -> None:
     with pytest.raises(ConfigError, match=f"--tuning {strategy}: APC has no transformer layers; on it use "
                                           "frozen or full") as info:
@@ -156,7 +161,7 @@ def test_an_upstream_without_transformer_layers_is_a_one_line_error(strategy: st
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES)
 def test_run_pair_trains_and_evaluates_and_its_checkpoint_reloads(strategy: str, corpus: Path,
                                                                   tmp_path: Path) -> None:
     choice = runner.parse_upstream("hubert_tiny@random")

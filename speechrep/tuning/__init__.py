@@ -1,4 +1,5 @@
-"""Tuning strategies: how a downstream task adapts an upstream (frozen, full, bitfit, houlsby, adapterbias, lora).
+"""Tuning strategies: how a downstream task adapts an upstream (frozen, full, bitfit, houlsby, adapterbias, lora,
+prefix, prompt).
 
     tuning = get_tuning("frozen")
     prepared = tuning.prepare(upstream)                  # the module the downstream model runs instead
@@ -18,9 +19,10 @@ from speechrep.tuning.bitfit import BitFit, BitFitOptions
 from speechrep.tuning.frozen import Frozen, FrozenUpstream
 from speechrep.tuning.full import Full
 from speechrep.tuning.lora import LoRA, LoRAOptions
+from speechrep.tuning.prompts import Prefix, PrefixOptions, Prompt, PromptOptions
 
 TUNINGS: dict[str, TuningStrategy] = {strategy.name: strategy for strategy in (
-    Frozen(), Full(), BitFit(), Houlsby(), Houlsby(parallel=True), AdapterBias(), LoRA())}
+    Frozen(), Full(), BitFit(), Houlsby(), Houlsby(parallel=True), AdapterBias(), LoRA(), Prefix(), Prompt())}
 
 # name -> (options dataclass, strategy from options): the strategies that take `name:key=value,...` options
 _OPTIONS: dict[str, tuple[type, Callable[[Any], TuningStrategy]]] = {
@@ -29,7 +31,23 @@ _OPTIONS: dict[str, tuple[type, Callable[[Any], TuningStrategy]]] = {
     "houlsby_parallel": (AdapterOptions, lambda options: Houlsby(options, parallel=True)),
     "adapterbias": (AdapterBiasOptions, AdapterBias),
     "lora": (LoRAOptions, LoRA),
+    "prefix": (PrefixOptions, Prefix),
+    "prompt": (PromptOptions, Prompt),
 }
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _option_value(value: str, default: Any) -> Any:
+    """`value` as the type of the option's `default` (a tuple: `/`-separated; a bool: true/false, yes/no, 1/0);
+    ValueError if it is not one."""
+    if isinstance(default, tuple):
+        return tuple(v for v in value.split("/") if v)
+    if isinstance(default, bool):
+        if value.strip().lower() not in _BOOLS:
+            raise ValueError(value)
+        return _BOOLS[value.strip().lower()]
+    return type(default)(value)
 
 
 def list_tunings() -> list[str]:
@@ -39,7 +57,8 @@ def list_tunings() -> list[str]:
 
 def get_tuning(name: str) -> TuningStrategy:
     """The strategy registered as `name`, or `name:key=value,...` with options (e.g. `lora:rank=4,alpha=8`;
-    targets are `/`-separated); unknown names and keys raise one ConfigError line."""
+    targets are `/`-separated, booleans true/false, yes/no or 1/0); unknown names and keys, and values that do
+    not parse, raise one ConfigError line."""
     base, _, spec = name.partition(":")
     if base not in TUNINGS:
         raise ConfigError(f"--tuning {base!r}: unknown tuning strategy; choose from {', '.join(list_tunings())}")
@@ -57,10 +76,7 @@ def get_tuning(name: str) -> TuningStrategy:
             raise ConfigError(f"--tuning {name}: unknown option {item!r} (key=value; options of {base}: {known})")
         default = fields[key.strip()].default
         try:
-            if isinstance(default, tuple):
-                values[key.strip()] = tuple(v for v in value.split("/") if v)
-            else:
-                values[key.strip()] = type(default)(value)
+            values[key.strip()] = _option_value(value, default)
         except ValueError:
             raise ConfigError(f"--tuning {name}: {key.strip()}={value!r} is not a {type(default).__name__}") from None
     strategy = build(options_type(**values))
@@ -79,4 +95,4 @@ def with_options(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
 
 
 __all__ = ["TUNINGS", "AdapterBias", "BitFit", "Frozen", "FrozenUpstream", "Full", "Houlsby", "LoRA",
-           "ParamGroup", "TuningStrategy", "get_tuning", "list_tunings", "with_options"]
+           "ParamGroup", "Prefix", "Prompt", "TuningStrategy", "get_tuning", "list_tunings", "with_options"]

@@ -1,9 +1,10 @@
 """What every parameter-efficient strategy shares: a frozen upstream, kept in the module tree, with trained parts.
 
-A strategy (`bitfit`, `houlsby`, `adapterbias`, `lora`) freezes the upstream, marks or inserts the modules that
-train, and returns a `TunedUpstream`: the upstream as a submodule (so `.to()` and the checkpoint reach the
-inserted modules), held in eval mode like `frozen` (no dropout or layer drop in the weights that do not train).
-Its trained parameters train at the task's lr: like the head, they start from zero or from the frozen model.
+A strategy (`bitfit`, `houlsby`, `adapterbias`, `lora`, `prefix`, `prompt`) freezes the upstream, marks or
+inserts the modules that train, and returns a `TunedUpstream`: the upstream as a submodule (so `.to()` and the
+checkpoint reach the inserted modules), held in eval mode like `frozen` (no dropout or layer drop in the weights
+that do not train). Its trained parameters train at the task's lr: like the head, they start from zero, from the
+frozen model, or (prefixes and prompts) from small random vectors.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 from speechrep.upstream.mockingjay import _PostLNLayer  # Mockingjay, TERA, AudioALBERT: their own BERT layer
 
 # The strategies that need transformer layers (named in the error on an upstream without any).
-TRANSFORMER_STRATEGIES = ("adapterbias", "bitfit", "houlsby", "houlsby_parallel", "lora")
+TRANSFORMER_STRATEGIES = ("adapterbias", "bitfit", "houlsby", "houlsby_parallel", "lora", "prefix", "prompt")
 
 
 class TunedUpstream(nn.Module):
