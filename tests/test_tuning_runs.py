@@ -1,5 +1,6 @@
-"""Tuned benchmark runs (issue 13): what a row records, low-resource training shares, checkpoints that know their
-base upstream, `tuning.key=value` options and `speechrep merge-lora`."""
+"""Tuned benchmark runs (issue 13): what a row records, low-resource training shares, checkpoints that know
+their base upstream, `tuning.key=value` options, `speechrep merge-lora`, every strategy on every transformer
+upstream of the hub."""
 from __future__ import annotations
 
 import json
@@ -24,9 +25,9 @@ STEPS = ["train.max_steps=3", "train.eval_every=3"]
 
 
 def _bench(corpus: Path, out: Path, tuning: str = "frozen", *items: str) -> list[str]:
-    """`speechrep benchmark --tuning TUNING` of hubert_tiny on the tiny KS for 3 steps, with key=value `items`."""
-    return ["benchmark", "--upstream", "hubert_tiny", "--tasks", "ks", "--corpus", str(corpus), "--out", str(out),
-            "--preset", "tiny", "--tuning", tuning, *STEPS, *items]
+    """`speechrep benchmark --tuning TUNING` of hubert_tiny on the tiny KS for 3 steps, with `items`."""
+    return ["benchmark", "--upstream", "hubert_tiny", "--tasks", "ks", "--corpus", str(corpus),
+            "--out", str(out), "--preset", "tiny", "--tuning", tuning, *STEPS, *items]
 
 
 def test_training_share_is_a_seeded_subset_in_the_original_order(corpus: Path) -> None:
@@ -46,8 +47,8 @@ def test_a_row_records_its_training_share_tuned_parameters_and_checkpoint_size(c
     choice = runner.parse_upstream("hubert_tiny@random")
     source = runner.FeatureSource(choice.label, runner.load_upstream_module(choice))
     full = len(load_cuts(corpus, "ks", "train"))
-    row = runner.run_pair("ks", choice, source, corpus, tmp_path, tuning=get_tuning("lora:rank=2"), preset="tiny",
-                          overrides=[*STEPS, "train_fraction=0.3"])
+    row = runner.run_pair("ks", choice, source, corpus, tmp_path, tuning=get_tuning("lora:rank=2"),
+                          preset="tiny", overrides=[*STEPS, "train_fraction=0.3"])
     assert row["train_cuts"] == round(0.3 * full)
     upstream = runner.load_upstream_module(choice)
     layers = sum(1 for m in upstream.modules() if type(m).__name__ == "SelfAttention")
@@ -75,8 +76,8 @@ def test_a_checkpoint_loaded_onto_another_upstream_is_a_clear_error(corpus: Path
     load_checkpoint(tmp_path / "checkpoints" / "best.pt", model_on(runner.load_upstream_module(choice)))
     torch.manual_seed(123)
     other = model_on(load_upstream("hubert_tiny"))  # the same architecture with other weights
-    with pytest.raises(CheckpointError, match="checkpoint trained on upstream weights .*; this model's upstream "
-                                              "has weights") as info:
+    with pytest.raises(CheckpointError,
+                       match="checkpoint trained on upstream weights .*; this model's upstream has weights") as info:
         load_checkpoint(tmp_path / "checkpoints" / "best.pt", other)
     assert "\n" not in str(info.value)
 
@@ -87,8 +88,8 @@ def test_tuning_options_come_from_overrides_too() -> None:
     assert with_options("houlsby", ["ks.train.lr=1"]) == ("houlsby", ["ks.train.lr=1"])
 
 
-def test_merge_lora_exports_the_tuned_upstream_and_refuses_other_runs(corpus: Path, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_lora_exports_the_tuned_upstream_and_refuses_other_runs(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
     assert main(_bench(corpus, out, "lora", "tuning.rank=2", "tuning.alpha=4")) == 0
     printed = capsys.readouterr().out
@@ -104,7 +105,8 @@ def test_merge_lora_exports_the_tuned_upstream_and_refuses_other_runs(corpus: Pa
     tuned.upstream.load_state_dict({k.removeprefix("encoder.upstream."): v for k, v in state.items()
                                     if k.startswith("encoder.upstream.")}, strict=False)
     merged = load_upstream(tmp_path / "merged").eval()
-    wavs, lens = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(0)), torch.tensor([8000, 6000])
+    wavs = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    lens = torch.tensor([8000, 6000])
     with torch.no_grad():
         for ours, theirs in zip(merged(wavs, lens).hidden_states, tuned.upstream(wavs, lens).hidden_states,
                                 strict=True):
@@ -149,3 +151,41 @@ def test_the_report_joins_benchmarks_of_several_strategies(corpus: Path, tmp_pat
     row = next(r for r in inputs.rows if r["upstream"] == "hubert_tiny [lora:rank=2]")
     assert pair_run_dirs(inputs.bench_dir, row) == [tmp_path / "lora" / "hubert_tiny" / "ks"]
     assert main(["report", str(tmp_path / "frozen"), str(tmp_path / "frozen"), "--out", str(page)]) == 2
+
+
+TRANSFORMER_TINY = ["wav2vec2_tiny", "wav2vec2_tiny_ln_first", "hubert_tiny", "wavlm_tiny", "data2vec_tiny",
+                    "distilhubert_tiny", "melhubert_tiny", "best_rq_tiny", "mockingjay_tiny", "tera_tiny",
+                    "audio_albert_tiny"]
+RECURRENT_TINY = ["apc_tiny", "vq_apc_tiny", "npc_tiny", "cpc_tiny"]
+PEFT = ["bitfit", "houlsby", "houlsby_parallel", "adapterbias", "lora", "prefix", "prompt",
+        "prompt:deep=true"]
+
+
+@pytest.mark.parametrize("upstream_name", TRANSFORMER_TINY)
+def test_every_strategy_runs_on_every_transformer_upstream_of_the_hub(upstream_name: str) -> None:
+    wavs = 0.1 * torch.randn(2, 9600, generator=torch.Generator().manual_seed(0))
+    lens = torch.tensor([9600, 7000])
+    torch.manual_seed(0)
+    frozen = load_upstream(upstream_name).eval()
+    with torch.no_grad():
+        reference = frozen(wavs, lens)
+    for strategy in PEFT:
+        torch.manual_seed(0)
+        prepared = get_tuning(strategy).prepare(load_upstream(upstream_name))
+        out = prepared(wavs, lens)
+        assert torch.equal(out.lengths, reference.lengths), strategy
+        assert [h.shape for h in out.hidden_states] == [h.shape for h in reference.hidden_states], strategy
+        trained = {name: p for name, p in prepared.named_parameters() if p.requires_grad}
+        assert trained, strategy
+        sum(h.square().mean() for h in out.hidden_states).backward()
+        # a pre-LN encoder's final norm feeds only `final`, not the hidden states: BitFit's one idle bias
+        idle = {name for name, p in trained.items() if p.grad is None}
+        assert idle <= {"upstream.encoder.norm.bias"}, (strategy, idle)
+
+
+@pytest.mark.parametrize("upstream_name", RECURRENT_TINY)
+def test_strategies_that_need_a_transformer_name_the_ones_that_apply(upstream_name: str) -> None:
+    for strategy in PEFT:
+        with pytest.raises(ConfigError, match="no transformer layers; on it use frozen or full") as info:
+            get_tuning(strategy).prepare(load_upstream(upstream_name))
+        assert "\n" not in str(info.value)
