@@ -76,8 +76,8 @@ def test_a_checkpoint_loaded_onto_another_upstream_is_a_clear_error(corpus: Path
     load_checkpoint(tmp_path / "checkpoints" / "best.pt", model_on(runner.load_upstream_module(choice)))
     torch.manual_seed(123)
     other = model_on(load_upstream("hubert_tiny"))  # the same architecture with other weights
-    with pytest.raises(CheckpointError,
-                       match="checkpoint trained on upstream weights .*; this model's upstream has weights") as info:
+    message = "checkpoint trained on upstream weights .*; this model's upstream has weights"
+    with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(tmp_path / "checkpoints" / "best.pt", other)
     assert "\n" not in str(info.value)
 
