@@ -210,6 +210,48 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
+                   help="hub name, exported directory or LABEL=PATH (repeatable); NAME@random = untrained "
+                   "control")
+    p.add_argument("--tasks", required=True,
+                   help="comma-separated task names, e.g. pf,sid (see `speechrep list tasks`)")
+    p.add_argument("--corpus", type=Path, required=True,
+                   help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
+    p.add_argument("--out", type=Path, required=True,
+                   help="runs per hidden state, feature cache, probe.json (`speechrep report OUT` shows it)")
+    p.add_argument("--layers", default="all",
+                   help="hidden states probed one by one: 'all' (default) or indices, e.g. 0,4,8")
+    p.add_argument("--preset", default=None, help="config preset, e.g. tiny (see `speechrep list presets`)")
+    p.add_argument("--similarity", action=argparse.BooleanOptionalAction, default=True,
+                   help="linear CKA of each hidden state with log-mel, phone and word identity (default: on)")
+    p.add_argument("--similarity-subset", default="pr", metavar="SUBSET",
+                   help="CKA frames come from CORPUS/SUBSET/dev.jsonl.gz, whose cuts carry phone and word "
+                   "alignments (default: pr)")
+    p.add_argument("--max-frames", type=int, default=4000,
+                   help="CKA on a seeded sample of at most this many frames (default: 4000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the CKA frame sample")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out made with another corpus, preset, overrides or CKA sample, "
+                   "or other upstream weights (default: such a folder is an error; the same command resumes)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="task config overrides; TASK.key=value for one task (the probe sets `layers` itself)")
+
+
+@command("probe", "per-layer probing: a task on each hidden state, the weighted sum and feature-integration "
+         "setups; CKA of each layer with log-mel, phones and words", _probe_arguments)
+def _probe(args: argparse.Namespace) -> int:
+    from speechrep.analysis.probe import ProbeConfig, format_probe, probe
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    cfg = ProbeConfig(upstreams=args.upstream, tasks=tasks, corpus=args.corpus, out=args.out,
+                      layers=args.layers, preset=args.preset, overrides=args.overrides,
+                      similarity=args.similarity, similarity_subset=args.similarity_subset,
+                      max_frames=args.max_frames, seed=args.seed, overwrite=args.overwrite)
+    print(format_probe(probe(cfg)), end="")
+    return 0
+
+
 def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="pre-training method (see `speechrep list methods`)")
     p.add_argument("--data", type=Path, required=True,

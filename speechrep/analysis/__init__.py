@@ -1,0 +1,8 @@
+"""Layer analysis: what each hidden state of an upstream holds.
+
+- `probe`: one frozen-upstream run of a task per hidden state, the learned weighted sum and two
+  feature-integration setups chosen on dev (`speechrep probe`, OUT/probe.json).
+- `similarity`: linear CKA of every hidden state with log-mel frames, phone identity and word identity.
+
+`docs/layer_analysis.md` describes the command, the estimator and the outputs.
+"""
