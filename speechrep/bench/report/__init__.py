@@ -8,8 +8,10 @@ dir holding one in `bench/`, pre-training run dirs in `pretrain/<name>/` and `de
 times per stage, see bench.demo). The page shows the leaderboard (test metrics, dev metrics, the SUPERB-style
 score), the score per upstream as a bar chart, each upstream's learned layer weights per task as a heat map,
 the pre-training curves (train and dev loss vs step), the downstream curves (dev metric vs step, one panel per
-task) and the provenance (commands, configs, package versions, git revisions, wall times). It reads only files
-written by finished or running jobs; it never trains or evaluates anything.
+task) and the provenance (commands, configs, package versions, git revisions, wall times). A `probe.json` in
+RESULTS_DIR (`speechrep probe`, see analysis.probe) adds the Layer analysis section (metric per hidden state,
+CKA heat maps); a probe OUT dir alone is reportable, its weighted-sum runs being the leaderboard's rows. It
+reads only files written by finished or running jobs; it never trains or evaluates anything.
 
 The package, by concern: `inputs` reads the run files (results.json, run directories, demo.json), `plots` draws
 the PNG figures, `tables` builds the HTML tables and sections, `page` assembles and writes the page.

@@ -1,4 +1,6 @@
-"""The report's inputs: a benchmark's results.json, its run directories, pre-training runs and demo.json."""
+"""The report's inputs: a benchmark's results.json, its run directories, pre-training runs, demo.json, and a
+probe's probe.json (`speechrep probe`; a probe folder alone is reportable: its weighted-sum runs are the
+rows)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from speechrep.analysis.probe import PROBE_FILE, read_probe
 from speechrep.bench.score import Reference, superb_scores
 from speechrep.config import parse_yaml
 from speechrep.errors import ConfigError
@@ -50,6 +53,7 @@ class ReportInputs:
     demo: dict[str, Any] | None = None
     kmeans: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → kmeans.json of its targets
     bench_config: dict[str, Any] = field(default_factory=dict)  # the benchmark's saved config.yaml
+    probe: dict[str, Any] | None = None  # probe.json of RESULTS_DIR (see analysis.probe)
 
 
 def _read_json(path: Path) -> Any:
@@ -81,8 +85,8 @@ def find_bench_dir(results_dir: Path) -> Path:
     for candidate in (results_dir, results_dir / "bench"):
         if (candidate / "results.json").is_file():
             return candidate
-    raise ConfigError(f"{results_dir}: no results.json here or in {results_dir / 'bench'} "
-                      "(run `speechrep benchmark` or `speechrep demo` first)")
+    raise ConfigError(f"{results_dir}: no results.json here or in {results_dir / 'bench'}, nor a probe.json "
+                      "(run `speechrep benchmark`, `speechrep probe` or `speechrep demo` first)")
 
 
 def read_summary(results_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -106,6 +110,20 @@ def read_summary(results_dir: Path) -> tuple[Path, dict[str, Any]]:
             raise ConfigError(f"{summary_path}: rows[{i}] ({row['upstream']}/{row['task']}) has no test "
                               f"value for its metric {row['metric']!r}")
     return bench_dir, summary
+
+
+def probe_summary(probe_dir: Path, probe: Mapping[str, Any]) -> dict[str, Any]:
+    """A probe folder as a benchmark summary: the results.json of each upstream × task's weighted-sum run,
+    which remembers its run folder (`pair_dir`)."""
+    rows = []
+    for entry in probe["upstreams"].values():
+        for task in entry.get("tasks", {}).values():
+            path = probe_dir / task["weighted_sum"]["dir"] / "results.json"
+            if path.is_file():
+                rows.append({**_read_json(path), "pair_dir": str(path.parent)})
+    if not rows:
+        raise ConfigError(f"{probe_dir / PROBE_FILE}: no finished weighted-sum run, nothing to report")
+    return {"rows": rows}
 
 
 def merge_benchmarks(summaries: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
@@ -133,7 +151,12 @@ def load_inputs(results_dir: Path, more: Sequence[Path] = ()) -> ReportInputs:
     """Read the benchmark summary, the pre-training runs and demo.json under `results_dir`; the rows of `more`
     benchmark folders join its table (e.g. one folder per tuning strategy)."""
     results_dir = Path(results_dir)
-    bench_dir, summary = read_summary(results_dir)
+    probe = read_probe(results_dir) if (results_dir / PROBE_FILE).is_file() else None
+    benchmarked = any((d / "results.json").is_file() for d in (results_dir, results_dir / "bench"))
+    if probe is not None and not benchmarked:
+        bench_dir, summary = results_dir, probe_summary(results_dir, probe)
+    else:
+        bench_dir, summary = read_summary(results_dir)
     if more:
         summary = merge_benchmarks([(bench_dir, summary), *(read_summary(d) for d in more)])
     rows = summary["rows"]
@@ -149,7 +172,7 @@ def load_inputs(results_dir: Path, more: Sequence[Path] = ()) -> ReportInputs:
     demo = _read_json(demo_path) if demo_path.is_file() else None
     kmeans = {path.parent.name: _read_json(path) for path in sorted(results_dir.glob("kmeans/*/kmeans.json"))}
     return ReportInputs(results_dir, bench_dir, rows, dict(summary.get("scores") or {}), references, pretrain,
-                        demo, kmeans, read_run_dir(bench_dir).config)
+                        demo, kmeans, read_run_dir(bench_dir).config, probe)
 
 
 # ------------------------------------------------------------------------------------------- table values
@@ -178,8 +201,9 @@ def layer_weight_matrix(rows: Sequence[Mapping[str, Any]], upstream: str) -> tup
 
 def pair_run_dirs(bench_dir: Path, row: Mapping[str, Any]) -> list[Path]:
     """The run dirs of a pair's selected learning rate: one per sub-run (ER folds), or the pair dir itself
-    (under the row's own benchmark folder when the report joins several)."""
-    pair_dir = Path(row.get("run_root", bench_dir)) / row.get("run_label", row["upstream"]) / row["task"]
+    (under the row's own benchmark folder when the report joins several; a probe's row names its folder)."""
+    pair_dir = Path(row["pair_dir"]) if "pair_dir" in row else \
+        Path(row.get("run_root", bench_dir)) / row.get("run_label", row["upstream"]) / row["task"]
     lr = row.get("lr")
     lr_dir = pair_dir / f"lr{float(lr):g}" if lr is not None else pair_dir
     base = lr_dir if lr_dir.is_dir() else pair_dir

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from speechrep.bench.report.inputs import (
     ReportInputs,
@@ -14,7 +15,9 @@ from speechrep.bench.report.inputs import (
     upstream_order,
 )
 from speechrep.bench.report.plots import (
+    plot_cka,
     plot_downstream_curves,
+    plot_layer_curves,
     plot_layer_weights,
     plot_pretrain_curves,
     plot_scores,
@@ -26,6 +29,7 @@ from speechrep.bench.report.tables import (
     esc,
     img_tag,
     kmeans_html,
+    layer_analysis_html,
     leaderboard_html,
     provenance_html,
     settings_html,
@@ -81,6 +85,8 @@ def render_report(inputs: ReportInputs) -> str:
     if single_layer:
         body += f"\n<p class=\"note\">One layer only, nothing to weigh: {esc(', '.join(single_layer))}.</p>"
     sections.append(("layers", "Layer weights", body))
+    if inputs.probe:
+        sections.append(("layer-analysis", "Layer analysis", layer_analysis_body(inputs.probe)))
 
     if inputs.pretrain:
         plots, missing = [], []
@@ -123,9 +129,37 @@ def render_report(inputs: ReportInputs) -> str:
             f"{content}\n</body>\n</html>\n")
 
 
+def layer_analysis_body(probe: Mapping[str, Any]) -> str:
+    """The Layer analysis section of a probe: per-layer curves, the summary table and the CKA heat maps."""
+    uri = plot_layer_curves(probe)
+    body = ("<p class=\"note\">Each hidden state probed on its own (<code>speechrep probe</code>): the "
+            "test metric of a run on hidden state k, one line per upstream (dashed: untrained controls), its "
+            "weighted sum as a dotted line and its best layer on dev as a star.</p>\n"
+            + (img_tag(uri, "per-layer probing curves") if uri else "<p>No probed task yet.</p>")
+            + "\n" + layer_analysis_html(probe))
+    maps, notes = [], []
+    for upstream, entry in probe["upstreams"].items():
+        similarity = entry.get("similarity")
+        if not similarity:
+            continue
+        maps.append(img_tag(plot_cka(upstream, similarity["targets"]), f"CKA of the layers of {upstream}"))
+        notes += [f"{upstream}: no {name} target ({why})"
+                  for name, why in similarity.get("missing", {}).items()]
+    if maps:
+        first = next(e["similarity"] for e in probe["upstreams"].values() if e.get("similarity"))
+        where = f"{first['subset']}/{first['split']}"
+        body += (f"\n<h3>Layer similarity (linear CKA)</h3>\n<p class=\"note\">{esc(first['estimator'])}, on "
+                 f"at most {esc(first['max_frames'])} frames of {esc(where)}: "
+                 "each hidden state against log-mel frames, one-hot phone identity and one-hot word identity "
+                 "of the same frames (1: the same up to a rotation and a scale; 0: linearly unrelated).</p>\n"
+                 f"<div class=\"plots\">{''.join(maps)}</div>")
+        body += "".join(f"\n<p class=\"note\">{esc(note)}.</p>" for note in notes)
+    return body
+
+
 def write_report(results_dir: Path, out: Path | None = None, more: Sequence[Path] = ()) -> Path:
-    """Write the static HTML report of a benchmark OUT dir or a demo dir (joined by the rows of `more` benchmark
-    folders); returns its path (default RESULTS_DIR/report.html)."""
+    """Write the static HTML report of a benchmark OUT dir, a demo dir or a probe OUT dir (joined by the rows
+    of `more` benchmark folders); returns its path (default RESULTS_DIR/report.html)."""
     inputs = load_inputs(Path(results_dir), [Path(d) for d in more])
     path = Path(out) if out is not None else Path(results_dir) / REPORT_NAME
     atomic_write_text(path, render_report(inputs))

@@ -191,3 +191,75 @@ def plot_tuning_tradeoff(rows: Sequence[Mapping[str, Any]]) -> str | None:
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
     return _png_data_uri(fig)
+
+
+def plot_layer_curves(probe: Mapping[str, Any]) -> str | None:
+    """Small multiples, one panel per task: the test metric of the run on each hidden state, one line per
+    upstream (dashed: untrained controls), its weighted sum as a dotted horizontal line and its best layer on
+    dev as a star; a PNG data URI (None without probed tasks)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    upstreams = list(probe["upstreams"])
+    tasks = list(dict.fromkeys(t for entry in probe["upstreams"].values() for t in entry.get("tasks", {})))
+    if not tasks:
+        return None
+    colors = upstream_colors(upstreams)
+    columns = min(3, len(tasks))
+    grid_rows = math.ceil(len(tasks) / columns)
+    fig = _figure(4.0 * columns, 2.9 * grid_rows + 0.6)
+    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        for upstream in upstreams:
+            t = probe["upstreams"][upstream].get("tasks", {}).get(task)
+            if t is None:
+                continue
+            scale = 100.0 if t["percent"] else 1.0
+            layers = [r["layer"] for r in t["layers"]]
+            values = [scale * r["test"] for r in t["layers"]]
+            ax.plot(layers, values, color=colors[upstream], marker="o", markersize=3, linewidth=1.3,
+                    linestyle="--" if upstream.endswith(RANDOM_SUFFIX) else "-", label=upstream)
+            ax.axhline(scale * t["weighted_sum"]["test"], color=colors[upstream], linestyle=":",
+                       linewidth=1.2)
+            if t["best_layer"] in layers:
+                ax.plot([t["best_layer"]], [values[layers.index(t["best_layer"])]], color=colors[upstream],
+                        marker="*", markersize=11, linestyle="none")
+        first = next(e["tasks"][task] for e in probe["upstreams"].values() if task in e.get("tasks", {}))
+        unit = " (%)" if first["percent"] else ""
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("hidden state", fontsize=8)
+        ax.set_ylabel(f"test {first['metric']}{unit} {'↑' if first['higher_is_better'] else '↓'}", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax in axes:
+        for line in ax.lines:
+            if not line.get_label().startswith("_"):
+                handles.setdefault(line.get_label(), line)
+    handles["weighted sum"] = Line2D([], [], color="grey", linestyle=":")
+    handles["best on dev"] = Line2D([], [], color="grey", marker="*", markersize=9, linestyle="none")
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=min(len(handles), 6), fontsize=8)
+    return _png_data_uri(fig)
+
+
+def plot_cka(upstream: str, targets: Mapping[str, Sequence[float] | None]) -> str:
+    """Heat map hidden states × targets (log-mel, phone, word) of an upstream's linear CKA; a PNG data URI."""
+    names = [name for name, values in targets.items() if values is not None]
+    matrix = np.array([targets[name] for name in names], dtype=np.float64).T  # (layers, targets)
+    fig = _figure(1.1 * len(names) + 2.6, max(2.4, 0.28 * matrix.shape[0] + 1.2))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, aspect="auto", cmap="magma", vmin=min(0.0, float(np.nanmin(matrix))), vmax=1.0)
+    if matrix.shape[0] <= 40:
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 else "white")
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_yticks(np.arange(matrix.shape[0]))
+    ax.set_ylabel("hidden state")
+    ax.set_title(f"{upstream}: linear CKA", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.9)
+    return _png_data_uri(fig)

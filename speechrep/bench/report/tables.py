@@ -335,3 +335,32 @@ def provenance_html(inputs: ReportInputs) -> str:
             + (", identical)" if not differing else f", {count_text(len(differing), 'value')} differ)")
         parts.append(_config_details(summary, configs[0][1], differing))
     return "\n".join(parts)
+
+
+def _probe_value(value: float, percent: bool) -> str:
+    return f"{100.0 * value:.2f}" if percent else f"{value:.3f}"
+
+
+def layer_analysis_html(probe: Mapping[str, Any]) -> str:
+    """Per upstream and task of a probe: the best hidden state on dev and the test metric of it, of the
+    weighted sum and of the two integration setups (their layers in the tooltip)."""
+    body = []
+    for upstream, entry in probe["upstreams"].items():
+        for task, t in entry.get("tasks", {}).items():
+            best = next(r for r in t["layers"] if r["layer"] == t["best_layer"])
+            percent, arrow = t["percent"], "↑" if t["higher_is_better"] else "↓"
+            cells = [_td(upstream, css="name"), _td(task),
+                     _td(f"{t['metric']}{' (%)' if percent else ''} {arrow}"), _td(t["best_layer"]),
+                     _td(_probe_value(best["test"], percent), f"dev {_probe_value(best['dev'], percent)}"),
+                     _td(_probe_value(t["weighted_sum"]["test"], percent))]
+            cells += [_td(_probe_value(r["test"], percent), f"hidden states {r['layers']}")
+                      for r in t["integration"]]
+            body.append(cells)
+    names = list(dict.fromkeys(r["name"] for e in probe["upstreams"].values()
+                               for t in e.get("tasks", {}).values() for r in t["integration"]))
+    header = ["upstream", "task", "metric", "best layer (dev)", "best layer", "weighted sum", *names]
+    return (_table(header, body, "probe")
+            + "\n<p class=\"note\">Test metric of each run (its checkpoint chosen on dev). The best layer is "
+            "chosen on dev; <code>first2+best</code> combines hidden states 0, 1 and the best one, "
+            "<code>best±1</code> the best one and its neighbours, each with a learned weighted sum (hover a "
+            "cell for its layers).</p>")
