@@ -24,7 +24,8 @@ Layout of `out`:
 
 Resumable: finished runs (their results.json) are skipped, a killed run resumes, a computed CKA table is kept.
 `out` is held by one probe at a time and records the settings that decide its numbers (corpus, preset,
-overrides, the CKA sample); upstreams, tasks and layers can be added by later invocations. Each run folder
+overrides, the CKA sample); later invocations may probe other upstreams, tasks or layers (probe.json keeps
+every upstream × task entry as its last invocation probed it; finished runs are reused). Each run folder
 records its upstream's weights fingerprint: other weights under the same name are a one-line OutputError
 unless `overwrite` starts over.
 """
