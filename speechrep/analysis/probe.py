@@ -44,6 +44,7 @@ from speechrep.config import save_config
 from speechrep.data.batching import load_cuts
 from speechrep.downstream.features import FeatureSource
 from speechrep.downstream.runner import (
+    UpstreamChoice,
     check_overrides,
     load_task_config,
     load_upstream_module,
@@ -60,7 +61,6 @@ from speechrep.upstream.extract import parse_layers
 log = logging.getLogger(__name__)
 
 PROBE_FILE = "probe.json"
-INTEGRATION = ("first2+best", "best±1")
 
 
 @dataclass
@@ -127,7 +127,7 @@ def best_layer(rows: Sequence[dict[str, Any]], higher_is_better: bool) -> int:
     return max(rows, key=lambda r: sign * r["dev"] if math.isfinite(r["dev"]) else -math.inf)["layer"]
 
 
-def probe_task(spec: TaskSpec, choice: Any, source: FeatureSource, corpus_dir: Path, out_dir: Path,
+def probe_task(spec: TaskSpec, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, out_dir: Path,
                layers: list[int], cfg: ProbeConfig, weights: str) -> dict[str, Any]:
     """Every run of one (upstream, task): per hidden state, weighted sum, integration setups chosen on dev."""
     task_dir = out_dir / choice.label / spec.name
