@@ -18,6 +18,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_DONT_EXIT = 0x8000
 _CHARS_UTF8 = 1
+_SSML = 0x10  # espeakSSML: the text is SSML (<speak>, <prosody>, <emphasis>, ...)
 _POS_CHARACTER = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
@@ -131,8 +132,12 @@ def synthesize(
     volume: int = 100,
     wordgap: int = 0,
     seed: int = 0,
+    ssml: bool = False,
 ) -> Synthesis:
-    """Speak `text` with a voice and prosody settings; returns samples and timed phoneme/word events."""
+    """Speak `text` with a voice and prosody settings; returns samples and timed phoneme/word events.
+
+    With `ssml`, `text` is SSML markup: `<prosody rate= pitch= range=>` scales the settings above (relative
+    values such as `80%`), `<emphasis>` stresses a word; word events then give positions in the markup."""
     set_voice(voice)
     lib = _State.lib
     lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))  # eSpeak's own jitter (flutter, noise) follows the seed
@@ -146,7 +151,8 @@ def synthesize(
         lib.espeak_SetParameter(_PARAM[key], int(value), 0)
     _State.chunks, _State.phonemes, _State.words = [], [], []
     data = text.encode("utf-8") + b"\0"
-    err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+    flags = _CHARS_UTF8 | (_SSML if ssml else 0)
+    err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
     if err != 0:
         raise RuntimeError(f"espeak_Synth failed ({err}) for {text!r}")
     samples = np.concatenate(_State.chunks) if _State.chunks else np.zeros(0, np.int16)

@@ -5,6 +5,7 @@ syntheses of its specs, writes its FLAC files and returns plain metadata for the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ SAMPLE_RATE = 16000
 _NOISE_FLOOR_DBFS = (-72.0, -60.0)
 _SPEECH_RMS_DBFS = (-32.0, -24.0)
 _SPEAKER_EQ_DB, _SESSION_EQ_DB = 5.0, 4.0
+_MARKUP = re.compile(r"<[^>]*>|[.?!,]")  # SSML tags and clause punctuation: not part of a word label
 
 Alignment = list[tuple[str, float, float]]  # (label, start_s, end_s)
 
@@ -29,7 +31,7 @@ Alignment = list[tuple[str, float, float]]  # (label, start_s, end_s)
 class UtteranceSpec:
     """Everything that decides one rendered utterance (the same spec renders the same samples)."""
 
-    text: str
+    text: str  # what eSpeak speaks: plain text, or SSML markup when `ssml`
     speaker: Speaker
     seed: int
     rate: int
@@ -42,6 +44,7 @@ class UtteranceSpec:
     snr: float | None = None  # background noise (dB against the speech), None for none
     level_db: float = 0.0  # loudness offset (vocal effort of an emotion style)
     tilt_db: float = 0.0  # boost (+) or cut (-) of the 1.5-6 kHz region (vocal effort: bright vs soft)
+    ssml: bool = False  # `text` is SSML (prosody and emphasis markup; see `espeak.synthesize`)
 
 
 @dataclass
@@ -81,6 +84,12 @@ def _event_alignments(text: str, synth: espeak.Synthesis) -> tuple[Alignment, Al
     return phones, words
 
 
+def _label_text(spec: UtteranceSpec) -> str:
+    """The text word labels are cut from: eSpeak's input, with SSML tags and clause punctuation blanked
+    when it is SSML (blanked, not removed, so that eSpeak's character positions still index it)."""
+    return _MARKUP.sub(lambda m: " " * len(m.group()), spec.text) if spec.ssml else spec.text
+
+
 def _shift(alignment: Alignment, offset: float, limit: float) -> Alignment:
     out = []
     for label, start, end in alignment:
@@ -108,6 +117,7 @@ def synthesis_request(spec: UtteranceSpec) -> dict:
         "pitch_range": spec.pitch_range,
         "volume": spec.volume,
         "seed": spec.seed,
+        "ssml": spec.ssml,
     }
 
 
@@ -117,7 +127,7 @@ def render_speech(
     """Finish eSpeak's output for `spec`; returns the utterance and the same without background noise."""
     rng = np.random.default_rng(spec.seed)
     if spec.text:
-        phones, words = _event_alignments(spec.text, synth)
+        phones, words = _event_alignments(_label_text(spec), synth)
         speech = soxr.resample(
             synth.samples.astype(np.float32) / 32768.0, espeak.ESPEAK_SAMPLE_RATE, SAMPLE_RATE, quality="HQ"
         )

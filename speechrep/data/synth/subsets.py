@@ -109,7 +109,9 @@ def _single_item(
     custom: dict | None = None,
     cut_custom: dict | None = None,
     alignments: bool = True,
+    transcript: str | None = None,
 ) -> Item:
+    """One utterance; its supervision's text is `transcript`, or the spoken text when None."""
     path = audio_dir / f"{cut_id}.flac"
 
     def to_cuts(meta: dict) -> list[MonoCut]:
@@ -123,7 +125,7 @@ def _single_item(
             start=0.0,
             duration=rec.duration,
             channel=0,
-            text=spec.text,
+            text=spec.text if transcript is None else transcript,
             speaker=spec.speaker.id,
             language="en",
             custom=sup_custom or None,
