@@ -32,15 +32,24 @@ supervision; `custom` = `sup.custom`):
 - `ss`: the mixture, `cut.source1`/`cut.source2` (`cut.load_source1()`), one supervision per source; the
   mixture's samples are exactly the sum of the two sources' samples.
 
+Built only when named (`--subsets`; `OPT_IN_SUBSETS`), the prosody-intensive subsets, where every sentence is
+spoken once in each class by one speaker, so the transcript (`sup.text`) is at chance
+(`speechrep.data.synth.prosodic`; splits speaker- and sentence-disjoint):
+
+- `sentence_type`: `custom["sentence_type"]` in statement/question/exclamation (eSpeak's clause tunes).
+- `emphasis`: `custom["emphasis"]` = 1, 2 or 3, the emphasised word of a four-word sentence (SSML emphasis).
+- `irony`: `custom["irony"]` in sincere/ironic (slower, wider pitch range, drawn-out adjective).
+
 Speakers are fixed combinations of eSpeak accent, voice variant, pitch, pitch range, rate and a random EQ;
 utterances jitter rate and pitch, a fraction get reverberation and background noise at a random SNR.
 The same preset and seed give byte-identical manifests.
 """
 
-from speechrep.data.synth.corpus import PRESETS, SUBSETS, load_subset, make_synthetic_corpus
+from speechrep.data.synth.corpus import OPT_IN_SUBSETS, PRESETS, SUBSETS, load_subset, make_synthetic_corpus
 from speechrep.data.synth.phones import PHONES, map_espeak_phoneme, map_espeak_phonemes
 
 __all__ = [
+    "OPT_IN_SUBSETS",
     "PHONES",
     "PRESETS",
     "SUBSETS",

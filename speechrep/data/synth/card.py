@@ -1,5 +1,8 @@
-"""Subset cards (card.json + card.md): counts, hours, speakers, label inventory and, for ks/sid/er, a
-sanity baseline: mean-pooled log-mel + logistic regression, which should beat chance but not be perfect."""
+"""Subset cards (card.json + card.md): counts, hours, speakers, label inventory and, for ks/sid/er and the
+prosodic subsets, a sanity baseline: mean-pooled log-mel + logistic regression, which should beat chance but
+not be perfect. The prosodic subsets also get a text-only baseline (bag of words of the transcript), which
+must be at chance: their words are the same in every class, and the acoustic measures that tell their classes
+apart (`speechrep.data.synth.acoustics`)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from lhotse import MonoCut
 
+from speechrep.data.synth.acoustics import ACOUSTICS
+from speechrep.data.synth.prosodic import PROSODIC_PLANNERS
 from speechrep.data.synth.speakers import Speaker
 from speechrep.data.synth.subsets import SPLITS
 from speechrep.storage import atomic_write_text
@@ -19,6 +24,7 @@ BASELINE_LABELS = {
     "ks": lambda cut: cut.supervisions[0].custom["keyword"],
     "sid": lambda cut: cut.supervisions[0].speaker,
     "er": lambda cut: cut.supervisions[0].custom["emotion"],
+    **{name: (lambda cut, key=name: cut.supervisions[0].custom[key]) for name in PROSODIC_PLANNERS},
 }
 
 
@@ -45,6 +51,8 @@ def _inventory(name: str, cuts: list[MonoCut]) -> dict:
         }
     if name == "se":
         return {"snr_db": count(str(s.custom["snr"]) for s in sups)}
+    if name in PROSODIC_PLANNERS:
+        return {name: count(s.custom[name] for s in sups), "sentences": len({s.text for s in sups})}
     if name == "qbe":
         return {"role": count(s.custom["role"] for s in sups)}
     if name == "sd":
@@ -96,6 +104,27 @@ def logmel_baseline(cuts: dict[str, list[MonoCut]], label_of) -> dict:
     }
 
 
+def text_baseline(cuts: dict[str, list[MonoCut]], label_of) -> dict:
+    """Train logistic regression on bag-of-words counts of `train` transcripts, report accuracy on `test`."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = {split: [c.supervisions[0].text for c in cuts[split]] for split in ("train", "test")}
+    labels = {split: [str(label_of(c)) for c in cuts[split]] for split in ("train", "test")}
+    if len(set(labels["train"])) < 2 or not labels["test"]:
+        return {}
+    model = make_pipeline(CountVectorizer(), LogisticRegression(max_iter=2000))
+    model.fit(texts["train"], labels["train"])
+    accuracy = float(np.mean(model.predict(texts["test"]) == np.array(labels["test"])))
+    return {
+        "features": "bag of words of the transcript",
+        "classifier": "logistic regression",
+        "test_accuracy": round(accuracy, 4),
+        "chance": round(1 / len(set(labels["train"]) | set(labels["test"])), 4),
+    }
+
+
 def write_card(
     subset_dir: Path,
     name: str,
@@ -136,6 +165,9 @@ def write_card(
     }
     if name in BASELINE_LABELS:
         card["baseline"] = logmel_baseline(cuts, BASELINE_LABELS[name])
+    if name in PROSODIC_PLANNERS:
+        card["text_baseline"] = text_baseline(cuts, BASELINE_LABELS[name])
+        card["acoustics"] = ACOUSTICS[name]([c for split in SPLITS for c in cuts[split]])
     atomic_write_text(subset_dir / "card.json", json.dumps(card, indent=1) + "\n")
     lines = [
         f"# synthetic `{name}` ({preset} preset, seed {seed})",
@@ -151,6 +183,15 @@ def write_card(
             f"Sanity baseline ({b['features']} + {b['classifier']}): test accuracy "
             f"{b['test_accuracy']:.3f} vs majority-class chance {b['chance_majority']:.3f}.",
         ]
+    if card.get("text_baseline"):
+        b = card["text_baseline"]
+        lines += [
+            "",
+            f"Text-only baseline ({b['features']} + {b['classifier']}): test accuracy "
+            f"{b['test_accuracy']:.3f} vs chance {b['chance']:.3f}.",
+        ]
+    if card.get("acoustics"):
+        lines += ["", "Acoustics (`speechrep.data.synth.acoustics`): `" + json.dumps(card["acoustics"]) + "`"]
     if card["labels"]:
         lines += ["", "Labels: `" + json.dumps(card["labels"])[:2000] + "`"]
     atomic_write_text(subset_dir / "card.md", "\n".join(lines) + "\n")

@@ -20,6 +20,7 @@ import numpy as np
 from lhotse import CutSet, MonoCut
 
 from speechrep.data.synth.card import write_card
+from speechrep.data.synth.prosodic import PROSODIC_PLANNERS
 from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan
 from speechrep.data.synth.workers import SynthesisRunner
 from speechrep.errors import ConfigError
@@ -43,13 +44,18 @@ SUBSETS: tuple[str, ...] = (
     "se",
     "ss",
 )
+# Built only when named (`--subsets sentence_type,emphasis,irony`), never by default: the corpus a default or
+# older command builds stays the same.
+OPT_IN_SUBSETS: tuple[str, ...] = tuple(PROSODIC_PLANNERS)
+_PLANNERS = {**PLANNERS, **PROSODIC_PLANNERS}
 FORMAT_VERSION = 1
 _MARKER = ".complete"
 
 Sizes = dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]]  # subset -> (speakers, items) per split
 
 # speakers per split (sid: the shared speaker count in every position) and items per split: utterances,
-# or mixtures (ss), conversations (sd), documents (qbe: plus a quarter as many queries).
+# or mixtures (ss), conversations (sd), documents (qbe: plus a quarter as many queries); the prosodic subsets'
+# counts are multiples of their class count (each sentence is spoken once per class).
 PRESETS: dict[str, Sizes] = {
     # "micro" exists for the test suite: every subset, a few items each, in seconds.
     "micro": {
@@ -66,6 +72,9 @@ PRESETS: dict[str, Sizes] = {
         "sf": ((2, 1, 1), (4, 2, 2)),
         "se": ((2, 1, 1), (2, 2, 2)),
         "ss": ((2, 2, 2), (2, 1, 1)),
+        "sentence_type": ((2, 1, 1), (6, 3, 3)),
+        "emphasis": ((2, 1, 1), (6, 3, 3)),
+        "irony": ((2, 1, 1), (4, 2, 2)),
     },
     "tiny": {
         "unlabeled": ((6, 2, 2), (24, 6, 6)),
@@ -81,6 +90,9 @@ PRESETS: dict[str, Sizes] = {
         "sf": ((4, 2, 2), (16, 8, 8)),
         "se": ((4, 2, 2), (8, 4, 4)),
         "ss": ((4, 2, 2), (8, 4, 4)),
+        "sentence_type": ((6, 2, 2), (24, 9, 9)),
+        "emphasis": ((6, 2, 2), (24, 9, 9)),
+        "irony": ((6, 2, 2), (24, 8, 8)),
     },
     "small": {
         "unlabeled": ((40, 5, 5), (1100, 60, 60)),
@@ -96,6 +108,9 @@ PRESETS: dict[str, Sizes] = {
         "sf": ((20, 5, 5), (600, 150, 150)),
         "se": ((20, 5, 5), (300, 60, 60)),
         "ss": ((20, 5, 5), (300, 60, 60)),
+        "sentence_type": ((24, 6, 6), (600, 162, 162)),
+        "emphasis": ((24, 6, 6), (600, 162, 162)),
+        "irony": ((24, 6, 6), (600, 160, 160)),
     },
     "full": {
         "unlabeled": ((400, 20, 20), (20000, 400, 400)),
@@ -111,6 +126,9 @@ PRESETS: dict[str, Sizes] = {
         "sf": ((80, 20, 20), (4000, 800, 800)),
         "se": ((80, 20, 20), (2000, 400, 400)),
         "ss": ((80, 20, 20), (2000, 400, 400)),
+        "sentence_type": ((60, 20, 20), (3600, 900, 900)),
+        "emphasis": ((60, 20, 20), (3600, 900, 900)),
+        "irony": ((60, 20, 20), (3000, 600, 600)),
     },
 }
 
@@ -159,8 +177,8 @@ def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: Sy
     audio_dir.mkdir(parents=True)
     speakers, counts = PRESETS[preset][name]
     # Each subset has its own stream, so building a subset alone gives the same result as in the full run.
-    rng = np.random.default_rng([seed, SUBSETS.index(name)])
-    plan: Plan = PLANNERS[name](rng, audio_dir, speakers, counts)
+    rng = np.random.default_rng([seed, (SUBSETS + OPT_IN_SUBSETS).index(name)])
+    plan: Plan = _PLANNERS[name](rng, audio_dir, speakers, counts)
     cuts: dict[str, list[MonoCut]] = {}
     failures = 0
     for split in SPLITS:
@@ -229,15 +247,18 @@ def make_synthetic_corpus(
 ) -> dict[str, dict[str, CutSet]]:
     """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped.
 
+    `subsets=None` builds `SUBSETS`; the `OPT_IN_SUBSETS` (sentence_type, emphasis, irony) only when named.
+
     The folder is locked for the run. With `record_settings` (the `speechrep synth` command) it also records
     preset and seed, and a later run with others is an OutputError unless `overwrite` empties it first.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown synthetic corpus preset {preset!r} (choose from {sorted(PRESETS)})")
     names = list(SUBSETS if subsets is None else subsets)
-    unknown = [n for n in names if n not in SUBSETS]
+    known = SUBSETS + OPT_IN_SUBSETS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"unknown synthetic subset(s) {unknown} (choose from {list(SUBSETS)})")
+        raise ConfigError(f"unknown synthetic subset(s) {unknown} (choose from {list(known)})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed: expected an integer >= 0, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
