@@ -1,8 +1,8 @@
 """Subset cards (card.json + card.md): counts, hours, speakers, label inventory and, for ks/sid/er and the
 prosodic subsets, a sanity baseline: mean-pooled log-mel + logistic regression, which should beat chance but
 not be perfect. The prosodic subsets also get a text-only baseline (bag of words of the transcript), which
-must be at chance: their words are the same in every class, and the acoustic measures that tell their classes
-apart (`speechrep.data.synth.acoustics`)."""
+must be at chance: their words are the same in every class, the acoustic differences between their classes and
+a baseline on prosodic measures alone (`speechrep.data.synth.acoustics`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from lhotse import MonoCut
 
-from speechrep.data.synth.acoustics import ACOUSTICS
+from speechrep.data.synth.acoustics import class_differences, prosodic_baseline, utterance_measures
 from speechrep.data.synth.prosodic import PROSODIC_PLANNERS
 from speechrep.data.synth.speakers import Speaker
 from speechrep.data.synth.subsets import SPLITS
@@ -167,7 +167,9 @@ def write_card(
         card["baseline"] = logmel_baseline(cuts, BASELINE_LABELS[name])
     if name in PROSODIC_PLANNERS:
         card["text_baseline"] = text_baseline(cuts, BASELINE_LABELS[name])
-        card["acoustics"] = ACOUSTICS[name]([c for split in SPLITS for c in cuts[split]])
+        measured = {split: [(c, utterance_measures(name, c)) for c in cuts[split]] for split in SPLITS}
+        card["acoustics"] = class_differences(name, [pair for split in SPLITS for pair in measured[split]])
+        card["prosodic_baseline"] = prosodic_baseline(name, measured["train"], measured["test"])
     atomic_write_text(subset_dir / "card.json", json.dumps(card, indent=1) + "\n")
     lines = [
         f"# synthetic `{name}` ({preset} preset, seed {seed})",
@@ -190,6 +192,10 @@ def write_card(
             f"Text-only baseline ({b['features']} + {b['classifier']}): test accuracy "
             f"{b['test_accuracy']:.3f} vs chance {b['chance']:.3f}.",
         ]
+    if card.get("prosodic_baseline"):
+        b = card["prosodic_baseline"]
+        lines += ["", f"Prosodic baseline ({b['features']} + {b['classifier']}): test accuracy "
+                  f"{b['test_accuracy']:.3f}."]
     if card.get("acoustics"):
         lines += ["", "Acoustics (`speechrep.data.synth.acoustics`): `" + json.dumps(card["acoustics"]) + "`"]
     if card["labels"]:

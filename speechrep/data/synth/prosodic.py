@@ -3,7 +3,7 @@ how a sentence is spoken tells its class.
 
 - `sentence_type`: a four-word sentence ("anna bought red apples") said as a statement (`.`), a question
   (`?`: eSpeak's question tune, a final rise) or an exclamation (`!`: eSpeak's exclamation tune, with the
-  pitch raised 15 % and its range widened to 150 %); label `custom["sentence_type"]`.
+  pitch raised 20 % and its range doubled); label `custom["sentence_type"]`.
 - `emphasis`: the same kind of sentence with SSML `<emphasis>` on word 1, 2 or 3 (eSpeak lengthens the word,
   makes it louder, gives it a pitch accent and lowers the pitch of the words after it); label
   `custom["emphasis"]`, the 1-based index of the emphasised word.
@@ -68,7 +68,7 @@ def _ironic(words: list[str]) -> str:
 SENTENCE_TYPES: dict[str, Render] = {
     "statement": lambda words: " ".join(words) + ".",
     "question": lambda words: " ".join(words) + "?",
-    "exclamation": lambda words: f'<prosody pitch="+15%" range="150%">{" ".join(words)}!</prosody>',
+    "exclamation": lambda words: f'<prosody pitch="+20%" range="200%">{" ".join(words)}!</prosody>',
 }
 EMPHASIS: dict[int, Render] = {index: _emphasise(index) for index in (1, 2, 3)}
 IRONY: dict[str, Render] = {"sincere": lambda words: " ".join(words) + ".", "ironic": _ironic}
