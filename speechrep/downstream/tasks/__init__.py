@@ -122,6 +122,9 @@ TASKS: dict[str, str] = {
     "qbe": "speechrep.downstream.tasks.qbe",
     "prosody": "speechrep.downstream.tasks.prosody",
     "prosody_future": "speechrep.downstream.tasks.prosody_future",
+    "sentence_type": "speechrep.downstream.tasks.sentence_type",
+    "emphasis": "speechrep.downstream.tasks.emphasis",
+    "irony": "speechrep.downstream.tasks.irony",
 }
 
 
