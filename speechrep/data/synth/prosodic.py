@@ -5,8 +5,8 @@ how a sentence is spoken tells its class.
   (`?`: eSpeak's question tune, a final rise) or an exclamation (`!`: eSpeak's exclamation tune, with the
   pitch raised 20 % and its range doubled); label `custom["sentence_type"]`.
 - `emphasis`: the same kind of sentence with SSML `<emphasis>` on word 1, 2 or 3 (eSpeak lengthens the word,
-  makes it louder, gives it a pitch accent and lowers the pitch of the words after it); label
-  `custom["emphasis"]`, the 1-based index of the emphasised word.
+  makes it louder and gives it a falling pitch accent); label `custom["emphasis"]`, the 1-based index of the
+  emphasised word.
 - `irony`: a compliment ("that was a great idea") said sincerely (plain) or with exaggerated irony (the
   sentence at 80 % rate and 200 % pitch range, the adjective emphasised and drawn out at 50 % rate); label
   `custom["irony"]`.
