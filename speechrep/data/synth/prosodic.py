@@ -29,6 +29,8 @@ import numpy as np
 from speechrep.data.synth.subsets import SPLITS, Item, Plan, _assign, _single_item, _speakers, _spec
 
 Render = Callable[[list[str]], str]  # the words of a sentence -> the SSML body eSpeak speaks
+Classes = dict[str, Render] | dict[int, Render]  # class label -> its rendering
+Slots = tuple[tuple[str, ...], ...]  # a sentence template: one word (or phrase) from each slot
 
 # Four-word sentences whose words are all content words, so any of them can carry the emphasis.
 NAMES = ("anna", "david", "maria", "peter", "lucy", "martin", "emma", "oliver", "sarah", "daniel", "julia",
@@ -74,9 +76,7 @@ EMPHASIS: dict[int, Render] = {index: _emphasise(index) for index in (1, 2, 3)}
 IRONY: dict[str, Render] = {"sincere": lambda words: " ".join(words) + ".", "ironic": _ironic}
 
 
-def _distinct_sentences(
-    rng: np.random.Generator, slots: tuple[tuple[str, ...], ...], count: int
-) -> list[list[str]]:
+def _distinct_sentences(rng: np.random.Generator, slots: Slots, count: int) -> list[list[str]]:
     """`count` different sentences, one word (or phrase) from each slot, drawn without replacement."""
     sizes = tuple(len(s) for s in slots)
     if count > int(np.prod(sizes)):
@@ -87,8 +87,8 @@ def _distinct_sentences(
 
 def plan_minimal_sets(
     name: str,
-    classes: dict,
-    slots: tuple[tuple[str, ...], ...],
+    classes: Classes,
+    slots: Slots,
     rng: np.random.Generator,
     audio_dir: Path,
     speakers: tuple[int, int, int],
@@ -115,7 +115,7 @@ def plan_minimal_sets(
     return Plan(spk, items)
 
 
-def _planner(name: str, classes: dict, slots: tuple[tuple[str, ...], ...]) -> Callable[..., Plan]:
+def _planner(name: str, classes: Classes, slots: Slots) -> Callable[..., Plan]:
     return lambda rng, d, s, c: plan_minimal_sets(name, classes, slots, rng, d, s, c)
 
 
