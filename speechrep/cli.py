@@ -317,7 +317,8 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
                    help="corpus size: tiny (tests, <1 min), small (demo, minutes), full (tens of hours)")
     p.add_argument("--out", type=Path, required=True, help="output directory (re-running skips finished subsets)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same corpus")
-    p.add_argument("--subsets", default=None, help="comma-separated subset names (default: all), e.g. ks,sid")
+    p.add_argument("--subsets", default=None, help="comma-separated subset names, e.g. ks,sid (default: every "
+                   "SUPERB subset; the prosodic sentence_type, emphasis and irony only when named)")
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out made with another preset or seed (default: an error)")
