@@ -232,7 +232,8 @@ def tuning_html(inputs: ReportInputs) -> str:
         tuned = max((p.get("tuned", 0) for p in params), default=0)
         size = max((p.get("checkpoint_bytes", 0) for p in params), default=0)
         base = max((p.get("upstream", 0) for p in params), default=0)
-        cuts = sorted({str(r["train_cuts"]) for r in mine if r.get("train_cuts") is not None})
+        cuts = [f"{t} {by_pair[up, t]['train_cuts']}" for t in tasks
+                if (up, t) in by_pair and by_pair[up, t].get("train_cuts") is not None]
         cells = [_td(up, css="name"), _td(mine[0].get("tuning", "frozen")), _td(_millions(tuned)),
                  _td(f"{100.0 * tuned / base:.3g} %" if base else "–"),
                  _td(f"{size / 2**20:.2f} MB" if size else "–", "largest of its tasks' checkpoints"),
