@@ -179,7 +179,7 @@ def plot_tuning_tradeoff(rows: Sequence[Mapping[str, Any]]) -> str | None:
             scale, unit = (100.0, " (%)") if is_rate(r) else (1.0, "")
             x, y = r["params"]["tuned"], scale * float(r["test"][r["metric"]])
             ax.scatter([x], [y], color=colors[r["upstream"]], s=18, zorder=3)
-            ax.annotate(str(r.get("tuning", "frozen")).split(":")[0], (x, y), fontsize=6,
+            ax.annotate(str(r.get("tuning", "frozen")), (x, y), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("symlog", linthresh=1e3)
         arrow = "↑" if mine and mine[0]["higher_is_better"] else "↓"
