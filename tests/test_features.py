@@ -244,3 +244,14 @@ def test_dither_changes_output_only_when_enabled() -> None:
     assert torch.equal(plain, again)
     assert 0 < (dithered - plain).abs().max() < 1.0
     assert math.isclose(float(plain.mean()), float(dithered.mean()), abs_tol=0.05)
+
+
+def test_constants_first_built_in_inference_mode_still_serve_autograd() -> None:
+    wavs = torch.from_numpy(np.stack([speech_like(0.3, seed=7)]))
+    options = {"num_mel_bins": 37, "num_ceps": 11, "delta_order": 1}  # fresh cache entries
+    with torch.inference_mode():  # e.g. an evaluation builds and caches the window, banks, DCT, deltas first
+        FeatureExtractor("mfcc", **options)(wavs, torch.tensor([wavs.shape[1]]))
+    wavs.requires_grad_()
+    feats, _ = FeatureExtractor("mfcc", **options)(wavs, torch.tensor([wavs.shape[1]]))
+    feats.square().sum().backward()
+    assert torch.isfinite(wavs.grad).all() and wavs.grad.abs().sum() > 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -90,7 +90,21 @@ def num_frames(
     return (num_samples + shift // 2) // shift
 
 
-@functools.lru_cache(maxsize=16)
+def _constant_cache(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`functools.lru_cache` for builders of constant tensors (windows, filter banks, DCT and delta kernels),
+    always built outside inference mode: a cached inference tensor would break autograd for every later
+    caller (the first call may come from an `inference_mode` block, e.g. an evaluation)."""
+    def wrap(build: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(build)
+        def cached(*args: Any, **kwargs: Any) -> Any:
+            with torch.inference_mode(False):
+                return build(*args, **kwargs)
+        return cached
+    return wrap
+
+
+@_constant_cache(maxsize=16)
 def _window(window_type: str, length: int) -> Tensor:
     n = torch.arange(length, dtype=torch.float64)
     cosine = torch.cos(2 * math.pi * n / (length - 1))
@@ -111,7 +125,7 @@ def _mel(freq: Tensor) -> Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
 
 
-@functools.lru_cache(maxsize=16)
+@_constant_cache(maxsize=16)
 def mel_banks(
     num_bins: int, fft_size: int, sample_rate: int, low_freq: float = 20.0, high_freq: float = 0.0
 ) -> Tensor:
@@ -242,7 +256,7 @@ def fbank(
     return mel_spectrogram(wavs, lengths, num_mel_bins=num_mel_bins, log=True, **options)
 
 
-@functools.lru_cache(maxsize=16)
+@_constant_cache(maxsize=16)
 def _dct_matrix(num_ceps: int, num_bins: int) -> Tensor:
     """Kaldi's orthonormal DCT-II, `(num_bins, num_ceps)`, so cepstra = log_mel @ matrix."""
     k = torch.arange(num_ceps, dtype=torch.float64)[None, :]
@@ -281,7 +295,7 @@ def mfcc(
     return _finish(ceps, frame_lens)
 
 
-@functools.lru_cache(maxsize=8)
+@_constant_cache(maxsize=8)
 def _delta_kernels(order: int, window: int) -> tuple[Tensor, ...]:
     """Kaldi's DeltaFeatures scales: the order-k kernel is the order-(k-1) kernel convolved with n / sum(n^2)."""
     ramp = torch.arange(-window, window + 1, dtype=torch.float64)
