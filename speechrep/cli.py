@@ -478,6 +478,45 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_fractions(text: str) -> list[float]:
+    """"0.75,0.5" → [0.75, 0.5]; the range is checked by the library (one ConfigError line)."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None
+
+
+def _compress_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, choices=["heads", "ffn"],
+                   help="heads: attention heads by the L1 norm of their q/k/v rows and out_proj columns, "
+                   "ranked across all layers; ffn: each layer's FFN units by |fc1 row + bias|₁ × "
+                   "|fc2 column|₁")
+    p.add_argument("--upstream", required=True, metavar="NAME_OR_DIR",
+                   help="registered name (random weights, seeded from the name) or an exported/HF/fairseq "
+                   "model")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="DIR/keep_<f>/ per fraction (an upstream `load_upstream` reads), DIR/compress.json")
+    p.add_argument("--keep", type=_keep_fractions, default=[0.75, 0.5, 0.25], metavar="F,F,...",
+                   help="fractions of heads or FFN units kept, each in (0, 1] (default: 0.75,0.5,0.25)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a DIR made with another method or upstream (default: such a folder is "
+                   "an error; the same command resumes, skipping exported steps)")
+
+
+@command("compress", "one-shot structured pruning of attention heads or FFN units by weight magnitude, "
+         "WITHOUT retraining: exports one smaller upstream per keep fraction with its parameters and MACs",
+         _compress_arguments)
+def _compress(args: argparse.Namespace) -> int:
+    from speechrep.compress.structured import compress_series
+
+    report = compress_series(args.method, args.upstream, args.out, args.keep, args.overwrite)
+    for step in [dict(report["original"], keep=1.0, folder="(original)")] + report["steps"]:
+        print(f"keep {step['keep']:<5g} {step['folder']:<12} heads {sum(step['heads']):>4}  "
+              f"ffn {sum(step['ffn']):>6}  {step['params'] / 1e6:8.3f} M params  "
+              f"{step['macs_per_second'] / 1e6:9.1f} MMACs per audio second")
+    return 0
+
+
 def _merge_lora_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream", required=True, metavar="NAME_OR_DIR",
                    help="the upstream the run was tuned on, as given to `speechrep benchmark --upstream`")

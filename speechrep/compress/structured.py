@@ -8,6 +8,9 @@ Both return a NEW upstream of the same family whose q/k/v/out or fc1/fc2 project
 `export_upstream` writes it and `load_upstream` reads it back with its real shapes. Nothing is trained: the
 iterative pruning with continued SSL training or distillation of the literature is not built here.
 
+`compress_series` (the `speechrep compress` command) writes one export per keep fraction and `compress.json`
+with the layer sizes, parameters and MACs per audio second (profiler, 1 s) of each step.
+
 Importance measures:
 - a head: the L1 norm of its rows of the q, k and v projections (weights and biases) plus its columns of
   out_proj's weight (out_proj's bias is shared by all heads and belongs to none). Heads are ranked globally
@@ -21,12 +24,21 @@ head counts: `prune_heads` refuses it with a ConfigError; `prune_ffn` works for 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from speechrep.compress.profile import count_macs, count_parameters
 from speechrep.errors import ConfigError
 from speechrep.nn.transformer import FeedForward, SelfAttention, TransformerEncoder
+from speechrep.storage import OutputFolder, atomic_write_json
+from speechrep.upstream import export_upstream, load_upstream
+from speechrep.upstream.extract import load_upstream_flag
+
+NOTE = ("one-shot structured pruning by weight magnitude, without retraining: no continued SSL training or "
+        "distillation after pruning")
 
 _SIZE_FIELDS = ("num_heads", "ffn_size", "head_dim")
 
@@ -41,6 +53,17 @@ def transformer_encoder(upstream: nn.Module) -> tuple[str, TransformerEncoder]:
                           "and FFN sizes in its config; structured pruning needs one (wav2vec2, HuBERT, "
                           "WavLM, data2vec, DistilHuBERT, MelHuBERT, BEST-RQ)")
     return found[0]
+
+
+def check_prunable(upstream: nn.Module, method: str) -> tuple[str, TransformerEncoder]:
+    """`transformer_encoder(upstream)`, or a ConfigError if `method` ("heads" or "ffn") cannot prune it."""
+    if method not in PRUNERS:
+        raise ConfigError(f"--method {method}: unknown; choose one of {', '.join(PRUNERS)}")
+    prefix, encoder = transformer_encoder(upstream)
+    if method == "heads" and encoder.rel_pos_buckets:
+        raise ConfigError(f"{type(upstream).__name__}: head pruning is not supported with a relative "
+                          "position bias shared by all layers (WavLM); prune the FFN instead")
+    return prefix, encoder
 
 
 def check_keep(keep: float) -> None:
@@ -100,10 +123,7 @@ def _rebuild(upstream: nn.Module, changes: dict[str, object], state: dict[str, T
 
 def prune_heads(upstream: nn.Module, keep: float) -> nn.Module:
     """A new upstream keeping the fraction `keep` of all attention heads (global L1 ranking; module doc)."""
-    prefix, encoder = transformer_encoder(upstream)
-    if encoder.rel_pos_buckets:
-        raise ConfigError(f"{type(upstream).__name__}: head pruning is not supported with a relative "
-                          "position bias shared by all layers (WavLM); prune the FFN instead")
+    prefix, encoder = check_prunable(upstream, "heads")
     heads = kept_heads(upstream, keep)
     head_dim = next(b.attention.head_dim for b in encoder.layers if b.attention is not None)
     state = dict(upstream.state_dict())
@@ -167,3 +187,44 @@ def layer_sizes(upstream: nn.Module) -> dict[str, list[int]]:
 
 
 PRUNERS = {"heads": prune_heads, "ffn": prune_ffn}
+
+
+def step_report(model: nn.Module, method: str, seed: int = 0) -> dict[str, Any]:
+    """Layer sizes, parameters and MACs per audio second (one 1 s utterance) of `model`; for "ffn" also the
+    summary of each layer's fc1/fc2 singular values."""
+    samples = int(getattr(model, "sample_rate", 16000))
+    wavs = 0.1 * torch.randn(1, samples, generator=torch.Generator().manual_seed(seed))
+    by_kind, _, _ = count_macs(model.eval(), wavs, torch.tensor([samples]))
+    report: dict[str, Any] = {**layer_sizes(model), "params": sum(count_parameters(model).values()),
+                              "macs_per_second": sum(by_kind.values())}
+    if method == "ffn":
+        report["singular_values"] = [{name: singular_value_summary(values) for name, values in layer.items()}
+                                     for layer in ffn_singular_values(model)]
+    return report
+
+
+def compress_series(method: str, upstream: str, out: Path, keeps: Sequence[float],
+                    overwrite: bool = False) -> dict[str, Any]:
+    """Prune `upstream` (a name or a model path) by `method` at every fraction of `keeps`: exports
+    OUT/keep_<f>/ (an exported step is loaded, not pruned again) and writes OUT/compress.json."""
+    if not keeps:
+        raise ConfigError("--keep: give at least one fraction")
+    for keep in keeps:
+        check_keep(keep)
+    model = load_upstream_flag(upstream, flag="--upstream").eval()
+    check_prunable(model, method)
+    with OutputFolder(Path(out), "compress", {"method": method, "upstream": upstream}, overwrite):
+        steps = []
+        for keep in sorted(set(keeps), reverse=True):
+            folder = Path(out) / f"keep_{keep:g}"
+            if (folder / "config.json").is_file():  # exports are atomic: a config means a complete step
+                pruned = load_upstream(folder)
+            else:
+                pruned = PRUNERS[method](model, keep)
+                export_upstream(pruned, folder, {"compress": method, "keep": keep, "upstream": upstream,
+                                                 "note": NOTE})
+            steps.append({"keep": keep, "folder": folder.name, **step_report(pruned, method)})
+        report = {"method": method, "upstream": upstream, "note": NOTE,
+                  "original": step_report(model, method), "steps": steps}
+        atomic_write_json(Path(out) / "compress.json", report)
+    return report
