@@ -93,6 +93,15 @@ def test_export_loads_with_its_shapes_and_cost_falls_with_keep(name: str, tmp_pa
             assert smaller["macs_per_second"] < larger["macs_per_second"]
 
 
+def test_pre_ln_layer_without_heads_and_pruning_twice_export_and_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = load_upstream("hubert_tiny", layer_norm_first=True).eval()
+    pruned = prune_ffn(prune_heads(model, 0.25), 0.5)  # one layer keeps no head: no attention, no norm
+    assert sorted(pruned.config.num_heads) == [0, 1] and pruned.config.ffn_size == (32, 32)
+    loaded = load_upstream(export_upstream(pruned, tmp_path / "pruned", {"test": True}))
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(pruned), _outputs(loaded)))
+
+
 def test_wavlm_heads_and_models_without_a_transformer_are_one_line_errors() -> None:
     with pytest.raises(ConfigError, match="relative position bias"):
         prune_heads(_model("wavlm_tiny"), 0.5)
