@@ -115,8 +115,10 @@ def kept_units(upstream: nn.Module, keep: float) -> list[list[int]]:
 
 
 def _rebuild(upstream: nn.Module, changes: dict[str, object], state: dict[str, Tensor]) -> nn.Module:
-    """A new upstream of the same class with its config changed and `state` loaded (strictly)."""
-    model = type(upstream)(dataclasses.replace(upstream.config, **changes))
+    """A new upstream of the same class with its config changed and `state` loaded (strictly); its throwaway
+    initialisation leaves the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        model = type(upstream)(dataclasses.replace(upstream.config, **changes))
     model.load_state_dict(state)
     return model.train(upstream.training)
 
