@@ -145,16 +145,20 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
+def _upstream_task_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags `benchmark` and `probe` share: which upstreams on which tasks of which corpus, and --out."""
     p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
-                   help="hub name or exported directory (repeatable); NAME@random = untrained control; "
-                   "fbank_global = fbank with train-split statistics")
+                   help="hub name, exported directory or LABEL=PATH (repeatable); NAME@random = untrained "
+                   "control; fbank_global = fbank with train-split statistics")
     p.add_argument("--tasks", required=True,
                    help="comma-separated task names, e.g. pr,ks,sid (see `speechrep list tasks`)")
     p.add_argument("--corpus", type=Path, required=True,
                    help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
-    p.add_argument("--out", type=Path, required=True,
-                   help="runs, feature cache, leaderboard.md, results.json")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+
+
+def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    _upstream_task_arguments(p, "runs, feature cache, leaderboard.md, results.json")
     p.add_argument("--preset", default=None, help="config preset, e.g. tiny (see `speechrep list presets`)")
     p.add_argument("--tuning", default=None, metavar="NAME",
                    help="how tasks adapt the upstream (default: frozen; see `speechrep list tunings`)")
@@ -211,15 +215,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _probe_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
-                   help="hub name, exported directory or LABEL=PATH (repeatable); NAME@random = untrained "
-                   "control")
-    p.add_argument("--tasks", required=True,
-                   help="comma-separated task names, e.g. pf,sid (see `speechrep list tasks`)")
-    p.add_argument("--corpus", type=Path, required=True,
-                   help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
-    p.add_argument("--out", type=Path, required=True,
-                   help="runs per hidden state, feature cache, probe.json (`speechrep report OUT` shows it)")
+    _upstream_task_arguments(p, "runs per hidden state, feature cache, probe.json (`speechrep report OUT` "
+                                "shows it)")
     p.add_argument("--layers", default="all",
                    help="hidden states probed one by one: 'all' (default) or indices, e.g. 0,4,8")
     p.add_argument("--preset", default=None, help="config preset, e.g. tiny (see `speechrep list presets`)")

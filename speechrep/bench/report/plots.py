@@ -24,6 +24,18 @@ def _figure(width: float, height: float):
     return fig
 
 
+def _task_panels(count: int, legend_space: float):
+    """A figure of `count` panels, three per row (4 × 2.9 inches each, plus `legend_space` inches below), and
+    its first `count` axes (the grid's spare ones hidden)."""
+    columns = min(3, count)
+    grid_rows = math.ceil(count / columns)
+    fig = _figure(4.0 * columns, 2.9 * grid_rows + legend_space)
+    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
 def _png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
@@ -125,10 +137,7 @@ def plot_downstream_curves(bench_dir: Path, rows: Sequence[Mapping[str, Any]]) -
     curves = {(r["upstream"], r["task"]): (r, downstream_curve(bench_dir, r)) for r in rows}
     if not any(len(steps) for _, (steps, _) in curves.values()):
         return None
-    columns = min(3, len(tasks))
-    grid_rows = math.ceil(len(tasks) / columns)
-    fig = _figure(4.0 * columns, 2.9 * grid_rows + 0.6)
-    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    fig, axes = _task_panels(len(tasks), 0.6)
     for ax, task in zip(axes, tasks):
         unit = ""
         for upstream in upstreams:
@@ -149,8 +158,6 @@ def plot_downstream_curves(bench_dir: Path, rows: Sequence[Mapping[str, Any]]) -
         if not ax.lines:
             ax.text(0.5, 0.5, "no training curve\n(evaluated only)", ha="center", va="center",
                     transform=ax.transAxes, fontsize=8)
-    for ax in axes[len(tasks):]:
-        ax.set_visible(False)
     handles = {}
     for ax in axes:
         for line in ax.lines:
@@ -168,10 +175,7 @@ def plot_tuning_tradeoff(rows: Sequence[Mapping[str, Any]]) -> str | None:
     if not points:
         return None
     colors = upstream_colors(upstreams)
-    columns = min(3, len(tasks))
-    grid_rows = math.ceil(len(tasks) / columns)
-    fig = _figure(4.0 * columns, 2.9 * grid_rows + 0.4)
-    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    fig, axes = _task_panels(len(tasks), 0.4)
     for ax, task in zip(axes, tasks):
         mine = [r for r in points if r["task"] == task]
         unit = ""
@@ -188,8 +192,6 @@ def plot_tuning_tradeoff(rows: Sequence[Mapping[str, Any]]) -> str | None:
         ax.set_ylabel(f"test {mine[0]['metric'] if mine else ''}{unit} {arrow}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes[len(tasks):]:
-        ax.set_visible(False)
     return _png_data_uri(fig)
 
 
@@ -205,10 +207,7 @@ def plot_layer_curves(probe: Mapping[str, Any]) -> str | None:
     if not tasks:
         return None
     colors = upstream_colors(upstreams)
-    columns = min(3, len(tasks))
-    grid_rows = math.ceil(len(tasks) / columns)
-    fig = _figure(4.0 * columns, 2.9 * grid_rows + 0.6)
-    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    fig, axes = _task_panels(len(tasks), 0.6)
     for ax, task in zip(axes, tasks):
         for upstream in upstreams:
             t = probe["upstreams"][upstream].get("tasks", {}).get(task)
@@ -232,8 +231,6 @@ def plot_layer_curves(probe: Mapping[str, Any]) -> str | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes[len(tasks):]:
-        ax.set_visible(False)
     handles = {}
     for ax in axes:
         for line in ax.lines:
