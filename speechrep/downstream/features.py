@@ -276,12 +276,13 @@ class FeatureSource:
     """One upstream and, when it is frozen, its feature cache: makes batches and the encoder module."""
 
     def __init__(self, name: str, upstream: nn.Module, cache_root: Path | None = None,
-                 cache_dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu"):
+                 cache_dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu",
+                 fingerprint: str | None = None):
         self.name = name
         self.upstream = upstream
         self.device = torch.device(device)
         self.cache: FeatureCache | None = None
-        self._fingerprint: str | None = None
+        self._fingerprint = fingerprint  # `upstream_fingerprint(upstream)` when the caller knows it already
         if cache_root is not None:
             folder = Path(cache_root) / f"{_safe(name)}-{self.fingerprint}"
             self.cache = FeatureCache(folder, cache_dtype, name=name)

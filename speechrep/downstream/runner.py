@@ -342,7 +342,7 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         if tuning.caches_features:
             return source
         return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None,
-                             device=source.device)
+                             device=source.device, fingerprint=source.fingerprint)  # the same weights
 
     dev_by_lr: dict[float, dict[str, float]] = {}
     wall_times: dict[Path, float] = {}  # per run directory, summed into the pair's wall time
@@ -438,8 +438,9 @@ def benchmark(cfg: BenchmarkConfig,
             weights = upstream_identity(choice, upstream)
             device = resolve_device("auto")
             cache_root = out_dir / "features" if cfg.feature_cache and tuning.caches_features else None
-            source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device)
-            store = stores.pop(upstream_fingerprint(upstream), None) if stores else None
+            source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device,
+                                   fingerprint=weights)
+            store = stores.pop(weights, None) if stores else None
             if store is not None:
                 log.info("benchmark: %s reads its features from %s", choice.label, store)
                 source.cache = FeatureCache.from_store(store, upstream)
