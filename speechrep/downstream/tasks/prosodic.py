@@ -1,8 +1,8 @@
-"""What the prosody-intensive utterance tasks share (`sentence_type`, `emphasis`, `irony`; issue 17, Lin et
-al., SLT 2022): one config and one build. Each task classifies the cut label named like itself, on the synthetic
-subset of that name (`speechrep.data.synth.prosodic`), with a mean-pool + linear head on the learned weighted
-sum of layers, cross-entropy and accuracy. The task files keep their docstring, their config's subset and
-their `TASK`.
+"""What the prosody-intensive utterance tasks (`sentence_type`, `emphasis`, `irony`; issue 17, Lin et al.,
+SLT 2022) share: one config and one build. Each task classifies the cut label named like itself, on the
+synthetic subset of that name (`speechrep.data.synth.prosodic`), with a mean-pool + linear head on the learned
+weighted sum of layers, cross-entropy and accuracy. The task files keep their docstring, their config's subset
+and their `TASK`.
 """
 from __future__ import annotations
 
