@@ -484,33 +484,51 @@ def _keep_fractions(text: str) -> list[float]:
 
 
 def _compress_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, choices=["heads", "ffn"],
-                   help="heads: attention heads by the L1 norm of their q/k/v rows and out_proj columns, "
-                   "ranked across all layers; ffn: each layer's FFN units by |fc1 row + bias|₁ × "
-                   "|fc2 column|₁")
+    p.add_argument("--method", required=True, choices=["heads", "ffn", "prune", "skip", "distill"],
+                   help="heads: attention heads ranked across layers by the L1 norm of their weights "
+                   "(importance=gradient: of the retraining loss's gradients), removed; ffn: each layer's FFN "
+                   "units by weight magnitude, removed; prune: global magnitude pruning of the transformer's "
+                   "linear weights (zeros, no speed-up); skip: the attention of the most diagonal layers "
+                   "replaced by the identity; distill: shallow students of round(keep x layers) layers")
     p.add_argument("--upstream", required=True, metavar="NAME_OR_DIR",
                    help="registered name (random weights, seeded from the name) or an exported/HF/fairseq "
                    "model")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="DIR/keep_<f>/ per fraction (an upstream `load_upstream` reads), DIR/compress.json")
-    p.add_argument("--keep", type=_keep_fractions, default=[0.75, 0.5, 0.25], metavar="F,F,...",
-                   help="fractions of heads or FFN units kept, each in (0, 1] (default: 0.75,0.5,0.25)")
+                   help="DIR/keep_<f>/ per fraction (an upstream `load_upstream` reads), DIR/train/keep_<f>/ "
+                   "its training run, DIR/compress.json")
+    p.add_argument("--data", type=Path, default=None, metavar="CORPUS",
+                   help="unlabeled audio (a corpus directory's `unlabeled` subset or a manifest) for "
+                   "retraining (steps > 0), gradient importance, attention diagonality and distillation")
+    p.add_argument("--keep", type=_keep_fractions, default=None, metavar="F,F,...",
+                   help="fractions of the original kept, each in (0, 1]: of the heads, FFN units, weights "
+                   "(density), attention layers or layers (default: the config's, 0.75,0.5,0.25)")
+    p.add_argument("--preset", default=None,
+                   help="configs/compress/<preset>.yaml over compress.yaml, e.g. tiny or demo")
     p.add_argument("--overwrite", action="store_true",
-                   help="start over in a DIR made with another method or upstream (default: such a folder is "
-                   "an error; the same command resumes, skipping exported steps)")
+                   help="start over in a DIR made with another method, upstream or config (default: such a "
+                   "folder is an error; the same command resumes, skipping exported steps)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. steps=200 importance=gradient train.lr=2e-4")
 
 
-@command("compress", "one-shot structured pruning of attention heads or FFN units by weight magnitude, "
-         "WITHOUT retraining: exports one smaller upstream per keep fraction with its parameters and MACs",
-         _compress_arguments)
+@command("compress", "compress an upstream step by step (heads, FFN units, weights, skip-ahead or shallow "
+         "students), retraining between steps; exports one smaller upstream per keep fraction with its "
+         "parameters and MACs", _compress_arguments)
 def _compress(args: argparse.Namespace) -> int:
-    from speechrep.compress.structured import compress_series
+    from speechrep.compress.series import compress_config, compress_series
 
-    report = compress_series(args.method, args.upstream, args.out, args.keep, args.overwrite)
+    overrides = list(args.overrides)
+    if args.keep is not None:
+        overrides.append("keep=[" + ",".join(f"{k:g}" for k in args.keep) + "]")
+    cfg = compress_config(args.preset, overrides)
+    report = compress_series(args.method, args.upstream, args.out, args.data, cfg, args.overwrite)
     for step in [dict(report["original"], keep=1.0, folder="(original)")] + report["steps"]:
-        print(f"keep {step['keep']:<5g} {step['folder']:<12} heads {sum(step['heads']):>4}  "
-              f"ffn {sum(step['ffn']):>6}  {step['params'] / 1e6:8.3f} M params  "
-              f"{step['macs_per_second'] / 1e6:9.1f} MMACs per audio second")
+        extra = (f"  density {step['density']:.3f}, {step['nonzero_params'] / 1e6:.3f} M nonzero"
+                 if "density" in step else "")
+        print(f"keep {step['keep']:<5g} {step['folder']:<12} layers {len(step['heads']):>2}  "
+              f"heads {sum(step['heads']):>4}  ffn {sum(step['ffn']):>6}  "
+              f"{step['params'] / 1e6:8.3f} M params  {step['macs_per_second'] / 1e6:9.1f} MMACs per audio second"
+              f"{extra}")
     return 0
 
 

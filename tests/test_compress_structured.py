@@ -131,7 +131,7 @@ def test_command_exports_every_step_and_resumes(tmp_path: Path) -> None:
     assert main(argv) == 0  # resumes: nothing is exported again, the report is the same
     assert {p: p.stat().st_mtime_ns for p in out.glob("keep_*/model.safetensors")} == written
     assert json.loads((out / "compress.json").read_text()) == report
-    assert "without retraining" in report["note"]
+    assert report["steps_per_stage"] == 0  # one-shot: no training between the steps
 
 
 @pytest.mark.parametrize("args", [
@@ -140,7 +140,10 @@ def test_command_exports_every_step_and_resumes(tmp_path: Path) -> None:
     ["--method", "ffn", "--upstream", "hubert_tiny", "--keep", "0.5,1.5"],
     ["--method", "ffn", "--upstream", "hubert_tiny", "--keep", "0"],
     ["--method", "ffn", "--upstream", "hubert_tiny", "--keep", "half"],
-    ["--method", "prune", "--upstream", "hubert_tiny"],
+    ["--method", "distill", "--upstream", "hubert_tiny"],             # a student must be trained
+    ["--method", "heads", "--upstream", "hubert_tiny", "steps=5"],    # retraining needs --data
+    ["--method", "skip", "--upstream", "hubert_tiny"],                # diagonality needs --data
+    ["--method", "heads", "--upstream", "hubert_tiny", "importance=size"],
 ])
 def test_command_bad_inputs_exit_2(args: list[str], tmp_path: Path) -> None:
     try:

@@ -1,15 +1,13 @@
-"""Structured pruning of attention heads and feed-forward units: one-shot, by weight magnitude, no retraining.
+"""Structured pruning of attention heads and feed-forward units: one pruning step, by importance.
 
     smaller = prune_heads(upstream, keep=0.5)   # half of all heads, ranked globally across layers
     smaller = prune_ffn(upstream, keep=0.5)     # half of the FFN units of every layer
+    smaller = prune_heads(upstream, 1.0, scores=gradient_scores, count=6)   # any ranking, an exact count
 
 Both return a NEW upstream of the same family whose q/k/v/out or fc1/fc2 projections are physically smaller
 (the kept rows and columns copied), with per-layer `num_heads` / `ffn_size` lists in its config, so
-`export_upstream` writes it and `load_upstream` reads it back with its real shapes. Nothing is trained: the
-iterative pruning with continued SSL training or distillation of the literature is not built here.
-
-`compress_series` (the `speechrep compress` command) writes one export per keep fraction and `compress.json`
-with the layer sizes, parameters and MACs per audio second (profiler, 1 s) of each step.
+`export_upstream` writes it and `load_upstream` reads it back with its real shapes. Nothing is trained here:
+`series.py` chains the steps and retrains between them (the `speechrep compress` command).
 
 Importance measures:
 - a head: the L1 norm of its rows of the q, k and v projections (weights and biases) plus its columns of
@@ -24,7 +22,6 @@ head counts: `prune_heads` refuses it with a ConfigError; `prune_ffn` works for 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -33,12 +30,6 @@ from torch import Tensor, nn
 from speechrep.compress.profile import count_macs, count_parameters
 from speechrep.errors import ConfigError
 from speechrep.nn.transformer import FeedForward, SelfAttention, TransformerEncoder
-from speechrep.storage import OutputFolder, atomic_write_json
-from speechrep.upstream import export_upstream, load_upstream
-from speechrep.upstream.extract import load_upstream_flag
-
-NOTE = ("one-shot structured pruning by weight magnitude, without retraining: no continued SSL training or "
-        "distillation after pruning")
 
 _SIZE_FIELDS = ("num_heads", "ffn_size", "head_dim")
 
@@ -88,29 +79,35 @@ def ffn_importance(ffn: FeedForward) -> Tensor:
     return fc1 * ffn.fc2.weight.detach().abs().sum(dim=0)
 
 
-def kept_heads(upstream: nn.Module, keep: float) -> list[list[int]]:
-    """Per layer, the kept heads (sorted): the round(keep · all heads) most important, globally."""
+def kept_heads(upstream: nn.Module, keep: float, scores: Sequence[Tensor] | None = None,
+               count: int | None = None) -> list[list[int]]:
+    """Per layer, the kept heads (sorted): the round(keep · all heads) (or `count`) most important, globally,
+    by `scores` (one (H,) tensor per layer with attention; default: `head_importance`)."""
     check_keep(keep)
     _, encoder = transformer_encoder(upstream)
-    scores = [(float(s), layer, head) for layer, block in enumerate(encoder.layers)
-              if block.attention is not None for head, s in enumerate(head_importance(block.attention))]
-    count = max(1, round(keep * len(scores)))
-    chosen = sorted(scores, key=lambda item: (-item[0], item[1], item[2]))[:count]
+    blocks = [(layer, block) for layer, block in enumerate(encoder.layers) if block.attention is not None]
+    if scores is None:
+        scores = [head_importance(block.attention) for _, block in blocks]
+    ranked = [(float(s), layer, head) for (layer, _), layer_scores in zip(blocks, scores)
+              for head, s in enumerate(layer_scores)]
+    count = max(1, round(keep * len(ranked))) if count is None else max(1, min(count, len(ranked)))
+    chosen = sorted(ranked, key=lambda item: (-item[0], item[1], item[2]))[:count]
     return [sorted(h for _, layer, h in chosen if layer == index) for index in range(len(encoder.layers))]
 
 
-def kept_units(upstream: nn.Module, keep: float) -> list[list[int]]:
-    """Per layer, the kept FFN units (sorted): the round(keep · F) most important, at least one."""
+def kept_units(upstream: nn.Module, keep: float, counts: Sequence[int] | None = None) -> list[list[int]]:
+    """Per layer, the kept FFN units (sorted): the round(keep · F) (or `counts[layer]`) most important, at
+    least one."""
     check_keep(keep)
     _, encoder = transformer_encoder(upstream)
     kept: list[list[int]] = []
-    for block in encoder.layers:
+    for index, block in enumerate(encoder.layers):
         if block.ffn is None:
             kept.append([])
             continue
         scores = ffn_importance(block.ffn)
-        count = max(1, round(keep * scores.numel()))
-        kept.append(sorted(torch.argsort(scores, descending=True, stable=True)[:count].tolist()))
+        count = round(keep * scores.numel()) if counts is None else min(counts[index], scores.numel())
+        kept.append(sorted(torch.argsort(scores, descending=True, stable=True)[:max(1, count)].tolist()))
     return kept
 
 
@@ -123,10 +120,12 @@ def _rebuild(upstream: nn.Module, changes: dict[str, object], state: dict[str, T
     return model.train(upstream.training)
 
 
-def prune_heads(upstream: nn.Module, keep: float) -> nn.Module:
-    """A new upstream keeping the fraction `keep` of all attention heads (global L1 ranking; module doc)."""
+def prune_heads(upstream: nn.Module, keep: float, scores: Sequence[Tensor] | None = None,
+                count: int | None = None) -> nn.Module:
+    """A new upstream keeping the fraction `keep` (or `count`) of all attention heads, ranked globally by
+    `scores` (default: the L1 norm of their weights; module doc)."""
     prefix, encoder = check_prunable(upstream, "heads")
-    heads = kept_heads(upstream, keep)
+    heads = kept_heads(upstream, keep, scores, count)
     head_dim = next(b.attention.head_dim for b in encoder.layers if b.attention is not None)
     state = dict(upstream.state_dict())
     for index, (block, kept) in enumerate(zip(encoder.layers, heads)):
@@ -149,10 +148,10 @@ def prune_heads(upstream: nn.Module, keep: float) -> nn.Module:
     return _rebuild(upstream, changes, state)
 
 
-def prune_ffn(upstream: nn.Module, keep: float) -> nn.Module:
-    """A new upstream keeping the fraction `keep` of every layer's FFN units (per-layer ranking)."""
+def prune_ffn(upstream: nn.Module, keep: float, counts: Sequence[int] | None = None) -> nn.Module:
+    """A new upstream keeping the fraction `keep` (or `counts[layer]`) of every layer's FFN units."""
     prefix, encoder = transformer_encoder(upstream)
-    units = kept_units(upstream, keep)
+    units = kept_units(upstream, keep, counts)
     state = dict(upstream.state_dict())
     for index, kept in enumerate(units):
         if not kept:
@@ -196,37 +195,10 @@ def step_report(model: nn.Module, method: str, seed: int = 0) -> dict[str, Any]:
     summary of each layer's fc1/fc2 singular values."""
     samples = int(getattr(model, "sample_rate", 16000))
     wavs = 0.1 * torch.randn(1, samples, generator=torch.Generator().manual_seed(seed))
-    by_kind, _, _ = count_macs(model.eval(), wavs, torch.tensor([samples]))
+    by_kind, _, frames = count_macs(model.eval(), wavs, torch.tensor([samples]))
     report: dict[str, Any] = {**layer_sizes(model), "params": sum(count_parameters(model).values()),
-                              "macs_per_second": sum(by_kind.values())}
+                              "macs_per_second": sum(by_kind.values()), "frames_per_second": frames}
     if method == "ffn":
         report["singular_values"] = [{name: singular_value_summary(values) for name, values in layer.items()}
                                      for layer in ffn_singular_values(model)]
-    return report
-
-
-def compress_series(method: str, upstream: str, out: Path, keeps: Sequence[float],
-                    overwrite: bool = False) -> dict[str, Any]:
-    """Prune `upstream` (a name or a model path) by `method` at every fraction of `keeps`: exports
-    OUT/keep_<f>/ (an exported step is loaded, not pruned again) and writes OUT/compress.json."""
-    if not keeps:
-        raise ConfigError("--keep: give at least one fraction")
-    for keep in keeps:
-        check_keep(keep)
-    model = load_upstream_flag(upstream, flag="--upstream").eval()
-    check_prunable(model, method)
-    with OutputFolder(Path(out), "compress", {"method": method, "upstream": upstream}, overwrite):
-        steps = []
-        for keep in sorted(set(keeps), reverse=True):
-            folder = Path(out) / f"keep_{keep:g}"
-            if (folder / "config.json").is_file():  # exports are atomic: a config means a complete step
-                pruned = load_upstream(folder)
-            else:
-                pruned = PRUNERS[method](model, keep)
-                export_upstream(pruned, folder, {"compress": method, "keep": keep, "upstream": upstream,
-                                                 "note": NOTE})
-            steps.append({"keep": keep, "folder": folder.name, **step_report(pruned, method)})
-        report = {"method": method, "upstream": upstream, "note": NOTE,
-                  "original": step_report(model, method), "steps": steps}
-        atomic_write_json(Path(out) / "compress.json", report)
     return report
