@@ -7,11 +7,11 @@ MACs are counted by `torch.utils.flop_counter.FlopCounterMode` (one MAC = two FL
 length, under the math backend of `scaled_dot_product_attention`: PyTorch's fused CPU attention kernel is not
 counted by the flop counter, so without the math backend the attention products (QKᵀ and the weighted sum of
 values) would silently be missing. Counts are split by module kind — front end (waveform CNN or filterbank,
-input projection), positional convolution, attention projections (q, k, v, out and WavLM's gate), attention
-products, feed-forward, recurrent layers, other — and per transformer layer. Parameters are split the same
-way. Wall time is the median of `repeats` forward passes under `inference_mode` with the default (fast)
-attention; peak memory is the process's peak resident set size after the pass (CPU) or the peak allocated
-CUDA memory (GPU).
+input projection), positional convolution, attention projections (q, k, v, out and WavLM's gate; a skipped
+layer's folded identity attention), attention products, feed-forward, recurrent layers, other — and per
+transformer layer. Parameters are split the same way. Wall time is the median of `repeats` forward passes
+under `inference_mode` with the default (fast) attention; peak memory is the process's peak resident set
+size after the pass (CPU) or the peak allocated CUDA memory (GPU).
 """
 from __future__ import annotations
 
@@ -28,7 +28,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from speechrep.errors import ConfigError
-from speechrep.nn.transformer import ConvPositionalEmbedding, FeedForward, SelfAttention, TransformerLayer
+from speechrep.nn.transformer import (
+    ConvPositionalEmbedding,
+    FeedForward,
+    IdentityAttention,
+    SelfAttention,
+    TransformerLayer,
+)
 
 KINDS = ("front end", "positional conv", "attention projections", "attention products", "feed-forward",
          "recurrent", "other")
@@ -81,6 +87,9 @@ def _module_kinds(model: nn.Module) -> tuple[dict[str, str], dict[str, int]]:
         for ancestor in ancestors:
             if isinstance(ancestor, SelfAttention):
                 kind = "attention products" if ancestor is module else "attention projections"
+                break
+            if isinstance(ancestor, IdentityAttention):  # the folded value and output projections
+                kind = "attention projections"
                 break
             if isinstance(ancestor, FeedForward):
                 kind = "feed-forward"

@@ -5,6 +5,12 @@ Head counts and FFN sizes may differ per layer (pruned or searched models); a la
 attention block and one with 0 FFN units its feed-forward block (their residual branch is zero). Attention
 maps are computed only on request (`attentions=` list), so the default path stays on SDPA.
 
+"Identity attention" (skip-ahead, `speechrep.compress.skip`): a layer whose attention map is replaced by the
+identity lets every frame attend only to itself, so its attention output is out_proj(v_proj(x)), folded into
+one D×D linear (`IdentityAttention`): T·D² MACs and no attention products. Such a layer has no heads whatever
+its head count says, ignores WavLM's relative position bias and a `prefix`, and passes prompts through as
+frames; its map, when requested, is the identity, (B, 1, T, T).
+
 Two optional inputs serve parameter-efficient tuning (`speechrep.tuning.prompts`), and change nothing when
 left at None: `SelfAttention(..., prefix=(keys, values))` lets every query also attend to learned key/value
 positions, and `TransformerEncoder(..., prompts=)` puts learned positions in front of the layers' input.
@@ -117,6 +123,21 @@ def per_layer(value: int | Sequence[int], num_layers: int, name: str) -> tuple[i
     return values
 
 
+def check_identity_attention(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """The 0-based indices of the identity-attention layers as a sorted tuple; ValueError unless each is an
+    int in range and none repeats."""
+    if isinstance(layers, (int, str)):
+        raise ValueError(f"identity_attention: expected a sequence of layer indices, got {layers!r}")
+    values = tuple(layers)
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < num_layers]
+    if bad:
+        raise ValueError(f"identity_attention: layer {bad[0]!r} is not a layer index in 0..{num_layers - 1}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"identity_attention: layer {repeated[0]} is listed twice")
+    return tuple(sorted(values))
+
+
 def check_layer_sizes(hidden_size: int, num_layers: int, num_heads: int | Sequence[int],
                       ffn_size: int | Sequence[int], head_dim: int = 0) -> None:
     """ValueError unless the sizes fit: one value per layer; without head_dim, the heads divide the width."""
@@ -206,6 +227,34 @@ class SelfAttention(nn.Module):
         return torch.softmax(scores, dim=-1)
 
 
+class IdentityAttention(nn.Module):
+    """Attention replaced by the identity map: each frame attends only to itself, so the output is
+    out_proj(v_proj(x)), held as ONE folded linear `proj` (W = W_out·W_v, b = W_out·b_v + b_out)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    @staticmethod
+    def folded(v_weight: Tensor, v_bias: Tensor, out_weight: Tensor,
+               out_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """(W_out·W_v, W_out·b_v + b_out) in float64, then in out_weight's dtype."""
+        w_v, b_v, w_o, b_o = (t.detach().double() for t in (v_weight, v_bias, out_weight, out_bias))
+        return (w_o @ w_v).to(out_weight.dtype), (w_o @ b_v + b_o).to(out_weight.dtype)
+
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None,
+        attentions: list[Tensor] | None = None, prefix: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """x (B, T, D) → (B, T, D); `valid`, `position_bias` and `prefix` change nothing (a frame's own key is
+        never masked for a valid frame, its bias is irrelevant once the map is fixed). With `attentions`, the
+        identity map (B, 1, T, T) is appended."""
+        if attentions is not None:
+            eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+            attentions.append(eye.expand(x.shape[0], 1, -1, -1))
+        return self.proj(x)
+
+
 class FeedForward(nn.Module):
     """Linear → GELU → dropout → linear → dropout."""
 
@@ -224,7 +273,9 @@ class FeedForward(nn.Module):
 class TransformerLayer(nn.Module):
     """One encoder layer; post-LN (norm after each residual) or pre-LN (norm before each sub-block).
 
-    `num_heads=0` or `ffn_dim=0` skips that sub-block (a zero residual branch: post-LN still normalises)."""
+    `num_heads=0` or `ffn_dim=0` skips that sub-block (a zero residual branch: post-LN still normalises).
+    `identity_attention=True` replaces the attention by `IdentityAttention` (`self.identity`; `self.attention`
+    is then None and `num_heads` is ignored)."""
 
     def __init__(
         self,
@@ -238,13 +289,16 @@ class TransformerLayer(nn.Module):
         activation_dropout: float = 0.0,
         eps: float = 1e-5,
         head_dim: int | None = None,
+        identity_attention: bool = False,
     ):
         super().__init__()
         self.layer_norm_first = layer_norm_first
         # parameters are created in the same order as before per-layer sizes existed (same initial weights)
+        self.identity = IdentityAttention(dim) if identity_attention else None
         self.attention = (SelfAttention(dim, num_heads, attention_dropout, gated_relative_bias, head_dim)
-                          if num_heads else None)
-        self.attention_norm = nn.LayerNorm(dim, eps=eps) if num_heads or not layer_norm_first else None
+                          if num_heads and not identity_attention else None)
+        has_attention = bool(num_heads) or identity_attention
+        self.attention_norm = nn.LayerNorm(dim, eps=eps) if has_attention or not layer_norm_first else None
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation_dropout) if ffn_dim else None
         self.ffn_norm = nn.LayerNorm(dim, eps=eps) if ffn_dim or not layer_norm_first else None
         self.dropout = nn.Dropout(dropout)
@@ -253,15 +307,17 @@ class TransformerLayer(nn.Module):
         self, x: Tensor, valid: Tensor | None = None, position_bias: Tensor | None = None,
         attentions: list[Tensor] | None = None,
     ) -> Tensor:
-        """(B, T, D) → (B, T, D); with `attentions`, this layer's (B, H, T, T) maps are appended to it."""
-        if self.attention is None and attentions is not None:
+        """(B, T, D) → (B, T, D); with `attentions`, this layer's (B, H, T, T) maps are appended to it (H = 0
+        without attention, the (B, 1, T, T) identity with identity attention)."""
+        attention = self.attention if self.identity is None else self.identity
+        if attention is None and attentions is not None:
             attentions.append(x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1]))
         if self.layer_norm_first:
-            if self.attention is not None:
-                x = x + self.dropout(self.attention(self.attention_norm(x), valid, position_bias, attentions))
+            if attention is not None:
+                x = x + self.dropout(attention(self.attention_norm(x), valid, position_bias, attentions))
             return x if self.ffn is None else x + self.ffn(self.ffn_norm(x))
-        if self.attention is not None:
-            x = self.attention_norm(x + self.dropout(self.attention(x, valid, position_bias, attentions)))
+        if attention is not None:
+            x = self.attention_norm(x + self.dropout(attention(x, valid, position_bias, attentions)))
         else:
             x = self.attention_norm(x)
         return self.ffn_norm(x if self.ffn is None else x + self.ffn(x))
@@ -288,9 +344,11 @@ class TransformerEncoder(nn.Module):
         layer_drop: float = 0.0,
         eps: float = 1e-5,
         head_dim: int | None = None,
+        identity_attention: Sequence[int] = (),
     ):
         super().__init__()
         heads = per_layer(num_heads, num_layers, "num_heads")
+        identity = set(check_identity_attention(identity_attention, num_layers))
         ffn_dims = per_layer(ffn_dim, num_layers, "ffn_size")
         self.layer_norm_first, self.layer_drop = layer_norm_first, layer_drop
         self.rel_pos_buckets, self.rel_pos_max_distance = rel_pos_buckets, rel_pos_max_distance
@@ -316,8 +374,9 @@ class TransformerEncoder(nn.Module):
                 activation_dropout,
                 eps,
                 head_dim,
+                index in identity,
             )
-            for layer_heads, layer_ffn in zip(heads, ffn_dims)
+            for index, (layer_heads, layer_ffn) in enumerate(zip(heads, ffn_dims))
         )
 
     def _position_bias(self, length: int, device: torch.device) -> Tensor | None:
@@ -336,10 +395,10 @@ class TransformerEncoder(nn.Module):
         `final` is the last output after the final layer norm in the pre-LN variant (the same tensor as the
         last hidden state in the post-LN variant). With `attentions` (a list), each layer appends its
         (B, H, T, T) attention probabilities (H = 0 for a layer without attention or one skipped by layer
-        drop). `prompts` ((P, D) shallow or (num_layers, P, D) deep, see `prompt_input`) are P learned
-        positions in front of the layers' input, after the positional convolution, never masked, just before
-        the frames for the relative position bias; the returned states leave them out (the maps keep them:
-        (B, H, P + T, P + T), the prompts first)."""
+        drop; the (B, 1, T, T) identity for an identity-attention layer). `prompts` ((P, D) shallow or
+        (num_layers, P, D) deep, see `prompt_input`) are P learned positions in front of the layers' input,
+        after the positional convolution, never masked, just before the frames for the relative position bias;
+        the returned states leave them out (the maps keep them: (B, H, P + T, P + T), the prompts first)."""
         if valid is not None:
             x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into the positional conv
         x = x + self.pos_conv(x, valid)

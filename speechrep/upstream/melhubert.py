@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from speechrep.audio.features import fbank, num_frames
 from speechrep.errors import AudioError, ConfigError
 from speechrep.nn.frames import padding_mask, stack_frames
-from speechrep.nn.transformer import TransformerEncoder, check_layer_sizes
+from speechrep.nn.transformer import TransformerEncoder, check_identity_attention, check_layer_sizes
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 from speechrep.upstream.baselines import CorpusStatistics, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
@@ -35,6 +35,9 @@ class MelHuBERTConfig:
     num_heads: int | tuple[int, ...] = 12  # one value for every layer, or one per layer (0: no attention)
     ffn_size: int | tuple[int, ...] = 3072  # likewise (0: no feed-forward block)
     head_dim: int = 0  # 0: hidden_size // num_heads; set it when pruned heads keep their width
+    # 0-based layers whose attention is the identity map, folded into one linear (compress.skip); their
+    # num_heads entry is ignored
+    identity_attention: tuple[int, ...] = ()
     layer_norm_first: bool = False
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
@@ -47,8 +50,10 @@ class MelHuBERTConfig:
     def __post_init__(self) -> None:
         try:
             check_layer_sizes(self.hidden_size, self.num_layers, self.num_heads, self.ffn_size, self.head_dim)
+            identity = check_identity_attention(self.identity_attention, self.num_layers)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        object.__setattr__(self, "identity_attention", identity)  # sorted ints, also from a JSON list
 
 
 @register_family
@@ -81,6 +86,7 @@ class MelHuBERT(CorpusStatistics, nn.Module):
             layer_drop=config.layer_drop,
             eps=config.layer_norm_eps,
             head_dim=config.head_dim or None,
+            identity_attention=config.identity_attention,
         )
 
     @property

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from speechrep.errors import AudioError, ConfigError
 from speechrep.nn.conv_encoder import ConvFeatureEncoder, conv_receptive_field
-from speechrep.nn.transformer import TransformerEncoder, check_layer_sizes
+from speechrep.nn.transformer import TransformerEncoder, check_identity_attention, check_layer_sizes
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_family, register_upstream
 
@@ -44,6 +44,9 @@ class Wav2Vec2Config:
     num_heads: int | tuple[int, ...] = 12  # one value for every layer, or one per layer (0: no attention)
     ffn_size: int | tuple[int, ...] = 3072  # likewise (0: no feed-forward block)
     head_dim: int = 0  # 0: hidden_size // num_heads; set it when pruned heads keep their width
+    # 0-based layers whose attention is the identity map, folded into one linear (compress.skip); their
+    # num_heads entry is ignored
+    identity_attention: tuple[int, ...] = ()
     layer_norm_first: bool = False  # pre-LN ("large", lv60) instead of post-LN layers
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
@@ -64,8 +67,10 @@ class Wav2Vec2Config:
             raise ConfigError(f"conv_norm must be 'group' or 'layer', got {self.conv_norm!r}")
         try:
             check_layer_sizes(self.hidden_size, self.num_layers, self.num_heads, self.ffn_size, self.head_dim)
+            identity = check_identity_attention(self.identity_attention, self.num_layers)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        object.__setattr__(self, "identity_attention", identity)  # sorted ints, also from a JSON list
 
 
 def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
@@ -148,6 +153,7 @@ class Wav2Vec2(nn.Module):
             config.layer_drop,
             config.layer_norm_eps,
             config.head_dim or None,
+            config.identity_attention,
         )
 
     @property
