@@ -55,8 +55,8 @@ def test_magnitude_masks_keep_the_largest_weights_under_one_global_threshold() -
     kept = torch.cat([w.detach().abs()[masks[k]] for k, w in weights.items()])
     dropped = torch.cat([w.detach().abs()[~masks[k]] for k, w in weights.items()])
     assert float(kept.min()) >= float(dropped.max())
-    assert mask_overlap(masks, masks) == 1.0 and mask_overlap(masks, magnitude_masks(model, 0.1)) == pytest.approx(
-        round(0.1 * total) / round(0.3 * total))
+    assert mask_overlap(masks, masks) == 1.0
+    assert mask_overlap(masks, magnitude_masks(model, 0.1)) == pytest.approx(round(0.1 * total) / round(0.3 * total))
 
 
 def test_prune_series_is_nested_stays_sparse_through_retraining_and_reports_sparse_macs(
@@ -77,7 +77,8 @@ def test_prune_series_is_nested_stays_sparse_through_retraining_and_reports_spar
 
 
 def test_retraining_recovers_the_unpruned_states(tmp_path: Path, corpus: Path) -> None:
-    report = _compress(tmp_path, corpus, "--method", "heads", "--keep", "0.5", "steps=12", "train.eval_every=12")
+    report = _compress(tmp_path, corpus, "--method", "heads", "--keep", "0.5", "steps=12",
+                       "train.eval_every=12")
     teacher = load_upstream_flag("melhubert_tiny").eval()  # the command's model: seeded from its name
     batch = next(iter(audio_batches(load_unlabeled(corpus, PretrainData(max_duration=8.0))[1], 8.0)(0)))
     before = SelfDistillation(prune_heads(teacher, 0.5), teacher).loss(batch.wavs, batch.wav_lens)[0]
@@ -103,7 +104,8 @@ def test_a_head_the_output_ignores_has_zero_gradient_importance() -> None:
 
 
 def test_gradient_importance_series_runs_from_the_command(tmp_path: Path, corpus: Path) -> None:
-    report = _compress(tmp_path, corpus, "--method", "heads", "--keep", "0.5", "importance=gradient", "steps=0")
+    report = _compress(tmp_path, corpus, "--method", "heads", "--keep", "0.5", "importance=gradient",
+                       "steps=0")
     assert report["steps"][0]["importance"] == "gradient" and sum(report["steps"][0]["heads"]) == 2
 
 
