@@ -56,7 +56,8 @@ def test_magnitude_masks_keep_the_largest_weights_under_one_global_threshold() -
     dropped = torch.cat([w.detach().abs()[~masks[k]] for k, w in weights.items()])
     assert float(kept.min()) >= float(dropped.max())
     assert mask_overlap(masks, masks) == 1.0
-    assert mask_overlap(masks, magnitude_masks(model, 0.1)) == pytest.approx(round(0.1 * total) / round(0.3 * total))
+    nested = round(0.1 * total) / round(0.3 * total)
+    assert mask_overlap(masks, magnitude_masks(model, 0.1)) == pytest.approx(nested)
 
 
 def test_prune_series_is_nested_stays_sparse_through_retraining_and_reports_sparse_macs(
@@ -151,3 +152,13 @@ def test_another_config_in_the_same_folder_is_refused(tmp_path: Path, corpus: Pa
                  "--out", str(tmp_path / "out"), "--method", "ffn", "--keep", "0.5"])
     assert code != 0 and "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "out" / "compress.json").read_text() == written
+
+
+def test_skip_series_replaces_the_most_diagonal_attention_and_retrains(tmp_path: Path, corpus: Path) -> None:
+    report = _compress(tmp_path, corpus, "--method", "skip", "--keep", "0.5")
+    step = report["steps"][0]
+    most_diagonal = max(range(len(step["diagonality"])), key=lambda i: step["diagonality"][i])
+    assert step["skipped"] == [most_diagonal] and step["train"]["steps"] == 4
+    assert step["macs_per_second"] < report["original"]["macs_per_second"]
+    model = load_upstream(tmp_path / "out" / "keep_0.5")
+    assert model.config.identity_attention == (most_diagonal,)
