@@ -101,15 +101,13 @@ def compress_config(preset: str | None = None, overrides: Sequence[str] = ()) ->
 
 
 def _needs_data(method: str, cfg: Config) -> str | None:
-    """Why `method` with `cfg` needs audio, or None."""
-    if method == "distill":
-        return "distillation trains the student (set steps > 0)" if not cfg.steps else "distillation trains"
-    if cfg.steps:
-        return f"steps={cfg.steps} retrains after each step"
+    """Why `method` with `cfg` reads audio, or None (one-shot pruning by weight magnitude)."""
+    if method == "distill" or cfg.steps:
+        return "training after each step reads audio"
     if method == "skip":
         return "skip-ahead measures the attention diagonality on audio"
     if method == "heads" and cfg.importance == "gradient":
-        return "gradient importance needs audio"
+        return "gradient importance reads audio"
     return None
 
 
