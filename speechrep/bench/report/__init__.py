@@ -14,7 +14,9 @@ CKA heat maps); a probe OUT dir alone is reportable, its weighted-sum runs being
 reads only files written by finished or running jobs; it never trains or evaluates anything.
 
 The package, by concern: `inputs` reads the run files (results.json, run directories, demo.json), `plots` draws
-the PNG figures, `tables` builds the HTML tables and sections, `page` assembles and writes the page.
+the PNG figures, `tables` builds the HTML tables and sections, `page` assembles and writes the page;
+`compression` finds the benchmarked `speechrep compress` steps (the Compression section: size, MACs and
+metrics of each step beside its original, the frontier per task).
 """
 from __future__ import annotations
 

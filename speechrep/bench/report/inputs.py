@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from speechrep.analysis.probe import PROBE_FILE, read_probe
+from speechrep.bench.report.compression import CompressionLine, read_compression
 from speechrep.bench.score import Reference, superb_scores
 from speechrep.config import parse_yaml
 from speechrep.errors import ConfigError
@@ -54,6 +55,7 @@ class ReportInputs:
     kmeans: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → kmeans.json of its targets
     bench_config: dict[str, Any] = field(default_factory=dict)  # the benchmark's saved config.yaml
     probe: dict[str, Any] | None = None  # probe.json of RESULTS_DIR (see analysis.probe)
+    compression: list[CompressionLine] = field(default_factory=list)  # benchmarked compress steps, by method
 
 
 def _read_json(path: Path) -> Any:
@@ -172,7 +174,8 @@ def load_inputs(results_dir: Path, more: Sequence[Path] = ()) -> ReportInputs:
     demo = _read_json(demo_path) if demo_path.is_file() else None
     kmeans = {path.parent.name: _read_json(path) for path in sorted(results_dir.glob("kmeans/*/kmeans.json"))}
     return ReportInputs(results_dir, bench_dir, rows, dict(summary.get("scores") or {}), references, pretrain,
-                        demo, kmeans, read_run_dir(bench_dir).config, probe)
+                        demo, kmeans, read_run_dir(bench_dir).config, probe,
+                        read_compression(rows, bench_dir))
 
 
 # ------------------------------------------------------------------------------------------- table values

@@ -16,6 +16,7 @@ from speechrep.bench.report.inputs import (
 )
 from speechrep.bench.report.plots import (
     plot_cka,
+    plot_compression,
     plot_downstream_curves,
     plot_layer_curves,
     plot_layer_weights,
@@ -24,6 +25,7 @@ from speechrep.bench.report.plots import (
     plot_tuning_tradeoff,
 )
 from speechrep.bench.report.tables import (
+    compression_html,
     controls_html,
     count_text,
     esc,
@@ -112,6 +114,8 @@ def render_report(inputs: ReportInputs) -> str:
         uri = plot_tuning_tradeoff(rows)
         sections.append(("tuning", "Efficient tuning",
                          tuning_html(inputs) + (img_tag(uri, "metric against tuned parameters") if uri else "")))
+    if inputs.compression:
+        sections.append(("compression", "Compression", compression_body(inputs)))
     sections.append(("settings", "Benchmark settings and tuning", settings_html(inputs)))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 
@@ -155,6 +159,21 @@ def layer_analysis_body(probe: Mapping[str, Any]) -> str:
                  f"<div class=\"plots\">{''.join(maps)}</div>")
         body += "".join(f"\n<p class=\"note\">{esc(note)}.</p>" for note in notes)
     return body
+
+
+def compression_body(inputs: ReportInputs) -> str:
+    """The Compression section: the table of benchmarked compress steps and the frontier plots."""
+    figures = {"macs": "metric against MACs per audio second", "params": "metric against parameters"}
+    plots = [img_tag(uri, alt) for uri, alt in ((plot_compression(inputs.compression, inputs.rows, axis), alt)
+                                                for axis, alt in figures.items()) if uri is not None]
+    sparse = any(p.sparse for line in inputs.compression for p in line.points)
+    caption = ("<p class=\"note\">Test metric against the cost of each step, one line per method from the "
+               "original (star); each point is labelled with its keep fraction."
+               + (" Unstructured pruning is placed at its nonzero weights and their MACs (sparse counts): a "
+                  "dense kernel still runs every weight, so these points are not faster in practice."
+                  if sparse else "") + "</p>\n")
+    return compression_html(inputs) + ("\n" + caption + f"<div class=\"plots\">{''.join(plots)}</div>"
+                                       if plots else "")
 
 
 def write_report(results_dir: Path, out: Path | None = None, more: Sequence[Path] = ()) -> Path:

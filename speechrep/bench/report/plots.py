@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from speechrep.bench.leaderboard import is_rate
+from speechrep.bench.report.compression import ORIGINAL, CompressionLine
 from speechrep.bench.report.inputs import RANDOM_SUFFIX, RunDir, downstream_curve, task_order, upstream_order
 
 
@@ -192,6 +193,66 @@ def plot_tuning_tradeoff(rows: Sequence[Mapping[str, Any]]) -> str | None:
         ax.set_ylabel(f"test {mine[0]['metric'] if mine else ''}{unit} {arrow}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    return _png_data_uri(fig)
+
+
+def plot_compression(lines: Sequence[CompressionLine], rows: Sequence[Mapping[str, Any]],
+                     axis: str = "macs") -> str | None:
+    """Small multiples, one panel per task: test metric against MACs per audio second (`axis="macs"`) or
+    parameters (`axis="params"`), one line per compression method from its original (a black star); a PNG
+    data URI (None when no benchmarked step has a known size)."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    if axis not in ("macs", "params"):
+        raise ValueError(f"axis {axis!r}: 'macs' or 'params'")
+
+    def x_of(point) -> float | None:
+        value = point.macs_per_second if axis == "macs" else point.params
+        return None if value is None else float(value) / 1e6
+
+    tasks = task_order(rows)
+    by_pair = {(r["upstream"], r["task"]): r for r in rows}
+    if not any(x_of(p) is not None and any((p.upstream, t) in by_pair for t in tasks)
+               for line in lines for p in line.points if p.method != ORIGINAL):
+        return None
+    palette = colormaps["tab10"].colors
+    sparse = ", ".join(dict.fromkeys(p.method for line in lines for p in line.points if p.sparse))
+    fig, axes = _task_panels(len(tasks), 0.6)
+    for ax, task in zip(axes, tasks):
+        unit, first = "", next(r for r in rows if r["task"] == task)
+        for index, line in enumerate(lines):
+            xs, ys = [], []
+            for point in line.points:
+                row = by_pair.get((point.upstream, task))
+                if row is None or x_of(point) is None or row["metric"] not in (row.get("test") or {}):
+                    continue
+                scale, unit = (100.0, " (%)") if is_rate(row) else (1.0, "")
+                xs.append(x_of(point))
+                ys.append(scale * float(row["test"][row["metric"]]))
+                if point.method == ORIGINAL:
+                    ax.plot(xs[-1:], ys[-1:], color="black", marker="*", markersize=10, linestyle="none",
+                            zorder=4)
+                else:
+                    ax.annotate(f"{point.keep:g}", (xs[-1], ys[-1]), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
+            if xs:
+                ax.plot(xs, ys, color=palette[index % len(palette)], marker="o", markersize=3.5,
+                        linewidth=1.3, label=line.label)
+        ax.set_title(task, fontsize=10)
+        what = "MMACs per audio second" if axis == "macs" else "parameters (M)"
+        ax.set_xlabel(what + (f"\n({sparse}: nonzero weights only)" if sparse else ""), fontsize=8)
+        ax.set_ylabel(f"test {first['metric']}{unit} {'↑' if first['higher_is_better'] else '↓'}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles = {}
+    for ax in axes:
+        for line in ax.lines:
+            if not line.get_label().startswith("_"):
+                handles.setdefault(line.get_label(), line)
+    handles[ORIGINAL] = Line2D([], [], color="black", marker="*", markersize=9, linestyle="none")
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=min(len(handles), 6), fontsize=8)
     return _png_data_uri(fig)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from speechrep.bench.leaderboard import format_metric, is_rate
+from speechrep.bench.report.compression import ORIGINAL, compression_points
 from speechrep.bench.report.inputs import (
     RANDOM_SUFFIX,
     ReportInputs,
@@ -247,6 +248,58 @@ def tuning_html(inputs: ReportInputs) -> str:
             "upstream itself is not stored), the training utterances (fewer with <code>train_fraction=</code>) "
             "and the test metrics.</p>\n"
             + _table(header + [_column_header(first_of_task[t]) for t in tasks], body, "tuning"))
+
+
+def _significant(value: float | None, scale: float, title: str) -> str:
+    """A <td> of value / scale with 4 significant digits ("–" when unknown)."""
+    return _td("–" if value is None else f"{value / scale:.4g}", title)
+
+
+def _train_text(train: Any) -> str | None:
+    """A step's training after compression in a tooltip: its scalar entries, shortened."""
+    if not train:
+        return None
+    if not isinstance(train, Mapping):
+        return f"trained: {train}"[:200]
+    items = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in train.items()
+             if isinstance(v, (int, float, str))]
+    return ("trained after compression: " + (", ".join(items) or "yes"))[:200]
+
+
+def compression_html(inputs: ReportInputs) -> str:
+    """Per benchmarked compress step (and the original its line starts from): method, keep fraction,
+    parameters, MACs per audio second and the test metric of every task."""
+    tasks = task_order(inputs.rows)
+    by_pair = {(r["upstream"], r["task"]): r for r in inputs.rows}
+    first_of_task = {t: next(r for r in inputs.rows if r["task"] == t) for t in tasks}
+    body, sparse = [], False
+    for point in compression_points(inputs.compression):
+        sparse = sparse or point.sparse
+        share = (f"{100.0 * point.params / point.original_params:.3g} % of the original"
+                 if point.params is not None and point.original_params else None)
+        params_tip = " · ".join(filter(None, [share, f"{point.dense_params:,} dense" if point.params
+                                              != point.dense_params and point.dense_params else None]))
+        macs_tip = (f"{point.dense_macs_per_second / 1e6:.4g} MMACs dense" if point.macs_per_second
+                    != point.dense_macs_per_second and point.dense_macs_per_second else None)
+        cells = [_td(point.upstream, css="name"), _td(point.method),
+                 _td("–" if point.method == ORIGINAL else f"{point.keep:g}",
+                     _train_text(point.train)),
+                 _significant(point.params, 1e6, params_tip or None),
+                 _significant(point.macs_per_second, 1e6, macs_tip)]
+        cells += [_td(format_metric(by_pair[point.upstream, t]) if (point.upstream, t) in by_pair else "–")
+                  for t in tasks]
+        body.append(cells)
+    header = ["upstream", "method", "keep", "params (M)", "MMACs per audio second"]
+    note = ("<p class=\"note\">The benchmarked <code>speechrep compress</code> steps beside the original "
+            "they were compressed from (<code>compress.json</code> of each step's folder: parameters and "
+            "multiply-accumulates per second of audio, counted on one 1 s utterance). A step without its "
+            "compress.json has no sizes and is on no line of the plots.")
+    if sparse:
+        note += (" For unstructured pruning, parameters are the weights left after masking and MACs those of "
+                 "the nonzero weights only: sparsity does not speed up dense kernels, so its wall time stays "
+                 "that of the dense model (hover a cell for the dense count).")
+    return (note + "</p>\n"
+            + _table(header + [_column_header(first_of_task[t]) for t in tasks], body, "compression"))
 
 
 def _shown_path(path: Path, bench_dir: Path) -> str:
