@@ -13,6 +13,7 @@ from test_report import grid, parse
 
 from speechrep.bench.report import load_inputs, write_report
 from speechrep.bench.report.compression import ORIGINAL, compression_points
+from speechrep.compress.series import Config, compress_series
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -20,16 +21,8 @@ TASKS = {"ks": 0.50, "sid": 0.20}  # task → test accuracy of the original; eac
 
 
 def _compress(method: str, out: Path, keeps: list[float]) -> None:
-    """One-shot `speechrep compress` of melhubert_tiny (compress.series where it exists, else the structured
-    pruner's own series)."""
-    try:
-        from speechrep.compress.series import Config, compress_series
-    except ImportError:
-        from speechrep.compress.structured import compress_series
-
-        compress_series(method, "melhubert_tiny", out, keeps)
-    else:
-        compress_series(method, "melhubert_tiny", out, cfg=Config(keep=keeps))
+    """One-shot `speechrep compress` of melhubert_tiny."""
+    compress_series(method, "melhubert_tiny", out, cfg=Config(keep=keeps))
 
 
 def _row(upstream: str, task: str, accuracy: float) -> dict:
