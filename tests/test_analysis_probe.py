@@ -16,7 +16,16 @@ from speechrep.analysis.probe import (
     probe,
     run_folder,
 )
-from speechrep.analysis.similarity import labels_at, layer_similarity, linear_cka, nearest
+from speechrep.analysis.similarity import (
+    cca,
+    labels_at,
+    layer_similarity,
+    linear_cka,
+    nearest,
+    pwcca,
+    similarity_table,
+    svcca,
+)
 from speechrep.bench.report import write_report
 from speechrep.cli import main
 from speechrep.data.batching import load_cuts
@@ -97,6 +106,66 @@ def test_cka_properties() -> None:
         linear_cka(x[:3], y[:3])
 
 
+def _direct_canonical_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """√eig(Sxx⁻¹ Sxy Syy⁻¹ Syx), descending: the textbook eigen-solution (full-rank sides only)."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    sxx, syy, sxy = x.T @ x, y.T @ y, x.T @ y
+    eig = np.linalg.eigvals(np.linalg.solve(sxx, sxy) @ np.linalg.solve(syy, sxy.T)).real
+    return np.sqrt(np.clip(np.sort(eig)[::-1][:min(x.shape[1], y.shape[1])], 0.0, 1.0))
+
+
+def test_cca_measures() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 10)) @ rng.normal(size=(10, 10))
+    mix = rng.normal(size=(10, 10)) + 3.0 * np.eye(10)  # invertible, far from orthogonal
+    assert cca(x, x) == pytest.approx(np.ones(10), abs=1e-9)
+    assert svcca(x, x) == pytest.approx(1.0, abs=1e-9) and pwcca(x, x) == pytest.approx(1.0, abs=1e-9)
+    # CCA is invariant to any invertible linear map of a side, CKA only to rotations and isotropic scaling
+    assert cca(x, x @ mix + 2.0) == pytest.approx(np.ones(10), abs=1e-9)
+    assert pwcca(x, x @ mix) == pytest.approx(1.0, abs=1e-9)
+    assert pwcca(x @ mix, x) == pytest.approx(1.0, abs=1e-9)
+    assert svcca(x, x @ mix, keep_variance=1.0) == pytest.approx(1.0, abs=1e-9)
+    # SVCCA's 99 % reduction is invariant only to maps that keep the leading subspace: rotations and scaling
+    rotation, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    assert svcca(x, 3.0 * x @ rotation) == pytest.approx(1.0, abs=1e-9)
+    assert 0.8 < svcca(x, x @ mix) < 1.0
+    assert linear_cka(x, x @ mix) < 0.9
+    # against the textbook eigen-solution and scikit-learn's iterative CCA
+    y = x[:, :3] @ rng.normal(size=(3, 4)) + rng.normal(size=(400, 4))
+    rho = cca(x, y)
+    assert rho == pytest.approx(_direct_canonical_correlations(x, y), abs=1e-8)
+    assert 0.0 < rho[-1] < rho[0] < 1.0 and len(rho) == 4
+    from sklearn.cross_decomposition import CCA
+    u, v = CCA(n_components=1, max_iter=5000, tol=1e-12).fit(x, y).transform(x, y)
+    assert rho[0] == pytest.approx(abs(np.corrcoef(u[:, 0], v[:, 0])[0, 1]), abs=1e-6)
+    assert min(rho) <= svcca(x, y) <= max(rho) and min(rho) <= pwcca(x, y) <= max(rho)
+    # independent features, n ≫ p: near 0; a rank-deficient one-hot side needs no regularisation
+    big_x, big_y = rng.normal(size=(20000, 20)), rng.normal(size=(20000, 10))
+    assert svcca(big_x, big_y) < 0.05 and pwcca(big_x, big_y) < 0.05
+    labels = rng.integers(5, size=400)
+    onehot = np.eye(5)[labels]
+    assert len(cca(x, onehot)) == 4  # rank classes − 1 after centring
+    assert cca(onehot, onehot) == pytest.approx(np.ones(4), abs=1e-9)
+    with pytest.raises(ValueError):
+        svcca(x[:3], y[:3])
+
+
+def test_similarity_table_and_its_chance_level() -> None:
+    rng = np.random.default_rng(1)
+    target = rng.normal(size=(3000, 8))
+    related = target @ rng.normal(size=(8, 40)) + 0.1 * rng.normal(size=(3000, 40))
+    layers = [related, rng.normal(size=(3000, 40))]
+    table = similarity_table(layers, {"t": target}, seed=0)
+    assert set(table) == {"cka", "svcca", "pwcca", "chance:svcca", "chance:pwcca"}
+    assert table["pwcca"]["t"][0] > 0.95
+    assert table["cka"]["t"][0] == pytest.approx(linear_cka(layers[0], target), abs=1e-6)
+    assert table["svcca"]["t"][0] == pytest.approx(svcca(layers[0], target), abs=1e-6)
+    assert table["pwcca"]["t"][1] == pytest.approx(pwcca(layers[1], target), abs=1e-6)
+    for measure in ("svcca", "pwcca"):  # unrelated layer, and the shuffled target: both at the chance level
+        chance = table[f"chance:{measure}"]["t"]
+        assert max(chance) < 0.2 and abs(table[measure]["t"][1] - chance[1]) < 0.05
+
+
 def test_frame_alignment_helpers() -> None:
     segments = [("a", 0.1, 0.3), ("b", 0.3, 0.5)]
     assert labels_at(segments, np.array([0.05, 0.1, 0.29, 0.3, 0.49, 0.5, 0.9])).tolist() == \
@@ -118,6 +187,14 @@ def test_log_mel_upstream_is_log_mel_and_a_missing_alignment_is_reported(synth: 
     assert result["targets"]["log-mel"] == [pytest.approx(1.0, abs=1e-6)]
     assert 0.0 < result["targets"]["phone"][0] < 0.9
     assert result["targets"]["word"] is None and "word_alignment" in result["missing"]["word"]
+    assert result["cca"]["svcca"]["log-mel"] == [pytest.approx(1.0, abs=1e-6)]
+    assert result["cca"]["pwcca"]["log-mel"] == [pytest.approx(1.0, abs=1e-6)]
+    assert result["cca"]["pwcca"]["word"] is None
+    assert result["classes"]["speaker"] == len({c.supervisions[0].speaker for c in cuts})
+    assert 50 < result["pitch_frames"] < 500  # eSpeak speech: roughly half of the frames are voiced
+    for name in ("speaker", "pitch"):
+        assert 0.0 < result["targets"][name][0] < 0.9
+        assert result["cca"]["chance:pwcca"][name][0] < result["cca"]["pwcca"][name][0] <= 1.0
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
@@ -158,9 +235,16 @@ def test_similarity_in_probe_json(probed) -> None:
     similarity = summary["upstreams"]["hubert_tiny"]["similarity"]
     assert similarity["subset"] == "pr" and similarity["split"] == "dev" and not similarity["missing"]
     assert 4 <= similarity["frames"] <= 4000
-    for name in ("log-mel", "phone", "word"):
+    for name in ("log-mel", "phone", "word", "speaker", "pitch"):
         values = similarity["targets"][name]
         assert len(values) == 3 and all(-0.1 < v <= 1.0 for v in values)
+        for measure in ("svcca", "pwcca", "chance:svcca", "chance:pwcca"):
+            assert len(similarity["cca"][measure][name]) == 3
+            assert all(0.0 <= v <= 1.0 for v in similarity["cca"][measure][name])
+    table = format_probe(summary)
+    for title in ("linear CKA (unbiased)", "SVCCA (chance:", "PWCCA (chance:", "| chance |"):
+        assert title in table
+    assert "| layer | log-mel | phone | word | speaker | pitch |" in table
     assert similarity == json.loads((out / "hubert_tiny" / "similarity" / "similarity.json").read_text())
 
 

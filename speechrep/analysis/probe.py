@@ -9,8 +9,8 @@ built around the best layer on dev: `first2+best` = [0, 1, best] and `best±1` =
 clipped to the upstream's hidden states. Every run is a `downstream.runner.run_pair` (the benchmark's
 protocol: frozen upstream, light head, checkpoint chosen on dev, test read once at the end), and the runs of
 an upstream share one feature cache, so the upstream itself runs once over the corpus. Then, unless
-`similarity=False`, the linear CKA of every hidden state with log-mel, phone identity and word identity on
-the dev split of `similarity_subset` (`analysis.similarity`).
+`similarity=False`, the linear CKA, SVCCA and PWCCA of every hidden state with log-mel, phone, word and
+speaker identity and pitch on the dev split of `similarity_subset` (`analysis.similarity`).
 
 Layout of `out`:
 
@@ -20,7 +20,7 @@ Layout of `out`:
     <upstream>/<task>/layer_<k>/             a run_pair folder per hidden state (results.json once done)
     <upstream>/<task>/weighted_sum/
     <upstream>/<task>/layers_<i>-<j>-<k>/    an integration setup (a one-layer setup is that layer's folder)
-    <upstream>/similarity/similarity.json    the CKA table
+    <upstream>/similarity/similarity.json    the CKA, SVCCA and PWCCA tables
 
 Resumable: finished runs (their results.json) are skipped, a killed run resumes, a computed CKA table is kept.
 `out` is held by one probe at a time and records the settings that decide its numbers (corpus, preset,
@@ -241,7 +241,8 @@ def _value(value: float, percent: bool) -> str:
 
 
 def format_probe(summary: dict[str, Any]) -> str:
-    """probe.json as Markdown tables: per upstream and task the runs (best dev layer starred), then CKA."""
+    """probe.json as Markdown tables: per upstream and task the runs (best dev layer starred), then the
+    similarity tables."""
     lines: list[str] = []
     for label, entry in summary["upstreams"].items():
         for task, t in entry["tasks"].items():
@@ -258,13 +259,27 @@ def format_probe(summary: dict[str, Any]) -> str:
             lines.append("")
         similarity = entry.get("similarity")
         if similarity:
-            targets = [name for name in TARGETS if similarity["targets"].get(name) is not None]
-            lines += [f"{label}: linear CKA (unbiased) with each hidden state, {similarity['frames']} "
-                      f"frames of {similarity['subset']}/{similarity['split']}", "",
-                      "| layer | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
-            values = similarity["targets"]
-            lines += [f"| {k} | " + " | ".join(f"{values[name][k]:.3f}" for name in targets) + " |"
-                      for k in range(len(values["log-mel"]))]
-            lines += [f"({name}: {why})" for name, why in similarity.get("missing", {}).items()]
-            lines.append("")
+            lines += similarity_lines(label, similarity)
     return "\n".join(lines)
+
+
+def similarity_lines(label: str, similarity: dict[str, Any]) -> list[str]:
+    """The similarity tables of one upstream: CKA, then SVCCA and PWCCA with their shuffled-frames level."""
+    values = similarity["targets"]
+    targets = [name for name in TARGETS if values.get(name) is not None]
+    pitch = f", pitch on its {similarity['pitch_frames']} voiced ones" if "pitch_frames" in similarity else ""
+    lines = [f"{label}: similarity of each hidden state with each target, {similarity['frames']} frames of "
+             f"{similarity['subset']}/{similarity['split']}{pitch}", ""]
+    tables = [("linear CKA (unbiased)", values, None)]
+    tables += [(f"{name.upper()} (chance: the target's frames shuffled, the most over layers)",
+                similarity["cca"][name], similarity["cca"].get(f"chance:{name}"))
+               for name in ("svcca", "pwcca") if name in similarity.get("cca", {})]
+    for title, table, chance in tables:
+        lines += [title, "", "| layer | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+        lines += [f"| {k} | " + " | ".join(f"{table[name][k]:.3f}" for name in targets) + " |"
+                  for k in range(len(values[targets[0]]))]
+        if chance:
+            lines.append("| chance | " + " | ".join(f"{max(chance[name]):.3f}" for name in targets) + " |")
+        lines.append("")
+    lines += [f"({name}: {why})" for name, why in similarity.get("missing", {}).items()]
+    return lines + ([""] if similarity.get("missing") else [])
