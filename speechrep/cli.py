@@ -221,13 +221,15 @@ def _probe_arguments(p: argparse.ArgumentParser) -> None:
                    help="hidden states probed one by one: 'all' (default) or indices, e.g. 0,4,8")
     p.add_argument("--preset", default=None, help="config preset, e.g. tiny (see `speechrep list presets`)")
     p.add_argument("--similarity", action=argparse.BooleanOptionalAction, default=True,
-                   help="linear CKA of each hidden state with log-mel, phone and word identity (default: on)")
+                   help="linear CKA, SVCCA and PWCCA of each hidden state with log-mel, phone, word and "
+                   "speaker identity and pitch (default: on)")
     p.add_argument("--similarity-subset", default="pr", metavar="SUBSET",
-                   help="CKA frames come from CORPUS/SUBSET/dev.jsonl.gz, whose cuts carry phone and word "
-                   "alignments (default: pr)")
+                   help="similarity frames come from CORPUS/SUBSET/dev.jsonl.gz, whose cuts carry phone and "
+                   "word alignments (default: pr)")
     p.add_argument("--max-frames", type=int, default=4000,
-                   help="CKA on a seeded sample of at most this many frames (default: 4000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the CKA frame sample")
+                   help="similarity on a seeded sample of at most this many frames (default: 4000; CCA needs "
+                   "many more frames than the layer is wide, see docs/layer_analysis.md)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the similarity frame sample")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out made with another corpus, preset, overrides or CKA sample, "
                    "or other upstream weights (default: such a folder is an error; the same command resumes)")
@@ -236,7 +238,8 @@ def _probe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @command("probe", "per-layer probing: a task on each hidden state, the weighted sum and feature-integration "
-         "setups; CKA of each layer with log-mel, phones and words", _probe_arguments)
+         "setups; CKA/SVCCA/PWCCA of each layer with log-mel, phones, words, speakers, pitch",
+         _probe_arguments)
 def _probe(args: argparse.Namespace) -> int:
     from speechrep.analysis.probe import ProbeConfig, format_probe, probe
 
