@@ -154,8 +154,9 @@ def layer_analysis_body(probe: Mapping[str, Any]) -> str:
         where = f"{first['subset']}/{first['split']}"
         body += (f"\n<h3>Layer similarity (linear CKA)</h3>\n<p class=\"note\">{esc(first['estimator'])}, on "
                  f"at most {esc(first['max_frames'])} frames of {esc(where)}: "
-                 "each hidden state against log-mel frames, one-hot phone identity and one-hot word identity "
-                 "of the same frames (1: the same up to a rotation and a scale; 0: linearly unrelated).</p>\n"
+                 "each hidden state against log-mel frames, one-hot phone, word and speaker identity and "
+                 "log-F0 (voiced frames only) of the same frames (1: the same up to a rotation and a scale; "
+                 "0: linearly unrelated). SVCCA and PWCCA are in probe.json.</p>\n"
                  f"<div class=\"plots\">{''.join(maps)}</div>")
         body += "".join(f"\n<p class=\"note\">{esc(note)}.</p>" for note in notes)
     return body
