@@ -11,14 +11,12 @@ linear head each; the heads belong to the objective and are not exported (`pretr
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
-import torch
 from torch import nn
 
-from speechrep.compress.structured import transformer_encoder
+from speechrep.compress.structured import rebuild_upstream, transformer_encoder
 from speechrep.errors import ConfigError
 from speechrep.pretrain.distilhubert import Config as DistilConfig
 from speechrep.pretrain.distilhubert import DistilHuBERTObjective
@@ -49,10 +47,7 @@ def shallow_student(teacher: nn.Module, num_layers: int) -> nn.Module:
     layer_key = re.compile(rf"^{re.escape(prefix + '.' if prefix else '')}layers\.(\d+)\.")
     state = {k: v for k, v in teacher.state_dict().items()
              if not ((m := layer_key.match(k)) and int(m.group(1)) >= num_layers)}
-    with torch.random.fork_rng(devices=[]):
-        student = type(teacher)(dataclasses.replace(config, **changes))
-    student.load_state_dict(state)
-    return student.train(teacher.training)
+    return rebuild_upstream(teacher, changes, state)
 
 
 def distillation_objective(student: nn.Module, teacher: nn.Module, cfg: Any) -> nn.Module:

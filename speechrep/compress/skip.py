@@ -1,4 +1,5 @@
-"""Skip-ahead: replace the attention of the most diagonal layers by the identity map, one-shot, no retraining.
+"""Skip-ahead: replace the attention of the most diagonal layers by the identity map (one step; `series.py`
+chains the steps and retrains between them).
 
     diagonality = attention_diagonality(upstream, batches, band=1)    # one value per layer, on real audio
     smaller = skip_attention(upstream, keep=0.75, diagonality=diagonality)
@@ -32,7 +33,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from speechrep.compress.structured import _rebuild, check_keep, layer_sizes, transformer_encoder
+from speechrep.compress.structured import check_keep, layer_sizes, rebuild_upstream, transformer_encoder
 from speechrep.errors import ConfigError
 from speechrep.nn.transformer import IdentityAttention, TransformerEncoder
 
@@ -129,4 +130,4 @@ def skip_attention(upstream: nn.Module, keep: float, diagonality: Sequence[float
         for key in [k for k in state if k.startswith(f"{base}.attention.")]:
             del state[key]
         state[f"{base}.identity.proj.weight"], state[f"{base}.identity.proj.bias"] = weight, bias
-    return _rebuild(upstream, {"identity_attention": tuple(sorted(already + chosen))}, state)
+    return rebuild_upstream(upstream, {"identity_attention": tuple(sorted(already + chosen))}, state)

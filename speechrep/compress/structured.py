@@ -111,7 +111,7 @@ def kept_units(upstream: nn.Module, keep: float, counts: Sequence[int] | None = 
     return kept
 
 
-def _rebuild(upstream: nn.Module, changes: dict[str, object], state: dict[str, Tensor]) -> nn.Module:
+def rebuild_upstream(upstream: nn.Module, changes: dict[str, object], state: dict[str, Tensor]) -> nn.Module:
     """A new upstream of the same class with its config changed and `state` loaded (strictly); its throwaway
     initialisation leaves the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
@@ -145,7 +145,7 @@ def prune_heads(upstream: nn.Module, keep: float, scores: Sequence[Tensor] | Non
             state[f"{base}.{proj}.bias"] = state[f"{base}.{proj}.bias"][rows].clone()
         state[f"{base}.out_proj.weight"] = state[f"{base}.out_proj.weight"][:, rows].clone()
     changes = {"num_heads": tuple(len(k) for k in heads), "head_dim": head_dim}
-    return _rebuild(upstream, changes, state)
+    return rebuild_upstream(upstream, changes, state)
 
 
 def prune_ffn(upstream: nn.Module, keep: float, counts: Sequence[int] | None = None) -> nn.Module:
@@ -161,7 +161,7 @@ def prune_ffn(upstream: nn.Module, keep: float, counts: Sequence[int] | None = N
         state[f"{base}.fc1.weight"] = state[f"{base}.fc1.weight"][rows].clone()
         state[f"{base}.fc1.bias"] = state[f"{base}.fc1.bias"][rows].clone()
         state[f"{base}.fc2.weight"] = state[f"{base}.fc2.weight"][:, rows].clone()
-    return _rebuild(upstream, {"ffn_size": tuple(len(k) for k in units)}, state)
+    return rebuild_upstream(upstream, {"ffn_size": tuple(len(k) for k in units)}, state)
 
 
 def ffn_singular_values(upstream: nn.Module) -> list[dict[str, Tensor]]:
