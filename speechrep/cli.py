@@ -279,27 +279,57 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _kmeans_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", required=True, metavar="mfcc|fbank|UPSTREAM[:LAYER]",
-                   help="hand-crafted features, or a hub name / exported upstream and a hidden-state index")
+    p.add_argument("--features", default=None, metavar="mfcc|fbank|UPSTREAM[:LAYER]",
+                   help="hand-crafted features, or a hub name / exported upstream and a hidden-state index "
+                   "(not with --apply: the fitted ones)")
     p.add_argument("--data", type=Path, required=True,
                    help="a corpus directory (its `unlabeled` train and dev) or a manifest")
-    p.add_argument("--k", type=int, required=True, help="number of clusters")
+    p.add_argument("--k", type=int, default=None, help="number of clusters (not with --apply)")
     p.add_argument("--out", type=Path, required=True, help="writes kmeans.json, centroids.npy, <split>.npz")
     p.add_argument("--stride", type=int, default=None, help="samples per label (hand-crafted features; default 320)")
     p.add_argument("--fit-fraction", type=float, default=1.0, help="share of train utterances to fit on")
     p.add_argument("--max-fit-frames", type=int, default=1_000_000, help="frames sampled to fit at most")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where upstream features run")
+    p.add_argument("--max-duration", type=float, default=120.0, help="seconds of audio per feature batch")
+    step = p.add_mutually_exclusive_group()
+    step.add_argument("--fit-only", action="store_true", help="fit, save the dictionary; label with --apply")
+    step.add_argument("--apply", action="store_true",
+                      help="label every cut with the dictionary fitted in OUT (`--fit-only`); with --shard "
+                      "or under torchrun one part each, merged by the last to finish")
+    step.add_argument("--merge", action="store_true", help="only merge the finished --apply parts in OUT")
+    p.add_argument("--shard", default=None, metavar="I/N|slurm",
+                   help="with --apply: label part I of N (0-based) into OUT/parts/ (`slurm`: array task)")
 
 
 @command("kmeans", "k-means targets for HuBERT-style pre-training: fit on a sample, label train and dev",
          _kmeans_arguments)
 def _kmeans(args: argparse.Namespace) -> int:
-    from speechrep.pretrain.kmeans import run_kmeans
+    from speechrep.errors import ConfigError
+    from speechrep.parts import resolve_part
+    from speechrep.pretrain.kmeans import apply_kmeans, merge_kmeans_parts, run_kmeans
 
-    report = run_kmeans(args.features, args.data, args.k, args.out, stride=args.stride,
-                        fit_fraction=args.fit_fraction, max_fit_frames=args.max_fit_frames, seed=args.seed,
-                        device=args.device)
+    part = resolve_part(args.shard)
+    if part is not None and not args.apply:
+        raise ConfigError("--shard (or torchrun) splits the labelling: use it with --apply, after --fit-only")
+    if args.merge:
+        report = merge_kmeans_parts(args.out, args.data)
+    elif args.apply:
+        report = apply_kmeans(args.out, args.data, part, args.max_duration, args.device)
+        if not report.get("splits"):
+            print(f"{args.out}: labelled part {report['part']}; the last part to finish merges")
+            return 0
+    else:
+        if args.features is None or args.k is None:
+            raise ConfigError("kmeans needs --features and --k (except with --apply or --merge)")
+        report = run_kmeans(args.features, args.data, args.k, args.out, stride=args.stride,
+                            fit_fraction=args.fit_fraction, max_fit_frames=args.max_fit_frames,
+                            seed=args.seed, max_duration=args.max_duration, device=args.device,
+                            fit_only=args.fit_only)
+    if args.fit_only:
+        print(f"{args.out}: k={report['k']} fitted on {report['fit_frames']} frames of {report['describe']}; "
+              "label with --apply")
+        return 0
     print(f"{args.out}: k={report['k']} on {report['describe']}, label every {report['stride']} samples, "
           f"{report['used_clusters']}/{report['k']} clusters used")
     for split, stats in report["splits"].items():
@@ -337,9 +367,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _extract_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path,
+    p.add_argument("inputs", nargs="*", metavar="INPUT", type=Path,
                    help="audio files, folders (searched recursively) or lhotse manifests")
-    p.add_argument("--upstream", required=True,
+    p.add_argument("--upstream", default=None,
                    help="registered name (see `speechrep list upstreams`) or an exported/HF/fairseq model")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights for a registered name")
     p.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices, e.g. 6,12")
@@ -355,20 +385,38 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out written with another upstream, checkpoint, layers or precision")
+    p.add_argument("--shard", default=None, metavar="I/N|slurm",
+                   help="do part I of N (0-based) into OUT/parts/, e.g. one task of a SLURM job array "
+                   "(`slurm`: this task's SLURM_ARRAY_TASK_ID/COUNT); under torchrun each rank also takes a "
+                   "part; the last part to finish merges all into one store in OUT")
+    p.add_argument("--merge", action="store_true",
+                   help="only move what finished parts wrote into OUT's store (needs no INPUT or --upstream)")
 
 
 @command("extract", "write an upstream's hidden states for audio files to safetensors shards (resumable)",
          _extract_arguments)
 def _extract(args: argparse.Namespace) -> int:
-    from speechrep.upstream.extract import extract_features, load_upstream_flag, resolve_device_flag
+    from speechrep.errors import ConfigError
+    from speechrep.parts import resolve_part
+    from speechrep.upstream.extract import extract_features, load_upstream_flag, merge_parts
+    from speechrep.upstream.extract import resolve_device_flag as device_flag
 
-    device = resolve_device_flag(args.device)
+    if args.merge:
+        merged, unfinished = merge_parts(args.out)
+        print(f"{args.out}: merged {len(merged)} part folder(s)"
+              + (f"; not finished: {', '.join(unfinished)}" if unfinished else ""))
+        return 0
+    if not args.inputs or args.upstream is None:
+        raise ConfigError("extract needs INPUT(s) and --upstream (or --merge alone)")
+    part = resolve_part(args.shard)
+    device = device_flag(args.device)
     upstream = load_upstream_flag(args.upstream, args.checkpoint).to(device)
     summary = extract_features(upstream, args.inputs, args.out, args.layers,
                                max_batch_seconds=args.max_batch_seconds, chunk_seconds=args.chunk_seconds,
                                overlap_seconds=args.overlap_seconds, precision=args.precision,
                                max_shard_mb=args.shard_mb, name=_absolute(args.upstream),
-                               checkpoint=args.checkpoint and _absolute(args.checkpoint), overwrite=args.overwrite)
+                               checkpoint=args.checkpoint and _absolute(args.checkpoint),
+                               overwrite=args.overwrite, part=part)
     print(summary, file=sys.stderr if summary.failures else sys.stdout)
     return 1 if summary.failures else 0
 

@@ -11,7 +11,8 @@
 - `check_settings` records the settings that produced a resumable output (`OUT/.speechrep.settings.json`);
   a later run with different settings stops with the keys that changed, unless it asked to start over.
 - `disk_errors` turns a full disk or an unwritable folder into one-line `OutputError`s.
-Under torchrun only rank 0 locks and records; the other ranks share its folder.
+Under torchrun only rank 0 locks and records; the other ranks share its folder. `every_rank=True` makes every
+rank lock and record, for runs whose ranks each write a folder of their own (distributed extraction's parts).
 """
 from __future__ import annotations
 
@@ -136,17 +137,17 @@ class OutputLock:
     sub-folders they write, like benchmark runs of different upstreams into one --out) while still keeping
     out an exclusive holder (a run that starts the folder over)."""
 
-    def __init__(self, folder: Path, what: str, shared: bool = False):
+    def __init__(self, folder: Path, what: str, shared: bool = False, every_rank: bool = False):
         self.folder = Path(folder)
         self.what = what  # e.g. "speechrep extract"
-        self.shared = shared
+        self.shared, self.every_rank = shared, every_rank
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise OutputError naming the run that holds it."""
         import fcntl
 
-        if not _is_rank_zero() or self._fd is not None:
+        if not (self.every_rank or _is_rank_zero()) or self._fd is not None:
             return
         ensure_output_dir(self.folder)
         path = self.folder / LOCK_NAME
@@ -202,13 +203,13 @@ def _describe(value: Any) -> str:
 
 
 def check_settings(folder: Path, settings: dict[str, Any], overwrite: bool = False,
-                   hint: str = "--overwrite") -> None:
+                   hint: str = "--overwrite", every_rank: bool = False) -> None:
     """Record `settings` for `folder`, or raise OutputError if the folder was made with different ones.
 
     Values must be JSON-serialisable. With `overwrite=True` the folder's previous contents are removed first
     (the caller holds its lock), so nothing of the old run can mix with the new one.
     """
-    if not _is_rank_zero():
+    if not (every_rank or _is_rank_zero()):
         return
     folder = ensure_output_dir(Path(folder))
     path = folder / SETTINGS_NAME
@@ -246,11 +247,11 @@ def clear_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _settings_lock(folder: Path) -> Iterator[None]:
+def _settings_lock(folder: Path, every_rank: bool = False) -> Iterator[None]:
     """A short blocking exclusive lock around reading and recording a folder's settings (rank 0 only)."""
     import fcntl
 
-    if not _is_rank_zero():
+    if not (every_rank or _is_rank_zero()):
         yield
         return
     ensure_output_dir(folder)
@@ -269,16 +270,17 @@ class OutputFolder:
     inside); starting over (`overwrite`) still takes the folder alone for the clearing, then shares it."""
 
     def __init__(self, folder: Path, what: str, settings: dict[str, Any] | None = None,
-                 overwrite: bool = False, shared: bool = False):
-        self.lock = OutputLock(folder, what, shared=shared and not overwrite)
+                 overwrite: bool = False, shared: bool = False, every_rank: bool = False):
+        self.lock = OutputLock(folder, what, shared=shared and not overwrite, every_rank=every_rank)
         self.folder, self.settings, self.overwrite, self.shared = Path(folder), settings, overwrite, shared
+        self.every_rank = every_rank
 
     def __enter__(self) -> Path:
         self.lock.acquire()
         try:
             if self.settings is not None:
-                with _settings_lock(self.folder):  # two shared holders must not both record their settings
-                    check_settings(self.folder, self.settings, self.overwrite)
+                with _settings_lock(self.folder, self.every_rank):  # shared holders must not both record
+                    check_settings(self.folder, self.settings, self.overwrite, every_rank=self.every_rank)
             if self.lock.held and not self.lock.shared:  # nobody else can be writing a temporary now
                 remove_temporaries(self.folder)
             if self.shared:

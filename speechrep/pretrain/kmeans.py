@@ -16,10 +16,23 @@ Output directory: `kmeans.json` (k, stride, sources, used clusters, label qualit
 manifests carry `phone_alignment`), `centroids.npy`, and `<split>.npz` per split holding the labels of every
 cut concatenated (uint16) with their cut ids, recording ids, start times and offsets. `ClusterLabels(dir)`
 reads them back and finds the labels of a cut, or of a window cut out of one, during pre-training.
+
+At scale the two steps run apart (`speechrep.parts`):
+
+    speechrep kmeans --fit-only --features mfcc --data CORPUS --k 100 --fit-fraction 0.1 --out LABELS
+    speechrep kmeans --apply --data CORPUS --out LABELS --shard i/n    # or under torchrun, one part per rank
+
+`fit_only` writes `centroids.npy` and a `kmeans.json` without splits. `apply_kmeans` labels every cut with the
+nearest centroid; its batches (`max_duration` seconds, in manifest order) are planned alike by every part and
+dealt to the parts by seconds, so each cut's features are computed as in a one-process `--apply` and the
+labels are the same. Part i writes `LABELS/parts/<i>-of-<n>/<split>.npz` (a split at a time: a kill loses at
+most one split of one part) and its `done.json`; the last part to finish (or `merge_kmeans_parts`) writes the
+`<split>.npz` files and the statistics of `kmeans.json` as one process does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -31,14 +44,35 @@ from typing import Any
 import numpy as np
 import torch
 from lhotse import CutSet
+from lhotse.dataset.collation import collate_audio
 from sklearn.cluster import MiniBatchKMeans
 from torch import Tensor
 from tqdm import tqdm
 
 from speechrep.audio.features import FeatureExtractor
-from speechrep.data.batching import audio_batches, load_cuts
+from speechrep.data.batching import audio_batches, cut_sampler, load_cuts
 from speechrep.errors import ConfigError, SpeechrepError
+from speechrep.parts import (
+    Part,
+    balance,
+    digest,
+    exclusive_or_none,
+    missing_parts,
+    part_folder,
+    part_folders,
+    read_done,
+    write_done,
+)
 from speechrep.pretrain.label_quality import label_quality
+from speechrep.ranks import rank_and_world
+from speechrep.storage import (
+    SETTINGS_NAME,
+    OutputLock,
+    atomic_write,
+    atomic_write_json,
+    check_settings,
+    clear_folder,
+)
 from speechrep.upstream.extract import load_upstream_flag, resolve_device_flag
 
 log = logging.getLogger(__name__)
@@ -185,8 +219,14 @@ def run_kmeans(
     seed: int = 0,
     max_duration: float = 120.0,
     device: str = "auto",
+    fit_only: bool = False,
 ) -> dict[str, Any]:
-    """Fit one k-means dictionary on a sample of train frames, label all train/dev cuts; return the report."""
+    """Fit one k-means dictionary on a sample of train frames, label all train/dev cuts; return the report.
+
+    `fit_only`: write the dictionary only (centroids.npy, kmeans.json without splits) for `apply_kmeans`."""
+    if rank_and_world()[1] > 1:
+        raise ConfigError("k-means fits in one process; under torchrun run `speechrep kmeans --apply` (after "
+                          "`--fit-only` in one process)")
     data, out = Path(data), Path(out)
     if not 0 < fit_fraction <= 1:
         raise ConfigError(f"--fit-fraction {fit_fraction}: must be in (0, 1]")
@@ -219,7 +259,7 @@ def run_kmeans(
     centroids = model.cluster_centers_.astype(np.float32)
 
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "centroids.npy", centroids)
+    atomic_write(out / "centroids.npy", lambda tmp: np.save(tmp, centroids))
     report: dict[str, Any] = {
         "k": k,
         "stride": feats.stride,
@@ -232,35 +272,162 @@ def run_kmeans(
         "inertia_per_frame": float(model.inertia_) / len(sample),
         "splits": {},
     }
+    if fit_only:
+        atomic_write_json(out / META, report)
+        return report
+    labels: dict[str, dict[str, np.ndarray]] = {}
     for name, cuts in splits.items():
-        labels: dict[str, np.ndarray] = {}
+        labels[name] = {}
         for cut, f in features_per_cut(
             cuts.filter(lambda c: c.id not in cached).to_eager(), feats, max_duration, f"labelling {name}"
         ):
-            labels[cut.id] = model.predict(f).astype(np.uint16)
+            labels[name][cut.id] = assign_labels(f, centroids)
         for cut_id in cached.keys() & set(cuts.ids):
-            labels[cut_id] = model.predict(cached[cut_id]).astype(np.uint16)
-        _write_split(out / f"{name}.npz", cuts, labels)
-        counts = np.bincount(np.concatenate(list(labels.values())).astype(np.int64), minlength=k)
+            labels[name][cut_id] = assign_labels(cached[cut_id], centroids)
+    return _finish(out, report, splits, labels)
+
+
+def assign_labels(frames: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The nearest centroid (squared Euclidean distance) of every frame (N, D), as uint16."""
+    distances = (centroids * centroids).sum(1)[None, :] - 2.0 * (frames @ centroids.T)
+    return distances.argmin(1).astype(np.uint16)
+
+
+def _finish(out: Path, report: dict[str, Any], splits: dict[str, CutSet],
+            labels: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Write every split's labels and their statistics into `report` and `kmeans.json`; return the report."""
+    k, stride = int(report["k"]), int(report["stride"])
+    report = dict(report, splits={})
+    for name, cuts in splits.items():
+        _write_split(out / f"{name}.npz", cuts, labels[name])
+        frames = np.concatenate([np.zeros(0, np.uint16), *labels[name].values()])
+        counts = np.bincount(frames.astype(np.int64), minlength=k)
         stats: dict[str, Any] = {
-            "cuts": len(labels),
+            "cuts": len(labels[name]),
             "frames": int(counts.sum()),
             "used_clusters": int((counts > 0).sum()),
         }
-        quality = label_quality(cuts, labels, feats.stride / SAMPLE_RATE, k)
+        quality = label_quality(cuts, labels[name], stride / SAMPLE_RATE, k)
         if quality is not None:
             stats["label_quality"] = quality.as_dict()
         report["splits"][name] = stats
+    fit_split = "train" if "train" in splits else "all"
     used = report["splits"][fit_split]["used_clusters"]
     report["used_clusters"] = used
     if used < 2:
         raise SpeechrepError(
-            f"k-means on {feats.describe}: every frame falls in one cluster (degenerate features)"
+            f"k-means on {report['describe']}: every frame falls in one cluster (degenerate features)"
         )
     if used < k:
         log.warning("k-means: only %d of %d clusters label any %s frame", used, k, fit_split)
-    (out / META).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out / META, report)
     return report
+
+
+def _fitted(out: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """The report and centroids a fit wrote into `out`, or one ConfigError line."""
+    if not (out / META).is_file() or not (out / "centroids.npy").is_file():
+        raise ConfigError(f"--out {out}: no fitted k-means here (run `speechrep kmeans --fit-only` first)")
+    return json.loads((out / META).read_text()), np.load(out / "centroids.npy")
+
+
+def _label_units(units: list[tuple[str, CutSet]], features: FrameFeatures, centroids: np.ndarray,
+                 desc: str) -> dict[str, dict[str, np.ndarray]]:
+    """Split → cut id → labels of the cuts of `units` (split, batch), each batch run as it comes."""
+    labels: dict[str, dict[str, np.ndarray]] = {}
+    total = sum(len(batch) for _, batch in units)
+    bar = tqdm(total=total, desc=desc, unit="cut", disable=not sys.stderr.isatty())
+    with torch.inference_mode():
+        for split, batch in units:
+            batch = batch.sort_by_duration(ascending=False)  # as audio_batches collates
+            wavs, lens = collate_audio(batch)
+            device = features.device
+            feats, lengths = features.extract(wavs.float().to(device), lens.long().to(device))
+            feats = feats.float().cpu().numpy()
+            for cut, frames, n in zip(batch, feats, lengths.tolist()):
+                labels.setdefault(split, {})[cut.id] = assign_labels(frames[:n], centroids)
+            bar.update(len(batch))
+    bar.close()
+    return labels
+
+
+def apply_kmeans(
+    out: str | Path,
+    data: str | Path,
+    part: Part | None = None,
+    max_duration: float = 120.0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Label every usable cut of `data` with the dictionary fitted in `out` (module doc); the report.
+
+    With `part`, label that part only into `out/parts/`; the last part to finish merges (its report then has
+    the splits, else `{"part": ..., "merged": False}`)."""
+    out, data = Path(out), Path(data)
+    report, centroids = _fitted(out)
+    splits = {name: _usable(cuts, name) for name, cuts in _splits(data).items()}
+    units = [(name, batch) for name, cuts in splits.items()
+             for batch in cut_sampler(cuts, max_duration, shuffle=False, rank=0, world=1)]
+    features = frame_features(report["features"], int(report["stride"]), device)
+    if part is None:
+        with OutputLock(out, "speechrep kmeans --apply"):
+            labels = _label_units(units, features, centroids, "labelling")
+            return _finish(out, report, splits, {name: labels.get(name, {}) for name in splits})
+    fingerprint = hashlib.sha256(centroids.tobytes()).hexdigest()[:16]
+    plan = digest(part.count, max_duration, fingerprint, [(name, list(batch.ids)) for name, batch in units])
+    costs = [sum(cut.duration for cut in batch) for _, batch in units]
+    mine = [units[i] for i in balance(costs, part.count)[part.index]]
+    folder = part_folder(out, part)
+    with OutputLock(out, f"speechrep kmeans --apply part {part}", shared=True, every_rank=True), \
+            OutputLock(folder, f"speechrep kmeans --apply part {part}", every_rank=True):
+        settings = {"plan": plan, "part": str(part)}
+        try:
+            recorded = json.loads((folder / SETTINGS_NAME).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            recorded = None
+        if recorded != settings:  # labels of another dictionary, corpus or plan: of no use to this one
+            clear_folder(folder)
+        check_settings(folder, settings, every_rank=True)
+        for name in splits:
+            path = folder / f"{name}.npz"
+            if path.is_file():
+                continue  # done before a kill
+            labels = _label_units([unit for unit in mine if unit[0] == name], features, centroids,
+                                  f"labelling {name} {part}").get(name, {})
+            atomic_write(path, lambda tmp, cuts=splits[name], labels=labels: _write_split(tmp, cuts, labels))
+        write_done(folder, plan, {"part": str(part), "centroids": fingerprint,
+                                  "cuts": sum(len(batch) for _, batch in mine)})
+    with exclusive_or_none(out, f"speechrep kmeans --apply part {part} (merging)") as alone:
+        if alone and not missing_parts(out, part.count, plan):
+            return _merge(out, report, splits, fingerprint)
+    return {"part": str(part), "merged": False}
+
+
+def merge_kmeans_parts(out: str | Path, data: str | Path) -> dict[str, Any]:
+    """Write the labels of `data` from the finished parts of an `apply_kmeans` in `out` (taking it alone)."""
+    out = Path(out)
+    report, centroids = _fitted(out)
+    splits = {name: _usable(cuts, name) for name, cuts in _splits(Path(data)).items()}
+    with OutputLock(out, "speechrep kmeans --merge"):
+        return _merge(out, report, splits, hashlib.sha256(centroids.tobytes()).hexdigest()[:16])
+
+
+def _merge(out: Path, report: dict[str, Any], splits: dict[str, CutSet], fingerprint: str) -> dict[str, Any]:
+    """Gather the part labels of this dictionary and write them as one process would (`_finish`)."""
+    labels: dict[str, dict[str, np.ndarray]] = {name: {} for name in splits}
+    for folder in part_folders(out):
+        done = read_done(folder)
+        if done is None or done.get("centroids") != fingerprint:
+            continue
+        for name in splits:
+            with np.load(folder / f"{name}.npz") as z:
+                offsets, values = z["offsets"], z["labels"]
+                for i, cut_id in enumerate(z["ids"].tolist()):
+                    labels[name][cut_id] = values[offsets[i]:offsets[i + 1]]
+    lacking = {name: len(set(cuts.ids) - labels[name].keys()) for name, cuts in splits.items()}
+    if any(lacking.values()):
+        raise SpeechrepError(f"{out}: finished parts lack the labels of {lacking} cut(s); run the missing "
+                             f"`--apply --shard` parts (folders under {out / 'parts'})")
+    return _finish(out, report, splits, labels)
 
 
 def _write_split(path: Path, cuts: CutSet, labels: dict[str, np.ndarray]) -> None:

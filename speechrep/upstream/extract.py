@@ -17,6 +17,14 @@ A file that cannot be read (AudioError) is logged and skipped; the returned summ
 A full disk or unwritable folder stops the run with one OutputError line; what was listed stays valid.
 Utterances longer than `chunk_seconds` go through `speechrep.upstream.chunking` one at a time; shorter ones
 are sorted by duration and batched up to `max_batch_seconds` of padded audio.
+
+Distributed (`part=Part(i, n)`, `speechrep extract --shard i/n` or one torchrun rank; `speechrep.parts`): the
+work units above (a long utterance, a batch) of the whole corpus are planned alike by every part and dealt to
+the n parts by padded seconds, so every utterance runs in the same batch as in a one-process run and its
+features are the same bits. Part i writes a store of its own, `OUT/parts/<i>-of-<n>/` (same resume inside
+it), while holding `OUT` shared, then its `done.json`. The last part to finish, any later run on `OUT`, or
+`merge_parts` moves every part's shards into `OUT` (which then reads as one store, as if one process wrote
+it); the done records stay, so a part run again finds its utterances in `OUT` and skips them.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -35,7 +44,18 @@ from tqdm import tqdm
 
 from speechrep.audio.io import audio_info, load_audio
 from speechrep.errors import AudioError, ConfigError, SpeechrepError
-from speechrep.storage import OutputError, OutputFolder, ensure_output_dir
+from speechrep.parts import (
+    Part,
+    balance,
+    digest,
+    exclusive_or_none,
+    missing_parts,
+    part_folder,
+    part_folders,
+    read_done,
+    write_done,
+)
+from speechrep.storage import OutputError, OutputFolder, atomic_write, atomic_write_text, ensure_output_dir
 from speechrep.upstream.chunking import FrameGeometry, chunked_forward, frame_geometry
 from speechrep.upstream.feature_store import FeatureStore, cut_key, fit_precision, store_settings
 
@@ -70,10 +90,15 @@ class ExtractSummary:
     written: int = 0
     skipped: int = 0  # already in the index
     failures: list[tuple[str, str]] = field(default_factory=list)  # (source, one-line reason)
+    part: Part | None = None  # the part of a distributed run this call did
+    merged: list[str] | None = None  # the part folders merged into out_dir by this call (None: no merge)
 
     def __str__(self) -> str:
-        lines = [f"{self.out_dir}: wrote {self.written}, skipped {self.skipped} already done, "
+        part = f" part {self.part}" if self.part else ""
+        lines = [f"{self.out_dir}{part}: wrote {self.written}, skipped {self.skipped} already done, "
                  f"failed {len(self.failures)}"]
+        if self.merged is not None:
+            lines.append(f"  merged {len(self.merged)} part folder(s) into {self.out_dir}")
         lines += [f"  failed: {reason}" for _, reason in self.failures]
         return "\n".join(lines)
 
@@ -242,6 +267,19 @@ def parse_layers(layers: str | Sequence[int], num_layers: int) -> list[int]:
     return chosen
 
 
+def plan_units(utterances: list[_Utterance], max_batch_seconds: float,
+               chunk_seconds: float) -> list[list[_Utterance]]:
+    """The work units of a run: each utterance over `chunk_seconds` alone, then the batches of the rest."""
+    long = [[utt] for utt in utterances if utt.duration > chunk_seconds]
+    short = [utt for utt in utterances if utt.duration <= chunk_seconds]
+    return long + list(_batches(short, max_batch_seconds))
+
+
+def unit_cost(unit: list[_Utterance]) -> float:
+    """Seconds of (padded) audio a unit runs through the upstream, what parts are balanced by."""
+    return len(unit) * max(utt.duration for utt in unit)
+
+
 def _batches(utterances: list[_Utterance], max_batch_seconds: float) -> Iterable[list[_Utterance]]:
     """Longest first; each batch's padded length × size stays within `max_batch_seconds`."""
     ordered = sorted(utterances, key=lambda u: u.duration, reverse=True)
@@ -270,17 +308,22 @@ def extract_features(
     checkpoint: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    part: Part | None = None,
 ) -> ExtractSummary:
     """Write the hidden states of `layers` for every utterance of `inputs` to the store `out_dir` (module doc).
 
     `name`/`checkpoint` record where the upstream came from (default: its provenance or class name); the
-    weights fingerprint is recorded too. `progress=None` shows a bar on a terminal."""
+    weights fingerprint is recorded too. `progress=None` shows a bar on a terminal. `part`: do only that part
+    of a distributed run (module doc); the last part to finish merges."""
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     _check_number(max_batch_seconds, "--max-batch-seconds")
     _check_number(chunk_seconds, "--chunk-seconds")
     _check_number(overlap_seconds, "--overlap-seconds", inclusive=True)
     _check_number(max_shard_mb, "--shard-mb")
+    if part is not None and overwrite:
+        raise ConfigError("--overwrite with --shard (or under torchrun): each part would clear what the "
+                          "others wrote; remove the output folder first, or extract into another --out")
     out = ensure_output_dir(Path(out_dir), "--out")
     old = [n for n in _OLD_FORMAT if (out / n).is_file()]
     if old and not overwrite:
@@ -294,27 +337,94 @@ def extract_features(
         name = str(provenance) if provenance else type(upstream).__name__
     settings = dict(store_settings(upstream, name, chosen, precision, checkpoint),
                     receptive_field=geometry.receptive_field)
-    with OutputFolder(out, "speechrep extract", settings, overwrite):
-        store = FeatureStore(out)
-        store.clean()  # what a killed run left: shards never listed, listings of removed shards
-        return _extract(upstream, store, inputs, chosen, geometry, sample_rate, precision,
-                        max_batch_seconds, chunk_seconds, overlap_seconds, int(max_shard_mb * 2**20), progress)
+    work = dict(upstream=upstream, inputs=inputs, chosen=chosen, geometry=geometry, sample_rate=sample_rate,
+                precision=precision, max_batch_seconds=max_batch_seconds, chunk_seconds=chunk_seconds,
+                overlap_seconds=overlap_seconds, max_shard_bytes=int(max_shard_mb * 2**20), progress=progress)
+    if part is None:
+        with OutputFolder(out, "speechrep extract", settings, overwrite):
+            store = FeatureStore(out)
+            store.clean()  # what a killed run left: shards never listed, listings of removed shards
+            merged = _merge_parts(out) if part_folders(out) else None  # what parts left unmerged
+            summary = _extract(store=store, part=None, done=store.index(), **work)
+            summary.merged = merged
+            return summary
+    # Parts hold OUT shared (settings checked alike) and each its own folder alone.
+    with OutputFolder(out, f"speechrep extract part {part}", settings, shared=True, every_rank=True):
+        folder = part_folder(out, part)
+        part_settings = dict(settings, part=[part.index, part.count], max_batch_seconds=max_batch_seconds,
+                             chunk_seconds=chunk_seconds)
+        with OutputFolder(folder, f"speechrep extract part {part}", part_settings, every_rank=True):
+            store = FeatureStore(folder)
+            store.clean()
+            done = {**FeatureStore(out).index(), **store.index()}
+            summary = _extract(store=store, part=part, done=done, **work)
+            summary.out_dir = out
+    with exclusive_or_none(out, f"speechrep extract part {part} (merging)") as alone:
+        plan = read_done(part_folder(out, part))["plan"]
+        if alone and not missing_parts(out, part.count, plan):
+            summary.merged = _merge_parts(out)
+    return summary
+
+
+def merge_parts(out_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Move the shards of every part folder into `out_dir` (taking it alone): (merged, unfinished) parts."""
+    out = Path(out_dir)
+    if FeatureStore(out).settings is None:
+        raise ConfigError(f"--out {out}: not a feature store (nothing extracted here)")
+    with OutputFolder(out, "speechrep extract --merge"):
+        FeatureStore(out).clean()
+        unfinished = [folder.name for folder in part_folders(out) if read_done(folder) is None]
+        return _merge_parts(out), unfinished
+
+
+def _merge_parts(out: Path) -> list[str]:
+    """Move every part's listed shards into `out` (its holder alone); idempotent, a kill loses nothing."""
+    settings = FeatureStore(out).settings or {}
+    merged = []
+    for folder in part_folders(out):
+        part = FeatureStore(folder)
+        recorded = {key: value for key, value in (part.settings or {}).items() if key in settings}
+        if recorded != settings:
+            logger.warning("%s: made with other settings than %s, not merged", folder, out)
+            continue
+        part.clean()  # nobody writes it: its writer held `out` shared
+        for listing in sorted(folder.glob("shard-*.json")):
+            shard = listing.with_suffix(".safetensors")
+            target = out / shard.name
+            # The shard first (a link, else a copy), then its listing: `out` never lists a missing shard.
+            if not target.exists():
+                try:
+                    os.link(shard, target)
+                except OSError:
+                    atomic_write(target, lambda tmp, shard=shard: shutil.copyfile(shard, tmp))
+            if not (out / listing.name).exists():
+                atomic_write_text(out / listing.name, listing.read_text())
+            listing.unlink()
+            shard.unlink()
+        merged.append(folder.name)
+    return merged
 
 
 def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os.PathLike], chosen: list[int],
              geometry: FrameGeometry, sample_rate: int, precision: str, max_batch_seconds: float,
              chunk_seconds: float, overlap_seconds: float, max_shard_bytes: int,
-             progress: bool | None) -> ExtractSummary:
-    """The body of `extract_features`, run while holding the store's folder."""
+             progress: bool | None, part: Part | None, done: dict[str, dict]) -> ExtractSummary:
+    """The body of `extract_features`, run while holding the store's folder; `done`: what is stored."""
     utterances, failures = collect_utterances(inputs, sample_rate)
-    done = store.index()
     for utt in utterances:  # a cut id reused by another manifest must not be taken for one already stored
         stored = done.get(utt.id, {}).get("cut")
         if utt.cut and stored and stored != utt.cut:
             raise ConfigError(f"utterance id {utt.id!r} of {utt.source} is stored from another cut "
                               f"({done[utt.id].get('source')}); extract this manifest into another --out")
-    todo = [utt for utt in utterances if utt.id not in done]
-    summary = ExtractSummary(store.folder, skipped=len(utterances) - len(todo), failures=failures)
+    units = plan_units(utterances, max_batch_seconds, chunk_seconds)
+    if part is not None:  # every part plans alike, then keeps its own units
+        plan = digest(part.count, max_batch_seconds, chunk_seconds, [(u.id, u.duration) for u in utterances])
+        units = [units[i] for i in balance([unit_cost(unit) for unit in units], part.count)[part.index]]
+        failures = failures if part.index == 0 else []  # unreadable headers: reported once, by part 0
+    mine = sum(len(unit) for unit in units)
+    units = [todo for unit in units if (todo := [utt for utt in unit if utt.id not in done])]
+    todo = [utt for unit in units for utt in unit]
+    summary = ExtractSummary(store.folder, skipped=mine - len(todo), failures=failures, part=part)
     writer = store.writer(max_shard_bytes, SHARD_SECONDS)
     device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
     autocast = (torch.autocast(device.type, dtype=PRECISIONS[precision]) if PRECISIONS[precision]
@@ -353,19 +463,20 @@ def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os
             store_one(utt, [output.hidden_states[k][row, :frames] for k in chosen])
 
     upstream.eval()
-    long = [utt for utt in todo if utt.duration > chunk_seconds]
-    short = [utt for utt in todo if utt.duration <= chunk_seconds]
     quiet = None if progress is None else not progress  # None: tqdm shows the bar on a terminal only
-    bar = tqdm(total=len(todo), unit="utt", desc="extract", disable=quiet)
+    bar = tqdm(total=len(todo), unit="utt", desc="extract" + (f" {part}" if part else ""), disable=quiet)
     try:
         with torch.inference_mode(), autocast:
-            for utt in long:
-                wav = load(utt)
-                if wav is not None:
-                    output = chunked_forward(upstream, wav.to(device), chunk_seconds, overlap_seconds, chosen)
-                    store_one(utt, [hidden[0] for hidden in output.hidden_states])
-                bar.update(1)
-            for batch in _batches(short, max_batch_seconds):
+            for batch in units:
+                if batch[0].duration > chunk_seconds:  # a long utterance, always a unit of its own
+                    utt = batch[0]
+                    wav = load(utt)
+                    if wav is not None:
+                        output = chunked_forward(upstream, wav.to(device), chunk_seconds, overlap_seconds,
+                                                 chosen)
+                        store_one(utt, [hidden[0] for hidden in output.hidden_states])
+                    bar.update(1)
+                    continue
                 loaded = [(utt, wav) for utt in batch if (wav := load(utt)) is not None]
                 try:
                     run_batch(loaded)
@@ -384,4 +495,7 @@ def _extract(upstream: nn.Module, store: FeatureStore, inputs: Sequence[str | os
         raise
     bar.close()
     writer.flush()
+    if part is not None:
+        write_done(store.folder, plan, {"part": str(part), "utterances": mine, "written": summary.written,
+                                        "failed": len(summary.failures)})
     return summary
