@@ -69,6 +69,10 @@ Contract of `train(model, batches, loss_fn, cfg, run_dir, evaluate=None, param_g
 - Resume: call `train` again with the same arguments; it continues from last.pt (written every `eval_every`
   steps and at the end) and ends bit-identical to an uninterrupted run on CPU. A finished run returns at once
   (its weights loaded into `model`). Under torchrun only rank 0 logs, evaluates and saves.
+- Several processes (torchrun on one or many nodes, or srun): `cfg.parallel` "ddp" (default) or "fsdp"
+  (FSDP2: `model` is trained through a sharded copy; `loss_fn` and `after_step` get that copy, `evaluate` gets
+  `model` with the full weights on rank 0; checkpoints stay full, in the DDP layout). The run directory must be
+  on a filesystem every node sees.
 """
 from speechrep.train.checkpoint import (load_checkpoint, read_checkpoint, save_checkpoint, seed_everything,
                                         write_results)

@@ -6,6 +6,12 @@ the last micro-step), clip the global grad norm, optimizer + LR scheduler step, 
 `checkpoints/last.pt` (+ `best.pt` when the dev metric improves). Starting `train` again on the same run_dir
 resumes from `last.pt`; a finished run returns at once.
 
+Under torchrun (or srun) with `parallel: ddp` the model is wrapped in DistributedDataParallel; with
+`parallel: fsdp` a copy is sharded with FSDP2 (`fully_shard`, see `speechrep.train.distributed`): gradients
+are reduce-scattered, each rank keeps 1/world of the weights, gradients and AdamW state, and the full state is
+gathered for evaluation and checkpoints, which keep the DDP layout (a DDP checkpoint resumes under FSDP and
+back).
+
 A kill at any point leaves the two consistent: `last.pt` is written before `best.pt`, so the only gap a kill
 can leave is `last.pt` naming its own step as best while `best.pt` still holds an older one; a resume then
 copies `last.pt` to `best.pt` (`_reconcile_best`). Temporary files of a killed write are removed on resume.
@@ -14,16 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, TypeVar, Union, runtime_checkable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -32,7 +40,9 @@ from speechrep.errors import CheckpointError, ConfigError, TrainingError
 from speechrep.storage import remove_temporaries
 from speechrep.train.checkpoint import (capture_rng_state, load_checkpoint, read_checkpoint, restore_rng_state,
                                         save_checkpoint, seed_everything)
-from speechrep.train.distributed import init_distributed, rank_and_world, resolve_device
+from speechrep.train.distributed import (gather_full_state, init_distributed, rank_and_world,
+                                         release_full_weights, resolve_device, restore_full_weights, shard_model,
+                                         shard_optimizer_state)
 from speechrep.train.run_dir import MetricsLogger
 from speechrep.train.schedule import make_scheduler
 
@@ -63,6 +73,7 @@ class TrainConfig:
     metric_mode: Literal["min", "max"] = "min"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     ddp_find_unused: bool = False         # DDP find_unused_parameters (for models that skip some parameters)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # with >1 process: DDP, or FSDP2 (weights/grads/AdamW sharded)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum", "eval_every", "log_every"):
@@ -99,23 +110,23 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
     distributed = init_distributed(device)
     rank, world = rank_and_world()
     master = rank == 0
+    sharded = distributed and cfg.parallel == "fsdp"
     model.to(device)
     groups = param_groups if param_groups is not None else default_param_groups(model, cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.schedule)
+    groups = [{**g, "params": list(g["params"])} for g in groups]  # generators are read once
 
-    state, rng = TrainState(), None
+    state, rng, ckpt = TrainState(), None, None
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if master:  # half-written checkpoints, metrics or results of a killed run
         for folder in (run_dir, last_path.parent):
             if folder.is_dir():
                 remove_temporaries(folder)
+    if distributed:
+        _check_same_checkpoint_view(last_path, device)
     if last_path.is_file():
         ckpt = load_checkpoint(last_path, model)
         if master:
             _reconcile_best(ckpt, last_path, best_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_metric"],
                            ckpt["best_step"], dict(ckpt["last_eval"]))
         rng = ckpt["rng"][rank] if ckpt["world_size"] == world else None
@@ -128,8 +139,19 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
             return state
     else:
         seed_everything(cfg.seed + rank)
-    train_model: nn.Module = model
-    if distributed:
+    # `net` is the module that trains: the model itself, or its FSDP2-sharded copy (`model` then holds the
+    # full weights only around evaluation and after the last step).
+    net = shard_model(model, device) if sharded else model
+    if sharded:
+        groups = _same_groups_in(net, model, groups)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.schedule)
+    if ckpt is not None:
+        optimizer.load_state_dict(shard_optimizer_state(ckpt["optimizer"], optimizer) if sharded
+                                  else ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+    train_model: nn.Module = net
+    if distributed and not sharded:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=cfg.ddp_find_unused)
 
@@ -160,7 +182,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                disable=not (master and sys.stderr.isatty()))
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     optimizer.zero_grad(set_to_none=True)
-    model.train()
+    net.train()
     try:
         while state.step < cfg.max_steps:
             lr = scheduler.get_last_lr()[0]
@@ -170,7 +192,10 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                 batch = next_batch()
                 last_micro = micro == cfg.grad_accum - 1
                 # Only the last micro-step all-reduces gradients; the earlier ones accumulate locally.
-                sync = train_model.no_sync() if distributed and not last_micro else contextlib.nullcontext()
+                sync = train_model.no_sync() if distributed and not sharded and not last_micro \
+                    else contextlib.nullcontext()
+                if sharded:
+                    train_model.set_requires_gradient_sync(last_micro)
                 with sync:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         out = loss_fn(train_model, batch)
@@ -181,6 +206,8 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                     extras[k] = extras.get(k, 0.0) + float(v) / cfg.grad_accum
             # max_norm=inf measures the norm without clipping, so grad_norm is always logged.
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_norm or math.inf)
+            if isinstance(grad_norm, DTensor):  # FSDP2: the global norm, replicated
+                grad_norm = grad_norm.full_tensor()
             finite = torch.stack([loss_sum, grad_norm.to(loss_sum)]).isfinite().all().float()
             if distributed:  # every rank must stop together, or the others wait forever in the next all-reduce
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -192,7 +219,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             if after_step is not None:
-                after_step(model, state.step)
+                after_step(net, state.step)
             bar.update(1)
 
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
@@ -208,6 +235,11 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
 
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 improved = False
+                final = state.step == cfg.max_steps
+                if sharded:  # full weights into `model` (rank 0; every rank after the last step)
+                    full_model, full_optim = gather_full_state(net, optimizer, keep=master or final)
+                    if full_model is not None:
+                        restore_full_weights(model, full_model)
                 if evaluate is not None and master:
                     model.eval()
                     with torch.no_grad():
@@ -228,19 +260,48 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                     rng_states = [None] * world
                     dist.all_gather_object(rng_states, capture_rng_state())
                 if master:
-                    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    ckpt = {"model": model.state_dict(),
+                            "optimizer": full_optim if sharded else optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), **dataclasses.asdict(state),
                             "rng": rng_states, "world_size": world, "config": config_to_dict(cfg)}
                     # last before best: see the module docstring for why this order survives any kill
                     save_checkpoint(ckpt, last_path)
                     if improved:
                         save_checkpoint(ckpt, best_path)
+                    ckpt = None
+                if sharded and not final:
+                    full_model = full_optim = None
+                    release_full_weights(model)
                 if distributed:
                     dist.barrier()
     finally:
         bar.close()
         logger.close()
     return state
+
+
+def _check_same_checkpoint_view(last_path: Path, device: torch.device) -> None:
+    """Every rank must see the same `last.pt` (or none): the run directory must be on a filesystem shared by
+    all nodes, or the ranks would resume from different steps and wait on each other forever."""
+    seen = torch.tensor([float(last_path.is_file())], device=device)
+    low, high = seen.clone(), seen.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise CheckpointError(f"{last_path}: found by some ranks and not by others; a multi-node run needs "
+                              "its run directory on a filesystem shared by all nodes")
+
+
+def _same_groups_in(sharded: nn.Module, model: nn.Module,
+                    groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`groups` (AdamW groups of `model`'s parameters) with each parameter replaced by the sharded copy's."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = dict(sharded.named_parameters())
+    missing = [p for g in groups for p in g["params"] if id(p) not in names]
+    if missing:
+        raise ConfigError(f"parallel 'fsdp': {len(missing)} optimizer parameter(s) are not parameters of the "
+                          f"trained {type(model).__name__}")
+    return [{**g, "params": [params[names[id(p)]] for p in g["params"]]} for g in groups]
 
 
 def _reconcile_best(last: dict[str, Any], last_path: Path, best_path: Path) -> None:
@@ -287,15 +348,19 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+@runtime_checkable
+class Skippable(Protocol):
+    """Batches that can move past the next `count` without producing them (e.g. without decoding audio)."""
+
+    def skip(self, count: int) -> int: ...  # how many there were
+
+
 def _skip(data: Iterator[Any], count: int, epoch: int) -> Iterator[Any]:
-    for i in range(count):
-        if next(data, _END) is _END:
-            raise RuntimeError(f"batches({epoch}) yielded {i} batches but the checkpoint had consumed {count}: "
-                               "the batches of an epoch must be the same on every call")
+    done = data.skip(count) if isinstance(data, Skippable) else sum(1 for _ in itertools.islice(data, count))
+    if done < count:
+        raise RuntimeError(f"batches({epoch}) yielded {done} batches but the checkpoint had consumed "
+                           f"{count}: the batches of an epoch must be the same on every call")
     return data
-
-
-_END = object()
 
 
 def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
