@@ -421,6 +421,38 @@ def _extract(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
+def _shard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", type=Path, metavar="CORPUS",
+                   help="a corpus directory (from `speechrep synth` or `speechrep prepare`)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the Shar directory: OUT/<subset>/<split>/ shards and OUT/shar_index.json "
+                   "(re-running writes only what is missing)")
+    p.add_argument("--subsets", default=None,
+                   help="comma-separated subset names, e.g. unlabeled (default: every subset)")
+    p.add_argument("--shard-size", type=int, default=1000, help="cuts per shard (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the one shuffle of each train split")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                   help="shuffle train splits before sharding (default: on; off keeps the manifest's order)")
+
+
+@command("shard", "write a corpus as lhotse Shar shards that pre-training streams (per rank, resumable)",
+         _shard_arguments)
+def _shard(args: argparse.Namespace) -> int:
+    from speechrep.data.shar import write_shar
+    from speechrep.storage import OutputFolder, disk_errors
+
+    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
+    with OutputFolder(args.out, "speechrep shard"), disk_errors(args.out):
+        index = write_shar(args.corpus, args.out, subsets, shard_size=args.shard_size, seed=args.seed,
+                           shuffle=args.shuffle)
+    for key, entry in index["splits"].items():
+        seconds = sum(s["seconds"] for s in entry["shards"])
+        failed = f", {len(entry['failed'])} unreadable (listed in the index)" if entry["failed"] else ""
+        print(f"{key}: {len(entry['shards'])} shards, {sum(s['num_cuts'] for s in entry['shards'])} cuts, "
+              f"{seconds / 3600:.3g} h{failed}")
+    return 0
+
+
 def _absolute(name_or_path: str | Path) -> str:
     """An existing path made absolute (what the store records, whatever the working folder); a name as is."""
     return str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else str(name_or_path)

@@ -6,22 +6,26 @@
         out = upstream(batch.wavs, batch.wav_lens)   # batch.cuts carries the labels
 
 `batches(epoch)` is deterministic for a given (cuts, seed, epoch, rank, world size), which is what the training
-loop's exact resume relies on.
+loop's exact resume relies on; its `skip(n)` moves past n batches without decoding audio (the loop's resume).
+`cuts` may also be a `SharSplit` (speechrep/data/shar.py): such batches streamed from its Shar shards.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
 from lhotse.dataset.sampling import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.dataset.sampling.base import CutSampler
+from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 from torch import Tensor
 
+from speechrep.data.shar import SharSplit, shard_order
 from speechrep.errors import SpeechrepError
 from speechrep.ranks import rank_and_world
 
@@ -71,17 +75,99 @@ def cut_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0,
     return sampler
 
 
-def audio_batches(cuts: CutSet, max_duration: float, shuffle: bool = True, seed: int = 0,
-                  num_workers: int = 0, drop_last: bool = False) -> Callable[[int], Iterable[AudioBatch]]:
+class EpochBatches:
+    """One epoch of AudioBatches: a sampler's CutSet batches (at most `limit`), decoded by a DataLoader.
+
+    `skip(n)` runs the sampler alone past the next n batches: nothing is decoded (a Shar stream reads its tar
+    bytes, a manifest reads nothing), which is how the training loop resumes mid-epoch cheaply."""
+
+    def __init__(self, sampler: Iterable[CutSet], num_workers: int = 0, limit: int | None = None):
+        # islice, not the sampler itself: a lhotse sampler's __iter__ restarts it, and the DataLoader calls it
+        self._cuts: Iterator[CutSet] = islice(sampler, limit)
+        self._num_workers = num_workers
+        self._loader: Iterator[AudioBatch] | None = None
+        # A DataLoader iterator draws its workers' base seed from torch's RNG when it is created. Draw it here,
+        # where the loader was always created (before the loop's resume restores the RNG), and let the loader
+        # draw from a generator of its own later: a resumed run's RNG stays the uninterrupted run's.
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def skip(self, count: int) -> int:
+        """Move past the next `count` batches without decoding them; returns how many there were."""
+        if self._loader is not None:
+            raise RuntimeError("EpochBatches.skip must come before the first batch")
+        return sum(1 for _ in islice(self._cuts, count))
+
+    def __iter__(self) -> Iterator[AudioBatch]:
+        return self
+
+    def __next__(self) -> AudioBatch:
+        if self._loader is None:  # the DataLoader draws its CutSets from where skip() left the sampler
+            loader = torch.utils.data.DataLoader(_CutAudioDataset(), sampler=self._cuts, batch_size=None,
+                                                 num_workers=self._num_workers, generator=self._generator)
+            self._loader = iter(loader)
+        return next(self._loader)
+
+
+def audio_batches(cuts: CutSet | SharSplit, max_duration: float, shuffle: bool = True, seed: int = 0,
+                  num_workers: int = 0, drop_last: bool = False) -> Callable[[int], EpochBatches]:
     """A function epoch -> batches of at most `max_duration` seconds of audio, this rank's share only."""
     if max_duration <= 0:
         raise SpeechrepError(f"max_duration must be positive, got {max_duration}")
+    if isinstance(cuts, SharSplit):
+        return _stream_batches(cuts, max_duration, shuffle, seed, num_workers, drop_last)
     rank, world = rank_and_world()
-    dataset = _CutAudioDataset()
 
-    def make(epoch: int) -> Iterable[AudioBatch]:
-        sampler = cut_sampler(cuts, max_duration, shuffle, seed, epoch, rank, world, drop_last)
-        return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers)
+    def make(epoch: int) -> EpochBatches:
+        return EpochBatches(cut_sampler(cuts, max_duration, shuffle, seed, epoch, rank, world, drop_last),
+                            num_workers)
+
+    return make
+
+
+STREAM_BUFFER = 2000  # cuts a stream's bucketing sampler holds, their audio bytes in memory (lhotse: 20000)
+
+
+def _stream_batches(split: SharSplit, max_duration: float, shuffle: bool, seed: int, num_workers: int,
+                    drop_last: bool, buffer_size: int = STREAM_BUFFER) -> Callable[[int], EpochBatches]:
+    """`audio_batches` of a Shar split, streamed: rank r of W reads every W-th shard of the epoch's order.
+
+    Every rank yields the same number of batches per epoch, the fewest any rank's shards make (counted on the
+    cut manifests alone, no audio read), so that DDP ranks step together and the loop's (epoch, batch)
+    position means the same on each; the few extra batches of the other ranks are left out of that epoch.
+    """
+    rank, world = rank_and_world()
+    if len(split.shards) < world:
+        raise SpeechrepError(f"{split.name}: {len(split.shards)} shards for {world} ranks; every rank needs "
+                             "one (write smaller shards with `speechrep shard --shard-size`)")
+    bins = None
+    if shuffle:  # duration buckets from the manifests: lhotse would draw 10000 cuts (with audio) to find them
+        num_buckets = min(10, max(2, split.num_cuts // 20))
+        sample = list(islice(split.cuts(audio=False), 10_000))
+        bins = estimate_duration_buckets(sample, num_buckets) if len(sample) >= num_buckets else []
+
+    def sampler(shards: list[int], epoch: int, audio: bool) -> CutSampler:
+        cuts = split.cuts(shards, audio=audio)
+        if shuffle:
+            with warnings.catch_warnings():  # a small buffer is the point here; lhotse warns about it
+                warnings.filterwarnings("ignore", message=".*buffer_size.*")
+                s = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, seed=seed,
+                                            duration_bins=bins, buffer_size=buffer_size, drop_last=drop_last,
+                                            world_size=1, rank=0)
+        else:
+            s = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, drop_last=drop_last,
+                                 world_size=1, rank=0)
+        s.set_epoch(epoch)
+        return s
+
+    counts: dict[int, int] = {}
+
+    def make(epoch: int) -> EpochBatches:
+        order = shard_order(len(split.shards), shuffle, seed, epoch)
+        if world > 1 and epoch not in counts:
+            counts[epoch] = min(sum(1 for _ in sampler(order[r::world], epoch, audio=False))
+                                for r in range(world))
+        return EpochBatches(sampler(order[rank::world], epoch, audio=True), num_workers, counts.get(epoch))
 
     return make
 

@@ -20,22 +20,27 @@ A method is one file, `speechrep/pretrain/<method>.py`, read top to bottom (STYL
 
 and one line in `METHODS` (speechrep/pretrain/__init__.py). `speechrep/configs/pretrain/<method>.yaml` holds the
 paper's settings and `speechrep/configs/pretrain/<preset>/<method>.yaml` (e.g. `tiny`) a preset layered on it. `speechrep pretrain --method apc --data CORPUS --out RUN [--preset tiny]
-[key=value ...]` runs it; starting the same command again resumes; under `torchrun` it runs DDP.
+[key=value ...]` runs it; starting the same command again resumes; under `torchrun` it runs DDP. `--data`
+may also be a Shar directory (`speechrep shard`): training then streams its `unlabeled/train` shards (each
+rank its own, reshuffled per epoch) and a resume skips the consumed batches without decoding their audio.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from lhotse import CutSet
+from lhotse.cut import Cut
 from torch import Tensor, nn
 
 from speechrep.audio.features import fbank
 from speechrep.config import config_to_dict
 from speechrep.data.batching import AudioBatch, audio_batches, load_cuts
+from speechrep.data.shar import SharSplit, has_split, is_shar_dir, open_shar
 from speechrep.errors import SpeechrepError
 from speechrep.train import TrainConfig, is_main_process, prepare_run_dir, train, write_results
 from speechrep.train.run_dir import git_revision, package_versions
@@ -59,19 +64,20 @@ class PretrainData:
     num_workers: int = 0                # DataLoader worker processes decoding audio
 
 
-def load_unlabeled(data: str | Path, cfg: PretrainData) -> tuple[CutSet, CutSet]:
-    """(train, dev) cuts: a corpus directory's `unlabeled` subset, or one manifest with a held-out dev share."""
+def load_unlabeled(data: str | Path, cfg: PretrainData) -> tuple[CutSet | SharSplit, CutSet]:
+    """(train, dev) cuts: a corpus directory's `unlabeled` subset, or one manifest with a held-out dev share;
+    from a Shar directory, train is a stream (a `SharSplit`) and dev the part of it that evaluation reads."""
     data = Path(data)
+    if is_shar_dir(data):
+        return _shar_unlabeled(data, cfg)
     if data.is_dir():
         train_cuts = load_cuts(data, UNLABELED, "train")
         dev_path = data / UNLABELED / "dev.jsonl.gz"
         dev_cuts = load_cuts(dev_path) if dev_path.is_file() else None
     else:
         train_cuts, dev_cuts = load_cuts(data), None
-    if dev_cuts is None:  # a stable split: by sorted id, every k-th cut
-        ids = sorted(train_cuts.ids)
-        step = max(2, round(1 / max(cfg.dev_fraction, 1e-6)))
-        held = set(ids[::step])
+    if dev_cuts is None:
+        held = _held_out(train_cuts.ids, cfg)
         dev_cuts = CutSet.from_cuts(c for c in train_cuts if c.id in held)
         train_cuts = CutSet.from_cuts(c for c in train_cuts if c.id not in held)
     train_cuts = _windows(train_cuts, cfg)
@@ -81,10 +87,54 @@ def load_unlabeled(data: str | Path, cfg: PretrainData) -> tuple[CutSet, CutSet]
     return train_cuts, dev_cuts
 
 
+def _held_out(ids: Iterable[str], cfg: PretrainData) -> set[str]:
+    """The dev share of a split without a dev split: a stable choice, every k-th cut by sorted id."""
+    step = max(2, round(1 / max(cfg.dev_fraction, 1e-6)))
+    return set(sorted(ids)[::step])
+
+
 def _windows(cuts: CutSet, cfg: PretrainData) -> CutSet:
     """Cut long utterances into windows of at most `max_utterance` s, keep those of at least `min_utterance` s."""
-    return CutSet.from_cuts(c for c in cuts.cut_into_windows(duration=cfg.max_utterance)
-                            if c.duration >= cfg.min_utterance)
+    return CutSet.from_cuts(_lazy_windows(cuts, cfg))
+
+
+def _lazy_windows(cuts: CutSet, cfg: PretrainData) -> CutSet:
+    """`_windows` as a lazy CutSet (for streams)."""
+    windows = cuts.cut_into_windows(duration=cfg.max_utterance)
+    return windows.filter(partial(_long_enough, seconds=cfg.min_utterance))
+
+
+def _long_enough(cut: Cut, seconds: float) -> bool:
+    return cut.duration >= seconds
+
+
+def _held(cut: Cut, ids: set[str], keep: bool) -> bool:
+    return (cut.id in ids) == keep
+
+
+def _shar_unlabeled(data: Path, cfg: PretrainData) -> tuple[SharSplit, CutSet]:
+    """(train stream, dev cuts) of a Shar directory's `unlabeled` subset.
+
+    Dev is `unlabeled/dev`, or else the `dev_fraction` share of train (the same cuts as a corpus directory
+    would hold out, found on the manifests); of it only the windows that the `max_dev_batches` evaluation
+    batches can reach are read, once, and kept in memory."""
+    train = open_shar(data, UNLABELED, "train")
+    if has_split(data, UNLABELED, "dev"):
+        dev = open_shar(data, UNLABELED, "dev")
+    else:
+        held = _held_out((c.id for c in train.cuts(audio=False)), cfg)
+        dev = train.with_transform(lambda cuts: cuts.filter(partial(_held, ids=held, keep=True)))
+        train = train.with_transform(lambda cuts: cuts.filter(partial(_held, ids=held, keep=False)))
+    if train.num_cuts == 0:
+        raise SpeechrepError(f"{data}: no unlabeled utterance to train on")
+    reach = cfg.max_dev_batches * cfg.max_duration  # ordered batches of at most max_duration s each
+    dev_cuts, seconds = [], 0.0
+    for cut in _lazy_windows(dev.cuts(), cfg):
+        if seconds >= reach:
+            break
+        dev_cuts.append(cut)
+        seconds += cut.duration
+    return train.with_transform(lambda cuts: _lazy_windows(cuts, cfg)), CutSet.from_cuts(dev_cuts)
 
 
 def objective_loss(model: nn.Module, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
@@ -101,8 +151,13 @@ def run_pretraining(method: str, objective: nn.Module, upstream: nn.Module, cfg:
     train_cfg: TrainConfig = cfg.train
     prepare_run_dir(run_dir, cfg)
     train_cuts, dev_cuts = load_unlabeled(data, data_cfg)
-    log.info("%s: %d training windows (%.2f h), %d dev", method, len(train_cuts),
-             sum(c.duration for c in train_cuts) / 3600, len(dev_cuts))
+    if isinstance(train_cuts, SharSplit):
+        log.info("%s: streaming %d shards of %s (%d utterances, %.2f h), %d dev windows", method,
+                 len(train_cuts.shards), train_cuts.name, train_cuts.num_cuts, train_cuts.seconds / 3600,
+                 len(dev_cuts))
+    else:
+        log.info("%s: %d training windows (%.2f h), %d dev", method, len(train_cuts),
+                 sum(c.duration for c in train_cuts) / 3600, len(dev_cuts))
     batches = audio_batches(train_cuts, data_cfg.max_duration, shuffle=True, seed=train_cfg.seed,
                             num_workers=data_cfg.num_workers)
     dev_batches = audio_batches(dev_cuts, data_cfg.max_duration, shuffle=False, num_workers=data_cfg.num_workers)
@@ -136,7 +191,8 @@ def run_pretraining(method: str, objective: nn.Module, upstream: nn.Module, cfg:
 
 
 def fbank_statistics(
-    cuts: CutSet, num_mel_bins: int, window_type: str, max_seconds: float, max_duration: float = 60.0
+    cuts: CutSet | SharSplit, num_mel_bins: int, window_type: str, max_seconds: float,
+    max_duration: float = 60.0
 ) -> tuple[Tensor, Tensor]:
     """Per-bin mean and standard deviation of the log-mel filterbank over (up to `max_seconds` of) `cuts`."""
     total = torch.zeros(num_mel_bins, dtype=torch.float64)
