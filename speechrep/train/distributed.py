@@ -94,25 +94,28 @@ def _shard_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def gather_full_state(sharded: nn.Module, optimizer: torch.optim.Optimizer, keep: bool
+def gather_full_state(sharded: nn.Module, optimizer: torch.optim.Optimizer, keep_model: bool,
+                      keep_optimizer: bool
                       ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
-    """(model state, optimizer state) as full CPU tensors when `keep` (else None, None), from FSDP2 shards.
+    """(model state, optimizer state) as full CPU tensors from FSDP2 shards; None for a part not kept.
 
-    A collective: every rank calls it, tensor by tensor, so a rank that does not keep holds one full tensor
-    at a time. The optimizer state has the layout of `optimizer.state_dict()` of the unsharded model."""
+    A collective: every rank calls it, tensor by tensor, so a rank that does not keep a part holds one full
+    tensor of it at a time. The optimizer state has the layout of `optimizer.state_dict()` of the unsharded
+    model."""
     from torch.distributed.tensor import DTensor
 
-    def full(value: Any) -> Any:
+    def full(value: Any, keep: bool) -> Any:
         if isinstance(value, DTensor):
             value = value.full_tensor()
+        if not keep:
+            return None
         return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
-    model_state = {k: full(v) for k, v in sharded.state_dict().items()}
+    model_state = {k: full(v, keep_model) for k, v in sharded.state_dict().items()}
     optim = optimizer.state_dict()
-    optim_state = {i: {k: full(v) for k, v in s.items()} for i, s in optim["state"].items()}
-    if not keep:
-        return None, None
-    return model_state, {"state": optim_state, "param_groups": optim["param_groups"]}
+    optim_state = {i: {k: full(v, keep_optimizer) for k, v in s.items()} for i, s in optim["state"].items()}
+    return (model_state if keep_model else None,
+            {"state": optim_state, "param_groups": optim["param_groups"]} if keep_optimizer else None)
 
 
 def restore_full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -41,8 +41,8 @@ from speechrep.storage import remove_temporaries
 from speechrep.train.checkpoint import (capture_rng_state, load_checkpoint, read_checkpoint, restore_rng_state,
                                         save_checkpoint, seed_everything)
 from speechrep.train.distributed import (gather_full_state, init_distributed, rank_and_world,
-                                         release_full_weights, resolve_device, restore_full_weights, shard_model,
-                                         shard_optimizer_state)
+                                         release_full_weights, resolve_device, restore_full_weights,
+                                         shard_model, shard_optimizer_state)
 from speechrep.train.run_dir import MetricsLogger
 from speechrep.train.schedule import make_scheduler
 
@@ -237,7 +237,8 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
                 improved = False
                 final = state.step == cfg.max_steps
                 if sharded:  # full weights into `model` (rank 0; every rank after the last step)
-                    full_model, full_optim = gather_full_state(net, optimizer, keep=master or final)
+                    full_model, full_optim = gather_full_state(net, optimizer, keep_model=master or final,
+                                                               keep_optimizer=master)
                     if full_model is not None:
                         restore_full_weights(model, full_model)
                 if evaluate is not None and master:
