@@ -221,7 +221,9 @@ def check_settings(folder: Path, settings: dict[str, Any], overwrite: bool = Fal
             recorded = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise OutputError(f"{path}: unreadable settings record; use {hint} to start over") from None
-        changed = [key for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+        # A key the record lacks was added to speechrep after the folder was made: its default is accepted,
+        # so a newer version resumes an older run; every recorded key must still match.
+        changed = [key for key in sorted(recorded) if recorded.get(key) != current.get(key)]
         if changed:
             details = "; ".join(f"{key}: {_describe(recorded.get(key))} -> {_describe(current.get(key))}"
                                 for key in changed)

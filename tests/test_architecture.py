@@ -6,12 +6,13 @@ from pathlib import Path
 
 import speechrep
 
-BASE = {"errors", "storage", "config", "ranks"}  # the bottom layer every part may use
+BASE = {"errors", "storage", "config", "ranks", "parts"}  # the bottom layer every part may use
 ALLOWED = {
     "errors": set(),
     "storage": {"errors"},
     "config": {"errors", "storage"},
     "ranks": set(),
+    "parts": {"errors", "storage", "ranks"},
     "nn": BASE,
     "audio": BASE,
     "data": BASE | {"audio"},
