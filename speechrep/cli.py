@@ -153,7 +153,7 @@ def _upstream_task_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--tasks", required=True,
                    help="comma-separated task names, e.g. pr,ks,sid (see `speechrep list tasks`)")
     p.add_argument("--corpus", type=Path, required=True,
-                   help="corpus folder: CORPUS/<subset>/<split>.jsonl.gz")
+                   help="corpus folder (CORPUS/<subset>/<split>.jsonl.gz) or a `speechrep shard` output")
     p.add_argument("--out", type=Path, required=True, help=out_help)
 
 

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 from speechrep.analysis.similarity import TARGETS, layer_similarity
 from speechrep.config import save_config
 from speechrep.data.batching import load_cuts
+from speechrep.data.shar import INDEX_NAME, has_split, is_shar_dir
 from speechrep.downstream.features import FeatureSource
 from speechrep.downstream.runner import (
     UpstreamChoice,
@@ -199,7 +200,11 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
     for spec in specs:
         load_task_config(spec, cfg.preset, cfg.overrides)
     manifest = corpus_dir / cfg.similarity_subset / "dev.jsonl.gz"
-    if cfg.similarity and not manifest.is_file():
+    found = manifest.is_file()
+    if is_shar_dir(corpus_dir):  # a Shar directory (`speechrep shard`): its index names the split
+        found = has_split(corpus_dir, cfg.similarity_subset, "dev")
+        manifest = Path(f"{corpus_dir / INDEX_NAME}: {cfg.similarity_subset}/dev")
+    if cfg.similarity and not found:
         raise ConfigError(f"--similarity-subset {cfg.similarity_subset}: no {manifest} (choose a subset with "
                           "phone and word alignments, or --no-similarity)")
     choices = [parse_upstream(name) for name in cfg.upstreams]

@@ -11,6 +11,7 @@ loop's exact resume relies on; its `skip(n)` moves past n batches without decodi
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from itertools import islice
@@ -25,9 +26,11 @@ from lhotse.dataset.sampling.base import CutSampler
 from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 from torch import Tensor
 
-from speechrep.data.shar import SharSplit, shard_order
+from speechrep.data.shar import SharSplit, is_shar_dir, open_shar, read_index, shard_order, source_order_path
 from speechrep.errors import SpeechrepError
 from speechrep.ranks import rank_and_world
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,11 +176,14 @@ def _stream_batches(split: SharSplit, max_duration: float, shuffle: bool, seed: 
 
 
 def load_cuts(path: str | Path, subset: str | None = None, split: str = "train") -> CutSet:
-    """A CutSet from a manifest file, or from `DIR/<subset>/<split>.jsonl.gz` of a speechrep corpus directory."""
+    """A CutSet from a manifest file, or from `DIR/<subset>/<split>.jsonl.gz` of a speechrep corpus directory,
+    or the split `<subset>/<split>` of a Shar directory (`speechrep shard`) read whole: `load_shar_cuts`."""
     path = Path(path)
     if path.is_dir():
         if subset is None:
             raise SpeechrepError(f"{path}: a corpus directory needs a subset name (e.g. 'unlabeled')")
+        if is_shar_dir(path):
+            return load_shar_cuts(path, subset, split)
         path = path / subset / f"{split}.jsonl.gz"
     if not path.is_file():
         raise SpeechrepError(f"{path}: no such manifest (make one with `speechrep synth` or `speechrep prepare`)")
@@ -185,3 +191,21 @@ def load_cuts(path: str | Path, subset: str | None = None, split: str = "train")
         return CutSet.from_file(path).to_eager()
     except Exception as e:  # lhotse raises many types on malformed manifests
         raise SpeechrepError(f"{path}: not a readable lhotse CutSet manifest ({type(e).__name__}: {e})") from e
+
+
+def load_shar_cuts(root: str | Path, subset: str, split: str) -> CutSet:
+    """The split `<subset>/<split>` of a Shar directory as an eager CutSet in the source manifest's order,
+    each cut holding its audio (and Recording fields such as `clean`) as encoded bytes in memory, decoded by
+    `load_audio`: what `load_cuts` gives for the corpus directory, so a benchmark on either sees the same
+    cuts in the same order. The whole split is read once (its FLAC bytes stay in memory: fine for
+    SUPERB-sized splits, not for a pre-training corpus, which `audio_batches` streams instead)."""
+    cuts = open_shar(root, subset, split).cuts().to_eager()
+    order_file = source_order_path(root, subset, split)
+    if order_file.is_file():  # a shuffled (train) split: back to the manifest's order
+        position = {cut_id: i for i, cut_id in enumerate(order_file.read_text().split())}
+        cuts = CutSet.from_cuts(sorted(cuts, key=lambda c: position.get(c.id, len(position))))
+    elif read_index(root).get("shuffle") and split == "train":
+        log.warning("%s: %s/train has no %s (written by an older `speechrep shard`): cuts sorted by id",
+                    root, subset, order_file.name)
+        cuts = CutSet.from_cuts(sorted(cuts, key=lambda c: c.id))
+    return cuts

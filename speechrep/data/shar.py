@@ -12,11 +12,16 @@ naming every finished shard (its files, cuts, seconds) and every finished split.
 temporary folder and renamed into place before the index names it, and readers go by the index only, so a
 killed run leaves nothing that looks complete; the same command again writes only the shards the index does
 not name yet. Train splits are shuffled once (seeded) before sharding, as lhotse advises for Shar: source
-manifests are often sorted by speaker. Cuts whose audio cannot be read are skipped and listed in the index.
+manifests are often sorted by speaker; `SHAR/<subset>/<split>.order.txt` keeps the manifest's order of the
+ids, which `load_cuts` restores. Recording fields of the cuts (SE's `clean`, SS's `source1`/`source2`) are
+written as tars of their own (`clean.NNNNNN.tar`), and a subset's other plain files (trials and truth lists,
+RTTM, card.json) are copied beside its splits: a benchmark reads the Shar directory alone. Cuts whose audio
+cannot be read are skipped and listed in the index.
 
 Reading is a stream (`speechrep.data.batching.audio_batches` takes a `SharSplit` like a CutSet): every
 epoch shuffles the shard order with (seed, epoch), DDP rank r of W reads shards r, r+W, ..., and windows and
 duration buckets are made on the fly (see `_stream_batches` there for how ranks stay in step).
+`load_cuts(SHAR, subset, split)` reads a split whole instead, audio in memory (the benchmark's way).
 """
 from __future__ import annotations
 
@@ -32,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from lhotse import CutSet
+from lhotse import CutSet, Recording
 from lhotse.shar import SharWriter
 from tqdm import tqdm
 
 from speechrep.errors import SpeechrepError
-from speechrep.storage import TEMP_PREFIX, atomic_write_json
+from speechrep.storage import TEMP_PREFIX, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ class Shard:
     recording: Path
     num_cuts: int
     seconds: float
+    audio_fields: tuple[tuple[str, Path], ...] = ()  # (name, tar) of Recording custom fields (`clean`)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class SharSplit:
         fields: dict[str, list[str]] = {"cuts": [str(s.cuts) for s in chosen]}
         if audio:
             fields["recording"] = [str(s.recording) for s in chosen]
+            for name in dict(chosen[0].audio_fields) if chosen else ():
+                fields[name] = [str(dict(s.audio_fields)[name]) for s in chosen]
         cuts = CutSet.from_shar(fields=fields)
         return self.transform(cuts) if self.transform is not None else cuts
 
@@ -134,7 +142,8 @@ def open_shar(root: str | Path, subset: str, split: str) -> SharSplit:
         raise SpeechrepError(f"{root}: split {key} is unfinished ({len(entry['shards'])} shards written); "
                              "run the same `speechrep shard` command again to finish it")
     folder = root / key
-    shards = tuple(Shard(folder / s["cuts"], folder / s["recording"], s["num_cuts"], s["seconds"])
+    shards = tuple(Shard(folder / s["cuts"], folder / s["recording"], s["num_cuts"], s["seconds"],
+                         tuple((k, folder / v) for k, v in s.get("audio_fields", {}).items()))
                    for s in entry["shards"])
     return SharSplit(key, shards)
 
@@ -166,11 +175,29 @@ def write_shar(corpus: str | Path, out: str | Path, subsets: Sequence[str] | Non
         manifests = sorted((corpus / subset).glob("*.jsonl.gz"))
         if not manifests:
             raise SpeechrepError(f"{corpus / subset}: no split manifests (<split>.jsonl.gz)")
+        _copy_side_files(corpus / subset, out / subset)
         for manifest in manifests:
             split = manifest.name[: -len(".jsonl.gz")]
             _write_split(load_cuts(manifest), out, f"{subset}/{split}", index, shard_size,
                          seed if shuffle and split == "train" else None)
     return index
+
+
+def _copy_side_files(source: Path, target: Path) -> None:
+    """Copy the subset's plain files other than manifests (trials and truth lists, RTTM, card.json) that
+    tasks read beside the splits; each is written under a temporary name and renamed into place."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(".jsonl.gz"):
+            tmp = target / f"{TEMP_PREFIX}{path.name}"
+            shutil.copy2(path, tmp)
+            os.replace(tmp, target / path.name)
+
+
+def source_order_path(root: str | Path, subset: str, split: str) -> Path:
+    """The cut ids of a shuffled split in the source manifest's order, one a line (what the benchmark
+    restores, so that its seeded sampling sees the cuts as a corpus directory gives them)."""
+    return Path(root) / subset / f"{split}.order.txt"  # beside the split: in it, lhotse would take a field
 
 
 def _write_split(cuts: CutSet, out: Path, key: str, index: dict[str, Any], shard_size: int,
@@ -184,12 +211,15 @@ def _write_split(cuts: CutSet, out: Path, key: str, index: dict[str, Any], shard
     if entry["complete"]:
         return
     ordered = list(cuts)
+    folder = out / key
+    folder.mkdir(parents=True, exist_ok=True)
     if seed is not None:  # from a sorted list, so that the order is the same whatever the manifest's
+        atomic_write_text(source_order_path(out, *key.split("/")), "".join(f"{c.id}\n" for c in ordered))
         ordered.sort(key=lambda c: c.id)
         random.Random(seed).shuffle(ordered)
     chunks = [ordered[i:i + shard_size] for i in range(0, len(ordered), shard_size)]
-    folder = out / key
-    folder.mkdir(parents=True, exist_ok=True)
+    audio_fields = sorted(k for k, v in (ordered[0].custom or {}).items() if isinstance(v, Recording)) \
+        if ordered else []
     done = entry["chunks_done"]
     bar = tqdm(total=len(ordered), initial=sum(len(c) for c in chunks[:done]), desc=f"shard {key}",
                disable=not sys.stderr.isatty())
@@ -198,8 +228,8 @@ def _write_split(cuts: CutSet, out: Path, key: str, index: dict[str, Any], shard
         shutil.rmtree(tmp, ignore_errors=True)  # a killed write of this shard
         tmp.mkdir()
         written, seconds, failed = 0, 0.0, []
-        with SharWriter(str(tmp), fields={"recording": AUDIO_FORMAT}, shard_size=len(chunks[i]),
-                        shard_offset=i) as writer:
+        fields = {"recording": AUDIO_FORMAT, **{name: AUDIO_FORMAT for name in audio_fields}}
+        with SharWriter(str(tmp), fields=fields, shard_size=len(chunks[i]), shard_offset=i) as writer:
             for cut in chunks[i]:
                 try:
                     writer.write(cut)  # reads the audio first: a bad file fails before anything is written
@@ -213,10 +243,13 @@ def _write_split(cuts: CutSet, out: Path, key: str, index: dict[str, Any], shard
                     seconds += cut.duration
                 bar.update(1)
         names = {"cuts": f"cuts.{i:06d}.jsonl.gz", "recording": f"recording.{i:06d}.tar"}
+        extra = {name: f"{name}.{i:06d}.tar" for name in audio_fields}
         if written:
-            for name in names.values():
+            for name in [*names.values(), *extra.values()]:
                 os.replace(tmp / name, folder / name)
-            entry["shards"].append({**names, "num_cuts": written, "seconds": round(seconds, 4)})
+            fields_entry = {"audio_fields": extra} if extra else {}
+            entry["shards"].append({**names, **fields_entry, "num_cuts": written,
+                                    "seconds": round(seconds, 4)})
         shutil.rmtree(tmp)
         entry["failed"].extend(failed)
         entry["chunks_done"] = i + 1

@@ -20,7 +20,7 @@ class BenchmarkConfig:
 
     upstreams: list[str]  # hub names, exported directories, LABEL=PATH, NAME@random, fbank_global
     tasks: list[str]  # task names, e.g. ["pr", "ks"]
-    corpus: Path  # CORPUS/<subset>/<split>.jsonl.gz
+    corpus: Path  # CORPUS/<subset>/<split>.jsonl.gz, or a Shar directory (`speechrep shard`)
     out: Path  # runs, feature cache, results
     tuning: str = "frozen"  # a speechrep.tuning strategy name (`full` is --finetune)
     lr_sweep: list[float] | None = None  # train each, keep the best on dev

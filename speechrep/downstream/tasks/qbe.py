@@ -84,7 +84,7 @@ def build(cfg: QbEConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
     subset_dir = Path(corpus_dir) / cfg.subset
 
     def split(name: str) -> tuple[CutSet, Truth]:
-        queries = load_cuts(subset_dir / f"{name}_queries.jsonl.gz")
+        queries = load_cuts(corpus_dir, cfg.subset, f"{name}_queries")  # a directory or Shar
         documents = load_cuts(corpus_dir, cfg.subset, name)
         truth = read_truth(subset_dir / f"{name}_truth.txt", list(queries.ids), list(documents.ids))
         return queries + documents, truth
