@@ -93,17 +93,17 @@ def bench(root: Path) -> Path:
 
 def test_lines_start_at_the_original_and_follow_decreasing_keep(root: Path, bench: Path) -> None:
     lines = {line.label: line for line in load_inputs(bench).compression}
-    assert list(lines) == ["heads", "ffn", "prune"]  # one original: labelled by method alone
+    # one line per compress folder; a method alone labels its line unless two folders share it
+    assert list(lines) == ["heads (heads)", "ffn", "prune", "heads (orphan)"]
     heads = json.loads((root / "heads" / "compress.json").read_text())
-    assert [(p.upstream, p.method, p.keep) for p in lines["heads"].points] == [
-        ("melhubert_tiny", ORIGINAL, 1.0), ("heads_0.75", "heads", 0.75), ("heads_0.5", "heads", 0.5),
-        ("orphan", "heads", 0.5)]
-    original, step = lines["heads"].points[0], lines["heads"].points[2]
+    assert [(p.upstream, p.method, p.keep) for p in lines["heads (heads)"].points] == [
+        ("melhubert_tiny", ORIGINAL, 1.0), ("heads_0.75", "heads", 0.75), ("heads_0.5", "heads", 0.5)]
+    original, step = lines["heads (heads)"].points[0], lines["heads (heads)"].points[2]
     assert (original.params, original.macs_per_second) == (heads["original"]["params"],
                                                            heads["original"]["macs_per_second"])
     assert (step.params, step.macs_per_second) == (heads["steps"][1]["params"],
                                                    heads["steps"][1]["macs_per_second"])
-    assert lines["heads"].points[3].params is None  # no compress.json beside it: no size, on no plot
+    assert [p.params for p in lines["heads (orphan)"].points] == [None, None]  # no compress.json: on no plot
     prune = lines["prune"].points[1]
     assert prune.sparse and prune.params == heads["original"]["params"] // 2
     assert [p.upstream for p in lines["ffn"].points] == ["melhubert_tiny", "ffn_0.5"]
@@ -116,7 +116,7 @@ def test_section_table_and_figures(root: Path, bench: Path) -> None:
     assert '<section id="compression">' in page and "<h2>Compression</h2>" in page
     cells = grid(parsed.table("compression"))
     assert [r[0]["text"] for r in parsed.table("compression")[1:]] == [
-        "melhubert_tiny", "heads_0.75", "heads_0.5", "orphan", "ffn_0.5", "prune_0.5"]
+        "melhubert_tiny", "heads_0.75", "heads_0.5", "ffn_0.5", "prune_0.5", "orphan"]
     for method in ("heads", "ffn"):
         report = json.loads((root / method / "compress.json").read_text())
         for step in report["steps"]:

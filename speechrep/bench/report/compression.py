@@ -3,7 +3,7 @@ their size and cost beside the upstream they were compressed from.
 
 A benchmark's config.yaml names each upstream `LABEL=PATH` (or a bare path or registry name, see
 `downstream.runner.parse_upstream`). A PATH whose config.json has a provenance with `compress` (the method)
-and `keep` is a step; the folder above it holds compress.json (`compress.structured.compress_series`) with
+and `keep` is a step; the folder above it holds compress.json (`compress.series.compress_series`) with
 the step's parameters and MACs per audio second, and the original's. The original (provenance `upstream`) is
 the shared first point of every method's line when the same benchmark ran it too (matched by resolved path,
 or by name for a registry upstream). Paths in config.yaml are relative to the folder the benchmark ran in:
@@ -138,9 +138,10 @@ def _step(label: str, folder: Path) -> tuple[CompressPoint, str, Mapping[str, An
 
 
 def read_compression(rows: Sequence[Mapping[str, Any]], bench_dir: Path) -> list[CompressionLine]:
-    """The lines of the compression frontier, one per (benchmark folder, original, method); [] when no
-    benchmarked upstream is a compress step."""
-    lines: dict[tuple[Path, str, str], CompressionLine] = {}
+    """The lines of the compression frontier, one per (benchmark folder, original, compress series folder);
+    [] when no benchmarked upstream is a compress step. Two series of one method (e.g. heads ranked by weights
+    and by gradients) are told apart by their folder names in the legend."""
+    lines: dict[tuple[Path, str, Path], CompressionLine] = {}
     for folder in dict.fromkeys(Path(r.get("run_root", bench_dir)) for r in rows):
         labels = {r.get("run_label", r["upstream"]): r["upstream"] for r in rows
                   if Path(r.get("run_root", bench_dir)) == folder}
@@ -157,7 +158,7 @@ def read_compression(rows: Sequence[Mapping[str, Any]], bench_dir: Path) -> list
                 next((name for name, (source, resolved) in sources.items() if resolved is None
                       and at is None and source == original_spec), None)
             start = labels[match] if match is not None and match != run_label else ""
-            line = lines.setdefault((folder, start, point.method),
+            line = lines.setdefault((folder, start, path.parent),
                                     CompressionLine(point.method, point.method))
             if start and (not line.points or line.points[0].params is None and original is not None):
                 # the original's sizes come from the first of its steps' compress.json that has them
@@ -166,11 +167,18 @@ def read_compression(rows: Sequence[Mapping[str, Any]], bench_dir: Path) -> list
                 line.points[:1 if line.points and line.points[0].method == ORIGINAL else 0] = [first]
             line.points.append(point)
     groups = {(folder, start) for folder, start, _ in lines}
-    for (folder, start, method), line in lines.items():
+    for (folder, start, series), line in lines.items():
         line.points[int(line.points[0].method == ORIGINAL):] = sorted(
             (p for p in line.points if p.method != ORIGINAL), key=lambda p: -p.keep)
+        notes = []
+        same_method = [other for (f, first, _), other in lines.items()
+                       if (f, first) == (folder, start) and other.method == line.method]
+        if len(same_method) > 1:
+            notes.append(series.name)
         if len(groups) > 1:
-            line.label = f"{method} ({start or folder.name})"
+            notes.append(start or folder.name)
+        if notes:
+            line.label = f"{line.method} ({', '.join(notes)})"
     return list(lines.values())
 
 
