@@ -175,3 +175,13 @@ def test_killed_pretraining_on_shards_resumes_to_the_same_weights(shar: Path, tm
     full_losses = [m["loss"] for m in read_metrics(tmp_path / "full", "train")]
     split_losses = [m["loss"] for m in read_metrics(tmp_path / "split", "train") if m["step"] > 3]
     assert full_losses[3:] == split_losses[-3:]
+
+
+def test_kmeans_on_shards_labels_like_the_corpus_directory(corpus: Path, shar: Path, tmp_path: Path) -> None:
+    from speechrep.pretrain.kmeans import run_kmeans
+
+    run_kmeans("mfcc", corpus, 8, tmp_path / "dir")
+    run_kmeans("mfcc", shar, 8, tmp_path / "shar")
+    for split in ("train", "dev"):
+        a, b = np.load(tmp_path / "dir" / f"{split}.npz"), np.load(tmp_path / "shar" / f"{split}.npz")
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)

@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from speechrep.audio.features import FeatureExtractor
 from speechrep.data.batching import audio_batches, cut_sampler, load_cuts
+from speechrep.data.shar import has_split, is_shar_dir
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.parts import (
     Part,
@@ -191,10 +192,12 @@ def fit_kmeans(
 
 
 def _splits(data: Path) -> dict[str, CutSet]:
-    """A corpus directory's unlabeled train and dev (when present) splits, or one manifest as `all`."""
+    """A corpus or Shar directory's unlabeled train and dev (when present) splits, or one manifest (`all`)."""
     if data.is_dir():
         splits = {"train": load_cuts(data, "unlabeled", "train")}
-        if (data / "unlabeled" / "dev.jsonl.gz").is_file():
+        has_dev = has_split(data, "unlabeled", "dev") if is_shar_dir(data) else \
+            (data / "unlabeled" / "dev.jsonl.gz").is_file()
+        if has_dev:
             splits["dev"] = load_cuts(data, "unlabeled", "dev")
         return splits
     return {"all": load_cuts(data)}
