@@ -28,6 +28,10 @@ METHODS: dict[str, str] = {
     "audio_albert": "speechrep.pretrain.audio_albert",
     "wav2vec2": "speechrep.pretrain.wav2vec2",
     "cpc": "speechrep.pretrain.cpc",
+    "byol_a": "speechrep.pretrain.byol_a",
+    "barlow_twins": "speechrep.pretrain.barlow_twins",
+    "vicreg": "speechrep.pretrain.vicreg",
+    "delores": "speechrep.pretrain.delores",
 }
 
 CONFIG_DIR = CONFIG_ROOT / "pretrain"
