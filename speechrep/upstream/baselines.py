@@ -30,9 +30,9 @@ def log_mel_geometry(stride: int, frame_local: bool, zero_filled_tail: bool = Fa
 
 
 def log_mel_features(wavs: Tensor, wav_lens: Tensor, num_mel_bins: int = 80,
-                     cmvn: bool = True) -> tuple[Tensor, Tensor]:
+                     cmvn: bool = True, window_type: str = "povey") -> tuple[Tensor, Tensor]:
     """(B, T', num_mel_bins) Kaldi log-mel filterbank (utterance CMVN unless cmvn=False), frame lengths."""
-    feats, lengths = features.fbank(wavs, wav_lens, num_mel_bins=num_mel_bins)
+    feats, lengths = features.fbank(wavs, wav_lens, num_mel_bins=num_mel_bins, window_type=window_type)
     return (features.cmvn(feats, lengths) if cmvn else feats), lengths
 
 

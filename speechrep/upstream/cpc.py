@@ -10,6 +10,7 @@ The per-step prediction networks and the InfoNCE loss are pre-training only (`CP
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.nn.rnn import RNNStack
+from speechrep.errors import CheckpointError, ConfigError
 from speechrep.nn.conv_encoder import conv_receptive_field
+from speechrep.nn.rnn import RNNStack
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
 from speechrep.upstream.registry import register_family, register_upstream
+from speechrep.upstream.wav2vec2 import _rename
 
 # (kernel, stride, padding) of the encoder layers
 CPC_CONV_LAYERS: tuple[tuple[int, int, int], ...] = ((10, 5, 3), (8, 4, 2), (4, 2, 1), (4, 2, 1), (4, 2, 1))
@@ -157,6 +160,46 @@ class CPCHead(nn.Module):
             losses.append(F.cross_entropy(logits, target))
             accuracies.append((logits.argmax(-1) == 0).float().mean())
         return torch.stack(losses).mean(), torch.stack(accuracies).detach()
+
+
+# --- checkpoint-key conversion ---
+# Modified CPC (facebookresearch/CPC_audio; the S3PRL / Libri-light and ZeroSpeech 2021 releases)
+# is {"weights": state dict, "config": the training arguments (hiddenEncoder, hiddenGar, nLevelsGRU, arMode,
+# normMode, encoder_type, ...)}; CPC_audio's own checkpoints hold {"gEncoder": state dict, "cpcCriterion",
+# "optimizer", "best"} with the arguments in a separate checkpoint_args.json. Keys: gEncoder.conv{i},
+# gEncoder.batchNorm{i} (ChannelNorm, weight/bias (1, C, 1)), gAR.baseNet.{weight,bias}_{ih,hh}_l{k} (one
+# multi-layer LSTM); the criterion (prediction networks) is pre-training only.
+
+_RELEASE_RULES = [
+    (r"^gEncoder\.conv(\d+)\.", r"convs.\1."),
+    (r"^gEncoder\.batchNorm(\d+)\.", r"norms.\1."),
+    (r"^gAR\.baseNet\.((?:weight|bias)_(?:ih|hh))_l(\d+)$", r"lstm.layers.\2.\1_l0"),
+]
+_RELEASE_IGNORED = re.compile(r"^(cpcCriterion|criterion)\.")
+
+
+def from_release(checkpoint: dict[str, Any], source: str) -> tuple[CPCConfig, dict[str, Tensor]]:
+    """Config and weights (our keys) of a modified-CPC checkpoint; sizes come from the tensor shapes.
+
+    The release's hidden states are the encoder output and the last LSTM layer's; ours add every LSTM layer.
+    Only the default architecture converts: the CPC conv encoder with channel norm and a unidirectional LSTM
+    as wide as the encoder (the arguments are checked when the file carries them)."""
+    args = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    required = (("encoder_type", "cpc"), ("normMode", "layerNorm"), ("arMode", "LSTM"), ("cpc_mode", None))
+    for key, value in required:
+        if args.get(key, value) != value:
+            raise ConfigError(f"{source}: CPC {key}={args[key]!r} is not supported (only {value!r})")
+    state = checkpoint["weights"] if "weights" in checkpoint else checkpoint["gEncoder"]
+    conv0 = state.get("gEncoder.conv0.weight")
+    if conv0 is None:
+        raise CheckpointError(f"{source}: no gEncoder.conv0.weight: not a CPC encoder")
+    layers = sorted({int(m.group(1)) for key in state
+                     if (m := re.match(r"^gAR\.baseNet\.weight_ih_l(\d+)$", key))})
+    if args.get("hiddenGar", conv0.shape[0]) != conv0.shape[0]:
+        raise ConfigError(f"{source}: hiddenGar={args['hiddenGar']} differs from the encoder width "
+                          f"{conv0.shape[0]}; only equal widths are supported")
+    config = CPCConfig(hidden_size=int(conv0.shape[0]), num_lstm_layers=len(layers) or 1)
+    return config, _rename(state, _RELEASE_RULES, _RELEASE_IGNORED)
 
 
 @register_upstream("cpc")

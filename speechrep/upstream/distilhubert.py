@@ -5,13 +5,21 @@ copy (model_type "hubert") loads as a 2-layer HuBERT with the same weights and o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import Tensor, nn
 
+from speechrep.errors import ConfigError
 from speechrep.upstream.registry import register_family, register_upstream
-from speechrep.upstream.wav2vec2 import TINY, Wav2Vec2, Wav2Vec2Config
+from speechrep.upstream.wav2vec2 import (
+    TINY,
+    Wav2Vec2,
+    Wav2Vec2Config,
+    config_from_fairseq,
+    convert_fairseq_state_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,35 @@ class DistilHuBERT(Wav2Vec2):
     config_class = DistilHuBERTConfig
 
 
-# checkpoint keys: the HF layout is HuBERT's (see wav2vec2.convert_hf_state_dict)
+# --- checkpoint-key conversion ---
+# The HF layout is HuBERT's (see wav2vec2.convert_hf_state_dict). S3PRL's release
+# (`distilhubert_ls960_4-8-12.ckpt`, written by s3prl/pretrain/distiller) is {"Distiller": state dict,
+# "Config": {"distiller": {...}, "teacher": ...}, "Optimizer", "Step", "Args", ...}; its student uses
+# fairseq's key names (feature_extractor.conv_layers.*, post_extract_proj, encoder.pos_conv.0.weight_g/v,
+# encoder.layers.*.self_attn.*), plus the prediction heads (output_layer.*) and, for other task-embedding
+# types, task_embedding.*.
+
+_S3PRL_HEADS = re.compile(r"^(output_layer|task_embedding)\.")
+_DISTILLER_DEFAULT_CONV = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+
+
+def from_s3prl(checkpoint: dict[str, Any], source: str) -> tuple[DistilHuBERTConfig, dict[str, Tensor]]:
+    """Config and weights (our keys) of S3PRL's DistilHuBERT release; the prediction heads are dropped.
+
+    S3PRL's hidden states start with the projected CNN features (before the positional conv and layer norm);
+    ours start with the first layer's input after them, as for HuBERT. The layers' outputs are the same."""
+    cfg = dict(checkpoint["Config"]["distiller"])
+    for key, allowed in (("activation_fn", ("gelu",)), ("attention_type", ("original",)),
+                         ("task_emb_type", ("expand-last", "none", "self-hidden"))):
+        if str(cfg.get(key, allowed[0])) not in allowed:
+            raise ConfigError(f"{source}: DistilHuBERT {key}={cfg[key]!r} is not supported "
+                              f"({', '.join(allowed)})")
+    cfg["conv_feature_layers"] = cfg.get("extractor_conv_feature_layers", _DISTILLER_DEFAULT_CONV)
+    cfg["encoder_layers"] = cfg.get("encoder_layers", 1)  # the distiller's own default
+    cfg["activation_dropout"] = cfg.get("activation_dropout", 0.1)
+    config = config_from_fairseq(cfg, DistilHuBERTConfig(), normalize=False)
+    state = {key: value for key, value in checkpoint["Distiller"].items() if not _S3PRL_HEADS.match(key)}
+    return config, convert_fairseq_state_dict(state)
 
 
 @register_upstream("distilhubert")

@@ -1,4 +1,5 @@
-"""One front door to every upstream: registry names, speechrep exports, Hugging Face dirs, fairseq `.pt`.
+"""One front door to every upstream: registry names, speechrep exports, Hugging Face dirs, fairseq `.pt`, and
+the S3PRL / CPC / MelHuBERT releases of `speechrep.upstream.releases`.
 
 Nothing here executes code from a checkpoint: weights come from safetensors, `torch.load(weights_only=True)`
 or the restricted unpickler of `speechrep.upstream.fairseq`.
@@ -227,7 +228,7 @@ def _load_path(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
         )
     if path.suffix in (".pt", ".ckpt"):
         return _load_fairseq(path, overrides)
-    raise CheckpointError(f"{path}: unknown model file type (expected a directory or a fairseq .pt)")
+    raise CheckpointError(f"{path}: unknown model file type (expected a directory, a fairseq .pt or a .ckpt)")
 
 
 def _build(family: str, config: Any, overrides: Mapping[str, Any], source: str) -> nn.Module:
@@ -324,11 +325,22 @@ def _torch_load_weights_only(path: Path) -> dict[str, Tensor]:
 
 
 def _load_fairseq(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
-    """A fairseq wav2vec 2.0 / HuBERT / data2vec audio checkpoint, or WavLM's own release."""
-    from speechrep.upstream.fairseq import fairseq_model_config, read_fairseq_checkpoint
+    """A fairseq wav2vec 2.0 / HuBERT / data2vec audio checkpoint, WavLM's own release, or one of the
+    releases `speechrep.upstream.releases` recognises (S3PRL's, modified CPC, MelHuBERT)."""
+    from speechrep.upstream.fairseq import fairseq_model_config, read_fairseq_checkpoint, read_restricted
+    from speechrep.upstream.releases import convert_release, detect_release
     from speechrep.upstream.wav2vec2 import config_from_fairseq, convert_fairseq_state_dict
 
-    checkpoint = read_fairseq_checkpoint(path)
+    raw = read_restricted(path)  # no code runs: unknown globals become inert stand-ins
+    release = detect_release(raw)
+    if release is not None:
+        family, config, state = convert_release(raw, release, path)
+        model = _build(family, config, overrides, str(path))
+        # corpus statistics (MelHuBERT ships them apart) and mask embeddings are not part of these releases
+        load_weights(model, state, str(path), optional=("feature_mean", "feature_std", "mask_emb"))
+        model.provenance = {"source": str(path), "format": release, "family": family}
+        return model
+    checkpoint = read_fairseq_checkpoint(path, raw)
     family, model_cfg, normalize = fairseq_model_config(checkpoint, path)
     config = config_from_fairseq(model_cfg, get_family(family, str(path)).config_class(), normalize)
     model = _build(family, config, overrides, str(path))
@@ -353,10 +365,14 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".bin":
         return convert_hf_state_dict(_torch_load_weights_only(path))
     from speechrep.upstream.fairseq import read_fairseq_checkpoint, read_restricted
+    from speechrep.upstream.releases import convert_release, detect_release
 
     raw = read_restricted(path)  # no code runs: unknown globals become inert stand-ins
     if isinstance(raw, dict) and raw and all(isinstance(v, Tensor) for v in raw.values()):
         return convert_hf_state_dict(raw)  # a plain state dict, whatever the suffix (.pt, .pth), as a .bin
+    release = detect_release(raw)
+    if release is not None:
+        return convert_release(raw, release, path)[2]
     return convert_fairseq_state_dict(read_fairseq_checkpoint(path, raw)["model"])
 
 

@@ -9,18 +9,26 @@ The corpus mean/std are buffers (identity until a checkpoint or `set_feature_sta
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from speechrep.audio.features import fbank, num_frames
-from speechrep.errors import AudioError, ConfigError
+from speechrep.errors import AudioError, CheckpointError, ConfigError
 from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.nn.transformer import TransformerEncoder, check_identity_attention, check_layer_sizes
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 from speechrep.upstream.baselines import CorpusStatistics, log_mel_geometry
 from speechrep.upstream.registry import register_family, register_upstream
+from speechrep.upstream.wav2vec2 import _rename, convert_fairseq_state_dict
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,62 @@ class MelHuBERT(CorpusStatistics, nn.Module):
         return UpstreamOutput(hidden_states=hidden_states, lengths=lengths, attentions=attentions)
 
 
-# checkpoint keys: MelHuBERT's own releases are not converted yet; exports of this model load as usual
+# --- checkpoint-key conversion ---
+# The MelHuBERT release (github.com/nervjack2/MelHuBERT, pretrain_expert.save_model) is {"model": state dict,
+# "Upstream_Config": {"melhubert": {...}}, "Optimizer", "Step", ...}. Its encoder uses fairseq's key names;
+# the projection is `pre_extract_proj`, the cluster head `final_proj`, a learnable `mask_emb` is optional. The
+# corpus mean/std are not in the checkpoint: the repository ships them as example/libri-*-mean-std.npy
+# (`read_melhubert_stats`).
+
+_RELEASE_RULES = [(r"^pre_extract_proj\.", "projection.")]
+_RELEASE_IGNORED = re.compile(r"^(final_proj|mask_emb$)")
+
+
+def from_release(checkpoint: dict[str, Any], source: str) -> tuple[MelHuBERTConfig, dict[str, Tensor]]:
+    """Config and weights (our keys) of a MelHuBERT release checkpoint; the cluster head is dropped.
+
+    Its input is the same as ours (40 Kaldi log-mel bins of 16-bit-scaled audio, Hamming window, corpus
+    standardisation, frames 2t and 2t+1 stacked for 20 ms). Its hidden states start with the projected
+    features; ours start with the first layer's input after the positional conv and layer norm."""
+    cfg = checkpoint["Upstream_Config"]["melhubert"]
+    for key, allowed in (("activation_fn", "gelu"), ("attention_type", "original"), ("pos_emb_type", "conv"),
+                         ("pos_conv_depth", 1)):
+        if cfg.get(key, allowed) != allowed:
+            raise ConfigError(f"{source}: MelHuBERT {key}={cfg[key]!r} is not supported (only {allowed!r})")
+    feat_dim, bins = int(cfg.get("feat_emb_dim", 40)), MelHuBERTConfig.num_mel_bins
+    if feat_dim % bins:
+        raise ConfigError(f"{source}: MelHuBERT feat_emb_dim={feat_dim} is not a multiple of {bins} mel bins")
+    config = MelHuBERTConfig(
+        stack_frames=feat_dim // bins,
+        hidden_size=int(cfg.get("encoder_embed_dim", 768)),
+        num_layers=int(cfg.get("encoder_layers", 1)),
+        num_heads=int(cfg.get("encoder_attention_heads", 12)),
+        ffn_size=int(cfg.get("encoder_ffn_embed_dim", 3072)),
+        layer_norm_first=bool(cfg.get("layer_norm_first", False)),
+        pos_conv_kernel=int(cfg.get("conv_pos", 128)),
+        pos_conv_groups=int(cfg.get("conv_pos_groups", 16)),
+        dropout=float(cfg.get("dropout", 0.1)),
+        attention_dropout=float(cfg.get("attention_dropout", 0.1)),
+        activation_dropout=float(cfg.get("activation_dropout", 0.1)),
+        layer_drop=float(cfg.get("encoder_layerdrop", 0.0)),
+    )
+    state = {key: value for key, value in checkpoint["model"].items() if not _RELEASE_IGNORED.match(key)}
+    state = convert_fairseq_state_dict(_rename(state, _RELEASE_RULES, _RELEASE_IGNORED))
+    logger.warning("%s: MelHuBERT releases carry no corpus mean/std; set them with model.set_feature_stats("
+                   "*read_melhubert_stats(NPY)) from the release's mean-std.npy", source)
+    return config, state
+
+
+def read_melhubert_stats(path: str | Path) -> tuple[Tensor, Tensor]:
+    """(mean, std), each (40,), from a MelHuBERT mean-std.npy (a (2, 40) array; no pickled objects read)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable .npy of corpus statistics ({error})") from error
+    if array.ndim < 2 or array.shape[0] != 2:
+        raise CheckpointError(f"{path}: expected a (2, bins) array of mean and std, got {array.shape}")
+    stats = torch.as_tensor(array.reshape(2, -1), dtype=torch.float32)
+    return stats[0], stats[1]
 
 
 @register_upstream("melhubert_base")

@@ -11,6 +11,7 @@ embedding output, then one per layer. Frames = (1 + (samples − 400) // 160) //
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,12 +19,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechrep.errors import CheckpointError, ConfigError
 from speechrep.nn.frames import padding_mask, stack_frames
 from speechrep.nn.transformer import SelfAttention, prepend_prefix, prompt_input, valid_with
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
-from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, CorpusStatistics, log_mel_features,
-                                         log_mel_geometry, require_one_frame)
+from speechrep.upstream.baselines import (
+    HOP,
+    SAMPLE_RATE,
+    CorpusStatistics,
+    log_mel_features,
+    log_mel_geometry,
+    require_one_frame,
+)
 from speechrep.upstream.registry import register_family, register_upstream
+from speechrep.upstream.wav2vec2 import _rename
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,114 @@ class SpecHead(nn.Module):
     def forward(self, last_hidden: Tensor) -> Tensor:
         """(B, T', H) → (B, T', num_mel_bins · downsample)."""
         return self.net(last_hidden)
+
+
+# --- checkpoint-key conversion ---
+# S3PRL's Mockingjay / TERA / Audio ALBERT releases (s3prl/upstream/{mockingjay,tera,audio_albert}) are
+# {"Transformer": state dict, "SpecHead": state dict (pre-training only), "Config" or "Upstream_Config":
+# {"transformer": {hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act,
+# layer_norm_eps, share_layer, pre_layer_norm, ...}, "audio": {...}, "task": {...}}, "Optimizer", ...}.
+# Keys follow BERT: input_representations.{spec_transform,LayerNorm}, encoder.layer.{i}.attention.self.
+# {query,key,value}, .attention.output.{dense,LayerNorm}, .intermediate.dense, .output.{dense,LayerNorm};
+# old files name LayerNorm parameters gamma/beta. With share_layer every layer index repeats layer 0's
+# tensors.
+
+_S3PRL_RULES = [
+    (r"^input_representations\.spec_transform\.", "input_proj."),
+    (r"^input_representations\.LayerNorm\.", "input_norm."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.out."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn_norm."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.ffn.0."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.ffn.3."),
+    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.ffn_norm."),
+]
+_S3PRL_IGNORED = re.compile(r"^$")  # the Transformer state holds no pre-training parts (SpecHead is apart)
+_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+
+
+def _s3prl_input(config: dict[str, Any], input_dim: int, source: str) -> tuple[int, int]:
+    """(mel bins, frames stacked) from an S3PRL transformer config and the input projection's width."""
+    audio, transformer = dict(config.get("audio") or {}), config["transformer"]
+    if "kaldi" in audio:
+        kaldi = audio["kaldi"]
+        feat_type = str(kaldi.get("feat_type", "fbank"))
+        order = int((audio.get("delta") or {}).get("order", 2))
+        if feat_type != "fbank" or order or not (audio.get("cmvn") or {}).get("use_cmvn", False):
+            raise ConfigError(f"{source}: Kaldi {feat_type} input with delta order {order} is not supported "
+                              "or without CMVN (only fbank, no deltas, CMVN)")
+        bins = int(kaldi.get("fbank", {}).get("num_mel_bins", 23))
+    elif audio:
+        feat = dict(audio.get("input") or {})
+        if (str(feat.get("feat_type", "mel")) != "mel" or not feat.get("log", True) or feat.get("delta", 0)
+                or not feat.get("cmvn", True)):
+            raise ConfigError(f"{source}: input {feat} is not supported (only log mel, no deltas, CMVN)")
+        bins = int(audio.get("n_mels", 80))
+    else:  # pre-extracted features: taken as log-mel of the projection's width
+        bins = int(transformer.get("input_dim", input_dim))
+        bins = bins if bins > 0 else input_dim
+    downsample = int(transformer.get("downsample_rate", input_dim // bins if bins else 0) or 1)
+    if bins * downsample != input_dim:
+        raise ConfigError(f"{source}: input width {input_dim} is not {bins} mel bins x {downsample} frames")
+    return bins, downsample
+
+
+def from_s3prl(checkpoint: dict[str, Any], source: str) -> tuple[MockingjayConfig, dict[str, Tensor]]:
+    """Config and weights (our keys) of an S3PRL Mockingjay / TERA / Audio ALBERT release.
+
+    The hidden states are the release's (the embedding output, then every layer's). The front end is ours:
+    Kaldi log-mel with per-utterance CMVN. Releases trained on S3PRL's torchaudio features (Hann-window STFT
+    mel, waveforms scaled to -25 dB; most TERA and Mockingjay files) therefore see slightly different input
+    features than in training; Kaldi-fbank releases differ only in CMVN's epsilon (1e-10 on the unbiased std
+    there, 1e-5 on the biased variance here)."""
+    config = dict(checkpoint.get("Config") or {})
+    if "transformer" not in config:
+        config = dict(checkpoint["Upstream_Config"])
+    t = config["transformer"]
+    for key, value in (("hidden_act", "gelu"), ("pre_layer_norm", False), ("layer_norm_eps", 1e-12)):
+        if t.get(key, value) != value:
+            raise ConfigError(f"{source}: transformer {key}={t[key]!r} is not supported (only {value!r})")
+    state: dict[str, Tensor] = {}
+    for key, value in checkpoint["Transformer"].items():
+        key = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
+        state[key] = value
+    width = state.get("input_representations.spec_transform.weight")
+    if width is None:
+        raise CheckpointError(f"{source}: no input_representations.spec_transform.weight in 'Transformer'")
+    bins, downsample = _s3prl_input(config, int(width.shape[1]), source)
+    share = bool(t.get("share_layer", False))
+    mj_config = MockingjayConfig(
+        num_mel_bins=bins, downsample=downsample, hidden_size=int(t["hidden_size"]),
+        num_layers=int(t["num_hidden_layers"]), num_heads=int(t["num_attention_heads"]),
+        ffn_size=int(t["intermediate_size"]), dropout=float(t.get("hidden_dropout_prob", 0.1)),
+        share_layers=share,
+    )
+    return mj_config, _convert_s3prl_layers(state, share)
+
+
+def _convert_s3prl_layers(state: dict[str, Tensor], share: bool) -> dict[str, Tensor]:
+    """Rename, merge query/key/value into qkv and, for shared layers, keep layer 0 (the other indices are
+    dropped only when they repeat its tensors; otherwise they stay and are reported)."""
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    rest: dict[str, Tensor] = {}
+    for key, value in state.items():
+        match = _QKV.match(key)
+        if match:
+            layer, part, kind = match.groups()
+            qkv.setdefault((layer, kind), {})[part] = value
+        else:
+            rest[key] = value
+    for (layer, kind), parts in qkv.items():
+        if set(parts) == {"query", "key", "value"}:
+            rest[f"layers.{layer}.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+        else:  # incomplete: keep the release's names so the misfit is reported by them
+            rest.update({f"encoder.layer.{layer}.attention.self.{p}.{kind}": v for p, v in parts.items()})
+    out = _rename(rest, _S3PRL_RULES, _S3PRL_IGNORED)
+    if share:
+        for key in [k for k in out if re.match(r"^layers\.[1-9]\d*\.", k)]:
+            first = re.sub(r"^layers\.\d+\.", "layers.0.", key)
+            if first in out and torch.equal(out[first], out[key]):
+                del out[key]
+    return out
 
 
 @register_upstream("mockingjay")

@@ -12,6 +12,7 @@ a padded batch equals the utterances one by one; in training mode batch statisti
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,11 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechrep.errors import ConfigError
 from speechrep.nn.quantizers import GumbelVectorQuantizer, QuantizerOutput
+from speechrep.upstream.apc import convert_s3prl_vq, s3prl_mel_options, s3prl_vq_groups
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput, padding_mask
-from speechrep.upstream.baselines import (HOP, SAMPLE_RATE, log_mel_features, log_mel_geometry,
-                                         require_one_frame)
+from speechrep.upstream.baselines import (
+    HOP,
+    SAMPLE_RATE,
+    log_mel_features,
+    log_mel_geometry,
+    require_one_frame,
+)
 from speechrep.upstream.registry import register_family, register_upstream
+from speechrep.upstream.wav2vec2 import _rename
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class NPCConfig:
     vq_groups: int = 4
     vq_codebook_size: int = 64  # entries per group
     vq_temperature: float = 1.0
+    window_type: str = "povey"  # Kaldi fbank window; S3PRL's releases use "hamming"
 
 
 class _ConvBlock(nn.Module):
@@ -107,7 +117,7 @@ class NPC(nn.Module):
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel input (B, T', 80), per-utterance CMVN, and its frame lengths."""
         require_one_frame(wav_lens, self.frame_geometry, self.family)
-        return log_mel_features(wavs, wav_lens, self.config.num_mel_bins)
+        return log_mel_features(wavs, wav_lens, self.config.num_mel_bins, window_type=self.config.window_type)
 
     def forward_features(self, feats: Tensor, lengths: Tensor) -> UpstreamOutput:
         """Hidden states from log-mel features (B, T', num_mel_bins)."""
@@ -145,6 +155,46 @@ class NPCHead(nn.Module):
         mask = padding_mask(lengths, feats.shape[1])[..., None]
         err = F.l1_loss(self.postnet(quantized), feats, reduction="none") * mask
         return err.sum() / (mask.sum() * feats.shape[-1]).clamp(min=1)
+
+
+# --- checkpoint-key conversion ---
+# S3PRL's NPC release (npc_360hr.ckpt, ...; s3prl/upstream/npc) is laid out as APC's (see apc.py): "model" and
+# "config" with model.paras {kernel_size, mask_size, n_blocks, hidden_size, dropout, residual, batch_norm,
+# activate, disable_cross_layer, vq} and data.audio. Keys: blocks.{i}.{conv,linear,bn1,bn2},
+# masked_convs.{i}.conv.{weight,bias} with the persistent buffer masked_convs.{i}.conv_mask, vq_layers.{g}.*,
+# and the postnet (pre-training only, dropped).
+
+_S3PRL_RULES = [
+    (r"^blocks\.(\d+)\.bn1\.", r"blocks.\1.norm1."),
+    (r"^blocks\.(\d+)\.bn2\.", r"blocks.\1.norm2."),
+    (r"^masked_convs\.(\d+)\.conv\.", r"masked_convs.\1."),
+]
+_S3PRL_IGNORED = re.compile(r"^(postnet\.|masked_convs\.\d+\.conv_mask$)")
+
+
+def from_s3prl(checkpoint: dict[str, Any], source: str) -> tuple[NPCConfig, dict[str, Tensor]]:
+    """Config and weights (our keys) of an S3PRL NPC release; the postnet and the stored tap masks (ours
+    are rebuilt from kernel and mask sizes) are dropped. Front-end differences as for APC (`apc.from_s3prl`);
+    S3PRL returns the blocks' and the masked sum's states, we add the quantized sum."""
+    config = checkpoint["config"]
+    paras, audio = dict(config["model"]["paras"]), dict(config.get("data", {}).get("audio", {}))
+    required = (("residual", True), ("batch_norm", True), ("activate", "relu"),
+                ("disable_cross_layer", False), ("dim_bottleneck", None))
+    for key, value in required:
+        if paras.get(key, value) != value:
+            raise ConfigError(f"{source}: NPC {key}={paras[key]!r} is not supported (only {value!r})")
+    if not paras.get("vq"):
+        raise ConfigError(f"{source}: NPC without a VQ layer is not supported")
+    hidden = int(paras.get("hidden_size", 512))
+    groups, codes, temperature = s3prl_vq_groups(paras["vq"], hidden, source)
+    npc_config = NPCConfig(
+        num_mel_bins=s3prl_mel_options(audio, source), hidden_size=hidden,
+        num_blocks=int(paras.get("n_blocks", 4)), kernel_size=int(paras.get("kernel_size", 15)),
+        mask_size=int(paras.get("mask_size", 5)), dropout=float(paras.get("dropout", 0.1)),
+        vq_groups=groups, vq_codebook_size=codes, vq_temperature=temperature, window_type="hamming",
+    )
+    state = _rename(checkpoint["model"], _S3PRL_RULES, _S3PRL_IGNORED)
+    return npc_config, convert_s3prl_vq(state, "vq_layers", groups)
 
 
 @register_upstream("npc")
