@@ -191,3 +191,37 @@ def test_tiny_preset_trains_without_collapse_exports_and_loads(corpus: Path, tmp
         hidden = upstream(wav, torch.tensor([16000])).hidden_states
     assert [h.shape[-1] for h in hidden] == upstream.hidden_sizes and hidden[0].shape[1] == 12
     assert float(upstream.feature_std.sub(1).abs().sum()) > 0  # pre-normalisation statistics of the corpus
+
+
+class _Killed(Exception):
+    """Stands in for a killed job."""
+
+
+def test_killed_byol_a_run_resumes_to_the_same_weights(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """The EMA target and mixup memory are in the checkpoint: a resumed run ends as the uninterrupted one."""
+    args = ["train.max_steps=8", "train.eval_every=4", "train.log_every=1"]
+    full = run_method("byol_a", corpus, tmp_path / "full", "tiny", args)
+    import speechrep.pretrain.common as common
+
+    real_train = common.train
+
+    def killed_after_step_6(*a, **kw):
+        inner = kw["after_step"]
+
+        def after_step(model, step):
+            inner(model, step)
+            if step == 6:  # last checkpoint: step 4
+                raise _Killed
+
+        return real_train(*a, **{**kw, "after_step": after_step})
+
+    monkeypatch.setattr(common, "train", killed_after_step_6)
+    with pytest.raises(_Killed):
+        run_method("byol_a", corpus, tmp_path / "split", "tiny", args)
+    monkeypatch.setattr(common, "train", real_train)
+    resumed = run_method("byol_a", corpus, tmp_path / "split", "tiny", args)
+    a, b = load_upstream(full).state_dict(), load_upstream(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[m["loss"] for m in read_metrics(tmp_path / run, "train") if m["step"] > 4]
+              for run in ("full", "split")]
+    assert losses[0] == losses[1][-4:]
