@@ -32,6 +32,7 @@ METHODS: dict[str, str] = {
     "barlow_twins": "speechrep.pretrain.barlow_twins",
     "vicreg": "speechrep.pretrain.vicreg",
     "delores": "speechrep.pretrain.delores",
+    "wavlm": "speechrep.pretrain.wavlm",
 }
 
 CONFIG_DIR = CONFIG_ROOT / "pretrain"

@@ -90,23 +90,40 @@ def mix_utterances(
 
     The chunk length is uniform in (0, max_ratio · min(both lengths)], its positions uniform in both
     utterances, and it is scaled so that primary energy / chunk energy is uniform in `energy_db` (dB)."""
-    batch, width = wavs.shape
+    batch = wavs.shape[0]
     if batch < 2 or prob <= 0:
         return wavs
     dev = wavs.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)
     lens = wav_lens.to(dev)
-    source = (
-        torch.arange(batch, device=dev) + 1 + (rand(batch) * (batch - 1)).long()
-    ) % batch  # never itself
-    chunk = (rand(batch) * max_ratio * torch.minimum(lens, lens[source]).float()).long().clamp(min=1)
+    draw = torch.rand(batch, generator=generator, device=dev)
+    source = (torch.arange(batch, device=dev) + 1 + (draw * (batch - 1)).long()) % batch  # never itself
+    return mix_chunks(wavs, lens, wavs[source], lens[source], prob, max_ratio, energy_db, generator)
+
+
+def mix_chunks(
+    wavs: Tensor,
+    wav_lens: Tensor,
+    others: Tensor,
+    other_lens: Tensor,
+    prob: float,
+    max_ratio: float = 0.5,
+    energy_db: tuple[float, float] = (-5.0, 5.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Add to a `prob` share of the rows of `wavs` (B, T) a chunk of the same row of `others` (B, T), as
+    `mix_utterances` describes (the secondary signals given: other utterances, or noise)."""
+    batch, width = wavs.shape
+    dev = wavs.device
+    rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
+    lens, other_lens = wav_lens.to(dev), other_lens.to(dev)
+    chunk = (rand(batch) * max_ratio * torch.minimum(lens, other_lens).float()).long().clamp(min=1)
     chunk = torch.where(rand(batch) < prob, chunk, torch.zeros_like(chunk))
     at = (rand(batch) * (lens - chunk + 1).float()).long()  # where it lands in the primary
-    src_at = (rand(batch) * (lens[source] - chunk + 1).float()).long()  # where it is taken from
+    src_at = (rand(batch) * (other_lens - chunk + 1).float()).long()  # where it is taken from
     pos = torch.arange(width, device=dev)[None, :]
     inside = (pos >= at[:, None]) & (pos < (at + chunk)[:, None])
-    src_index = (pos - at[:, None] + src_at[:, None]).clamp(0, width - 1)
-    piece = torch.gather(wavs[source], 1, src_index) * inside
+    src_index = (pos - at[:, None] + src_at[:, None]).clamp(0, others.shape[1] - 1)
+    piece = torch.gather(others, 1, src_index) * inside
     valid = padding_mask(lens, width).to(wavs.dtype)
     primary_power = (wavs.square() * valid).sum(1) / lens.clamp(min=1)
     piece_power = piece.square().sum(1) / chunk.clamp(min=1)
@@ -133,10 +150,14 @@ class HuBERTObjective(nn.Module):
 
     def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
         """Masked cluster prediction loss and scalars (accuracies, mask share, feature penalty)."""
-        cfg, up = self.cfg, self.upstream
-        wavs = batch.wavs
+        cfg, wavs = self.cfg, batch.wavs
         if self.training and cfg.mix_prob > 0:
             wavs = mix_utterances(wavs, batch.wav_lens, cfg.mix_prob, cfg.mix_max_ratio, cfg.mix_energy_db)
+        return self.predict(batch, wavs)
+
+    def predict(self, batch: AudioBatch, wavs: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The loss of `forward` on `wavs` (the batch's audio or a corrupted copy) against its labels."""
+        cfg, up = self.cfg, self.upstream
         conv, lengths = up.conv_features(wavs, batch.wav_lens)
         if cfg.feature_grad_mult != 1.0:  # same values, a scaled gradient: stabilises the CNN (fairseq)
             conv = conv * cfg.feature_grad_mult + conv.detach() * (1.0 - cfg.feature_grad_mult)
