@@ -40,6 +40,9 @@ PUBLISHED_PARAMS = {
     "wavlm_large": 316.62e6,
     "data2vec_base": 93.75e6,
     "distilhubert": 23.49e6,
+    # SUPERB's wav2vec 32.54M / vq-wav2vec 34.15M include the 12-step prediction map (512·512·12 + 512)
+    "wav2vec_large": 32.54e6 - 3_146_240,
+    "vq_wav2vec": 34.15e6 - 3_146_240,
 }
 
 

@@ -1,4 +1,5 @@
-"""Vector quantizers: Gumbel-softmax product codebooks (VQ-APC, NPC, wav2vec 2.0) and VQ-VAE codebooks."""
+"""Vector quantizers: Gumbel-softmax product codebooks (VQ-APC, NPC, vq-wav2vec, wav2vec 2.0) and
+nearest-neighbour (k-means / VQ-VAE) codebooks, single or grouped (vq-wav2vec)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,21 +59,40 @@ class GumbelVectorQuantizer(nn.Module):
     is a plain attribute so a schedule can anneal it. `loss`: wav2vec 2.0 diversity loss (G·V − ppl) / G·V.
     `grouped_input=True` makes group g read only the g-th slice of the input (the multi-group VQ layers of
     VQ-APC/NPC); otherwise every group reads the whole input (wav2vec 2.0).
+    vq-wav2vec's options (fairseq `vq_depth`, `combine_groups`): `projection_depth` > 1 puts that many linear
+    layers (width `projection_factor` × input_dim, `activation` between them) before the logits, and
+    `shared_codebook=True` gives every group the same `entries` vectors (codebook (1, entries, code_dim / G)).
     """
 
     def __init__(self, input_dim: int, code_dim: int, entries: int, groups: int = 1, temperature: float = 1.0,
-                 grouped_input: bool = False):
+                 grouped_input: bool = False, projection_depth: int = 1, projection_factor: int = 2,
+                 activation: nn.Module | None = None, shared_codebook: bool = False):
         super().__init__()
         if code_dim % groups or (grouped_input and input_dim % groups):
             raise ValueError(f"code_dim {code_dim} (and input_dim {input_dim} when grouped_input) must be "
                              f"divisible by groups {groups}")
+        if projection_depth > 1 and grouped_input:
+            raise ValueError("projection_depth > 1 does not combine with grouped_input")
         self.groups, self.entries, self.temperature = groups, entries, temperature
-        self.weight_proj = (GroupedLinear(input_dim, groups * entries, groups) if grouped_input
-                            else nn.Linear(input_dim, groups * entries))
-        self.codebook = nn.Parameter(torch.empty(groups, entries, code_dim // groups).uniform_())
-        if not grouped_input:  # wav2vec 2.0's N(0, 1); VQ-APC/NPC keep a default Linear's scale, as their
-            nn.init.normal_(self.weight_proj.weight, std=1.0)  # references do (N(0, 1) collapses their codebooks)
-        nn.init.zeros_(self.weight_proj.bias)
+        if projection_depth > 1:  # fairseq's layout: Sequential(Sequential(Linear, act), ..., Linear)
+            inner = input_dim * projection_factor
+            act = activation if activation is not None else nn.GELU()
+            self.weight_proj = nn.Sequential(
+                *[nn.Sequential(nn.Linear(input_dim if i == 0 else inner, inner), act)
+                  for i in range(projection_depth - 1)],
+                nn.Linear(inner, groups * entries),
+            )
+        else:
+            self.weight_proj = (GroupedLinear(input_dim, groups * entries, groups) if grouped_input
+                                else nn.Linear(input_dim, groups * entries))
+        books = 1 if shared_codebook else groups
+        self.codebook = nn.Parameter(torch.empty(books, entries, code_dim // groups).uniform_())
+        if projection_depth == 1:
+            # wav2vec 2.0's N(0, 1); VQ-APC/NPC keep a default Linear's scale, as their references do
+            # (N(0, 1) collapses their codebooks); deeper projections (vq-wav2vec) keep fairseq's default init
+            if not grouped_input:
+                nn.init.normal_(self.weight_proj.weight, std=1.0)
+            nn.init.zeros_(self.weight_proj.bias)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> QuantizerOutput:
         """Quantize x (B, T, input_dim); `mask` (B, T) True on valid frames restricts the usage statistics."""
@@ -83,7 +103,8 @@ class GumbelVectorQuantizer(nn.Module):
         else:
             hard = F.one_hot(probs.argmax(-1), self.entries).to(probs.dtype)
             onehot = hard + probs - probs.detach()
-        quantized = torch.einsum("btgv,gvd->btgd", onehot.to(self.codebook.dtype), self.codebook).flatten(2)
+        codebook = self.codebook.expand(self.groups, -1, -1)  # a shared codebook serves every group
+        quantized = torch.einsum("btgv,gvd->btgd", onehot.to(codebook.dtype), codebook).flatten(2)
         perplexity = _perplexity(probs, mask)
         total = self.groups * self.entries
         diversity = (total - perplexity) / total
@@ -91,21 +112,36 @@ class GumbelVectorQuantizer(nn.Module):
 
 
 class NearestNeighbourQuantizer(nn.Module):
-    """VQ-VAE quantizer: nearest codebook vector, straight-through gradients, codebook + commitment loss."""
+    """VQ-VAE / k-means quantizer: nearest codebook entry, straight-through gradients, codebook + commitment
+    loss.
 
-    def __init__(self, dim: int, entries: int, commitment: float = 0.25):
+    With `groups` > 1 (vq-wav2vec's k-means) the input splits into G slices of dim / G, each quantized
+    separately: the codebook is (entries, dim) with group g owning columns [g·dim/G, (g+1)·dim/G), or with
+    `shared_codebook=True` (fairseq `combine_groups`) (entries, dim / G) used by every group. The loss is the
+    mean squared error of the codebook (to the detached input) plus `commitment` × that of the input."""
+
+    def __init__(self, dim: int, entries: int, commitment: float = 0.25, groups: int = 1,
+                 shared_codebook: bool = False, init_std: float = 1.0):
         super().__init__()
-        self.codebook = nn.Parameter(torch.randn(entries, dim))
+        if dim % groups:
+            raise ValueError(f"dim {dim} must be divisible by groups {groups}")
+        self.groups, self.shared = groups, shared_codebook and groups > 1
+        width = dim // groups if self.shared else dim
+        self.codebook = nn.Parameter(torch.randn(entries, width) * init_std)
         self.commitment = commitment
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> QuantizerOutput:
-        """Quantize x (B, T, dim) to its nearest codebook entries."""
-        distances = torch.cdist(x.flatten(0, 1).float(), self.codebook.float())
-        codes = distances.argmin(-1).view(x.shape[:-1])
-        chosen = self.codebook[codes]
+        """Quantize x (B, T, dim) to its nearest codebook entries, per group."""
+        G, entries = self.groups, self.codebook.shape[0]
+        slices = x.unflatten(-1, (G, -1))  # (B, T, G, d)
+        books = (self.codebook[None].expand(G, -1, -1) if self.shared
+                 else self.codebook.unflatten(-1, (G, -1)).transpose(0, 1))  # (G, entries, d)
+        distances = torch.cdist(slices.flatten(0, 1).transpose(0, 1).float(), books.float())  # (G, B·T, V)
+        codes = distances.argmin(-1).transpose(0, 1).reshape(*x.shape[:-1], G)
+        chosen = torch.stack([books[g][codes[..., g]] for g in range(G)], dim=-2).flatten(-2)
         keep = torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device) if mask is None else mask
         codebook_loss = _masked_mean(((chosen - x.detach()) ** 2).mean(-1, keepdim=True), keep).squeeze()
         commit_loss = _masked_mean(((x - chosen.detach()) ** 2).mean(-1, keepdim=True), keep).squeeze()
-        probs = F.one_hot(codes, self.codebook.shape[0]).to(x.dtype)[:, :, None]
-        return QuantizerOutput(x + (chosen - x).detach(), codes[..., None], _perplexity(probs, mask),
+        probs = F.one_hot(codes, entries).to(x.dtype)
+        return QuantizerOutput(x + (chosen - x).detach(), codes, _perplexity(probs, mask),
                                codebook_loss + self.commitment * commit_loss)

@@ -32,6 +32,8 @@ METHODS: dict[str, str] = {
     "barlow_twins": "speechrep.pretrain.barlow_twins",
     "vicreg": "speechrep.pretrain.vicreg",
     "delores": "speechrep.pretrain.delores",
+    "wav2vec": "speechrep.pretrain.wav2vec",
+    "vq_wav2vec": "speechrep.pretrain.vq_wav2vec",
     "wavlm": "speechrep.pretrain.wavlm",
 }
 

@@ -12,3 +12,4 @@ from speechrep.upstream import distilhubert  # noqa: F401
 from speechrep.upstream import melhubert  # noqa: F401
 from speechrep.upstream import best_rq  # noqa: F401
 from speechrep.upstream import byol_a  # noqa: F401
+from speechrep.upstream import wav2vec  # noqa: F401

@@ -341,12 +341,31 @@ def _load_fairseq(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
         model.provenance = {"source": str(path), "format": release, "family": family}
         return model
     checkpoint = read_fairseq_checkpoint(path, raw)
+    wav2vec_2019 = _fairseq_wav2vec_2019(checkpoint, path)
+    if wav2vec_2019 is not None:  # the 2019 wav2vec / vq-wav2vec model, not wav2vec 2.0
+        config, state = wav2vec_2019
+        model = _build("wav2vec", config, overrides, str(path))
+        load_weights(model, state, str(path))
+        model.provenance = {"source": str(path), "format": "fairseq", "family": "wav2vec"}
+        return model
     family, model_cfg, normalize = fairseq_model_config(checkpoint, path)
     config = config_from_fairseq(model_cfg, get_family(family, str(path)).config_class(), normalize)
     model = _build(family, config, overrides, str(path))
     load_weights(model, convert_fairseq_state_dict(checkpoint["model"]), str(path), optional=("mask_emb",))
     model.provenance = {"source": str(path), "format": "fairseq", "family": family}
     return model
+
+
+def _fairseq_wav2vec_2019(checkpoint: Mapping[str, Any], path: Path) -> tuple[Any, dict[str, Tensor]] | None:
+    """(config, weights in our keys) when a fairseq checkpoint holds the 2019 `wav2vec` model, else None."""
+    from speechrep.upstream.wav2vec import from_fairseq, is_fairseq_wav2vec
+
+    cfg, args = checkpoint.get("cfg"), checkpoint.get("args")
+    model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
+    model_cfg = model_cfg if isinstance(model_cfg, dict) else args
+    if not isinstance(model_cfg, dict) or not is_fairseq_wav2vec(model_cfg):
+        return None
+    return from_fairseq(checkpoint, str(path))
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -373,7 +392,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     release = detect_release(raw)
     if release is not None:
         return convert_release(raw, release, path)[2]
-    return convert_fairseq_state_dict(read_fairseq_checkpoint(path, raw)["model"])
+    checkpoint = read_fairseq_checkpoint(path, raw)
+    wav2vec_2019 = _fairseq_wav2vec_2019(checkpoint, path)
+    if wav2vec_2019 is not None:
+        return wav2vec_2019[1]
+    return convert_fairseq_state_dict(checkpoint["model"])
 
 
 def _name_list(names: list[str], limit: int = 12) -> str:
