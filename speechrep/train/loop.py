@@ -121,10 +121,13 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
         for folder in (run_dir, last_path.parent):
             if folder.is_dir():
                 remove_temporaries(folder)
-    if distributed:
-        _check_same_checkpoint_view(last_path, device)
     if last_path.is_file():
         ckpt = load_checkpoint(last_path, model)
+    # A finished run returns below without any collective, so a rank may reach it alone (the benchmark's rank 0
+    # re-opens the runs of the chosen learning rate); every other start is checked by all ranks together.
+    if distributed and not (ckpt is not None and ckpt["step"] >= cfg.max_steps):
+        _check_same_checkpoint_view(last_path, device)
+    if ckpt is not None:
         if master:
             _reconcile_best(ckpt, last_path, best_path)
         state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_metric"],
