@@ -516,8 +516,11 @@ def _list(args: argparse.Namespace) -> int:
     from speechrep.upstream.registry import list_upstreams
 
     def presets() -> list[str]:  # a preset covers some tasks (downstream) or methods (pretrain)
+        from speechrep.compress.series import METHODS, compress_presets
+
         return [f"{kind}/{name}: {', '.join(names)}" for kind in ("downstream", "pretrain")
-                for name, names in list_presets(kind).items()]
+                for name, names in list_presets(kind).items()] + \
+            [f"compress/{name}: {', '.join(METHODS)}" for name in compress_presets()]
 
     listings = {"upstreams": list_upstreams, "methods": list_methods, "tasks": list_tasks, "presets": presets,
                 "tunings": list_tunings}

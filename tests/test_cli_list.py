@@ -34,6 +34,7 @@ def test_presets_name_the_tasks_and_methods_they_cover(capsys) -> None:
         p.stem for p in (CONFIG_ROOT / "pretrain" / "small").glob("*.yaml")) and "hubert" in small
     assert list_presets("pretrain")["tiny"] == list_methods()  # every method has a tiny preset
     assert _lines(capsys, "presets", "pretrain/*") == [line for line in lines if line.startswith("pretrain/")]
+    assert "compress/tiny: heads, ffn, prune, skip, distill" in lines  # speechrep compress --preset tiny
 
 
 def test_everything_under_headings(capsys) -> None:

@@ -89,14 +89,19 @@ class Config:
             raise ConfigError("keys 'importance_batches' (>= 1) and 'band' (>= 0) out of range")
 
 
+def compress_presets() -> list[str]:
+    """The presets of `speechrep compress --preset` (configs/compress/<name>.yaml beside compress.yaml)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "compress")
+
+
 def compress_config(preset: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """configs/compress/compress.yaml ← configs/compress/<preset>.yaml ← key=value overrides."""
     paths = [CONFIG_DIR / "compress.yaml"]
     if preset is not None:
         paths.append(CONFIG_DIR / f"{preset}.yaml")
         if not paths[-1].is_file():
-            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "compress")
-            raise ConfigError(f"--preset {preset}: no such compression preset (presets: {', '.join(known)})")
+            raise ConfigError(f"--preset {preset}: no such compression preset (presets: "
+                              f"{', '.join(compress_presets())})")
     return load_config(Config, paths, overrides)
 
 
