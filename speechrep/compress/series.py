@@ -212,9 +212,9 @@ def compress_series(method: str, upstream: str, out: str | Path, data: str | Pat
                     run_dir = out / "train" / folder.name
                     retrain(objective, cfg, data, run_dir, masks)
                     details["train"] = json.loads((run_dir / "results.json").read_text())
+                note = {"note": NOTES[method]} if method in NOTES else {}
                 export_upstream(model.eval(), folder, {"compress": method, "keep": keep, "upstream": upstream,
-                                                       "steps": cfg.steps, "details": details,
-                                                       **({"note": NOTES[method]} if method in NOTES else {})})
+                                                       "steps": cfg.steps, "details": details, **note})
             steps.append({"keep": keep, "folder": folder.name, **details, **_report(model, method)})
             if method != "distill":
                 current = model
