@@ -177,6 +177,10 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    "or other upstream weights (default: such a folder is an error; the same command resumes)")
     p.add_argument("--score-references", type=Path, default=None, metavar="YAML",
                    help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
+    p.add_argument("--test-conditions", default=None, metavar="SPEC,SPEC,...",
+                   help="also test every trained head under these distortions, e.g. clean,noise:snr=5,"
+                   "reverb:rt60=0.8 (kinds: clean noise babble reverb telephone clip codec speed dropout; "
+                   "see docs/robustness.md); selection stays on the clean dev split")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides; TASK.key=value for one task; tuning.key=value an option of the "
                    "--tuning strategy (e.g. tuning.rank=4); train_fraction=0.1 trains on a seeded 10%% of "
@@ -200,10 +204,18 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(f"--finetune is --tuning full; it contradicts --tuning {args.tuning}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     tuning, overrides = with_options("full" if args.finetune else args.tuning or "frozen", args.overrides)
+    conditions = []
+    if args.test_conditions is not None:
+        from speechrep.audio.conditions import split_condition_list
+
+        conditions = split_condition_list(args.test_conditions)
+        if not conditions:
+            raise ConfigError("--test-conditions: none given (e.g. --test-conditions clean,noise:snr=5)")
     cfg = BenchmarkConfig(upstreams=args.upstream, tasks=tasks, corpus=args.corpus, out=args.out,
                           tuning=tuning, lr_sweep=lrs,
                           random_init=args.random_init, feature_cache=args.feature_cache, features=args.features,
-                          preset=args.preset, overrides=overrides, overwrite=args.overwrite)
+                          preset=args.preset, overrides=overrides, overwrite=args.overwrite,
+                          test_conditions=conditions)
     # read before training, so a bad file fails in a second, not after the benchmark
     refs = load_references(args.score_references) if args.score_references else None
     tables: list[str] = []  # the leaderboard is written while the run still holds --out

@@ -81,6 +81,22 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], scores: Mapping[str,
     return "\n".join(lines) + "\n"
 
 
+def conditions_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of test metrics per distortion condition: one line per (upstream, task), one column
+    per condition (`--test-conditions`); empty when no row was tested under conditions."""
+    tested = [r for r in rows if r.get("test_by_condition")]
+    if not tested:
+        return ""
+    conditions = list(dict.fromkeys(c for r in tested for c in r["test_by_condition"]))
+    header = ["upstream", "task", "metric"] + conditions
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in tested:
+        metric = f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}"
+        cells = [format_metric({**r, "cond": r["test_by_condition"].get(c)}, "cond") for c in conditions]
+        lines.append("| " + " | ".join([str(r["upstream"]), str(r["task"]), metric] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_upstream: str = DEFAULT_BASELINE,
                   references: Mapping[str, Reference] | None = None) -> str:
     """Score the rows; write OUT/leaderboard.md and OUT/results.json (rows + scores); return the table."""
@@ -93,6 +109,10 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_ups
              f"(`{baseline_upstream}` unless references are given) = 0 and the topline = 1000, "
              "averaged over tasks.")
     out_dir = Path(out_dir)
+    by_condition = conditions_markdown(rows)
+    if by_condition:  # only with --test-conditions: the page without them is unchanged
+        table += ("\nTest metrics under each distortion condition (heads trained and selected on clean data):"
+                  f"\n\n{by_condition}")
     atomic_write_text(out_dir / "leaderboard.md", f"# Leaderboard\n\n{table}\n{notes}\n")
     summary = {"rows": list(rows), "scores": scores,
                "references": {t: {"baseline": r.baseline, "topline": r.topline} for t, r in refs.items()}}

@@ -30,6 +30,9 @@ class BenchmarkConfig:
     preset: str | None = None  # configs/downstream/<preset>/<task>.yaml layered on each task's file
     overrides: list[str] = field(default_factory=list)  # key=value for every task, TASK.key=value for one
     overwrite: bool = False  # start over in an --out made with other settings (not saved: an action)
+    # speechrep.audio.conditions specs, e.g. ["clean", "noise:snr=5"]: each trained head is also tested under
+    # each (results.json `test_by_condition`); empty = today's behaviour, and config.yaml omits the key
+    test_conditions: list[str] = field(default_factory=list)
 
     def settings(self) -> dict[str, Any]:
         """What decides every row's numbers; an --out made with other settings must not be resumed.
@@ -41,6 +44,8 @@ class BenchmarkConfig:
                     "lr_sweep": self.lr_sweep, "overrides": list(self.overrides), "random_init": self.random_init}
         if self.features:  # features read from a store may differ from the run's own cache in the last bits
             settings["features"] = sorted(str(Path(d).resolve()) for d in self.features)
+        if self.test_conditions:  # only when given: folders made before the field existed stay valid
+            settings["test_conditions"] = list(self.test_conditions)
         return settings
 
     def check(self) -> None:
@@ -54,3 +59,7 @@ class BenchmarkConfig:
         if self.lr_sweep is not None and (not self.lr_sweep or
                                           not all(0 < lr < math.inf for lr in self.lr_sweep)):  # NaN fails too
             raise ConfigError(f"--lr-sweep {self.lr_sweep}: expected one or more positive, finite learning rates")
+        if self.test_conditions:
+            from speechrep.audio.conditions import parse_conditions
+
+            parse_conditions(self.test_conditions)

@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from lhotse import CutSet
@@ -32,6 +32,7 @@ from lhotse.dataset.collation import collate_audio
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from speechrep.audio.conditions import Condition, Other
 from speechrep.data.batching import cut_sampler, rank_and_world
 from speechrep.errors import CheckpointError, SpeechrepError
 from speechrep.storage import check_settings
@@ -303,11 +304,16 @@ class FeatureSource:
         return self.hidden_sizes[-1]
 
     def batches(self, cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0,
-                live: bool = False) -> Callable[[int], Iterable[FeatureBatch]]:
-        """A function epoch → FeatureBatches; cached hidden states unless caching is off or `live`."""
+                live: bool = False, condition: Condition | None = None,
+                others: Sequence[Other] | None = None) -> Callable[[int], Iterable[FeatureBatch]]:
+        """A function epoch → FeatureBatches; cached hidden states unless caching is off or `live`.
+
+        A non-clean `condition` distorts each cut's audio (`others`: the split's utterances, for babble) and
+        always runs live: distorted audio never reads or fills the clean cache."""
         if max_duration <= 0:
             raise SpeechrepError(f"max_duration must be positive, got {max_duration}")
-        cache = None if live else self.cache
+        distort = condition is not None and not condition.is_clean
+        cache = None if live or distort else self.cache
         if cache is not None:
             cache.fill(cuts, self.upstream, self.device)
         num_layers = len(self.hidden_sizes)
@@ -318,6 +324,9 @@ class FeatureSource:
                 if cache is not None:
                     states, lengths = cache.read(batch_cuts, num_layers)
                     yield FeatureBatch(batch_cuts, hidden_states=states, lengths=lengths)
+                elif distort:
+                    wavs, wav_lens = distorted_audio(batch_cuts, condition, others)
+                    yield FeatureBatch(batch_cuts, wavs=wavs, wav_lens=wav_lens)
                 else:
                     wavs, wav_lens = collate_audio(batch_cuts)
                     yield FeatureBatch(batch_cuts, wavs=wavs.float(), wav_lens=wav_lens.long())
@@ -352,6 +361,23 @@ class FeatureSource:
                 normalizer: CorpusNormalizer | None = None) -> FeatureEncoder:
         """The module mapping a FeatureBatch to weighted-sum features for this upstream, tuned by `tuning`."""
         return FeatureEncoder(self.upstream, tuning, layers, normalizer, base_fingerprint=self.fingerprint)
+
+
+def condition_others(cuts: CutSet) -> list[Other]:
+    """The utterances of a split as babble sources: (id, speaker, audio loader)."""
+    def speaker(cut: Any) -> str | None:
+        return cut.supervisions[0].speaker if cut.supervisions else None
+
+    return [(cut.id, speaker(cut), lambda cut=cut: cut.load_audio()[0]) for cut in cuts]
+
+
+def distorted_audio(cuts: CutSet, condition: Condition,
+                    others: Sequence[Other] | None = None) -> tuple[Tensor, Tensor]:
+    """Padded (B, T) float32 audio of the cuts under `condition` (seeded per cut id) and the lengths."""
+    wavs = [torch.from_numpy(condition.apply(cut.load_audio()[0], cut.id, int(cut.sampling_rate), others))
+            for cut in cuts]
+    lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
+    return nn.utils.rnn.pad_sequence(wavs, batch_first=True), lengths
 
 
 def _safe(name: str) -> str:

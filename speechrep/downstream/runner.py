@@ -42,10 +42,11 @@ import torch
 from lhotse import CutSet
 from torch import nn
 
-from speechrep.config import CONFIG_ROOT, load_config, save_config
+from speechrep.audio.conditions import Condition, parse_conditions
+from speechrep.config import CONFIG_ROOT, config_to_dict, load_config, save_config
 from speechrep.downstream.benchmark_config import BenchmarkConfig
 from speechrep.downstream.features import (CorpusNormalizer, DownstreamModel, FeatureCache, FeatureSource,
-                                          upstream_fingerprint)
+                                          condition_others, upstream_fingerprint)
 from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
 from speechrep.errors import ConfigError
 from speechrep.storage import OutputFolder, disk_errors
@@ -224,12 +225,17 @@ def optimizer_groups(model: DownstreamModel, cfg: Any) -> list[dict[str, Any]] |
 
 
 def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path,
-            run_dir: Path, tuning: TuningStrategy = FROZEN, evaluate_test: bool = True) -> dict[str, Any]:
-    """Train one head (resuming if interrupted), select on dev, test once if asked; write results.json."""
+            run_dir: Path, tuning: TuningStrategy = FROZEN, evaluate_test: bool = True,
+            test_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
+    """Train one head (resuming if interrupted), select on dev, test once if asked; write results.json.
+
+    With `test_conditions`, the chosen checkpoint is also tested under each distortion (`test_by_condition`,
+    keyed by the spec as written; `clean` is the plain test result, from the cache when there is one)."""
     results_path = run_dir / "results.json"
     if results_path.is_file():
         done = json.loads(results_path.read_text())
-        if done.get("test") is not None or not evaluate_test:
+        if (done.get("test") is not None and (not test_conditions or "test_by_condition" in done)) \
+                or not evaluate_test:
             return done
     started = time.time()
     cfg = replace(cfg, train=replace(cfg.train, metric=spec.metric,
@@ -267,10 +273,15 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     model.to(device)
     dev = _evaluate(parts, model, _on(device, dev_batches(0)))
     test = None
+    by_condition: dict[str, dict[str, float]] | None = None
     if evaluate_test:
         # The only place the test split is read: after training, with the checkpoint chosen on dev.
-        test_batches = source.batches(parts.load_test(), cfg.max_duration, shuffle=False, live=live)
+        test_cuts = parts.load_test()
+        test_batches = source.batches(test_cuts, cfg.max_duration, shuffle=False, live=live)
         test = _evaluate(parts, model, _on(device, test_batches(0)))
+        if test_conditions:
+            by_condition = test_under_conditions(parts, model, source, test_cuts, cfg.max_duration, device,
+                                                 test_conditions, test)
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results = {
         "task": spec.name, "upstream": choice.label, "metric": spec.metric,
@@ -285,8 +296,27 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
         "train_cuts": len(parts.train_cuts),
         "wall_time_s": round(previous.get("wall_time_s", 0.0) + time.time() - started, 2),
     }
+    if by_condition is not None:
+        results["test_by_condition"] = by_condition
     write_results(run_dir, results)
     return results
+
+
+def test_under_conditions(parts: TaskParts, model: nn.Module, source: FeatureSource, test_cuts: CutSet,
+                          max_duration: float, device: torch.device, conditions: Sequence[Condition],
+                          clean: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Spec → test metrics of the trained model on the test split under each condition (computed live from
+    distorted audio, never through the clean feature cache; `clean` reuses the plain test metrics)."""
+    others = condition_others(test_cuts)
+    metrics = {}
+    for condition in conditions:
+        if condition.is_clean:
+            metrics[str(condition)] = dict(clean)
+            continue
+        log.info("test condition %s", condition)
+        batches = source.batches(test_cuts, max_duration, shuffle=False, condition=condition, others=others)
+        metrics[str(condition)] = _evaluate(parts, model, _on(device, batches(0)))
+    return metrics
 
 
 def _on(device: torch.device, batches):  # noqa: ANN001, ANN202 - iterable of FeatureBatch
@@ -307,7 +337,7 @@ def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path, *,
              tuning: TuningStrategy = FROZEN, lr_sweep: Sequence[float] | None = None,
              preset: str | None = None, overrides: Sequence[str] = (),
-             weights: str | None = None) -> dict[str, Any]:
+             weights: str | None = None, test_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
     """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json.
 
     The pair's folder is held by one run at a time (a second gets a one-line OutputError naming the holder),
@@ -317,12 +347,14 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
     """
     settings = None if weights is None else {"upstream_weights": weights}
     with OutputFolder(pair_dir, "speechrep benchmark", settings):
-        return _run_pair(task, choice, source, corpus_dir, pair_dir, tuning, lr_sweep, preset, overrides, weights)
+        return _run_pair(task, choice, source, corpus_dir, pair_dir, tuning, lr_sweep, preset, overrides,
+                         weights, test_conditions)
 
 
 def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path,
               tuning: TuningStrategy, lr_sweep: Sequence[float] | None, preset: str | None,
-              overrides: Sequence[str], weights: str | None) -> dict[str, Any]:
+              overrides: Sequence[str], weights: str | None,
+              test_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
     done = pair_dir / "results.json"
     if done.is_file():
         log.info("%s: done, skipping", done)
@@ -358,7 +390,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
             return {}  # under torchrun the other ranks only train; rank 0 selects and tests
     sign = 1.0 if spec.higher_is_better else -1.0
     best_lr = max(lrs, key=lambda lr: sign * dev_by_lr[lr][spec.metric]) if len(lrs) > 1 else lrs[0]
-    finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=True)
+    finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=True,
+                            test_conditions=test_conditions)
               for name, (c, d) in run_dirs(best_lr).items()}
     rows = list(finals.values())
     if not is_main_process():
@@ -381,6 +414,9 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         "train_cuts": rows[0].get("train_cuts"),
         "wall_time_s": round(sum(wall_times.values()), 2),  # every run of the pair, resumed ones included
     }
+    if test_conditions:  # each condition's mean over the sub-runs, like `test`
+        results["test_by_condition"] = {str(c): _mean_metrics([r["test_by_condition"][str(c)] for r in rows])
+                                        for c in test_conditions}
     if not all(math.isfinite(v) for v in results["test"].values()):
         log.warning("%s/%s: non-finite test metrics %s", choice.label, task, results["test"])
     write_results(pair_dir, results)
@@ -400,6 +436,15 @@ def feature_stores(folders: Sequence[Path], tuning: Any) -> dict[str, Path]:
             raise ConfigError(f"--features {folder}: holds the same upstream as {stores[fingerprint]}")
         stores[fingerprint] = Path(folder)
     return stores
+
+
+def save_benchmark_config(cfg: BenchmarkConfig, path: Path) -> None:
+    """OUT/config.yaml: the config without `overwrite` (an action), and without `test_conditions` when there
+    are none (so a run without them writes the same file as before the field existed)."""
+    data = config_to_dict(replace(cfg, overwrite=False))
+    if not cfg.test_conditions:
+        data.pop("test_conditions")
+    save_config(data, path)
 
 
 def benchmark(cfg: BenchmarkConfig,
@@ -426,12 +471,13 @@ def benchmark(cfg: BenchmarkConfig,
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--upstream: two upstreams share a name: {labels}")
     stores = feature_stores(cfg.features, tuning)
+    conditions = parse_conditions(cfg.test_conditions) if cfg.test_conditions else []
     # Shared: runs of other upstreams or tasks may write this --out at the same time (the demo's lanes do);
     # each pair folder is held by one run.
     with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite, shared=True), \
             disk_errors(out_dir):
         if is_main_process():
-            save_config(replace(cfg, overwrite=False), out_dir / "config.yaml")
+            save_benchmark_config(cfg, out_dir / "config.yaml")
         rows = []
         for choice in choices:
             upstream = load_upstream_module(choice)
@@ -448,7 +494,7 @@ def benchmark(cfg: BenchmarkConfig,
                 log.info("benchmark: %s on %s", choice.label, task)
                 row = run_pair(task, choice, source, corpus_dir, out_dir / choice.label / task, tuning=tuning,
                                lr_sweep=cfg.lr_sweep, preset=cfg.preset, overrides=cfg.overrides,
-                               weights=weights)
+                               weights=weights, test_conditions=conditions)
                 if row:  # empty on ranks other than 0 under torchrun
                     rows.append(row)
         if summarise is not None and is_main_process():

@@ -1,0 +1,262 @@
+"""Named distortion conditions for robustness tests, deterministic per utterance.
+
+    cond = parse_condition("noise:snr=5,kind=pink")
+    noisy = cond.apply(wav, "utt-001")           # the same id always gets the same noise
+    conds = parse_conditions("clean,noise:snr=5,kind=white,reverb:rt60=0.8")
+
+Grammar: `KIND[:key=value[,key=value...]]`; in a comma-separated list a `key=value` item without a colon
+continues the condition before it. Kinds and their parameters (defaults in brackets):
+
+    clean                                   the input, unchanged
+    noise:snr=[10],kind=[pink]|white|brown  coloured noise (or exponent=E: a 1/f**E power spectrum)
+    babble:snr=[5],speakers=[3]             other utterances of the same split (other speakers first), summed
+    reverb:rt60=[0.5],drr=[3]               a synthetic room impulse response (RT60 s, direct-to-reverb dB)
+    telephone                               8 kHz, 300-3400 Hz, 8-bit µ-law round trip, back to the input rate
+    clip:level=[0.3]                        hard clipping at level × the peak
+    codec:format=[mp3]|vorbis,quality=[0.9] a lossy round trip through soundfile (quality = compression level)
+    speed:factor=[1.1]                      faster and higher (Kaldi-style speed perturbation; changes length)
+    dropout:rate=[0.1],chunk_ms=[20]        that share of chunks zeroed
+
+Random draws come from a generator seeded by (canonical spec, utterance id), so a cut gets the same
+distortion in every run, process and order (`str(condition)` is the spec as written: the results key).
+Every condition but `speed` keeps the length. Built on `speechrep.audio.augment`, the primitives
+pre-training's distorter uses.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from speechrep.audio import augment
+from speechrep.errors import ConfigError, SpeechrepError
+
+NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+CODECS = {"mp3": ("MP3", "MPEG_LAYER_III"), "vorbis": ("OGG", "VORBIS")}
+# kind → parameter → default; the default's type is the parameter's type (str kinds list their choices)
+PARAMETERS: dict[str, dict[str, float | str | None]] = {
+    "clean": {},
+    "noise": {"snr": 10.0, "kind": "pink", "exponent": None},
+    "babble": {"snr": 5.0, "speakers": 3.0},
+    "reverb": {"rt60": 0.5, "drr": 3.0},
+    "telephone": {},
+    "clip": {"level": 0.3},
+    "codec": {"format": "mp3", "quality": 0.9},
+    "speed": {"factor": 1.1},
+    "dropout": {"rate": 0.1, "chunk_ms": 20.0},
+}
+_CHOICES = {("noise", "kind"): tuple(NOISE_EXPONENTS), ("codec", "format"): tuple(CODECS)}
+
+# another utterance for babble: (id, speaker or None, audio loader)
+Other = tuple[str, str | None, Callable[[], np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One parsed condition: its kind and every parameter (defaults filled in)."""
+
+    kind: str
+    params: tuple[tuple[str, float | str | None], ...]
+    name: str = field(default="", compare=False)  # the spec as written (the results.json key)
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec (the seed): every parameter that is set, defaults included, sorted by name."""
+        items = [f"{k}={_fmt(v)}" for k, v in self.params if v is not None]
+        return self.kind + (":" + ",".join(items) if items else "")
+
+    def __str__(self) -> str:
+        return self.name or self.spec
+
+    def param(self, name: str) -> float | str | None:
+        """The value of one parameter."""
+        return dict(self.params)[name]
+
+    @property
+    def is_clean(self) -> bool:
+        """Whether this condition leaves audio unchanged."""
+        return self.kind == "clean"
+
+    def rng(self, utterance_id: str) -> np.random.Generator:
+        """The generator of this condition for one utterance: seeded from (spec, id)."""
+        digest = hashlib.sha256(f"{self.spec}\0{utterance_id}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+    def apply(self, wav: np.ndarray, utterance_id: str, sample_rate: int = 16000,
+              others: Sequence[Other] | None = None) -> np.ndarray:
+        """The distorted copy of a 1-D float signal (float32); `others`: the split's utterances (babble)."""
+        x = np.asarray(wav, dtype=np.float32)
+        p = dict(self.params)
+        if self.kind == "clean" or x.size == 0:
+            return x.copy()
+        rng = self.rng(utterance_id)
+        if self.kind == "noise":
+            exponent = p["exponent"] if p["exponent"] is not None else NOISE_EXPONENTS[str(p["kind"])]
+            noise = augment.coloured_noise(rng, x.size, exponent=float(exponent))
+            return augment.add_noise(x, noise, float(p["snr"])).astype(np.float32)
+        if self.kind == "babble":
+            return augment.add_noise(x, _babble(x.size, utterance_id, int(p["speakers"]), rng, others,
+                                                self.spec), float(p["snr"])).astype(np.float32)
+        if self.kind == "reverb":
+            rir = augment.synthetic_rir(rng, sample_rate, rt60=float(p["rt60"]),
+                                        direct_to_reverb_db=float(p["drr"]))
+            return augment.reverberate(x, rir)
+        if self.kind == "telephone":
+            return _telephone(x, sample_rate)
+        if self.kind == "clip":
+            return augment.clip(x, float(p["level"])).astype(np.float32)
+        if self.kind == "codec":
+            return _codec(x, sample_rate, str(p["format"]), float(p["quality"]))
+        if self.kind == "speed":
+            return augment.speed_perturb(x, float(p["factor"]), sample_rate)
+        if self.kind == "dropout":
+            chunk = max(1, int(round(float(p["chunk_ms"]) * sample_rate / 1000.0)))
+            dropped = rng.random(-(-x.size // chunk)) < float(p["rate"])
+            return np.where(np.repeat(dropped, chunk)[: x.size], np.float32(0.0), x)
+        raise AssertionError(self.kind)  # parse_condition admits only the kinds above
+
+
+def _fmt(value: float | str | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_condition(spec: str) -> Condition:
+    """`KIND[:key=value,...]` → Condition; a one-line ConfigError for an unknown kind, key or value."""
+    text = spec.strip()
+    kind, _, rest = text.partition(":")
+    kind = kind.strip()
+    if kind not in PARAMETERS:
+        raise ConfigError(f"test condition {spec!r}: unknown kind {kind!r} (known: {', '.join(PARAMETERS)})")
+    known = PARAMETERS[kind]
+    values = dict(known)
+    for item in filter(None, (i.strip() for i in rest.split(","))):
+        key, eq, raw = (s.strip() for s in item.partition("="))
+        if key not in known:
+            expected = ", ".join(known) or "none"
+            raise ConfigError(f"test condition {spec!r}: unknown parameter {key!r} for {kind} "
+                              f"(expected: {expected})")
+        if not eq or not raw:
+            raise ConfigError(f"test condition {spec!r}: parameter {key!r} needs a value ({key}=...)")
+        choices = _CHOICES.get((kind, key))
+        if choices is not None:
+            if raw not in choices:
+                raise ConfigError(f"test condition {spec!r}: {key}={raw!r}: expected one of "
+                                  f"{', '.join(choices)}")
+            values[key] = raw
+            continue
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ConfigError(f"test condition {spec!r}: {key}={raw!r} is not a number") from None
+        if not np.isfinite(number):
+            raise ConfigError(f"test condition {spec!r}: {key}={raw!r} must be finite")
+        values[key] = number
+    if kind == "noise" and values["exponent"] is not None and "kind=" in rest:
+        raise ConfigError(f"test condition {spec!r}: give kind= or exponent=, not both")
+    if kind == "noise" and values["exponent"] is not None:
+        values["kind"] = None  # the exponent alone names the colour
+    _check_range(spec, kind, values)
+    return Condition(kind, tuple(sorted(values.items())), name=text)
+
+
+def _check_range(spec: str, kind: str, v: dict[str, float | str | None]) -> None:
+    bad = None
+    if kind == "clip" and not 0.0 < float(v["level"]) <= 1.0:
+        bad = "level must be in (0, 1]"
+    elif kind == "speed" and float(v["factor"]) <= 0:
+        bad = "factor must be positive"
+    elif kind == "reverb" and float(v["rt60"]) <= 0:
+        bad = "rt60 must be positive (seconds)"
+    elif kind == "dropout" and (not 0.0 <= float(v["rate"]) <= 1.0 or float(v["chunk_ms"]) <= 0):
+        bad = "rate must be in [0, 1] and chunk_ms positive"
+    elif kind == "codec" and not 0.0 <= float(v["quality"]) <= 1.0:
+        bad = "quality must be in [0, 1]"
+    elif kind == "babble" and (float(v["speakers"]) < 1 or float(v["speakers"]) != int(float(v["speakers"]))):
+        bad = "speakers must be a whole number >= 1"
+    if bad:
+        raise ConfigError(f"test condition {spec!r}: {bad}")
+
+
+def split_condition_list(text: str) -> list[str]:
+    """`clean,noise:snr=5,kind=white,reverb:rt60=0.8` → [clean, noise:snr=5,kind=white, reverb:rt60=0.8]:
+    an item with `=` but no `:` continues the condition before it."""
+    specs: list[str] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        if "=" in item and ":" not in item and specs:
+            specs[-1] += ("," if ":" in specs[-1] else ":") + item
+        else:
+            specs.append(item)
+    return specs
+
+
+def parse_conditions(text: str | Sequence[str]) -> list[Condition]:
+    """A comma-separated list (or a list of specs) → Conditions; a ConfigError for bad ones or repeats."""
+    specs = split_condition_list(text) if isinstance(text, str) else list(text)
+    if not specs:
+        raise ConfigError("test conditions: none given (e.g. clean,noise:snr=5)")
+    conditions = [parse_condition(s) for s in specs]
+    names = [c.spec for c in conditions]  # "noise" and "noise:snr=10" are the same condition
+    if len(set(names)) != len(names):
+        raise ConfigError(f"test conditions {','.join(specs)!r}: a condition is named twice")
+    return conditions
+
+
+# --------------------------------------------------------------------------------------------- the kinds
+
+def _babble(num_samples: int, utterance_id: str, speakers: int, rng: np.random.Generator,
+            others: Sequence[Other] | None, spec: str) -> np.ndarray:
+    """`speakers` other utterances (other speakers first), each at unit power, randomly offset and summed."""
+    pool = [o for o in (others or ()) if o[0] != utterance_id]
+    if not pool:
+        raise SpeechrepError(f"test condition {spec!r}: babble needs other utterances of the split")
+    own = next((o[1] for o in (others or ()) if o[0] == utterance_id), None)
+    order = rng.permutation(len(pool))
+    # other speakers first, then the same speaker's other utterances, in a seeded order
+    ranked = sorted(order.tolist(), key=lambda i: own is not None and pool[i][1] == own)
+    mix = np.zeros(num_samples, dtype=np.float64)
+    for i in ranked[:speakers]:
+        audio = np.asarray(pool[i][2](), dtype=np.float64).reshape(-1)
+        if audio.size == 0:
+            continue
+        audio = np.roll(np.tile(audio, -(-num_samples // audio.size))[:num_samples],
+                        int(rng.integers(num_samples)))
+        mix += audio / np.sqrt(augment.signal_power(audio) + 1e-12)
+    return mix.astype(np.float32)
+
+
+def _mu_law(x: np.ndarray, mu: float = 255.0) -> np.ndarray:
+    """An 8-bit µ-law encode/decode round trip of a signal in [-1, 1]."""
+    x = np.clip(x, -1.0, 1.0)
+    encoded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    quantised = np.round((encoded + 1.0) / 2.0 * mu) / mu * 2.0 - 1.0
+    return np.sign(quantised) * ((1.0 + mu) ** np.abs(quantised) - 1.0) / mu
+
+
+def _fit(y: np.ndarray, length: int) -> np.ndarray:
+    """Cut or zero-pad to `length` samples."""
+    return np.pad(y[:length], (0, max(0, length - y.size))).astype(np.float32)
+
+
+def _telephone(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    narrow = soxr.resample(x, sample_rate, 8000, quality="HQ") if sample_rate != 8000 else x
+    narrow = augment.band_limit(narrow.astype(np.float32), 8000, 300.0, 3400.0)
+    narrow = _mu_law(narrow.astype(np.float64)).astype(np.float32)
+    wide = soxr.resample(narrow, 8000, sample_rate, quality="HQ") if sample_rate != 8000 else narrow
+    return _fit(wide, x.size)
+
+
+def _codec(x: np.ndarray, sample_rate: int, name: str, quality: float) -> np.ndarray:
+    fmt, subtype = CODECS[name]
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(x, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype,
+             compression_level=quality)
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32", always_2d=False)
+    return _fit(np.asarray(decoded).reshape(-1), x.size)
