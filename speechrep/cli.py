@@ -654,5 +654,36 @@ def _merge_lora(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hear_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upstream", required=True, metavar="NAME_OR_PATH", help="registry name or model path")
+    p.add_argument("--tasks", type=Path, required=True, metavar="DIR",
+                   help="a HEAR task folder (task_metadata.json, labelvocabulary.csv, <split>.json, "
+                        "<rate>/<split>/*.wav) or a folder of them")
+    p.add_argument("--out", type=Path, default=Path("hear_out"),
+                   help="OUT/<task>/results.json and cached embeddings (default: hear_out)")
+    p.add_argument("--layer", type=int, default=None, help="hidden state to embed (default: mean of all)")
+    p.add_argument("--grid", choices=("hear", "small"), default="hear",
+                   help="predictor grid: hear (HEAR's 16 points) or small (1 hidden layer of 256, 2 LRs)")
+    p.add_argument("--grid-points", type=int, default=None, help="draw this many grid points (default: all)")
+    p.add_argument("--max-epochs", type=int, default=500, help="epochs per grid point before early stopping")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("hear-eval", "the HEAR evaluation protocol on tasks in the HEAR layout: embed (cached), MLP grid "
+         "chosen on validation, k-fold where the task says, accuracy/mAP/event F/segment ER",
+         _hear_eval_arguments)
+def _hear_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from speechrep.bench import hear_eval as he
+
+    small = {"hidden_layers": [1], "hidden_dim": [256], "lr": [1e-3, 1e-2]}
+    grid = he.HEAR_GRID if args.grid == "hear" else small
+    cfg = he.HearEvalConfig(grid=dict(grid), grid_points=args.grid_points, seed=args.seed,
+                            base=replace(he.PredictorConfig(), max_epochs=args.max_epochs))
+    print(he.results_table(he.evaluate_tasks(args.upstream, args.tasks, args.out, args.layer, cfg)), end="")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

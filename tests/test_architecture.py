@@ -26,7 +26,7 @@ ALLOWED = {
     "analysis": BASE | {"upstream", "downstream", "tuning", "nn", "audio", "data", "train"},
     "apps": BASE | {"upstream", "nn", "audio", "data", "train"},
     "bench": BASE | {"upstream", "downstream", "pretrain", "tuning", "compress", "analysis", "apps", "nn", "audio",
-                     "data", "train"},
+                     "data", "train", "hear"},
     "cli": None,  # the command imports whatever it runs
     "__init__": {"errors", "upstream"},
     "__main__": {"cli"},
