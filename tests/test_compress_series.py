@@ -162,3 +162,12 @@ def test_skip_series_replaces_the_most_diagonal_attention_and_retrains(tmp_path:
     assert step["macs_per_second"] < report["original"]["macs_per_second"]
     model = load_upstream(tmp_path / "out" / "keep_0.5")
     assert model.config.identity_attention == (most_diagonal,)
+
+
+def test_the_command_refuses_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = main(["compress", "--method", "ffn", "--upstream", "melhubert_tiny", "--out", str(tmp_path / "out")])
+    assert code != 0 and "without torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

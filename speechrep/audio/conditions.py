@@ -170,8 +170,8 @@ def _check_range(spec: str, kind: str, v: dict[str, float | str | None]) -> None
         bad = "level must be in (0, 1]"
     elif kind == "speed" and float(v["factor"]) <= 0:
         bad = "factor must be positive"
-    elif kind == "reverb" and float(v["rt60"]) <= 0:
-        bad = "rt60 must be positive (seconds)"
+    elif kind == "reverb" and float(v["rt60"]) < 0.05:
+        bad = "rt60 must be at least 0.05 s (the synthetic room's early reflections need that long)"
     elif kind == "dropout" and (not 0.0 <= float(v["rate"]) <= 1.0 or float(v["chunk_ms"]) <= 0):
         bad = "rate must be in [0, 1] and chunk_ms positive"
     elif kind == "codec" and not 0.0 <= float(v["quality"]) <= 1.0:

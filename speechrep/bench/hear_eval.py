@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from speechrep.audio.io import load_audio
 from speechrep.errors import ConfigError
 from speechrep.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model
+from speechrep.upstream.feature_store import upstream_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def embed_split(task: HearTask, split: str, model: HearModel, cache: Path, tag: 
     meta_file, array_file = cache / f"{split}.json", cache / f"{split}.npy"
     if meta_file.is_file() and array_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if meta.get("upstream") == tag:
+        if meta.get("upstream") == tag and meta.get("files") == sorted(task.label_file(split)):
             ts = np.asarray(meta["timestamps"], dtype=np.float32) if meta["timestamps"] is not None else None
             return SplitEmbeddings(meta["files"], np.load(array_file), ts)
     files = sorted(task.label_file(split))
@@ -504,7 +505,8 @@ def evaluate_task(task: HearTask, model: HearModel, out: Path, tag: str,
 
 
 def load_hear_model(upstream: str, layer: int | None = None) -> HearModel:
-    """A HEAR model from a registry name (its default weights) or a path (export dir, HF dir, fairseq .pt)."""
+    """A HEAR model from a path (export dir, HF dir, fairseq .pt) or a registry name, which has seeded random
+    weights (a control; `load_upstream_for_inference` warns)."""
     if Path(upstream).exists():
         return load_model(upstream, layer=layer)
     return load_model("", upstream=upstream, layer=layer)
@@ -515,7 +517,8 @@ def evaluate_tasks(upstream: str, tasks: str | Path, out: str | Path, layer: int
     """Every task under `tasks` (one folder or a folder of folders) → OUT/<task>/results.json each."""
     paths = find_tasks(tasks)
     model = load_hear_model(upstream, layer)
-    tag = upstream if layer is None else f"{upstream}@layer{layer}"
+    # the weights' fingerprint keeps a re-trained model at the same path from reading old embeddings
+    tag = f"{upstream}#{upstream_fingerprint(model.upstream)}" + ("" if layer is None else f"@layer{layer}")
     return [evaluate_task(task, model, Path(out) / task.name, tag, cfg) for task in map(read_task, paths)]
 
 

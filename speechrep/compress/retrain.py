@@ -1,7 +1,7 @@
 """Training between compression steps: the pruned model learns back the unpruned model's hidden states.
 
     objective = SelfDistillation(student, teacher)           # student: pruned copy; teacher: the original
-    trained = retrain(objective, cfg, data, run_dir, masks)   # the shared loop: resumable, DDP under torchrun
+    trained = retrain(objective, cfg, data, run_dir, masks)   # the shared loop: resumable, one process
     scores = gradient_head_importance(student, teacher, batches)
 
 The loss (DistilHuBERT's, `distillation_loss`) compares every hidden state of the student with the same

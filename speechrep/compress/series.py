@@ -44,6 +44,7 @@ from speechrep.config import CONFIG_ROOT, config_to_dict, load_config
 from speechrep.data.batching import audio_batches
 from speechrep.errors import ConfigError
 from speechrep.pretrain.common import PretrainData, load_unlabeled
+from speechrep.ranks import rank_and_world
 from speechrep.storage import OutputFolder, atomic_write_json
 from speechrep.train import TrainConfig
 from speechrep.upstream import export_upstream, load_upstream
@@ -184,9 +185,13 @@ def compress_series(method: str, upstream: str, out: str | Path, data: str | Pat
         raise ConfigError("--method distill: set steps > 0 (the student must be trained)")
     if why and data is None:
         raise ConfigError(f"--method {method}: {why}; give --data CORPUS")
+    if rank_and_world()[1] > 1:
+        raise ConfigError("speechrep compress runs in one process (each step is small); start it without "
+                          "torchrun")
     settings = {"method": method, "upstream": upstream, "config": config_to_dict(cfg)}
     with OutputFolder(out, "compress", settings, overwrite):
-        batches = _sample_batches(data, cfg) if method in ("heads", "skip") and why else []
+        reads_batches = method == "skip" or (method == "heads" and cfg.importance == "gradient")
+        batches = _sample_batches(data, cfg) if reads_batches else []
         current, steps, students = original, [], set()
         for keep in sorted(set(cfg.keep), reverse=True):
             folder = out / f"keep_{keep:g}"
@@ -212,6 +217,10 @@ def compress_series(method: str, upstream: str, out: str | Path, data: str | Pat
                     run_dir = out / "train" / folder.name
                     retrain(objective, cfg, data, run_dir, masks)
                     details["train"] = json.loads((run_dir / "results.json").read_text())
+                    # the loop trained on its device (a GPU when there is one); pruning and counting run on
+                    # the CPU, and a resumed series starts from CPU copies too
+                    model.cpu()
+                    original.cpu()
                 note = {"note": NOTES[method]} if method in NOTES else {}
                 export_upstream(model.eval(), folder, {"compress": method, "keep": keep, "upstream": upstream,
                                                        "steps": cfg.steps, "details": details, **note})

@@ -39,7 +39,7 @@ def magnitude_masks(upstream: nn.Module, density: float) -> Masks:
     weights = prunable_weights(upstream)
     flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     count = round(density * flat.numel())
-    kept = torch.zeros(flat.numel(), dtype=torch.bool)
+    kept = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     kept[torch.argsort(flat, descending=True, stable=True)[:count]] = True
     masks, start = {}, 0
     for name, w in weights.items():

@@ -124,7 +124,8 @@ def train(model: nn.Module, batches: Callable[[int], Iterable[Batch]],
     if last_path.is_file():
         ckpt = load_checkpoint(last_path, model)
     # A finished run returns below without any collective, so a rank may reach it alone (the benchmark's rank 0
-    # re-opens the runs of the chosen learning rate); every other start is checked by all ranks together.
+    # re-opens the runs of the chosen learning rate); every other start is checked by all ranks together. A rank
+    # that alone sees a finished last.pt (node-local disks) thus returns, and the others wait at the check.
     if distributed and not (ckpt is not None and ckpt["step"] >= cfg.max_steps):
         _check_same_checkpoint_view(last_path, device)
     if ckpt is not None:
