@@ -168,6 +168,7 @@ def test_the_command_refuses_torchrun(tmp_path: Path, monkeypatch: pytest.Monkey
                                       capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    code = main(["compress", "--method", "ffn", "--upstream", "melhubert_tiny", "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    code = main(["compress", "--method", "ffn", "--upstream", "melhubert_tiny", "--out", str(out)])
     assert code != 0 and "without torchrun" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
