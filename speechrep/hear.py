@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from speechrep.errors import AudioError, ConfigError
+from speechrep.upstream.base import on_frame_grid
 from speechrep.upstream.chunking import chunked_forward, frame_geometry
 from speechrep.upstream.loading import load_upstream, load_upstream_for_inference
 
@@ -68,7 +69,9 @@ class HearModel(nn.Module):
             raise AudioError(f"hear: sound {first} has NaN or Inf samples")
         if audio.shape[1] <= self.chunk_seconds * self.sample_rate:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
-            return self._select(self.upstream(audio, lengths).hidden_states)
+            # a sequence-compressed upstream's segments are repeated onto its frame grid
+            states, _ = on_frame_grid(self.upstream(audio, lengths), lengths, self.geometry, self.sample_rate)
+            return self._select(states)
         return torch.cat([self._chunked(sound) for sound in audio])
 
     def _chunked(self, sound: Tensor) -> Tensor:

@@ -14,6 +14,11 @@ shards only, so a killed run leaves nothing half-written and the next run comput
 shards are memory-mapped and read cut by cut, so memory stays bounded by the batch, not the corpus. (Under
 torchrun every rank fills the cache it needs; shards written twice are harmless duplicates.)
 
+A sequence-compressed upstream (`UpstreamOutput.frame_times`) gives utterance tasks its short sequence; a
+frame-level task reads it on the upstream's frame grid (`FeatureSource.on_frame_grid()`, its own cache
+folder), each segment repeated over the grid frames it covers. One that pools between phone boundaries
+(`needs_boundaries`) gets them from each cut's phone alignment, or from a boundaries file.
+
 A tuning strategy that trains the upstream (`full`, ...) makes it part of the trained model; it runs live.
 `CorpusNormalizer` normalises each layer with mean/std computed on the train split (the `fbank_global`
 baseline: raw filterbanks with corpus-level rather than per-utterance CMVN).
@@ -34,10 +39,11 @@ from tqdm import tqdm
 
 from speechrep.audio.conditions import Condition, Other
 from speechrep.data.batching import cut_sampler, rank_and_world
+from speechrep.data.boundaries import BoundarySource
 from speechrep.errors import CheckpointError, SpeechrepError
 from speechrep.storage import check_settings
 from speechrep.tuning import FrozenUpstream, TuningStrategy
-from speechrep.upstream.base import padding_mask
+from speechrep.upstream.base import FrameGeometry, on_frame_grid, padding_mask
 from speechrep.upstream.feature_store import (  # cut_key, upstream_fingerprint: importable from here as before
     FeatureStore,
     cut_key,
@@ -70,13 +76,35 @@ class FeatureBatch:
 
 # ------------------------------------------------------------------------------------------- upstream forward
 
-def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor) -> tuple[list[Tensor], Tensor]:
-    """Every hidden state (B, T', H) of `upstream` and the valid frame counts, padding frames zeroed."""
-    out = upstream(wavs, wav_lens)
-    lengths = out.lengths.to(wavs.device).long()
-    mask = padding_mask(lengths, out.hidden_states[0].shape[1])[..., None]
+@dataclass(frozen=True)
+class SequenceView:
+    """How a compressed upstream's output reaches a task: its segment boundaries (alignment-pooled upstreams)
+    and the frame grid that frame-level tasks read it on (None: the compressed sequence itself)."""
+
+    boundaries: BoundarySource | None = None
+    grid: FrameGeometry | None = None
+
+
+def run_upstream(upstream: nn.Module, wavs: Tensor, wav_lens: Tensor, cuts: CutSet | None = None,
+                 sequence: SequenceView | None = None) -> tuple[list[Tensor], Tensor]:
+    """Every hidden state (B, T', H) of `upstream` and the valid frame counts, padding frames zeroed.
+
+    `sequence` (with the batch's `cuts`) feeds a compressed upstream its boundaries and maps its output onto
+    the frame grid."""
+    kwargs = {}
+    if sequence is not None and sequence.boundaries is not None:
+        if cuts is None:
+            raise SpeechrepError("this upstream pools between segment boundaries: it needs the batch's cuts")
+        kwargs["boundaries"] = sequence.boundaries.for_cuts(cuts)
+    out = upstream(wavs, wav_lens, **kwargs)
+    if sequence is not None and sequence.grid is not None:
+        states, lengths = on_frame_grid(out, wav_lens, sequence.grid)
+    else:
+        states, lengths = out.hidden_states, out.lengths
+    lengths = lengths.to(wavs.device).long()
+    mask = padding_mask(lengths, states[0].shape[1])[..., None]
     # Some upstreams leave garbage in padded frames; zero them so pooling and the cache never see it.
-    return [h * mask.to(h.dtype) for h in out.hidden_states], lengths
+    return [h * mask.to(h.dtype) for h in states], lengths
 
 
 # -------------------------------------------------------------------------------------------------- the cache
@@ -108,7 +136,8 @@ class FeatureCache:
         store = self.store
         return cuts.filter(lambda c: store.key_for_cut(c) is None).to_eager()
 
-    def fill(self, cuts: CutSet, upstream: nn.Module, device: torch.device) -> None:
+    def fill(self, cuts: CutSet, upstream: nn.Module, device: torch.device,
+             sequence: SequenceView | None = None) -> None:
         """Compute and store the hidden states of every cut not cached yet, one atomic shard at a time."""
         todo = self.missing(cuts)
         if len(todo) == 0:
@@ -130,7 +159,8 @@ class FeatureCache:
         with torch.inference_mode():
             for batch_cuts in sampler:
                 wavs, wav_lens = collate_audio(batch_cuts)
-                states, lengths = run_upstream(upstream, wavs.float().to(device), wav_lens.long().to(device))
+                states, lengths = run_upstream(upstream, wavs.float().to(device), wav_lens.long().to(device),
+                                               batch_cuts, sequence)
                 for i, cut in enumerate(batch_cuts):
                     n = int(lengths[i])
                     writer.add(cut_key(cut), {layer: fit_precision(h[i, :n].to("cpu"), precision)
@@ -187,9 +217,10 @@ class FeatureEncoder(nn.Module):
 
     def __init__(self, upstream: nn.Module, tuning: TuningStrategy, layers: list[int] | None,
                  normalizer: CorpusNormalizer | None = None, normalize_layers: bool = False,
-                 base_fingerprint: str | None = None):
+                 base_fingerprint: str | None = None, sequence: SequenceView | None = None):
         super().__init__()
         self.tuning = tuning
+        self.sequence = sequence
         self.base_upstream = base_fingerprint or upstream_fingerprint(upstream)  # before prepare changes it
         self.upstream = tuning.prepare(upstream)
         self.normalizer = normalizer
@@ -229,7 +260,7 @@ class FeatureEncoder(nn.Module):
         """Every layer's hidden states of the batch (from the cache, or the upstream run now)."""
         if batch.hidden_states is not None:
             return batch.hidden_states, batch.lengths
-        return run_upstream(self.upstream, batch.wavs, batch.wav_lens)
+        return run_upstream(self.upstream, batch.wavs, batch.wav_lens, batch.cuts, self.sequence)
 
     def forward(self, batch: FeatureBatch) -> tuple[Tensor, Tensor]:
         """The weighted sum of the (normalised) layers and the valid frame counts."""
@@ -278,18 +309,35 @@ class FeatureSource:
 
     def __init__(self, name: str, upstream: nn.Module, cache_root: Path | None = None,
                  cache_dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu",
-                 fingerprint: str | None = None):
+                 fingerprint: str | None = None, boundaries: str | None = None, frame_grid: bool = False):
         self.name = name
         self.upstream = upstream
         self.device = torch.device(device)
         self.cache: FeatureCache | None = None
         self._fingerprint = fingerprint  # `upstream_fingerprint(upstream)` when the caller knows it already
+        self._cache_args = (cache_root, cache_dtype, boundaries)
+        # a compressed upstream: its boundaries, and (frame_grid) its output mapped onto its frame grid
+        compressed = bool(getattr(upstream, "compressed", False))
+        self.sequence = SequenceView(
+            BoundarySource(boundaries) if getattr(upstream, "needs_boundaries", False) else None,
+            upstream.frame_geometry if frame_grid and compressed else None,
+        )
         if cache_root is not None:
-            folder = Path(cache_root) / f"{_safe(name)}-{self.fingerprint}"
+            grid = "-grid" if self.sequence.grid is not None else ""
+            folder = Path(cache_root) / f"{_safe(name)}-{self.fingerprint}{grid}"
             self.cache = FeatureCache(folder, cache_dtype, name=name)
         self.hidden_sizes: list[int] = list(upstream.hidden_sizes)
         self.stride: int = int(upstream.stride)
         self.frame_shift: float = self.stride / int(getattr(upstream, "sample_rate", 16000))  # seconds
+
+    def on_frame_grid(self) -> FeatureSource:
+        """This source for a frame-level task: a compressed upstream's output on its frame grid (a cache of
+        its own); any other upstream's source is returned as it is."""
+        if not getattr(self.upstream, "compressed", False):
+            return self
+        cache_root, cache_dtype, boundaries = self._cache_args
+        return FeatureSource(self.name, self.upstream, cache_root, cache_dtype, self.device,
+                             self._fingerprint, boundaries, frame_grid=True)
 
     @property
     def fingerprint(self) -> str:
@@ -315,7 +363,7 @@ class FeatureSource:
         distort = condition is not None and not condition.is_clean
         cache = None if live or distort else self.cache
         if cache is not None:
-            cache.fill(cuts, self.upstream, self.device)
+            cache.fill(cuts, self.upstream, self.device, self.sequence)
         num_layers = len(self.hidden_sizes)
 
         def make(epoch: int) -> Iterable[FeatureBatch]:
@@ -344,7 +392,8 @@ class FeatureSource:
                 states, lengths = batch.hidden_states, batch.lengths
             else:
                 with torch.inference_mode():
-                    states, lengths = run_upstream(frozen, batch.wavs, batch.wav_lens)
+                    states, lengths = run_upstream(frozen, batch.wavs, batch.wav_lens, batch.cuts,
+                                                   self.sequence)
             mask = padding_mask(lengths, states[0].shape[1])
             for k, h in enumerate(states):
                 valid = h[mask].double()
@@ -360,7 +409,8 @@ class FeatureSource:
     def encoder(self, tuning: TuningStrategy, layers: list[int] | None,
                 normalizer: CorpusNormalizer | None = None) -> FeatureEncoder:
         """The module mapping a FeatureBatch to weighted-sum features for this upstream, tuned by `tuning`."""
-        return FeatureEncoder(self.upstream, tuning, layers, normalizer, base_fingerprint=self.fingerprint)
+        return FeatureEncoder(self.upstream, tuning, layers, normalizer, base_fingerprint=self.fingerprint,
+                              sequence=self.sequence)
 
 
 def condition_others(cuts: CutSet) -> list[Other]:

@@ -360,6 +360,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         log.info("%s: done, skipping", done)
         return json.loads(done.read_text())
     spec = get_task(task)
+    if spec.frame_level:  # a sequence-compressed upstream's segments, repeated onto its frame grid
+        source = source.on_frame_grid()
     base_cfg = load_task_config(spec, preset, overrides)
     lrs = list(lr_sweep) if lr_sweep else [base_cfg.train.lr]
     sub_cfgs = spec.sub_runs(base_cfg) if spec.sub_runs else {"": base_cfg}
@@ -374,7 +376,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         if tuning.caches_features:
             return source
         return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None,
-                             device=source.device, fingerprint=source.fingerprint)  # the same weights
+                             device=source.device, fingerprint=source.fingerprint,  # the same weights
+                             frame_grid=source.sequence.grid is not None)
 
     dev_by_lr: dict[float, dict[str, float]] = {}
     wall_times: dict[Path, float] = {}  # per run directory, summed into the pair's wall time

@@ -10,6 +10,16 @@ Objective (the reference's): the standardised stacked log-mel frames of masked s
 the projection (no learned mask embedding), a linear layer maps the last hidden state to cluster logits, and
 cross-entropy is taken on masked frames. The filterbank is standardised with statistics of the training data,
 computed at the start of a run and stored in the model (so the export carries them).
+
+Sequence compression (Meng et al., SLT 2022; `model.downsample` k > 1, `model.segmentation`, see
+`speechrep.upstream.melhubert`): spans of segments are masked (a span of max(1, round(mask_span / k))
+segments, the same masked share), and the targets stay at the frame rate with the last layer upsampled onto
+the frames (`target_rate: upsample`, the paper's (a)) or are subsampled to each segment's majority cluster
+(`subsample`, (b)). Unit segmentation fits its codebook (`model.segment_units` centroids) on the training
+audio's input frames first; alignment segmentation reads phone boundaries from the cuts, or `boundaries=FILE`.
+
+    speechrep pretrain --method melhubert --data CORPUS --out RUN labels=L1 model.downsample=4 \
+        model.segmentation=alignment target_rate=subsample
 """
 
 from __future__ import annotations
@@ -19,14 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.data.batching import AudioBatch
+from speechrep.data.batching import AudioBatch, audio_batches
+from speechrep.data.boundaries import BoundarySource
+from speechrep.errors import ConfigError
 from speechrep.nn.masking import compute_span_mask
-from speechrep.pretrain.common import PretrainData, run_pretraining, set_corpus_statistics
+from speechrep.nn.segments import expand_segments, segment_majority
+from speechrep.pretrain.common import PretrainData, load_unlabeled, run_pretraining, set_corpus_statistics
 from speechrep.pretrain.hubert import load_labels
-from speechrep.pretrain.kmeans import IGNORE, ClusterLabels
+from speechrep.pretrain.kmeans import IGNORE, ClusterLabels, fit_kmeans
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import padding_mask
 from speechrep.upstream.loading import load_upstream
@@ -45,6 +60,10 @@ class Config:
     mask_span: int = 5
     unmasked_weight: float = 0.0  # weight of the cross-entropy on unmasked frames (the paper: 0)
     stats_seconds: float = 3600.0  # audio read to estimate the filterbank mean and std
+    # sequence compression (model.downsample > 1 or model.segmentation units/alignment)
+    target_rate: str = "upsample"  # upsample: last layer onto the frames; subsample: one target per segment
+    boundaries: str = ""  # alignment segmentation: a boundaries file; empty: the cuts' phone alignments
+    unit_fit_seconds: float = 600.0  # unit segmentation: audio whose input frames fit the codebook
     data: PretrainData = field(default_factory=lambda: PretrainData(max_duration=480.0, max_utterance=15.0))
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -58,6 +77,10 @@ class Config:
         )
     )
 
+    def __post_init__(self) -> None:
+        if self.target_rate not in ("upsample", "subsample"):
+            raise ConfigError(f"key 'target_rate': {self.target_rate!r} is not 'upsample' or 'subsample'")
+
 
 class MelHuBERTObjective(nn.Module):
     """The MelHuBERT upstream plus its linear cluster classifier; forward gives the masked prediction loss."""
@@ -66,22 +89,26 @@ class MelHuBERTObjective(nn.Module):
         super().__init__()
         self.upstream, self.labels, self.cfg = upstream, labels, cfg
         self.final_proj = nn.Linear(upstream.config.hidden_size, labels.k)
+        self.boundaries = BoundarySource(cfg.boundaries) if upstream.needs_boundaries else None
 
     def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of the clusters of masked frames (plus `unmasked_weight` × that of the unmasked
         ones), with the masked accuracy and the masked share."""
-        cfg = self.cfg
-        feats, lengths = self.upstream.input_features(batch.wavs, batch.wav_lens)
+        cfg, up = self.cfg, self.upstream
+        feats, lengths = up.input_features(batch.wavs, batch.wav_lens)
         targets = self.labels.targets(batch.cuts, lengths, feats.shape[1])
-        mask = compute_span_mask(
-            lengths, feats.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span, min_spans=2
-        )
-        _, final = self.upstream.encode(feats, lengths, mask)
+        if up.compressed:
+            final, targets, mask, lengths = self.compressed(batch, feats, lengths, targets)
+        else:
+            mask = compute_span_mask(
+                lengths, feats.shape[1], cfg.mask_start_prob * cfg.mask_span, cfg.mask_span, min_spans=2
+            )
+            _, final = up.encode(feats, lengths, mask)
         labelled = targets != IGNORE
         logits = self.final_proj(final[mask & labelled]).float()
         gold = targets[mask & labelled]
         loss = F.cross_entropy(logits, gold)
-        valid = padding_mask(lengths, feats.shape[1])
+        valid = padding_mask(lengths, mask.shape[1])
         scalars = {
             "masked_acc": float((logits.argmax(-1) == gold).float().mean()),
             "mask_share": float(mask[valid].float().mean()),
@@ -93,12 +120,50 @@ class MelHuBERTObjective(nn.Module):
             scalars["unmasked_loss"] = float(part.detach())
         return loss, scalars
 
+    def compressed(
+        self, batch: AudioBatch, feats: Tensor, lengths: Tensor, targets: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A compressed model's (last layer, targets, mask, lengths), at the frame rate or the segment rate
+        (`target_rate`); spans of whole segments are masked."""
+        cfg, up = self.cfg, self.upstream
+        boundaries = self.boundaries.for_cuts(batch.cuts) if self.boundaries is not None else None
+        ids, counts = up.segments(feats, lengths, boundaries)
+        span = max(1, round(cfg.mask_span / up.config.downsample))
+        segment_mask = compute_span_mask(
+            counts, int(counts.max()), cfg.mask_start_prob * cfg.mask_span, span, min_spans=2
+        )
+        frame_mask = expand_segments(segment_mask[..., None].float(), ids)[..., 0] > 0
+        _, final = up.encode(feats, lengths, frame_mask, segments=(ids, counts))
+        if cfg.target_rate == "upsample":
+            return expand_segments(final, ids), targets, frame_mask, lengths
+        return final, segment_majority(targets, ids, counts, self.labels.k, IGNORE), segment_mask, counts
+
+
+def fit_unit_codebook(upstream: nn.Module, data: Path, cfg: Config) -> None:
+    """Fit the unit segmentation's codebook: k-means of the model's input frames (standardised, stacked
+    log-mels) of up to `cfg.unit_fit_seconds` of training audio."""
+    train_cuts, _ = load_unlabeled(data, cfg.data)
+    frames, seconds = [], 0.0
+    with torch.inference_mode():
+        for batch in audio_batches(train_cuts, 60.0, shuffle=False)(0):
+            feats, lengths = upstream.input_features(batch.wavs, batch.wav_lens)
+            frames.append(feats[padding_mask(lengths, feats.shape[1])].float().numpy())
+            seconds += float(batch.wav_lens.sum()) / 16000
+            if seconds >= cfg.unit_fit_seconds:
+                break
+    k = upstream.config.segment_units
+    model = fit_kmeans(np.concatenate(frames), k, seed=cfg.train.seed, n_init=3)
+    upstream.unit_centroids.copy_(torch.from_numpy(model.cluster_centers_.astype(np.float32)))
+    log.info("melhubert: unit codebook of %d centroids fitted on %.0f s of input frames", k, seconds)
+
 
 def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train MelHuBERT on `data` against the k-means labels `cfg.labels`; returns the export."""
     upstream = load_upstream(cfg.upstream, **cfg.model)
     labels = load_labels(cfg, upstream, "melhubert")  # bad labels fail before the statistics are read
     set_corpus_statistics(upstream, data, cfg)
+    if upstream.config.segmentation == "units":
+        fit_unit_codebook(upstream, data, cfg)
     return run_pretraining(
         "melhubert", MelHuBERTObjective(upstream, labels, cfg), upstream, cfg, data, run_dir
     )

@@ -46,10 +46,11 @@ class FrozenUpstream(nn.Module):
         self.upstream._apply(fn)
         return super()._apply(fn, recurse)
 
-    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> UpstreamOutput:
-        """The upstream's output, computed without gradients (and in eval mode, whatever the caller's mode)."""
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor, **kwargs: Any) -> UpstreamOutput:
+        """The upstream's output, computed without gradients (and in eval mode, whatever the caller's mode);
+        `kwargs` (e.g. a compressed upstream's `boundaries`) pass through."""
         with torch.no_grad():
-            return self.upstream(wavs, wav_lens)
+            return self.upstream(wavs, wav_lens, **kwargs)
 
 
 class Frozen:

@@ -43,9 +43,10 @@ class TunedUpstream(nn.Module):
         self.upstream.eval()
         return self
 
-    def forward(self, wavs: Tensor, wav_lens: Tensor) -> UpstreamOutput:
-        """The tuned upstream's output (with gradients into the trained parts)."""
-        return self.upstream(wavs, wav_lens)
+    def forward(self, wavs: Tensor, wav_lens: Tensor, **kwargs: Any) -> UpstreamOutput:
+        """The tuned upstream's output (with gradients into the trained parts); `kwargs` (e.g. a compressed
+        upstream's `boundaries`) pass through."""
+        return self.upstream(wavs, wav_lens, **kwargs)
 
 
 def transformer_layers(upstream: nn.Module) -> list[nn.Module]:

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from speechrep.nn.frames import padding_mask
+from speechrep.nn.segments import frames_at_times
 
-__all__ = ["FrameGeometry", "Upstream", "UpstreamOutput", "padding_mask"]  # padding_mask lives in nn
+__all__ = ["FrameGeometry", "Upstream", "UpstreamOutput", "on_frame_grid", "padding_mask"]  # padding_mask: nn
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,27 @@ class UpstreamOutput:
     lengths: Tensor  # (B,) valid frames per utterance, the same for every layer
     # on request (`output_attentions=True`, transformer families): (B, H, T', T') probabilities per layer
     attentions: list[Tensor] | None = None
+    # sequence-compressed upstreams: (B, T', 2) start and end (seconds) of the audio each frame summarises;
+    # None: frame j lies on the uniform grid of `frame_geometry`
+    frame_times: Tensor | None = None
+
+
+def on_frame_grid(
+    output: UpstreamOutput, wav_lens: Tensor, geometry: FrameGeometry, sample_rate: int = 16000
+) -> tuple[list[Tensor], Tensor]:
+    """The hidden states on the uniform grid of `geometry`: a compressed frame is repeated for every grid
+    frame whose centre lies in its time span (frame tasks label that grid); other outputs pass unchanged."""
+    if output.frame_times is None:
+        return output.hidden_states, output.lengths
+    lengths = torch.tensor([geometry.num_frames(int(n)) for n in wav_lens.tolist()], dtype=torch.long)
+    width = int(lengths.max()) if lengths.numel() else 0
+    centres = (torch.arange(width, dtype=torch.float64) + 0.5) * geometry.stride / sample_rate
+    device = output.hidden_states[0].device
+    index = frames_at_times(output.frame_times, output.lengths, centres.expand(len(lengths), -1).to(device))
+    valid = padding_mask(lengths.to(device), width)[..., None]
+    states = [torch.gather(h, 1, index[..., None].expand(-1, -1, h.shape[-1])) * valid.to(h.dtype)
+              for h in output.hidden_states]
+    return states, lengths.to(output.lengths.device)
 
 
 @runtime_checkable

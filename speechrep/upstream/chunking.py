@@ -92,6 +92,9 @@ def iter_chunks(
         is_first, is_last = window_start == 0, end >= total
         piece = wav[begin:end][None]
         output: UpstreamOutput = upstream(piece, torch.tensor([end - begin], device=wav.device))
+        if output.frame_times is not None:
+            raise ConfigError(f"{type(upstream).__name__} compresses the sequence into segments, which would "
+                              "not line up across windows: run it on whole utterances (no chunking)")
         frames = int(output.lengths[0])
         keep_from = 0 if is_first else plan.overlap_frames
         keep_to = frames if is_last else plan.overlap_frames + plan.core_frames

@@ -5,6 +5,17 @@ HuBERT Transformer (conv positions, post-LN). Pre-training masks input frames to
 and predicts k-means labels of the mel frames.
 
 The corpus mean/std are buffers (identity until a checkpoint or `set_feature_stats` provides them).
+
+Sequence compression (Meng et al., SLT 2022, https://arxiv.org/abs/2210.07189): with `downsample` k > 1 the
+projected frames are pooled into about one vector per k frames before the Transformer (k = 2, 3, 4, 5 give
+25, 16.7, 12.5 and 10 Hz at 20 ms), by `segmentation`:
+- `fixed`: consecutive groups of k frames, averaged (`pooling: average`) or a strided convolution (`conv`);
+- `units`: runs of repeated k-means units of the input frames (a codebook of `segment_units` centroids the
+  pre-training fits and the export carries), merged or split to ceil(T / k) segments, then averaged;
+- `alignment`: segments between given boundaries (phone starts and ends: `forward(..., boundaries=)`),
+  merged or split to ceil(T / k), then averaged.
+The output then says where each frame lies (`UpstreamOutput.frame_times`); `stride` and `frame_geometry`
+stay those of the uncompressed 20 ms grid, which frame-level tasks map back to (`on_frame_grid`).
 """
 
 from __future__ import annotations
@@ -17,11 +28,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechrep.audio.features import fbank, num_frames
 from speechrep.errors import AudioError, CheckpointError, ConfigError
 from speechrep.nn.frames import padding_mask, stack_frames
+from speechrep.nn.segments import (
+    boundary_segment_ids,
+    fit_segment_count,
+    fixed_segment_ids,
+    pad_segment_ids,
+    segment_frame_spans,
+    segment_means,
+    unit_segment_ids,
+)
 from speechrep.nn.transformer import TransformerEncoder, check_identity_attention, check_layer_sizes
 from speechrep.upstream.base import FrameGeometry, UpstreamOutput
 from speechrep.upstream.baselines import CorpusStatistics, log_mel_geometry
@@ -29,6 +50,9 @@ from speechrep.upstream.registry import register_family, register_upstream
 from speechrep.upstream.wav2vec2 import _rename, convert_fairseq_state_dict
 
 logger = logging.getLogger(__name__)
+
+
+SEGMENTATIONS = ("fixed", "units", "alignment")
 
 
 @dataclass(frozen=True)
@@ -54,8 +78,25 @@ class MelHuBERTConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
     layer_drop: float = 0.0
+    # sequence compression (see the module docstring); downsample 1 and fixed segmentation: none
+    downsample: int = 1
+    segmentation: str = "fixed"  # fixed | units | alignment
+    pooling: str = "average"  # average | conv (fixed segmentation only)
+    segment_units: int = 0  # units segmentation: size of the codebook on the input frames
 
     def __post_init__(self) -> None:
+        if self.downsample < 1:
+            raise ConfigError(f"key 'downsample': must be >= 1, got {self.downsample}")
+        if self.segmentation not in SEGMENTATIONS:
+            raise ConfigError(
+                f"key 'segmentation': {self.segmentation!r} is not one of {', '.join(SEGMENTATIONS)}"
+            )
+        if self.pooling not in ("average", "conv"):
+            raise ConfigError(f"key 'pooling': {self.pooling!r} is not 'average' or 'conv'")
+        if self.pooling == "conv" and (self.segmentation != "fixed" or self.downsample == 1):
+            raise ConfigError("key 'pooling': conv pools fixed segments of downsample > 1 frames only")
+        if self.segmentation == "units" and self.segment_units < 2:
+            raise ConfigError("key 'segment_units': units segmentation needs a codebook of >= 2 units")
         try:
             check_layer_sizes(self.hidden_size, self.num_layers, self.num_heads, self.ffn_size, self.head_dim)
             identity = check_identity_attention(self.identity_attention, self.num_layers)
@@ -96,12 +137,22 @@ class MelHuBERT(CorpusStatistics, nn.Module):
             head_dim=config.head_dim or None,
             identity_attention=config.identity_attention,
         )
+        self.compressed = config.downsample > 1 or config.segmentation != "fixed"
+        self.needs_boundaries = config.segmentation == "alignment"
+        if config.pooling == "conv":
+            width, k = config.hidden_size, config.downsample
+            self.pool = nn.Conv1d(width, width, k, stride=k)
+        if config.segmentation == "units":
+            self.register_buffer(
+                "unit_centroids", torch.zeros(config.segment_units, config.num_mel_bins * config.stack_frames)
+            )
 
     @property
     def frame_geometry(self) -> FrameGeometry:
         """`stack_frames` log-mel frames per output frame (corpus statistics: frame-local); a short tail is
-        zero-filled into one last frame."""
-        return log_mel_geometry(self.stride, frame_local=True, zero_filled_tail=True)
+        zero-filled into one last frame. A compressed model's frames are segments: their grid is this one,
+        and they are not local (chunked extraction must not stitch them)."""
+        return log_mel_geometry(self.stride, frame_local=not self.compressed, zero_filled_tail=True)
 
     def input_features(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) waveforms → ((B, T', stack·bins) standardised stacked log-mels, zero-padded; lengths)."""
@@ -117,26 +168,84 @@ class MelHuBERT(CorpusStatistics, nn.Module):
         mels = self.standardise(mels, lengths)
         return stack_frames(mels, lengths, self.config.stack_frames, tail="pad")
 
+    def segments(
+        self, feats: Tensor, lengths: Tensor, boundaries: list[list[float]] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The segmentation of each utterance's input frames: ((B, T) ids padded with -1, (B,) counts).
+
+        `boundaries` (seconds from each utterance's start) are needed by the alignment segmentation."""
+        cfg = self.config
+        if self.needs_boundaries and boundaries is None:
+            raise ConfigError("this MelHuBERT pools frames between phone boundaries (segmentation: "
+                              "alignment): give them, forward(..., boundaries=[[seconds ...] per utterance])")
+        if boundaries is not None and len(boundaries) != len(lengths):
+            raise ConfigError(f"boundaries for {len(boundaries)} utterances, the batch has {len(lengths)}")
+        per_utterance = []
+        for row, n in enumerate(lengths.tolist()):
+            target = -(-n // cfg.downsample)
+            if cfg.segmentation == "fixed":
+                ids = fixed_segment_ids(n, cfg.downsample)
+            elif cfg.segmentation == "units":
+                ids = fit_segment_count(unit_segment_ids(self.units(feats[row, :n]).cpu()), target)
+            else:
+                starts = [round(t * self.sample_rate / self.stride) for t in boundaries[row]]
+                ids = fit_segment_count(boundary_segment_ids(starts, n), target)
+            per_utterance.append(ids)
+        ids, counts = pad_segment_ids(per_utterance, feats.shape[1])
+        return ids.to(feats.device), counts.to(lengths.device)
+
+    def units(self, frames: Tensor) -> Tensor:
+        """(N, D) input frames → (N,) index of the nearest codebook unit (squared Euclidean distance)."""
+        centroids = self.unit_centroids.to(frames.dtype)
+        return torch.cdist(frames, centroids).argmin(-1)
+
+    def frame_times(self, ids: Tensor, counts: Tensor) -> Tensor:
+        """(B, S, 2) start and end in seconds of each segment: input frame j spans [j, j + 1) · stride."""
+        return segment_frame_spans(ids, counts).float() * (self.stride / self.sample_rate)
+
     def encode(
         self, feats: Tensor, lengths: Tensor, mask_time_indices: Tensor | None = None,
-        attentions: list[Tensor] | None = None,
+        attentions: list[Tensor] | None = None, segments: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[list[Tensor], Tensor]:
         """Stacked log-mels → (hidden states of all layers, final output); masked frames are zeroed first.
 
-        `attentions` (a list) receives each layer's attention probabilities."""
+        With `segments` (ids, counts) from `segments()`, the projected frames are pooled into one vector
+        per segment before the Transformer, so the outputs have `counts` frames. `attentions` (a list)
+        receives each layer's attention probabilities."""
         if mask_time_indices is not None:
             feats = feats.masked_fill(mask_time_indices[..., None], 0.0)
         x = self.projection(feats.to(self.projection.weight.dtype))  # fbank is fp32 even in a bf16 model
+        if segments is not None:
+            x, lengths = self.pool_segments(x, lengths, *segments)
         valid = padding_mask(lengths, x.shape[1]) if bool((lengths < x.shape[1]).any()) else None
         return self.encoder(x, valid, attentions)
 
-    def forward(self, wavs: Tensor, wav_lens: Tensor, output_attentions: bool = False) -> UpstreamOutput:
+    def pool_segments(self, x: Tensor, lengths: Tensor, ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, H) projected frames → (B, S, H) one vector per segment, and the segment counts."""
+        if self.config.pooling == "conv":
+            k = self.config.downsample
+            x = x * padding_mask(lengths, x.shape[1])[..., None].to(x.dtype)
+            x = F.pad(x.transpose(1, 2), (0, (-x.shape[1]) % k))
+            return self.pool(x).transpose(1, 2)[:, : int(counts.max())], counts
+        return segment_means(x, ids, counts), counts
+
+    def forward(
+        self, wavs: Tensor, wav_lens: Tensor, output_attentions: bool = False,
+        boundaries: list[list[float]] | None = None,
+    ) -> UpstreamOutput:
         """(B, T) float waveforms at 16 kHz, (B,) lengths → every layer's hidden states and valid frames
-        (and, with `output_attentions`, each layer's (B, H, T', T') attention probabilities)."""
+        (and, with `output_attentions`, each layer's (B, H, T', T') attention probabilities). A compressed
+        model also says where each frame lies (`frame_times`); `boundaries` feed the alignment
+        segmentation."""
         feats, lengths = self.input_features(wavs, wav_lens)
         attentions: list[Tensor] | None = [] if output_attentions else None
-        hidden_states, _ = self.encode(feats, lengths, attentions=attentions)
-        return UpstreamOutput(hidden_states=hidden_states, lengths=lengths, attentions=attentions)
+        if not self.compressed:
+            hidden_states, _ = self.encode(feats, lengths, attentions=attentions)
+            return UpstreamOutput(hidden_states=hidden_states, lengths=lengths, attentions=attentions)
+        ids, counts = self.segments(feats, lengths, boundaries)
+        hidden_states, _ = self.encode(feats, lengths, attentions=attentions, segments=(ids, counts))
+        return UpstreamOutput(hidden_states=hidden_states, lengths=counts, attentions=attentions,
+                              frame_times=self.frame_times(ids, counts).to(counts.device))
 
 
 # --- checkpoint-key conversion ---

@@ -38,6 +38,8 @@ Rules the runner relies on:
 - `TaskSpec.sub_runs` (optional) splits one task into runs whose metrics are averaged, e.g. ER's
   cross-validation folds: `{"fold1": cfg_for_fold_1, ...}`; each sub-run is its own run directory.
 - `TaskSpec.trains=False` (QbE) skips training: the runner only evaluates dev, then test.
+- `TaskSpec.frame_level=True` (PF, PR, ASR, SF, SD, SE, SS, prosody): a sequence-compressed upstream's
+  segments are repeated onto its frame grid (`FeatureSource.on_frame_grid`), so `frame_shift` holds.
 - The runner sets `cfg.train.metric`, `metric_mode` from `TaskSpec.metric`, `higher_is_better`: best.pt is
   always chosen by the task's headline dev metric.
 - What a task may use from `features` (a FeatureSource): `hidden_size` (input size of the head),
@@ -98,6 +100,9 @@ class TaskSpec:
     sub_runs: Callable[[Any], dict[str, Any]] | None = None  # e.g. ER folds; metrics are averaged over them
     trains: bool = True  # False (QbE): nothing to train, the runner only evaluates dev, then test
     percent: bool | None = None  # leaderboards show the metric ×100; None: if a rate (best value 0 or 1)
+    # frame-level: labels or targets per frame (or CTC over frames); a sequence-compressed upstream's output
+    # reaches it on the upstream's frame grid, utterance-level tasks read the compressed sequence
+    frame_level: bool = False
 
     @property
     def shown_as_percent(self) -> bool:

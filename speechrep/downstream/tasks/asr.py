@@ -69,4 +69,4 @@ def build(cfg: ASRConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
 
 
 TASK = TaskSpec(name="asr", config=ASRConfig, build=build, metric="wer", higher_is_better=False,
-                best_value=0.0)
+                best_value=0.0, frame_level=True)

@@ -101,4 +101,4 @@ def build(cfg: PFConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
 
 TASK = TaskSpec(name="pf", config=PFConfig, build=build, metric="accuracy", higher_is_better=True,
-                best_value=1.0)
+                best_value=1.0, frame_level=True)

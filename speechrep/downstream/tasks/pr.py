@@ -70,4 +70,5 @@ def build(cfg: PRConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
                      loss_fn, evaluate)
 
 
-TASK = TaskSpec(name="pr", config=PRConfig, build=build, metric="per", higher_is_better=False, best_value=0.0)
+TASK = TaskSpec(name="pr", config=PRConfig, build=build, metric="per", higher_is_better=False, best_value=0.0,
+                frame_level=True)

@@ -194,4 +194,4 @@ def build(cfg: ProsodyConfig, corpus_dir: Path, features: FeatureSource) -> Task
 
 
 TASK = TaskSpec(name="prosody", config=ProsodyConfig, build=build, metric="f0_rmse_cents",
-                higher_is_better=False, best_value=0.0, percent=False)
+                higher_is_better=False, best_value=0.0, percent=False, frame_level=True)

@@ -130,4 +130,4 @@ def build(cfg: ProsodyFutureConfig, corpus_dir: Path, features: FeatureSource) -
 
 
 TASK = TaskSpec(name="prosody_future", config=ProsodyFutureConfig, build=build, metric="f0_mse_mean",
-                higher_is_better=False, best_value=0.0, percent=False)
+                higher_is_better=False, best_value=0.0, percent=False, frame_level=True)

@@ -132,4 +132,4 @@ def build(cfg: SDConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
 
 TASK = TaskSpec(name="sd", config=SDConfig, build=build, metric="der", higher_is_better=False,
-                best_value=0.0)
+                best_value=0.0, frame_level=True)

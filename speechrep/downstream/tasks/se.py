@@ -91,4 +91,4 @@ def build(cfg: SEConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
 
 TASK = TaskSpec(name="se", config=SEConfig, build=build, metric="pesq", higher_is_better=True,
-                best_value=4.64)  # the top of the wide-band PESQ (MOS-LQO) scale
+                best_value=4.64, frame_level=True)  # the top of the wide-band PESQ (MOS-LQO) scale

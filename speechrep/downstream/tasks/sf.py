@@ -110,4 +110,4 @@ def build(cfg: SFConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
 
 TASK = TaskSpec(name="sf", config=SFConfig, build=build, metric="slot_type_f1", higher_is_better=True,
-                best_value=1.0)
+                best_value=1.0, frame_level=True)

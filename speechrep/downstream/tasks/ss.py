@@ -99,4 +99,4 @@ def build(cfg: SSConfig, corpus_dir: Path, features: FeatureSource) -> TaskParts
 
 
 TASK = TaskSpec(name="ss", config=SSConfig, build=build, metric="si_sdri", higher_is_better=True,
-                best_value=ORACLE_SI_SDRI)
+                best_value=ORACLE_SI_SDRI, frame_level=True)
