@@ -273,3 +273,52 @@ def test_hear_embeddings_of_a_compressed_upstream_lie_on_its_frame_grid() -> Non
     assert not torch.equal(embeddings[:, 3], embeddings[:, 4])
     with pytest.raises(ConfigError, match="chunking"):
         hear(torch.randn(1, 3 * 16000))  # longer than a window: segments cannot be stitched
+
+
+# --- the integrated small model: a compressed MelHuBERT student of a MelHuBERT teacher ------------------------
+
+
+def test_compressed_melhubert_student_distils_a_melhubert_teacher(corpus: Path, tmp_path: Path) -> None:
+    from speechrep.pretrain.distilhubert import DistilHuBERTObjective, init_student_from_teacher, load_teacher
+    from speechrep.upstream.loading import export_upstream
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    teacher = load_upstream("melhubert_tiny", num_layers=4)
+    teacher.set_feature_stats(torch.full((40,), -3.0), torch.full((40,), 2.0))
+    export_upstream(teacher, tmp_path / "teacher", {"test": "teacher"})
+    overrides = [f"teacher={tmp_path / 'teacher'}", "teacher_model={}", "upstream=melhubert_tiny",
+                 "model={num_layers: 2, downsample: 3, segmentation: alignment}"]
+    cfg = method_config("distilhubert", "tiny", overrides)
+    student = load_upstream(cfg.upstream, **cfg.model)
+    copied = init_student_from_teacher(student, load_teacher(cfg))
+    assert {"projection.weight", "feature_mean", "encoder.layers.1.ffn.fc1.weight"} <= set(copied)
+    objective = DistilHuBERTObjective(student, load_teacher(cfg), cfg)
+    batch = first_batch(corpus)
+    optimizer = torch.optim.Adam(objective.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = objective(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+    out = run_method("distilhubert", corpus, tmp_path / "run", "tiny",
+                     [*overrides, "train.max_steps=2", "train.eval_every=2", "data.max_duration=6"])
+    exported = load_upstream(out)
+    assert exported.needs_boundaries and len(exported.hidden_sizes) == 3
+    torch.testing.assert_close(exported.feature_mean, torch.full((40,), -3.0))  # the teacher's statistics
+
+
+def test_a_melhubert_student_without_the_teachers_weights_gets_corpus_statistics(
+    corpus: Path, tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    out = run_method("distilhubert", corpus, tmp_path / "run", "tiny", [
+        "upstream=melhubert_tiny", "model={num_layers: 2, downsample: 2}", "teacher=melhubert_tiny",
+        "teacher_model={num_layers: 4}", "init_from_teacher=false", "train.max_steps=2", "train.eval_every=2",
+        "data.max_duration=6", "stats_seconds=30"])
+    exported = load_upstream(out)
+    assert float(exported.feature_mean.abs().max()) > 0 and float((exported.feature_std - 1).abs().max()) > 0

@@ -15,12 +15,20 @@ processing tasks with domain adaptation"), on when `distortions` is non-empty:
 - domain-adversarial training (`adversarial_weight` λ_adv > 0): a classifier of the student's distortion type
   reads the student's time-pooled last layer through a gradient reversal layer (gradient × −λ_adv), so the
   classifier learns the type while the student learns to hide it; its accuracy is logged as `adv_acc`.
+
+Students of other families: a MelHuBERT student (`upstream: melhubert_base`, `model: {num_layers: 2, ...}`)
+starts from a MelHuBERT teacher's projection, positions, first layers and corpus statistics (without
+`init_from_teacher`, or from another teacher, it computes its own statistics on the training audio). A
+sequence-compressed student (`model.downsample`, see `speechrep.upstream.melhubert`) predicts the teacher's
+frames from its segments repeated onto the frame grid; alignment-pooled students read the cuts' phone
+boundaries (or `boundaries=FILE`), unit-pooled ones fit their codebook first. The three together are the
+integrated small model of docs/sequence_compression.md.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,10 +39,12 @@ from torch import Tensor, nn
 
 from speechrep.audio import augment
 from speechrep.data.batching import AudioBatch, load_cuts
+from speechrep.data.boundaries import BoundarySource
 from speechrep.errors import ConfigError
-from speechrep.pretrain.common import PretrainData, run_pretraining
+from speechrep.pretrain.common import PretrainData, run_pretraining, set_corpus_statistics
+from speechrep.pretrain.melhubert import fit_unit_codebook
 from speechrep.train import TrainConfig
-from speechrep.upstream.base import padding_mask
+from speechrep.upstream.base import on_frame_grid, padding_mask
 from speechrep.upstream.distilhubert import DistilHuBERTHeads
 from speechrep.upstream.loading import load_upstream
 from speechrep.upstream.registry import list_upstreams
@@ -67,6 +77,9 @@ class Config:
     band_high_hz: tuple[float, float] = (2500.0, 4000.0)
     clip_level: tuple[float, float] = (0.1, 0.5)  # share of the peak kept
     speed: tuple[float, float] = (0.9, 1.1)
+    stats_seconds: float = 3600.0  # a log-mel student's corpus statistics, when not the teacher's
+    boundaries: str = ""  # an alignment-pooled student: a boundaries file; empty: the cuts' phone alignments
+    unit_fit_seconds: float = 600.0  # a unit-pooled student: audio whose input frames fit its codebook
     data: PretrainData = field(default_factory=PretrainData)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200_000, lr=2e-4))
 
@@ -242,6 +255,8 @@ class DistilHuBERTObjective(nn.Module):
         object.__setattr__(self, "teacher", teacher.requires_grad_(False).eval())
         self.heads = DistilHuBERTHeads(upstream.hidden_sizes[-1], sizes.pop(), len(self.target_layers))
         self.distorter = Distorter(cfg, upstream.sample_rate) if cfg.distortions else None
+        aligned = getattr(upstream, "needs_boundaries", False)
+        self.boundaries = BoundarySource(cfg.boundaries) if aligned else None
         self.classifier = (
             DistortionClassifier(upstream.hidden_sizes[-1], len(cfg.distortions))
             if cfg.adversarial_weight > 0
@@ -280,7 +295,13 @@ class DistilHuBERTObjective(nn.Module):
                 )
             ratio = speed_s / speed_t
         target, target_lens = self._teacher_layers(teacher_wavs, teacher_lens)
-        out = self.upstream(student_wavs, student_lens)
+        if self.boundaries is not None:
+            out = self.upstream(student_wavs, student_lens, boundaries=self.boundaries.for_cuts(batch.cuts))
+        else:
+            out = self.upstream(student_wavs, student_lens)
+        if out.frame_times is not None:  # segments repeated onto the frame grid the teacher's frames lie on
+            states, lengths = on_frame_grid(out, student_lens, self.upstream.frame_geometry)
+            out = replace(out, hidden_states=states[-1:], lengths=lengths, frame_times=None)
         last = out.hidden_states[-1]
         # time-major warp (B, T, N, D) so frames line up with the student, then back to (B, N, T, D)
         warped, inside = warp_to_student(target.transpose(1, 2), target_lens, last.shape[1], ratio)
@@ -317,9 +338,10 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> list[st
     """Copy the teacher's CNN, projection, positions and first layers into the student where names and shapes
     agree (the paper's initialisation); returns the copied parameter names."""
     num_layers = len(student.hidden_sizes) - 1
-    prefixes = ("feature_encoder.", "feature_projection.", "encoder.pos_conv.", "encoder.norm.") + tuple(
-        f"encoder.layers.{i}." for i in range(num_layers)
-    )
+    prefixes = (
+        "feature_encoder.", "feature_projection.", "encoder.pos_conv.", "encoder.norm.",  # wav2vec 2.0 family
+        "projection.", "feature_mean", "feature_std",  # MelHuBERT
+    ) + tuple(f"encoder.layers.{i}." for i in range(num_layers))
     source = teacher.state_dict()
     copied = {
         k: source[k]
@@ -342,5 +364,9 @@ def run(cfg: Config, data: Path, run_dir: Path) -> Path:
                 f"(widths differ); set init_from_teacher=false or match the student's config"
             )
         log.info("student initialised from the teacher: %d tensors", len(copied))
+    if hasattr(upstream, "set_feature_stats") and not (cfg.init_from_teacher and "feature_mean" in copied):
+        set_corpus_statistics(upstream, data, cfg)
+    if getattr(upstream.config, "segmentation", "fixed") == "units":
+        fit_unit_codebook(upstream, data, cfg.data, cfg.unit_fit_seconds, cfg.train.seed)
     objective = DistilHuBERTObjective(upstream, teacher, cfg)
     return run_pretraining("distilhubert", objective, upstream, cfg, data, run_dir)

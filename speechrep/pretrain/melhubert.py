@@ -139,20 +139,21 @@ class MelHuBERTObjective(nn.Module):
         return final, segment_majority(targets, ids, counts, self.labels.k, IGNORE), segment_mask, counts
 
 
-def fit_unit_codebook(upstream: nn.Module, data: Path, cfg: Config) -> None:
+def fit_unit_codebook(upstream: nn.Module, data: Path, data_cfg: PretrainData, max_seconds: float,
+                      seed: int = 0) -> None:
     """Fit the unit segmentation's codebook: k-means of the model's input frames (standardised, stacked
-    log-mels) of up to `cfg.unit_fit_seconds` of training audio."""
-    train_cuts, _ = load_unlabeled(data, cfg.data)
+    log-mels) of up to `max_seconds` of training audio."""
+    train_cuts, _ = load_unlabeled(data, data_cfg)
     frames, seconds = [], 0.0
     with torch.inference_mode():
         for batch in audio_batches(train_cuts, 60.0, shuffle=False)(0):
             feats, lengths = upstream.input_features(batch.wavs, batch.wav_lens)
             frames.append(feats[padding_mask(lengths, feats.shape[1])].float().numpy())
             seconds += float(batch.wav_lens.sum()) / 16000
-            if seconds >= cfg.unit_fit_seconds:
+            if seconds >= max_seconds:
                 break
     k = upstream.config.segment_units
-    model = fit_kmeans(np.concatenate(frames), k, seed=cfg.train.seed, n_init=3)
+    model = fit_kmeans(np.concatenate(frames), k, seed=seed, n_init=3)
     upstream.unit_centroids.copy_(torch.from_numpy(model.cluster_centers_.astype(np.float32)))
     log.info("melhubert: unit codebook of %d centroids fitted on %.0f s of input frames", k, seconds)
 
@@ -163,7 +164,7 @@ def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     labels = load_labels(cfg, upstream, "melhubert")  # bad labels fail before the statistics are read
     set_corpus_statistics(upstream, data, cfg)
     if upstream.config.segmentation == "units":
-        fit_unit_codebook(upstream, data, cfg)
+        fit_unit_codebook(upstream, data, cfg.data, cfg.unit_fit_seconds, cfg.train.seed)
     return run_pretraining(
         "melhubert", MelHuBERTObjective(upstream, labels, cfg), upstream, cfg, data, run_dir
     )
