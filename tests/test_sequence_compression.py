@@ -275,7 +275,7 @@ def test_hear_embeddings_of_a_compressed_upstream_lie_on_its_frame_grid() -> Non
         hear(torch.randn(1, 3 * 16000))  # longer than a window: segments cannot be stitched
 
 
-# --- the integrated small model: a compressed MelHuBERT student of a MelHuBERT teacher ------------------------
+# --- the integrated small model: a compressed MelHuBERT student of a MelHuBERT teacher ----------------------
 
 
 def test_compressed_melhubert_student_distils_a_melhubert_teacher(corpus: Path, tmp_path: Path) -> None:
