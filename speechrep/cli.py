@@ -685,5 +685,134 @@ def _hear_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- synthesis and voice conversion
+
+def _vocoder_arguments(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    train = actions.add_parser("train", help="train a vocoder on a corpus (the same command resumes)")
+    train.add_argument("--corpus", type=Path, required=True,
+                       help="corpus folder; reads CORPUS/<subset>/{train,dev}.jsonl.gz (subset=...)")
+    train.add_argument("--out", type=Path, required=True, help="the run folder")
+    train.add_argument("--preset", default=None, help="config preset (tiny, small)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in an --out made with other settings (default: the same command "
+                       "resumes, other settings are an error)")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. features=RUN/upstream:2 kind=mel_gl discriminator=true")
+    synth = actions.add_parser("synthesize", help="copy-synthesis of audio files")
+    synth.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio files")
+    synth.add_argument("--vocoder", required=True, metavar="RUN|griffin-lim",
+                       help="a trained vocoder run, or griffin-lim (log-mel through Griffin-Lim, untrained)")
+    synth.add_argument("--out", type=Path, required=True, help="a folder for <input stem>.wav")
+
+
+@command("vocoder", "train a vocoder on features (log-mel or an upstream layer), or copy-synthesise audio "
+         "files", _vocoder_arguments)
+def _vocoder(args: argparse.Namespace) -> int:
+    if args.action == "train":
+        from speechrep.apps.vocoder_train import train_vocoder, vocoder_config
+
+        cfg = vocoder_config(args.preset, args.overrides)
+        results = train_vocoder(cfg, args.corpus, args.out, overwrite=args.overwrite,
+                                settings={"preset": args.preset, "overrides": args.overrides})
+        print(f"{args.out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in results.items()))
+        return 0
+    from speechrep.apps.vocoder_train import copy_synthesize
+
+    for path in copy_synthesize(args.vocoder, args.inputs, args.out):
+        print(path)
+    return 0
+
+
+def _vc_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocoder", required=True, metavar="RUN",
+                   help="a vocoder run trained on the features kNN-VC matches (its upstream and layer)")
+    p.add_argument("--upstream", default=None, help="default: the vocoder's; if given, must be the vocoder's")
+    p.add_argument("--layer", type=int, default=None, help="hidden state (default: the vocoder's)")
+    p.add_argument("--source", type=Path, default=None, help="one source utterance")
+    p.add_argument("--reference", type=Path, action="append", default=[],
+                   help="target speaker's reference speech (repeatable): the matching set")
+    p.add_argument("--pairs", type=Path, default=None,
+                   help="batch: lines source<TAB>target_speaker[<TAB>output_name] (with --speakers)")
+    p.add_argument("--speakers", type=Path, default=None, help="batch: lines speaker<TAB>reference_path")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the converted wave (one source) or a folder (--pairs)")
+    p.add_argument("--k", type=int, default=4, help="neighbours averaged per frame (default 4)")
+    p.add_argument("--lambda", dest="lam", type=float, default=1.0,
+                   help="y = λ·kNN average + (1 − λ)·source frame (default 1: plain kNN-VC)")
+    p.add_argument("--overwrite", action="store_true", help="--pairs: start over in an --out made otherwise")
+
+
+@command("vc", "kNN-VC voice conversion: each source frame becomes the mean of its k nearest frames of the "
+         "target's reference speech", _vc_arguments)
+def _vc(args: argparse.Namespace) -> int:
+    from speechrep.apps.convert import VoiceConverter, convert_pairs
+    from speechrep.apps.vocoder_train import load_vocoder
+    from speechrep.audio import save_audio
+    from speechrep.audio.synthesis import SAMPLE_RATE
+    from speechrep.errors import ConfigError
+
+    vocoder, extractor = load_vocoder(args.vocoder)
+    if args.upstream is not None and _absolute(args.upstream) != _absolute(extractor.name):
+        raise ConfigError(f"--upstream {args.upstream}: the vocoder {args.vocoder} was trained on "
+                          f"{extractor.name}")
+    if args.layer is not None and args.layer != extractor.layer:
+        raise ConfigError(f"--layer {args.layer}: the vocoder {args.vocoder} was trained on "
+                          f"{extractor.layer}")
+    converter = VoiceConverter(extractor, vocoder)
+    if args.pairs is not None:
+        if args.speakers is None or args.source is not None or args.reference:
+            raise ConfigError("--pairs goes with --speakers, not with --source/--reference")
+        summary = convert_pairs(converter, args.pairs, args.speakers, args.out, args.k, args.lam,
+                                args.overwrite)
+        print(f"{args.out}: {summary}", file=sys.stderr if summary.failures else sys.stdout)
+        return 1 if summary.failures else 0
+    if args.source is None or not args.reference:
+        raise ConfigError("vc needs --source and at least one --reference (or --pairs with --speakers)")
+    wave = converter.convert(args.source, converter.matching_set(args.reference), args.k, args.lam)
+    save_audio(args.out, wave.numpy(), SAMPLE_RATE)
+    print(args.out)
+    return 0
+
+
+def _vc_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--items", type=Path, required=True,
+                   help="tab-separated, with a header: converted, and any of target_speaker, source_speaker, "
+                   "reference (for MCD), phones (space-separated, for PER)")
+    p.add_argument("--speakers", type=Path, default=None,
+                   help="lines speaker<TAB>reference_path: the enrolment speech of the speakers items name")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="the corpus the PR and ASV runs were trained on (their vocabulary, dev trials)")
+    p.add_argument("--pr-run", type=Path, default=None,
+                   help="a finished benchmark pr run (BENCH/UPSTREAM/pr)")
+    p.add_argument("--pr-upstream", default="fbank", help="the upstream the pr run was trained on")
+    p.add_argument("--asv-run", type=Path, default=None, help="a finished benchmark asv run")
+    p.add_argument("--asv-upstream", default="fbank", help="the upstream the asv run was trained on")
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+
+
+@command("vc-eval", "judge converted or synthesised speech: MCD, PER of a PR model, ASV accept rates against "
+         "target and source", _vc_eval_arguments)
+def _vc_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from speechrep.apps.evaluate import TrainedTask, evaluate_items, read_items, read_speakers
+    from speechrep.errors import ConfigError
+    from speechrep.storage import atomic_write_json
+
+    if (args.pr_run or args.asv_run) and args.corpus is None:
+        raise ConfigError("--pr-run/--asv-run need --corpus (the corpus they were trained on)")
+    items = read_items(args.items)
+    speakers = read_speakers(args.speakers) if args.speakers else None
+    pr = TrainedTask("pr", args.pr_run, args.pr_upstream, args.corpus) if args.pr_run else None
+    asv = TrainedTask("asv", args.asv_run, args.asv_upstream, args.corpus) if args.asv_run else None
+    results = evaluate_items(items, speakers, pr, asv)
+    if args.out is not None:
+        atomic_write_json(args.out, results)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
