@@ -24,7 +24,7 @@ ALLOWED = {
     "downstream": BASE | {"upstream", "tuning", "nn", "audio", "data", "train"},
     "compress": BASE | {"upstream", "pretrain", "nn", "audio", "data", "train"},
     "analysis": BASE | {"upstream", "downstream", "tuning", "nn", "audio", "data", "train"},
-    "apps": BASE | {"upstream", "nn", "audio", "data", "train"},
+    "apps": BASE | {"upstream", "nn", "audio", "data", "train", "downstream"},  # downstream: vc-eval's PR, ASV
     "bench": BASE | {"upstream", "downstream", "pretrain", "tuning", "compress", "analysis", "apps", "nn", "audio",
                      "data", "train", "hear"},
     "cli": None,  # the command imports whatever it runs

@@ -130,6 +130,7 @@ TASKS: dict[str, str] = {
     "sentence_type": "speechrep.downstream.tasks.sentence_type",
     "emphasis": "speechrep.downstream.tasks.emphasis",
     "irony": "speechrep.downstream.tasks.irony",
+    "vc": "speechrep.downstream.tasks.vc",
 }
 
 
