@@ -213,6 +213,7 @@ def test_benchmark_reads_compressed_upstreams_per_task(tmp_path: Path) -> None:
     """Utterance tasks get the short sequence, frame tasks the 20 ms grid; alignment pooling reads cuts."""
     from downstream_corpus import make_corpus
 
+    from speechrep.bench.leaderboard import write_summary
     from speechrep.data.batching import load_cuts
     from speechrep.downstream import runner
     from speechrep.downstream.features import FeatureSource
@@ -230,12 +231,18 @@ def test_benchmark_reads_compressed_upstreams_per_task(tmp_path: Path) -> None:
     rows = runner.benchmark(runner.BenchmarkConfig(
         [f"fixed={tmp_path / 'fixed'}"], ["sid", "pf"], corpus, bench, preset="tiny", overrides=fast))
     rows += runner.benchmark(runner.BenchmarkConfig(
-        [f"aligned={tmp_path / 'aligned'}"], ["pr"], corpus, bench, preset="tiny", overrides=fast))
+        [f"aligned={tmp_path / 'aligned'}"], ["pr"], corpus, bench, preset="tiny", overrides=fast),
+        summarise=lambda rows: write_summary(rows, bench))
     pairs = {(r["upstream"], r["task"]) for r in rows}
     assert pairs == {("fixed", "sid"), ("fixed", "pf"), ("aligned", "pr")}
     caches = sorted(p.name.split("-", 1)[0] + p.name[-5:] for p in (bench / "features").iterdir())
     assert len(caches) == 3 and caches[0].endswith("-grid") and caches[1].endswith("-grid")  # frame tasks
     assert caches[2].startswith("fixed") and not caches[2].endswith("-grid")  # the segments, for SID
+    from speechrep.bench.report import write_report
+    page = write_report(bench).read_text()
+    assert '<section id="sequence">' in page and "<td>alignment</td>" in page  # the last run's config
+    section = page.split('<section id="sequence">')[1].split("</section>")[0]
+    assert "<td>12.5</td>" in section and "metric against frame rate" in section
 
     cuts = load_cuts(corpus, "pr", "dev").subset(first=2)
     source = FeatureSource("seq4", model)
@@ -322,3 +329,20 @@ def test_a_melhubert_student_without_the_teachers_weights_gets_corpus_statistics
         "data.max_duration=6", "stats_seconds=30"])
     exported = load_upstream(out)
     assert float(exported.feature_mean.abs().max()) > 0 and float((exported.feature_std - 1).abs().max()) > 0
+
+
+def test_profile_counts_fewer_macs_at_lower_frame_rates() -> None:
+    from speechrep.compress.profile import count_macs
+
+    torch.set_num_threads(1)
+    wavs, lens = _wavs()
+    macs = {}
+    for name, overrides in {"none": {}, "fixed4": {"downsample": 4},
+                            "aligned4": {"downsample": 4, "segmentation": "alignment"}}.items():
+        torch.manual_seed(0)
+        model = load_upstream("melhubert_tiny", **overrides).eval()
+        by_kind, _, frames = count_macs(model, wavs[:1], lens[:1])  # alignment: a boundary every 100 ms
+        macs[name] = (sum(v for kind, v in by_kind.items() if kind not in ("front end", "other")), frames)
+    assert macs["fixed4"][1] == macs["aligned4"][1] == 13 and macs["none"][1] == 49
+    assert macs["fixed4"][0] < 0.3 * macs["none"][0]  # the Transformer's cost follows the frame count
+    assert macs["aligned4"][0] == pytest.approx(macs["fixed4"][0], rel=0.02)

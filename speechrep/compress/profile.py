@@ -11,7 +11,9 @@ input projection), positional convolution, attention projections (q, k, v, out a
 layer's folded identity attention), attention products, feed-forward, recurrent layers, other — and per
 transformer layer. Parameters are split the same way. Wall time is the median of `repeats` forward passes
 under `inference_mode` with the default (fast) attention; peak memory is the process's peak resident set
-size after the pass (CPU) or the peak allocated CUDA memory (GPU).
+size after the pass (CPU) or the peak allocated CUDA memory (GPU). An upstream that pools its frames
+between given boundaries (sequence compression, `needs_boundaries`) gets one every 100 ms: its cost
+depends on how many segments it makes, which its own `downsample` fixes, not on where they lie.
 """
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ def count_macs(model: nn.Module, wavs: torch.Tensor, wav_lens: torch.Tensor) -> 
     counter = FlopCounterMode(display=False)
     # no_grad rather than inference_mode: weight-norm parametrisations fail under the counter in inference mode
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        out = model(wavs, wav_lens)
+        out = forward_for_profile(model, wavs, wav_lens)
     totals = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     root = type(model).__name__
     by_name: dict[str, int] = {}
@@ -154,6 +156,15 @@ def count_macs(model: nn.Module, wavs: torch.Tensor, wav_lens: torch.Tensor) -> 
     return by_kind, by_layer, int(out.lengths[0])
 
 
+def forward_for_profile(model: nn.Module, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Any:
+    """`model(wavs, wav_lens)`; an upstream that needs segment boundaries gets one every 100 ms."""
+    if getattr(model, "needs_boundaries", False):
+        sample_rate = int(getattr(model, "sample_rate", 16000))
+        boundaries = [[0.1 * i for i in range(1, int(10 * int(n) / sample_rate))] for n in wav_lens]
+        return model(wavs, wav_lens, boundaries=boundaries)
+    return model(wavs, wav_lens)
+
+
 def _peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -169,7 +180,7 @@ def time_forward(model: nn.Module, wavs: torch.Tensor, wav_lens: torch.Tensor, r
             if wavs.device.type == "cuda":
                 torch.cuda.synchronize(wavs.device)
             start = time.perf_counter()
-            model(wavs, wav_lens)
+            forward_for_profile(model, wavs, wav_lens)
             if wavs.device.type == "cuda":
                 torch.cuda.synchronize(wavs.device)
             if i:  # the first pass warms caches and allocators

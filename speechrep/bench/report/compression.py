@@ -87,7 +87,7 @@ def _resolve(source: str, bases: Sequence[Path]) -> Path | None:
     return None
 
 
-def _benchmarked(bench_dir: Path) -> tuple[dict[str, tuple[str, Path | None]], list[Path]]:
+def benchmarked_upstreams(bench_dir: Path) -> tuple[dict[str, tuple[str, Path | None]], list[Path]]:
     """({run label: (source, resolved folder or None)} of the pre-trained upstreams in the benchmark's
     config.yaml (no `@random` control), the folders its relative paths are looked up from)."""
     try:
@@ -145,7 +145,7 @@ def read_compression(rows: Sequence[Mapping[str, Any]], bench_dir: Path) -> list
     for folder in dict.fromkeys(Path(r.get("run_root", bench_dir)) for r in rows):
         labels = {r.get("run_label", r["upstream"]): r["upstream"] for r in rows
                   if Path(r.get("run_root", bench_dir)) == folder}
-        sources, bases = _benchmarked(folder)
+        sources, bases = benchmarked_upstreams(folder)
         sources = {run_label: found for run_label, found in sources.items() if run_label in labels}
         for run_label, (_, path) in sources.items():
             found = _step(labels[run_label], path) if path is not None else None

@@ -14,6 +14,7 @@ import numpy as np
 
 from speechrep.analysis.probe import PROBE_FILE, read_probe
 from speechrep.bench.report.compression import CompressionLine, read_compression
+from speechrep.bench.report.sequence import SequencePoint, read_sequence
 from speechrep.bench.score import Reference, superb_scores
 from speechrep.config import parse_yaml
 from speechrep.errors import ConfigError
@@ -56,6 +57,7 @@ class ReportInputs:
     bench_config: dict[str, Any] = field(default_factory=dict)  # the benchmark's saved config.yaml
     probe: dict[str, Any] | None = None  # probe.json of RESULTS_DIR (see analysis.probe)
     compression: list[CompressionLine] = field(default_factory=list)  # benchmarked compress steps, by method
+    sequence: list[SequencePoint] = field(default_factory=list)  # MelHuBERTs, when one is compressed
 
 
 def _read_json(path: Path) -> Any:
@@ -175,7 +177,7 @@ def load_inputs(results_dir: Path, more: Sequence[Path] = ()) -> ReportInputs:
     kmeans = {path.parent.name: _read_json(path) for path in sorted(results_dir.glob("kmeans/*/kmeans.json"))}
     return ReportInputs(results_dir, bench_dir, rows, dict(summary.get("scores") or {}), references, pretrain,
                         demo, kmeans, read_run_dir(bench_dir).config, probe,
-                        read_compression(rows, bench_dir))
+                        read_compression(rows, bench_dir), read_sequence(rows, bench_dir))
 
 
 # ------------------------------------------------------------------------------------------- table values

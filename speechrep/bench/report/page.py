@@ -22,6 +22,7 @@ from speechrep.bench.report.plots import (
     plot_layer_weights,
     plot_pretrain_curves,
     plot_scores,
+    plot_sequence,
     plot_tuning_tradeoff,
 )
 from speechrep.bench.report.tables import (
@@ -34,6 +35,7 @@ from speechrep.bench.report.tables import (
     layer_analysis_html,
     leaderboard_html,
     provenance_html,
+    sequence_html,
     settings_html,
     tuning_html,
 )
@@ -116,6 +118,12 @@ def render_report(inputs: ReportInputs) -> str:
                          tuning_html(inputs) + (img_tag(uri, "metric against tuned parameters") if uri else "")))
     if inputs.compression:
         sections.append(("compression", "Compression", compression_body(inputs)))
+    if inputs.sequence:
+        plot = plot_sequence(inputs.sequence, inputs.rows)
+        sections.append(("sequence", "Sequence compression", sequence_html(inputs) + (
+            "\n<p class=\"note\">Test metric against output frame rate, one line per segmentation; stars: "
+            f"the uncompressed models.</p>\n<div class=\"plots\">{img_tag(plot, 'metric against frame rate')}"
+            "</div>" if plot else "")))
     sections.append(("settings", "Benchmark settings and tuning", settings_html(inputs)))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 

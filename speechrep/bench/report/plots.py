@@ -13,6 +13,7 @@ import numpy as np
 from speechrep.bench.leaderboard import is_rate
 from speechrep.bench.report.compression import ORIGINAL, CompressionLine
 from speechrep.bench.report.inputs import RANDOM_SUFFIX, RunDir, downstream_curve, task_order, upstream_order
+from speechrep.bench.report.sequence import SequencePoint
 
 
 def _figure(width: float, height: float):
@@ -321,3 +322,52 @@ def plot_cka(upstream: str, targets: Mapping[str, Sequence[float] | None]) -> st
     ax.set_title(f"{upstream}: linear CKA", fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.9)
     return _png_data_uri(fig)
+
+
+def plot_sequence(points: Sequence[SequencePoint], rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Small multiples, one panel per task: test metric against output frame rate, one line per segmentation
+    (and pre-training target rate) from the uncompressed MelHuBERTs (black stars); a PNG data URI (None
+    without a compressed point that has a result)."""
+    from matplotlib import colormaps
+
+    tasks = task_order(rows)
+    by_pair = {(r["upstream"], r["task"]): r for r in rows}
+    if not any((p.upstream, t) in by_pair for p in points if p.segmentation != "none" for t in tasks):
+        return None
+    lines: dict[str, list[SequencePoint]] = {}
+    for point in points:
+        if point.segmentation != "none":
+            name = point.segmentation + (f", {point.target_rate}" if point.target_rate else "")
+            name += f", {point.method}" if point.method not in ("", "melhubert") else ""
+            lines.setdefault(name, []).append(point)
+    palette = colormaps["tab10"].colors
+    fig, axes = _task_panels(len(tasks), 0.6)
+    for ax, task in zip(axes, tasks):
+        def value(point: SequencePoint) -> float | None:
+            row = by_pair.get((point.upstream, task))
+            if row is None or row["metric"] not in (row.get("test") or {}):
+                return None
+            return (100.0 if is_rate(row) else 1.0) * float(row["test"][row["metric"]])
+
+        for point in points:
+            if point.segmentation == "none" and value(point) is not None:
+                ax.plot([point.rate_hz], [value(point)], color="black", marker="*", markersize=10,
+                        linestyle="none", zorder=4)
+        for index, (name, members) in enumerate(lines.items()):
+            pairs = sorted((p.rate_hz, value(p)) for p in members if value(p) is not None)
+            if pairs:
+                xs, ys = zip(*pairs)
+                ax.plot(xs, ys, color=palette[index % len(palette)], marker="o", markersize=3.5,
+                        linewidth=1.3, label=name)
+        first = next(r for r in rows if r["task"] == task)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("output frames per second", fontsize=8)
+        ax.set_ylabel(f"test {first['metric']}" + (" (%)" if is_rate(first) else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8,
+                   frameon=False)
+    return _png_data_uri(fig)
+

@@ -418,3 +418,29 @@ def layer_analysis_html(probe: Mapping[str, Any]) -> str:
             "chosen on dev; <code>first2+best</code> combines hidden states 0, 1 and the best one, "
             "<code>best±1</code> the best one and its neighbours, each with a learned weighted sum (hover a "
             "cell for its layers).</p>")
+
+
+def sequence_html(inputs: ReportInputs) -> str:
+    """Per benchmarked MelHuBERT: output frame rate, segmentation, pre-training targets, layers, MACs per audio
+    second and the test metric of every task."""
+    tasks = task_order(inputs.rows)
+    by_pair = {(r["upstream"], r["task"]): r for r in inputs.rows}
+    first_of_task = {t: next(r for r in inputs.rows if r["task"] == t) for t in tasks}
+    body = []
+    for point in sorted(inputs.sequence, key=lambda p: (p.segmentation != "none", p.segmentation, -p.rate_hz)):
+        cells = [_td(point.upstream, css="name"), _td(f"{point.rate_hz:.3g}"), _td(point.segmentation),
+                 _td(point.target_rate or "–"), _td(point.method or "–"), _td(point.layers),
+                 _significant(point.macs_per_second, 1e6, "counted on one 1 s utterance")]
+        cells += [_td(format_metric(by_pair[point.upstream, t]) if (point.upstream, t) in by_pair else "–")
+                  for t in tasks]
+        body.append(cells)
+    header = ["upstream", "frame rate (Hz)", "segments", "targets", "method", "layers", "MMACs per audio second"]
+    note = ("<p class=\"note\">The benchmarked MelHuBERT upstreams by output frame rate. Segments: "
+            "<code>fixed</code> groups of frames averaged, <code>conv</code> a strided convolution, "
+            "<code>units</code> runs of k-means units of the input frames, <code>alignment</code> phone "
+            "boundaries, each merged or split to the same count; targets: pre-training's cluster targets "
+            "upsampled to the frames or subsampled to the segments. Frame-level tasks read every model on its "
+            "20 ms grid (a segment repeated over the frames it covers); utterance tasks read the short "
+            "sequence.</p>\n")
+    return note + _table(header + [_column_header(first_of_task[t]) for t in tasks], body, "sequence")
+
