@@ -181,6 +181,10 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="also test every trained head under these distortions, e.g. clean,noise:snr=5,"
                    "reverb:rt60=0.8 (kinds: clean noise babble reverb telephone clip codec speed dropout; "
                    "see docs/robustness.md); selection stays on the clean dev split")
+    p.add_argument("--boundaries", default="", metavar="FILE",
+                   help="segment boundaries per cut (JSON lines {\"id\": ..., \"boundaries\": [seconds]}) "
+                   "for upstreams that pool between them (sequence compression, see "
+                   "docs/sequence_compression.md); default: each cut's phone alignment")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides; TASK.key=value for one task; tuning.key=value an option of the "
                    "--tuning strategy (e.g. tuning.rank=4); train_fraction=0.1 trains on a seeded 10%% of "
@@ -215,7 +219,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                           tuning=tuning, lr_sweep=lrs,
                           random_init=args.random_init, feature_cache=args.feature_cache, features=args.features,
                           preset=args.preset, overrides=overrides, overwrite=args.overwrite,
-                          test_conditions=conditions)
+                          test_conditions=conditions, boundaries=args.boundaries)
     # read before training, so a bad file fails in a second, not after the benchmark
     refs = load_references(args.score_references) if args.score_references else None
     tables: list[str] = []  # the leaderboard is written while the run still holds --out

@@ -346,3 +346,26 @@ def test_profile_counts_fewer_macs_at_lower_frame_rates() -> None:
     assert macs["fixed4"][1] == macs["aligned4"][1] == 13 and macs["none"][1] == 49
     assert macs["fixed4"][0] < 0.3 * macs["none"][0]  # the Transformer's cost follows the frame count
     assert macs["aligned4"][0] == pytest.approx(macs["fixed4"][0], rel=0.02)
+
+
+def test_benchmark_reads_boundaries_from_a_file(tmp_path: Path) -> None:
+    from downstream_corpus import make_corpus
+
+    from speechrep.data.batching import load_cuts
+    from speechrep.downstream import runner
+    from speechrep.upstream.loading import export_upstream
+
+    torch.set_num_threads(1)
+    corpus = make_corpus(tmp_path / "corpus", ("sid",))  # no phone alignments
+    with pytest.raises(ConfigError, match="--boundaries"):
+        missing = str(tmp_path / "no")
+        runner.BenchmarkConfig(["x"], ["sid"], corpus, tmp_path / "b", boundaries=missing).check()
+    lines = [f'{{"id": "{cut.id}", "boundaries": [0.1, 0.2]}}' for split in ("train", "dev", "test")
+             for cut in load_cuts(corpus, "sid", split)]
+    (tmp_path / "boundaries.jsonl").write_text("\n".join(lines) + "\n")
+    export_upstream(load_upstream("melhubert_tiny", downsample=2, segmentation="alignment"), tmp_path / "up",
+                    {"test": "boundaries file"})
+    rows = runner.benchmark(runner.BenchmarkConfig(
+        [f"aligned={tmp_path / 'up'}"], ["sid"], corpus, tmp_path / "bench", preset="tiny",
+        overrides=["train.max_steps=2", "train.eval_every=2"], boundaries=str(tmp_path / "boundaries.jsonl")))
+    assert rows[0]["task"] == "sid" and "accuracy" in rows[0]["test"]

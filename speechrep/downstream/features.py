@@ -315,7 +315,8 @@ class FeatureSource:
         self.device = torch.device(device)
         self.cache: FeatureCache | None = None
         self._fingerprint = fingerprint  # `upstream_fingerprint(upstream)` when the caller knows it already
-        self._cache_args = (cache_root, cache_dtype, boundaries)
+        self._cache_args = (cache_root, cache_dtype)
+        self.boundaries = boundaries  # a boundaries file, or None: the cuts' phone alignments
         # a compressed upstream: its boundaries, and (frame_grid) its output mapped onto its frame grid
         compressed = bool(getattr(upstream, "compressed", False))
         self.sequence = SequenceView(
@@ -335,9 +336,9 @@ class FeatureSource:
         its own); any other upstream's source is returned as it is."""
         if not getattr(self.upstream, "compressed", False):
             return self
-        cache_root, cache_dtype, boundaries = self._cache_args
+        cache_root, cache_dtype = self._cache_args
         return FeatureSource(self.name, self.upstream, cache_root, cache_dtype, self.device,
-                             self._fingerprint, boundaries, frame_grid=True)
+                             self._fingerprint, self.boundaries, frame_grid=True)
 
     @property
     def fingerprint(self) -> str:

@@ -377,7 +377,7 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
             return source
         return FeatureSource(choice.label, load_upstream_module(choice), cache_root=None,
                              device=source.device, fingerprint=source.fingerprint,  # the same weights
-                             frame_grid=source.sequence.grid is not None)
+                             boundaries=source.boundaries, frame_grid=source.sequence.grid is not None)
 
     dev_by_lr: dict[float, dict[str, float]] = {}
     wall_times: dict[Path, float] = {}  # per run directory, summed into the pair's wall time
@@ -488,7 +488,7 @@ def benchmark(cfg: BenchmarkConfig,
             device = resolve_device("auto")
             cache_root = out_dir / "features" if cfg.feature_cache and tuning.caches_features else None
             source = FeatureSource(choice.label, upstream, cache_root=cache_root, device=device,
-                                   fingerprint=weights)
+                                   fingerprint=weights, boundaries=cfg.boundaries or None)
             store = stores.pop(weights, None) if stores else None
             if store is not None:
                 log.info("benchmark: %s reads its features from %s", choice.label, store)
