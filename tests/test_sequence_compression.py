@@ -253,7 +253,7 @@ def test_benchmark_reads_compressed_upstreams_per_task(tmp_path: Path) -> None:
     assert short_lens.tolist() == out.lengths.tolist()
     for row, n in enumerate(short_lens.tolist()):
         torch.testing.assert_close(short[2][row, :n], out.hidden_states[2][row, :n])
-    grid = source.on_frame_grid()
+    grid = source.frame_grid_view()
     states, lengths = grid.encoder(get_frozen(), layers=[2]).hidden_states(batch)
     expected, expected_lens = on_frame_grid(out, batch.wav_lens, model.frame_geometry)
     assert lengths.tolist() == expected_lens.tolist() and bool((lengths > 3 * short_lens).all())

@@ -15,7 +15,7 @@ shards are memory-mapped and read cut by cut, so memory stays bounded by the bat
 torchrun every rank fills the cache it needs; shards written twice are harmless duplicates.)
 
 A sequence-compressed upstream (`UpstreamOutput.frame_times`) gives utterance tasks its short sequence; a
-frame-level task reads it on the upstream's frame grid (`FeatureSource.on_frame_grid()`, its own cache
+frame-level task reads it on the upstream's frame grid (`FeatureSource.frame_grid_view()`, its own cache
 folder), each segment repeated over the grid frames it covers. One that pools between phone boundaries
 (`needs_boundaries`) gets them from each cut's phone alignment, or from a boundaries file.
 
@@ -331,7 +331,7 @@ class FeatureSource:
         self.stride: int = int(upstream.stride)
         self.frame_shift: float = self.stride / int(getattr(upstream, "sample_rate", 16000))  # seconds
 
-    def on_frame_grid(self) -> FeatureSource:
+    def frame_grid_view(self) -> FeatureSource:
         """This source for a frame-level task: a compressed upstream's output on its frame grid (a cache of
         its own); any other upstream's source is returned as it is."""
         if not getattr(self.upstream, "compressed", False):

@@ -361,7 +361,7 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         return json.loads(done.read_text())
     spec = get_task(task)
     if spec.frame_level:  # a sequence-compressed upstream's segments, repeated onto its frame grid
-        source = source.on_frame_grid()
+        source = source.frame_grid_view()
     base_cfg = load_task_config(spec, preset, overrides)
     lrs = list(lr_sweep) if lr_sweep else [base_cfg.train.lr]
     sub_cfgs = spec.sub_runs(base_cfg) if spec.sub_runs else {"": base_cfg}

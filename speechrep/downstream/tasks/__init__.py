@@ -39,7 +39,7 @@ Rules the runner relies on:
   cross-validation folds: `{"fold1": cfg_for_fold_1, ...}`; each sub-run is its own run directory.
 - `TaskSpec.trains=False` (QbE) skips training: the runner only evaluates dev, then test.
 - `TaskSpec.frame_level=True` (PF, PR, ASR, SF, SD, SE, SS, prosody): a sequence-compressed upstream's
-  segments are repeated onto its frame grid (`FeatureSource.on_frame_grid`), so `frame_shift` holds.
+  segments are repeated onto its frame grid (`FeatureSource.frame_grid_view`), so `frame_shift` holds.
 - The runner sets `cfg.train.metric`, `metric_mode` from `TaskSpec.metric`, `higher_is_better`: best.pt is
   always chosen by the task's headline dev metric.
 - What a task may use from `features` (a FeatureSource): `hidden_size` (input size of the head),
