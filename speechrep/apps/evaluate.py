@@ -107,6 +107,7 @@ class TrainedTask:
         self.model = DownstreamModel(encoder, self.parts.head)
         load_checkpoint(best, self.model)
         self.model.eval()
+        self.eer: tuple[float, float] | None = None  # an ASV run's (EER, threshold) on its dev trials, once
 
     def batches(self, cuts: CutSet):
         """Feature batches of `cuts` in order, computed live (never through a cache)."""
@@ -180,7 +181,9 @@ def evaluate_items(items: Sequence[EvalItem], speakers: dict[str, list[Path]] | 
         results["per"] = phone_error_rate(pr, [it.converted for it in with_phones],
                                           [it.phones for it in with_phones])
     if asv is not None and speakers:
-        eer, threshold = eer_threshold(asv)
+        if asv.eer is None:
+            asv.eer = eer_threshold(asv)
+        eer, threshold = asv.eer
         results.update(asv_dev_eer=eer, asv_threshold=threshold)
         vectors = embeddings(asv, [it.converted for it in items])
         references = {s: embeddings(asv, paths) for s, paths in speakers.items()}

@@ -103,10 +103,12 @@ MCEP_ORDER = 24  # coefficients c1..c24, c0 (energy) excluded, as in the VCC eva
 
 
 def mel_cepstrum_of_log_mel(log_mels: Tensor, order: int = MCEP_ORDER) -> Tensor:
-    """Mel-cepstra c1..c_order (frames, order) of log-mels (frames, NUM_MELS): their orthonormal DCT-II.
+    """Mel-cepstra c1..c_order (frames, order) of log-mels (frames, NUM_MELS): c_k = (1/n)·Σ_m L_m·cos(k·ω_m).
 
-    An approximation of SPTK's mel-generalised cepstrum (all-pass warping α = 0.42) on the vocoders' mel
-    scale; frames more than 40 dB below the loudest are dropped as silence.
+    With ω_m = π(m + ½)/n, the log amplitude is L(ω) ≈ c_0 + 2·Σ_k c_k·cos(k·ω), the convention of SPTK's
+    mel-cepstrum, here on the vocoders' mel filterbank instead of an all-pass-warped spectral envelope: the
+    filterbank smooths the spectrum, so values run lower than MCDs from SPTK's `mcep`. Frames more than
+    40 dB below the loudest are dropped as silence.
     """
     logs = log_mels.float()
     energy = logs.exp().pow(2).sum(-1).clamp(min=1e-12).log10() * 10
@@ -114,8 +116,7 @@ def mel_cepstrum_of_log_mel(log_mels: Tensor, order: int = MCEP_ORDER) -> Tensor
     n = logs.shape[-1]
     k = torch.arange(order + 1, dtype=torch.float64)[:, None]
     m = torch.arange(n, dtype=torch.float64)[None, :]
-    dct = torch.cos(torch.pi / n * (m + 0.5) * k) * (2.0 / n) ** 0.5
-    dct[0] /= 2 ** 0.5
+    dct = torch.cos(torch.pi / n * (m + 0.5) * k) / n
     return (logs.double() @ dct.T)[:, 1:].float()
 
 
