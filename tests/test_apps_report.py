@@ -1,4 +1,4 @@
-"""The report's synthesis section: tables from synthesis.json, audio players with their files beside the page."""
+"""The report's synthesis section: tables from synthesis.json, audio players with files beside the page."""
 from __future__ import annotations
 
 import json
