@@ -179,7 +179,7 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
     p.add_argument("--test-conditions", default=None, metavar="SPEC,SPEC,...",
                    help="also test every trained head under these distortions, e.g. clean,noise:snr=5,"
-                   "reverb:rt60=0.8 (kinds: clean noise babble reverb telephone clip codec speed dropout; "
+                   "reverb:rt60=0.8 (kinds: clean noise babble reverb telephone clip codec speed pitch dropout; "
                    "see docs/robustness.md); selection stays on the clean dev split")
     p.add_argument("--boundaries", default="", metavar="FILE",
                    help="segment boundaries per cut (JSON lines {\"id\": ..., \"boundaries\": [seconds]}) "

@@ -11,7 +11,8 @@ from speechrep.errors import ConfigError
 
 SR = 16000
 LENGTH_KEEPING = ["noise:snr=5", "noise:snr=0,kind=brown", "noise:snr=3,exponent=0.5", "babble:snr=5",
-                  "reverb:rt60=0.8", "telephone", "clip:level=0.3", "dropout:rate=0.2"]
+                  "reverb:rt60=0.8", "telephone", "clip:level=0.3", "dropout:rate=0.2",
+                  "pitch:semitones=3", "pitch:semitones=-2"]
 CODECS = [c for c, fmt in (("codec:format=mp3", "MP3"), ("codec:format=vorbis", "OGG"))
           if fmt in sf.available_formats()]
 
@@ -49,6 +50,7 @@ def test_grammar_fills_defaults_and_splits_lists() -> None:
     ("noise:kind=white,exponent=1", "not both"),
     ("clip:level=2", "level must be in (0, 1]"),
     ("telephone:rate=8000", "unknown parameter 'rate' for telephone (expected: none)"),
+    ("pitch:semitones=30", "semitones must be in [-24, 24]"),
 ])
 def test_bad_specs_are_one_line_config_errors(spec: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -109,3 +111,43 @@ def test_telephone_removes_the_band_above_4khz() -> None:
     x = (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
     spectrum = np.abs(np.fft.rfft(parse_condition("telephone").apply(x, "a")))
     assert spectrum[6000] < 0.01 * spectrum[1000]
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.argmax(spectrum) * SR / x.size)
+
+
+@pytest.mark.parametrize("semitones", [12.0, -12.0, 3.0])
+def test_pitch_moves_a_tone_and_keeps_its_length_and_envelope(semitones: float) -> None:
+    t = np.arange(SR) / SR
+    envelope = np.where(t < 0.5, 1.0, 0.0)  # a tone for half a second, then silence: the tempo must stay
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) * envelope).astype(np.float32)
+    y = parse_condition(f"pitch:semitones={semitones:g}").apply(x, "a")
+    assert y.shape == x.shape
+    assert _peak_hz(y[1000:7000]) == pytest.approx(440 * 2 ** (semitones / 12), rel=0.02)
+    power = np.convolve(y ** 2, np.ones(800) / 800, mode="same")
+    onset_off = np.flatnonzero(power > 0.1 * power.max())[-1] / SR  # where the tone ends
+    assert onset_off == pytest.approx(0.5, abs=0.05)
+    assert np.sqrt(np.mean(y[1000:7000] ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.2)
+
+
+def test_pitch_zero_is_the_identity_and_the_canonical_spec_fills_the_default() -> None:
+    x = _speech_like(4)
+    assert np.array_equal(parse_condition("pitch:semitones=0").apply(x, "a"), x)
+    assert parse_condition("pitch").spec == "pitch:semitones=2"
+
+
+def test_pitch_matches_librosa() -> None:
+    """Parity with librosa.effects.pitch_shift (same STFT sizes, soxr HQ); librosa is an optional reference.
+    In float64 (librosa's float32 STFT differs from ours by ~1e-4 at a few samples)."""
+    librosa = pytest.importorskip("librosa")
+    from speechrep.audio.conditions import pitch_shift
+
+    x = _speech_like(5, 0.7)
+    for semitones in (2.0, -3.0, 0.5, 12.0):
+        ours = pitch_shift(x, SR, semitones)
+        reference = librosa.effects.pitch_shift(x.astype(np.float64), sr=SR, n_steps=semitones, n_fft=1024,
+                                                hop_length=256, res_type="soxr_hq")
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, atol=1e-6)

@@ -15,12 +15,14 @@ continues the condition before it. Kinds and their parameters (defaults in brack
     clip:level=[0.3]                        hard clipping at level × the peak
     codec:format=[mp3]|vorbis,quality=[0.9] a lossy round trip through soundfile (quality = compression level)
     speed:factor=[1.1]                      faster and higher (Kaldi-style speed perturbation; changes length)
+    pitch:semitones=[2]                     higher (lower if < 0) by that many semitones; same length, tempo
     dropout:rate=[0.1],chunk_ms=[20]        that share of chunks zeroed
 
 Random draws come from a generator seeded by (canonical spec, utterance id), so a cut gets the same
 distortion in every run, process and order (`str(condition)` is the spec as written: the results key).
-Every condition but `speed` keeps the length. Built on `speechrep.audio.augment`, the primitives
-pre-training's distorter uses.
+Every condition but `speed` keeps the length. `pitch` is a phase-vocoder time stretch then a resampling
+back to the input length (librosa's `effects.pitch_shift` algorithm, vectorised; a test checks parity).
+Built on `speechrep.audio.augment`, the primitives pre-training's distorter uses.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ PARAMETERS: dict[str, dict[str, float | str | None]] = {
     "clip": {"level": 0.3},
     "codec": {"format": "mp3", "quality": 0.9},
     "speed": {"factor": 1.1},
+    "pitch": {"semitones": 2.0},
     "dropout": {"rate": 0.1, "chunk_ms": 20.0},
 }
 _CHOICES = {("noise", "kind"): tuple(NOISE_EXPONENTS), ("codec", "format"): tuple(CODECS)}
@@ -114,6 +117,8 @@ class Condition:
             return _codec(x, sample_rate, str(p["format"]), float(p["quality"]))
         if self.kind == "speed":
             return augment.speed_perturb(x, float(p["factor"]), sample_rate)
+        if self.kind == "pitch":
+            return pitch_shift(x, sample_rate, float(p["semitones"]))
         if self.kind == "dropout":
             chunk = max(1, int(round(float(p["chunk_ms"]) * sample_rate / 1000.0)))
             dropped = rng.random(-(-x.size // chunk)) < float(p["rate"])
@@ -170,6 +175,8 @@ def _check_range(spec: str, kind: str, v: dict[str, float | str | None]) -> None
         bad = "level must be in (0, 1]"
     elif kind == "speed" and float(v["factor"]) <= 0:
         bad = "factor must be positive"
+    elif kind == "pitch" and not -24.0 <= float(v["semitones"]) <= 24.0:
+        bad = "semitones must be in [-24, 24] (two octaves)"
     elif kind == "reverb" and float(v["rt60"]) < 0.05:
         bad = "rt60 must be at least 0.05 s (the synthetic room's early reflections need that long)"
     elif kind == "dropout" and (not 0.0 <= float(v["rate"]) <= 1.0 or float(v["chunk_ms"]) <= 0):
@@ -260,3 +267,63 @@ def _codec(x: np.ndarray, sample_rate: int, name: str, quality: float) -> np.nda
     buffer.seek(0)
     decoded, _ = sf.read(buffer, dtype="float32", always_2d=False)
     return _fit(np.asarray(decoded).reshape(-1), x.size)
+
+
+# pitch shift: STFT sizes for 16 kHz speech (64 ms windows, 16 ms hop), scaled with the sample rate
+PITCH_FFT_SECONDS = 0.064
+
+
+def _stft(x: np.ndarray, n_fft: int, hop: int, window: np.ndarray) -> np.ndarray:
+    """(bins, frames) of a zero-padded, centred STFT (librosa's `stft(center=True, pad_mode="constant")`)."""
+    padded = np.pad(x.astype(np.float64), (n_fft // 2, n_fft // 2))
+    if padded.size < n_fft:
+        padded = np.pad(padded, (0, n_fft - padded.size))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    return np.fft.rfft(frames * window, axis=1).T
+
+
+def _istft(spec: np.ndarray, n_fft: int, hop: int, window: np.ndarray, length: int) -> np.ndarray:
+    """Weighted overlap-add of a centred STFT back to `length` samples (librosa's `istft(length=)`)."""
+    frames = min(spec.shape[1], -(-(length + 2 * (n_fft // 2)) // hop))
+    chunks = np.fft.irfft(spec[:, :frames].T, n=n_fft, axis=1) * window
+    total = n_fft + hop * (frames - 1)
+    index = (np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]).reshape(-1)
+    y = np.bincount(index, weights=chunks.reshape(-1), minlength=total)
+    norm = np.bincount(index, weights=np.tile(window ** 2, frames), minlength=total)
+    nonzero = norm > np.finfo(np.float64).tiny
+    y[nonzero] /= norm[nonzero]
+    y = y[n_fft // 2:]
+    return np.pad(y[:length], (0, max(0, length - y.size)))
+
+
+def _phase_vocoder(spec: np.ndarray, rate: float, hop: int) -> np.ndarray:
+    """Time-stretch an STFT by `rate` (> 1: faster), frames interpolated in magnitude, phases advanced by
+    each bin's instantaneous frequency (librosa's `phase_vocoder`, as one cumulative sum)."""
+    steps = np.arange(0, spec.shape[1], rate, dtype=np.float64)
+    padded = np.pad(spec, ((0, 0), (0, 2)))
+    left, alpha = steps.astype(np.int64), np.mod(steps, 1.0)
+    a, b = padded[:, left], padded[:, left + 1]
+    mag = (1.0 - alpha) * np.abs(a) + alpha * np.abs(b)
+    expected = hop * np.linspace(0, np.pi, spec.shape[0])[:, None]  # each bin's phase advance per hop
+    dphase = np.angle(b) - np.angle(a) - expected
+    dphase -= 2.0 * np.pi * np.round(dphase / (2.0 * np.pi))
+    advance = np.cumsum(expected + dphase, axis=1)
+    phase = np.angle(spec[:, :1]) + np.concatenate([np.zeros((spec.shape[0], 1)), advance[:, :-1]], axis=1)
+    return mag * np.exp(1j * phase)
+
+
+def pitch_shift(x: np.ndarray, sample_rate: int, semitones: float, n_fft: int | None = None,
+                hop: int | None = None) -> np.ndarray:
+    """`x` shifted by `semitones` with its length and tempo kept: stretched in time by 2**(semitones/12)
+    with a phase vocoder, then resampled back to the input length (float32)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0 or semitones == 0:
+        return x.copy()
+    n_fft = n_fft or 2 ** int(round(np.log2(PITCH_FFT_SECONDS * sample_rate)))
+    hop = hop or n_fft // 4
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    rate = 2.0 ** (-semitones / 12.0)
+    stretched = _istft(_phase_vocoder(_stft(x, n_fft, hop, window), rate, hop), n_fft, hop, window,
+                       int(round(x.size / rate)))
+    shifted = soxr.resample(stretched.astype(np.float32), sample_rate / rate, sample_rate, quality="HQ")
+    return _fit(np.asarray(shifted), x.size)
