@@ -103,3 +103,24 @@ def _render_corpus(out: Path, num_speakers: int, own_sentences: int, shared_sent
     card = {"target_speaker": target, "speakers": [s.id for s in speakers],
             "voices": {s.id: s.voice for s in speakers}}
     atomic_write_json(out / "vc" / "card.json", card)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m speechrep.apps.parallel OUT [--speakers N --own N --shared N --seed S]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m speechrep.apps.parallel",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--speakers", type=int, default=8)
+    parser.add_argument("--own", type=int, default=120, help="own sentences per speaker")
+    parser.add_argument("--shared", type=int, default=12, help="sentences every speaker says")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    corpus = make_parallel_corpus(args.out, args.speakers, args.own, args.shared, args.seed)
+    for name, cuts in corpus.items():
+        print(f"{args.out / name}.jsonl.gz: {len(cuts)} cuts, {sum(c.duration for c in cuts) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
