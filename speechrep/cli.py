@@ -179,8 +179,12 @@ def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="task: {baseline, topline} for the score (default: the fbank row and the best value)")
     p.add_argument("--test-conditions", default=None, metavar="SPEC,SPEC,...",
                    help="also test every trained head under these distortions, e.g. clean,noise:snr=5,"
-                   "reverb:rt60=0.8 (kinds: clean noise babble reverb telephone clip codec speed pitch dropout; "
-                   "see docs/robustness.md); selection stays on the clean dev split")
+                   "reverb:rt60=0.8 (kinds: clean noise babble reverb telephone clip codec speed pitch "
+                   "dropout; see docs/robustness.md); selection stays on the clean dev split")
+    p.add_argument("--train-conditions", default=None, metavar="SPEC,SPEC,...",
+                   help="distorted training: each training cut's audio under one of these conditions, drawn "
+                   "per cut and epoch (seeded), e.g. clean,noise:snr=5; training runs live (no feature "
+                   "cache); dev selection stays clean")
     p.add_argument("--boundaries", default="", metavar="FILE",
                    help="segment boundaries per cut (JSON lines {\"id\": ..., \"boundaries\": [seconds]}) "
                    "for upstreams that pool between them (sequence compression, see "
@@ -208,18 +212,23 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(f"--finetune is --tuning full; it contradicts --tuning {args.tuning}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     tuning, overrides = with_options("full" if args.finetune else args.tuning or "frozen", args.overrides)
-    conditions = []
-    if args.test_conditions is not None:
-        from speechrep.audio.conditions import split_condition_list
+    from speechrep.audio.conditions import split_condition_list
 
+    conditions, train_conditions = [], []
+    if args.test_conditions is not None:
         conditions = split_condition_list(args.test_conditions)
         if not conditions:
             raise ConfigError("--test-conditions: none given (e.g. --test-conditions clean,noise:snr=5)")
+    if args.train_conditions is not None:
+        train_conditions = split_condition_list(args.train_conditions)
+        if not train_conditions:
+            raise ConfigError("--train-conditions: none given (e.g. --train-conditions clean,noise:snr=5)")
     cfg = BenchmarkConfig(upstreams=args.upstream, tasks=tasks, corpus=args.corpus, out=args.out,
                           tuning=tuning, lr_sweep=lrs,
                           random_init=args.random_init, feature_cache=args.feature_cache, features=args.features,
                           preset=args.preset, overrides=overrides, overwrite=args.overwrite,
-                          test_conditions=conditions, boundaries=args.boundaries)
+                          test_conditions=conditions, train_conditions=train_conditions,
+                          boundaries=args.boundaries)
     # read before training, so a bad file fails in a second, not after the benchmark
     refs = load_references(args.score_references) if args.score_references else None
     tables: list[str] = []  # the leaderboard is written while the run still holds --out

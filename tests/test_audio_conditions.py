@@ -151,3 +151,15 @@ def test_pitch_matches_librosa() -> None:
                                                 hop_length=256, res_type="soxr_hq")
         assert ours.shape == reference.shape
         np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_draw_condition_is_seeded_per_cut_and_epoch() -> None:
+    from speechrep.audio.conditions import draw_condition
+
+    conds = parse_conditions("clean,noise:snr=5,reverb")
+    draws = [draw_condition(conds, f"u{i}", seed=0, epoch=0) for i in range(300)]
+    assert draws == [draw_condition(conds, f"u{i}", seed=0, epoch=0) for i in range(300)]
+    counts = [sum(d is c for d in draws) for c in conds]
+    assert min(counts) > 70  # about uniform (100 each)
+    assert draws != [draw_condition(conds, f"u{i}", seed=0, epoch=1) for i in range(300)]
+    assert draws != [draw_condition(conds, f"u{i}", seed=1, epoch=0) for i in range(300)]

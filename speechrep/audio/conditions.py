@@ -130,46 +130,47 @@ def _fmt(value: float | str | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def parse_condition(spec: str) -> Condition:
-    """`KIND[:key=value,...]` → Condition; a one-line ConfigError for an unknown kind, key or value."""
+def parse_condition(spec: str, what: str = "test condition") -> Condition:
+    """`KIND[:key=value,...]` → Condition; a one-line ConfigError (naming `what`) for an unknown kind, key
+    or value."""
     text = spec.strip()
     kind, _, rest = text.partition(":")
     kind = kind.strip()
     if kind not in PARAMETERS:
-        raise ConfigError(f"test condition {spec!r}: unknown kind {kind!r} (known: {', '.join(PARAMETERS)})")
+        raise ConfigError(f"{what} {spec!r}: unknown kind {kind!r} (known: {', '.join(PARAMETERS)})")
     known = PARAMETERS[kind]
     values = dict(known)
     for item in filter(None, (i.strip() for i in rest.split(","))):
         key, eq, raw = (s.strip() for s in item.partition("="))
         if key not in known:
             expected = ", ".join(known) or "none"
-            raise ConfigError(f"test condition {spec!r}: unknown parameter {key!r} for {kind} "
+            raise ConfigError(f"{what} {spec!r}: unknown parameter {key!r} for {kind} "
                               f"(expected: {expected})")
         if not eq or not raw:
-            raise ConfigError(f"test condition {spec!r}: parameter {key!r} needs a value ({key}=...)")
+            raise ConfigError(f"{what} {spec!r}: parameter {key!r} needs a value ({key}=...)")
         choices = _CHOICES.get((kind, key))
         if choices is not None:
             if raw not in choices:
-                raise ConfigError(f"test condition {spec!r}: {key}={raw!r}: expected one of "
+                raise ConfigError(f"{what} {spec!r}: {key}={raw!r}: expected one of "
                                   f"{', '.join(choices)}")
             values[key] = raw
             continue
         try:
             number = float(raw)
         except ValueError:
-            raise ConfigError(f"test condition {spec!r}: {key}={raw!r} is not a number") from None
+            raise ConfigError(f"{what} {spec!r}: {key}={raw!r} is not a number") from None
         if not np.isfinite(number):
-            raise ConfigError(f"test condition {spec!r}: {key}={raw!r} must be finite")
+            raise ConfigError(f"{what} {spec!r}: {key}={raw!r} must be finite")
         values[key] = number
     if kind == "noise" and values["exponent"] is not None and "kind=" in rest:
-        raise ConfigError(f"test condition {spec!r}: give kind= or exponent=, not both")
+        raise ConfigError(f"{what} {spec!r}: give kind= or exponent=, not both")
     if kind == "noise" and values["exponent"] is not None:
         values["kind"] = None  # the exponent alone names the colour
-    _check_range(spec, kind, values)
+    _check_range(spec, kind, values, what)
     return Condition(kind, tuple(sorted(values.items())), name=text)
 
 
-def _check_range(spec: str, kind: str, v: dict[str, float | str | None]) -> None:
+def _check_range(spec: str, kind: str, v: dict[str, float | str | None], what: str) -> None:
     bad = None
     if kind == "clip" and not 0.0 < float(v["level"]) <= 1.0:
         bad = "level must be in (0, 1]"
@@ -186,7 +187,7 @@ def _check_range(spec: str, kind: str, v: dict[str, float | str | None]) -> None
     elif kind == "babble" and (float(v["speakers"]) < 1 or float(v["speakers"]) != int(float(v["speakers"]))):
         bad = "speakers must be a whole number >= 1"
     if bad:
-        raise ConfigError(f"test condition {spec!r}: {bad}")
+        raise ConfigError(f"{what} {spec!r}: {bad}")
 
 
 def split_condition_list(text: str) -> list[str]:
@@ -203,16 +204,26 @@ def split_condition_list(text: str) -> list[str]:
     return specs
 
 
-def parse_conditions(text: str | Sequence[str]) -> list[Condition]:
+def parse_conditions(text: str | Sequence[str], what: str = "test conditions") -> list[Condition]:
     """A comma-separated list (or a list of specs) → Conditions; a ConfigError for bad ones or repeats."""
     specs = split_condition_list(text) if isinstance(text, str) else list(text)
     if not specs:
-        raise ConfigError("test conditions: none given (e.g. clean,noise:snr=5)")
-    conditions = [parse_condition(s) for s in specs]
+        raise ConfigError(f"{what}: none given (e.g. clean,noise:snr=5)")
+    conditions = [parse_condition(s, what.removesuffix("s")) for s in specs]
     names = [c.spec for c in conditions]  # "noise" and "noise:snr=10" are the same condition
     if len(set(names)) != len(names):
-        raise ConfigError(f"test conditions {','.join(specs)!r}: a condition is named twice")
+        raise ConfigError(f"{what} {','.join(specs)!r}: a condition is named twice")
     return conditions
+
+
+def draw_condition(conditions: Sequence[Condition], utterance_id: str, seed: int = 0,
+                   epoch: int = 0) -> Condition:
+    """One of `conditions` for an utterance in one training epoch, uniformly, seeded by (seed, epoch, id):
+    distorted training draws each cut's condition anew every epoch, the same in every run and process."""
+    if not conditions:
+        raise SpeechrepError("draw_condition: no conditions to draw from")
+    digest = hashlib.sha256(f"{seed}\0{epoch}\0{utterance_id}".encode()).digest()
+    return conditions[int.from_bytes(digest[:8], "little") % len(conditions)]
 
 
 # --------------------------------------------------------------------------------------------- the kinds
@@ -222,7 +233,7 @@ def _babble(num_samples: int, utterance_id: str, speakers: int, rng: np.random.G
     """`speakers` other utterances (other speakers first), each at unit power, randomly offset and summed."""
     pool = [o for o in (others or ()) if o[0] != utterance_id]
     if not pool:
-        raise SpeechrepError(f"test condition {spec!r}: babble needs other utterances of the split")
+        raise SpeechrepError(f"condition {spec!r}: babble needs other utterances of the split")
     own = next((o[1] for o in (others or ()) if o[0] == utterance_id), None)
     order = rng.permutation(len(pool))
     # other speakers first, then the same speaker's other utterances, in a seeded order

@@ -33,6 +33,9 @@ class BenchmarkConfig:
     # speechrep.audio.conditions specs, e.g. ["clean", "noise:snr=5"]: each trained head is also tested under
     # each (results.json `test_by_condition`); empty = today's behaviour, and config.yaml omits the key
     test_conditions: list[str] = field(default_factory=list)
+    # distorted training: each training cut's audio under one of these specs, drawn per (seed, epoch, cut);
+    # training then runs live; dev stays clean. Empty = clean training (cached); config.yaml omits the key
+    train_conditions: list[str] = field(default_factory=list)
     # segment boundaries of every cut for upstreams that pool between them (sequence compression); empty: the
     # cuts' phone alignments
     boundaries: str = ""
@@ -49,6 +52,8 @@ class BenchmarkConfig:
             settings["features"] = sorted(str(Path(d).resolve()) for d in self.features)
         if self.test_conditions:  # only when given: folders made before the field existed stay valid
             settings["test_conditions"] = list(self.test_conditions)
+        if self.train_conditions:  # likewise
+            settings["train_conditions"] = list(self.train_conditions)
         if self.boundaries:
             settings["boundaries"] = str(Path(self.boundaries).resolve())
         return settings
@@ -68,5 +73,9 @@ class BenchmarkConfig:
             from speechrep.audio.conditions import parse_conditions
 
             parse_conditions(self.test_conditions)
+        if self.train_conditions:
+            from speechrep.audio.conditions import parse_conditions
+
+            parse_conditions(self.train_conditions, "train conditions")
         if self.boundaries and not Path(self.boundaries).is_file():
             raise ConfigError(f"--boundaries {self.boundaries}: no such file")

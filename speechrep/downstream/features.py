@@ -37,7 +37,7 @@ from lhotse.dataset.collation import collate_audio
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from speechrep.audio.conditions import Condition, Other
+from speechrep.audio.conditions import Condition, Other, draw_condition
 from speechrep.data.batching import cut_sampler, rank_and_world
 from speechrep.data.boundaries import BoundarySource
 from speechrep.errors import CheckpointError, SpeechrepError
@@ -354,14 +354,16 @@ class FeatureSource:
 
     def batches(self, cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0,
                 live: bool = False, condition: Condition | None = None,
-                others: Sequence[Other] | None = None) -> Callable[[int], Iterable[FeatureBatch]]:
+                others: Sequence[Other] | None = None,
+                mixture: Sequence[Condition] = ()) -> Callable[[int], Iterable[FeatureBatch]]:
         """A function epoch → FeatureBatches; cached hidden states unless caching is off or `live`.
 
         A non-clean `condition` distorts each cut's audio (`others`: the split's utterances, for babble) and
-        always runs live: distorted audio never reads or fills the clean cache."""
+        always runs live: distorted audio never reads or fills the clean cache. A `mixture` (distorted
+        training) puts each cut under one of its conditions, drawn per (seed, epoch, cut id); also live."""
         if max_duration <= 0:
             raise SpeechrepError(f"max_duration must be positive, got {max_duration}")
-        distort = condition is not None and not condition.is_clean
+        distort = (condition is not None and not condition.is_clean) or bool(mixture)
         cache = None if live or distort else self.cache
         if cache is not None:
             cache.fill(cuts, self.upstream, self.device, self.sequence)
@@ -373,6 +375,10 @@ class FeatureSource:
                 if cache is not None:
                     states, lengths = cache.read(batch_cuts, num_layers)
                     yield FeatureBatch(batch_cuts, hidden_states=states, lengths=lengths)
+                elif mixture:
+                    drawn = [draw_condition(mixture, cut.id, seed, epoch) for cut in batch_cuts]
+                    wavs, wav_lens = distorted_audio(batch_cuts, drawn, others)
+                    yield FeatureBatch(batch_cuts, wavs=wavs, wav_lens=wav_lens)
                 elif distort:
                     wavs, wav_lens = distorted_audio(batch_cuts, condition, others)
                     yield FeatureBatch(batch_cuts, wavs=wavs, wav_lens=wav_lens)
@@ -422,11 +428,13 @@ def condition_others(cuts: CutSet) -> list[Other]:
     return [(cut.id, speaker(cut), lambda cut=cut: cut.load_audio()[0]) for cut in cuts]
 
 
-def distorted_audio(cuts: CutSet, condition: Condition,
+def distorted_audio(cuts: CutSet, condition: Condition | Sequence[Condition],
                     others: Sequence[Other] | None = None) -> tuple[Tensor, Tensor]:
-    """Padded (B, T) float32 audio of the cuts under `condition` (seeded per cut id) and the lengths."""
-    wavs = [torch.from_numpy(condition.apply(cut.load_audio()[0], cut.id, int(cut.sampling_rate), others))
-            for cut in cuts]
+    """Padded (B, T) float32 audio of the cuts under `condition` (or one condition per cut; seeded per cut
+    id) and the lengths."""
+    each = [condition] * len(cuts) if isinstance(condition, Condition) else list(condition)
+    wavs = [torch.from_numpy(c.apply(cut.load_audio()[0], cut.id, int(cut.sampling_rate), others))
+            for c, cut in zip(each, cuts)]
     lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
     return nn.utils.rnn.pad_sequence(wavs, batch_first=True), lengths
 

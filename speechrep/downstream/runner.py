@@ -49,7 +49,7 @@ from speechrep.downstream.features import (CorpusNormalizer, DownstreamModel, Fe
                                           condition_others, upstream_fingerprint)
 from speechrep.downstream.tasks import TASKS, TaskParts, TaskSpec, get_task
 from speechrep.errors import ConfigError
-from speechrep.storage import OutputFolder, disk_errors
+from speechrep.storage import SETTINGS_NAME, OutputError, OutputFolder, disk_errors
 from speechrep.train import (TrainState, is_main_process, load_checkpoint, prepare_run_dir, seed_everything,
                              train, write_results)
 from speechrep.train.distributed import resolve_device
@@ -226,11 +226,14 @@ def optimizer_groups(model: DownstreamModel, cfg: Any) -> list[dict[str, Any]] |
 
 def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path,
             run_dir: Path, tuning: TuningStrategy = FROZEN, evaluate_test: bool = True,
-            test_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
+            test_conditions: Sequence[Condition] = (),
+            train_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
     """Train one head (resuming if interrupted), select on dev, test once if asked; write results.json.
 
     With `test_conditions`, the chosen checkpoint is also tested under each distortion (`test_by_condition`,
-    keyed by the spec as written; `clean` is the plain test result, from the cache when there is one)."""
+    keyed by the spec as written; `clean` is the plain test result, from the cache when there is one). With
+    `train_conditions`, each training cut's audio is distorted by one of them, drawn per (seed, epoch, cut),
+    and training runs live; dev (selection) stays clean."""
     results_path = run_dir / "results.json"
     if results_path.is_file():
         done = json.loads(results_path.read_text())
@@ -258,7 +261,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     param_groups = optimizer_groups(model, cfg)
     live = not tuning.caches_features
     train_batches = source.batches(parts.train_cuts, cfg.max_duration, shuffle=True, seed=cfg.train.seed,
-                                   live=live)
+                                   live=live, mixture=train_conditions,
+                                   others=condition_others(parts.train_cuts) if train_conditions else None)
     dev_batches = source.batches(parts.dev_cuts, cfg.max_duration, shuffle=False, live=live)
 
     device = resolve_device(cfg.train.device)
@@ -298,6 +302,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     }
     if by_condition is not None:
         results["test_by_condition"] = by_condition
+    if train_conditions:  # only when given: a clean run's results.json is as before
+        results["train_conditions"] = [str(c) for c in train_conditions]
     write_results(run_dir, results)
     return results
 
@@ -337,7 +343,8 @@ def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path, *,
              tuning: TuningStrategy = FROZEN, lr_sweep: Sequence[float] | None = None,
              preset: str | None = None, overrides: Sequence[str] = (),
-             weights: str | None = None, test_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
+             weights: str | None = None, test_conditions: Sequence[Condition] = (),
+             train_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
     """One (upstream, task): LR sweep × sub-runs, selection on dev, test once; the pair's results.json.
 
     The pair's folder is held by one run at a time (a second gets a one-line OutputError naming the holder),
@@ -348,13 +355,14 @@ def run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_di
     settings = None if weights is None else {"upstream_weights": weights}
     with OutputFolder(pair_dir, "speechrep benchmark", settings):
         return _run_pair(task, choice, source, corpus_dir, pair_dir, tuning, lr_sweep, preset, overrides,
-                         weights, test_conditions)
+                         weights, test_conditions, train_conditions)
 
 
 def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_dir: Path, pair_dir: Path,
               tuning: TuningStrategy, lr_sweep: Sequence[float] | None, preset: str | None,
               overrides: Sequence[str], weights: str | None,
-              test_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
+              test_conditions: Sequence[Condition] = (),
+              train_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
     done = pair_dir / "results.json"
     if done.is_file():
         log.info("%s: done, skipping", done)
@@ -383,7 +391,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
     wall_times: dict[Path, float] = {}  # per run directory, summed into the pair's wall time
     if len(lrs) > 1:  # with one LR there is nothing to select: train and test in one go below
         for lr in lrs:
-            runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=False)
+            runs = [run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=False,
+                            train_conditions=train_conditions)
                     for c, d in run_dirs(lr).values()]
             dirs = [d for _, d in run_dirs(lr).values()]
             wall_times.update({d: r.get("wall_time_s", 0.0) for d, r in zip(dirs, runs)})
@@ -394,7 +403,7 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
     sign = 1.0 if spec.higher_is_better else -1.0
     best_lr = max(lrs, key=lambda lr: sign * dev_by_lr[lr][spec.metric]) if len(lrs) > 1 else lrs[0]
     finals = {name: run_one(spec, c, choice, one_source(), corpus_dir, d, tuning, evaluate_test=True,
-                            test_conditions=test_conditions)
+                            test_conditions=test_conditions, train_conditions=train_conditions)
               for name, (c, d) in run_dirs(best_lr).items()}
     rows = list(finals.values())
     if not is_main_process():
@@ -420,6 +429,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
     if test_conditions:  # each condition's mean over the sub-runs, like `test`
         results["test_by_condition"] = {str(c): _mean_metrics([r["test_by_condition"][str(c)] for r in rows])
                                         for c in test_conditions}
+    if train_conditions:
+        results["train_conditions"] = [str(c) for c in train_conditions]
     if not all(math.isfinite(v) for v in results["test"].values()):
         log.warning("%s/%s: non-finite test metrics %s", choice.label, task, results["test"])
     write_results(pair_dir, results)
@@ -442,12 +453,34 @@ def feature_stores(folders: Sequence[Path], tuning: Any) -> dict[str, Path]:
 
 
 def save_benchmark_config(cfg: BenchmarkConfig, path: Path) -> None:
-    """OUT/config.yaml: the config without `overwrite` (an action), and without `test_conditions` when there
-    are none (so a run without them writes the same file as before the field existed)."""
+    """OUT/config.yaml: the config without `overwrite` (an action), and without `test_conditions` or
+    `train_conditions` when there are none (so a run without them writes the same file as before the fields
+    existed)."""
     data = config_to_dict(replace(cfg, overwrite=False))
-    if not cfg.test_conditions:
-        data.pop("test_conditions")
+    for key in ("test_conditions", "train_conditions"):
+        if not getattr(cfg, key):
+            data.pop(key)
     save_config(data, path)
+
+
+def check_training_unchanged(cfg: BenchmarkConfig) -> None:
+    """An --out whose heads were trained clean is not resumed with `train_conditions` (its rows would mix
+    clean and distorted training). The settings record accepts a key it lacks (a newer speechrep resuming an
+    older folder), so this case is checked here; the other way round the record itself refuses."""
+    out_dir = Path(cfg.out)
+    record = out_dir / SETTINGS_NAME
+    if not cfg.train_conditions or cfg.overwrite or not record.is_file():
+        return
+    try:
+        recorded = json.loads(record.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return  # check_settings reports it
+    trained = [p.name for p in out_dir.iterdir() if p.is_dir() and p.name != "features"]
+    if "train_conditions" not in recorded and trained:
+        raise OutputError(f"{out_dir}: made with other settings (train_conditions: none -> "
+                          f"{','.join(cfg.train_conditions)}; heads of {', '.join(sorted(trained))} were "
+                          "trained on clean audio); use --overwrite to start over or choose another output "
+                          "folder")
 
 
 def benchmark(cfg: BenchmarkConfig,
@@ -475,6 +508,9 @@ def benchmark(cfg: BenchmarkConfig,
         raise ConfigError(f"--upstream: two upstreams share a name: {labels}")
     stores = feature_stores(cfg.features, tuning)
     conditions = parse_conditions(cfg.test_conditions) if cfg.test_conditions else []
+    train_conditions = (parse_conditions(cfg.train_conditions, "train conditions") if cfg.train_conditions
+                        else [])
+    check_training_unchanged(cfg)
     # Shared: runs of other upstreams or tasks may write this --out at the same time (the demo's lanes do);
     # each pair folder is held by one run.
     with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite, shared=True), \
@@ -497,7 +533,8 @@ def benchmark(cfg: BenchmarkConfig,
                 log.info("benchmark: %s on %s", choice.label, task)
                 row = run_pair(task, choice, source, corpus_dir, out_dir / choice.label / task, tuning=tuning,
                                lr_sweep=cfg.lr_sweep, preset=cfg.preset, overrides=cfg.overrides,
-                               weights=weights, test_conditions=conditions)
+                               weights=weights, test_conditions=conditions,
+                               train_conditions=train_conditions)
                 if row:  # empty on ranks other than 0 under torchrun
                     rows.append(row)
         if summarise is not None and is_main_process():
