@@ -21,6 +21,7 @@ from speechrep.bench.report.plots import (
     plot_layer_curves,
     plot_layer_weights,
     plot_pretrain_curves,
+    plot_robustness,
     plot_scores,
     plot_sequence,
     plot_tuning_tradeoff,
@@ -35,6 +36,7 @@ from speechrep.bench.report.tables import (
     layer_analysis_html,
     leaderboard_html,
     provenance_html,
+    robustness_html,
     sequence_html,
     settings_html,
     tuning_html,
@@ -124,6 +126,8 @@ def render_report(inputs: ReportInputs) -> str:
             "\n<p class=\"note\">Test metric against output frame rate, one line per segmentation; stars: "
             f"the uncompressed models.</p>\n<div class=\"plots\">{img_tag(plot, 'metric against frame rate')}"
             "</div>" if plot else "")))
+    if any(r.get("test_by_condition") for r in rows):
+        sections.append(("robustness", "Robustness", robustness_body(inputs)))
     sections.append(("settings", "Benchmark settings and tuning", settings_html(inputs)))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 
@@ -183,6 +187,19 @@ def compression_body(inputs: ReportInputs) -> str:
                   if sparse else "") + "</p>\n")
     return compression_html(inputs) + ("\n" + caption + f"<div class=\"plots\">{''.join(plots)}</div>"
                                        if plots else "")
+
+
+def robustness_body(inputs: ReportInputs) -> str:
+    """The Robustness section: the table of test metrics per condition and the degradation plots."""
+    figures = plot_robustness(inputs.rows)
+    if not figures:
+        return robustness_html(inputs)
+    caption = ("<p class=\"note\">Degradation: the test metric against each distortion's severity, one "
+               "figure per kind of condition, one panel per task, one line per upstream (dashed: untrained "
+               "controls); the dotted line of the same colour is its clean test metric. Conditions without a "
+               "severity (telephone) are in the table only.</p>\n")
+    plots = "".join(img_tag(uri, f"test metric against severity: {family}") for family, uri in figures)
+    return robustness_html(inputs) + "\n" + caption + f"<div class=\"plots\">{plots}</div>"
 
 
 def write_report(results_dir: Path, out: Path | None = None, more: Sequence[Path] = ()) -> Path:

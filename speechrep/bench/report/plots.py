@@ -13,6 +13,7 @@ import numpy as np
 from speechrep.bench.leaderboard import is_rate
 from speechrep.bench.report.compression import ORIGINAL, CompressionLine
 from speechrep.bench.report.inputs import RANDOM_SUFFIX, RunDir, downstream_curve, task_order, upstream_order
+from speechrep.bench.report.robustness import SEVERITY, clean_metrics, degradation_families, tested_rows
 from speechrep.bench.report.sequence import SequencePoint
 
 
@@ -371,3 +372,57 @@ def plot_sequence(points: Sequence[SequencePoint], rows: Sequence[Mapping[str, A
                    frameon=False)
     return _png_data_uri(fig)
 
+
+
+def plot_robustness(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """One figure per condition family (e.g. `noise (kind=white)`): small multiples, one panel per task, the
+    test metric against the family's severity (SNR, RT60, ...), one line per upstream, its clean metric as a
+    dotted line of the same colour; [(family, PNG data URI)], empty when no tested condition has a
+    severity."""
+    from matplotlib.lines import Line2D
+
+    rows = tested_rows(rows)
+    tasks, upstreams = task_order(rows), upstream_order(rows)
+    colors = upstream_colors(upstreams)
+    by_pair = {(r["upstream"], r["task"]): r for r in rows}
+    figures = []
+    for family, points in degradation_families(rows).items():
+        name, label, milder_when_larger = SEVERITY[points[0].kind]
+        fig, axes = _task_panels(len(tasks), 0.6)
+        for ax, task in zip(axes, tasks):
+            first = next(r for r in rows if r["task"] == task)
+            for up in upstreams:
+                row = by_pair.get((up, task))
+                if row is None:
+                    continue
+                scale = 100.0 if is_rate(row) else 1.0
+                pairs = [(p.severity, scale * float(row["test_by_condition"][p.spec][row["metric"]]))
+                         for p in points if row["metric"] in (row["test_by_condition"].get(p.spec) or {})]
+                style = "--" if up.endswith(RANDOM_SUFFIX) else "-"
+                if pairs:
+                    xs, ys = zip(*pairs)
+                    ax.plot(xs, ys, color=colors[up], marker="o", markersize=3.5, linewidth=1.3,
+                            linestyle=style, label=up)
+                clean = clean_metrics(row).get(row["metric"])
+                if clean is not None and pairs:
+                    ax.axhline(scale * float(clean), color=colors[up], linestyle=":", linewidth=1.0)
+            if milder_when_larger:
+                ax.invert_xaxis()
+            ax.set_title(f"{task}: {family}", fontsize=9)
+            ax.set_xlabel(label + (" (reversed: milder on the left)" if milder_when_larger else ""),
+                          fontsize=8)
+            unit = " (%)" if is_rate(first) else ""
+            ax.set_ylabel(f"test {first['metric']}{unit} {'↑' if first['higher_is_better'] else '↓'}",
+                          fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        handles = {}
+        for ax in axes:
+            for line in ax.lines:
+                if not line.get_label().startswith("_"):
+                    handles.setdefault(line.get_label(), line)
+        handles["clean (dotted)"] = Line2D([], [], color="grey", linestyle=":")
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncols=min(len(handles), 5), fontsize=8, frameon=False)
+        figures.append((family, _png_data_uri(fig)))
+    return figures

@@ -18,6 +18,7 @@ from speechrep.bench.report.inputs import (
     task_order,
     upstream_order,
 )
+from speechrep.bench.report.robustness import clean_metrics, condition_order, tested_rows, trained_on
 from speechrep.bench.score import task_score
 from speechrep.config import PROVENANCE_KEY
 
@@ -444,3 +445,37 @@ def sequence_html(inputs: ReportInputs) -> str:
             "sequence.</p>\n")
     return note + _table(header + [_column_header(first_of_task[t]) for t in tasks], body, "sequence")
 
+
+
+def robustness_html(inputs: ReportInputs) -> str:
+    """Per (upstream, task) tested under conditions: what trained its head and the test metric under each
+    condition (hover a cell for the change against clean)."""
+    rows = tested_rows(inputs.rows)
+    conditions = condition_order(rows)
+    tasks, upstreams = task_order(rows), upstream_order(rows)
+    rows = sorted(rows, key=lambda r: (tasks.index(r["task"]), upstreams.index(r["upstream"])))
+    body = []
+    for r in rows:
+        clean = clean_metrics(r).get(r["metric"])
+        unit, arrow = " (%)" if is_rate(r) else "", "↑" if r["higher_is_better"] else "↓"
+        cells = [_td(r["upstream"], css="name"), _td(r["task"]), _td(f"{r['metric']}{unit} {arrow}"),
+                 _td(trained_on(r))]
+        for spec in conditions:
+            metrics = r["test_by_condition"].get(spec)
+            text = format_metric({**r, "cond": metrics}, "cond")
+            title = None
+            if metrics and clean is not None and r["metric"] in metrics:
+                delta = float(metrics[r["metric"]]) - float(clean)
+                title = f"{100.0 * delta:+.2f} points against clean" if is_rate(r) else \
+                    f"{delta:+.3f} against clean"
+            cells.append(_td(text, title))
+        body.append(cells)
+    retrained = any(r.get("train_conditions") for r in rows)
+    note = ("<p class=\"note\">Test metric of each trained head under every <code>--test-conditions</code> "
+            "distortion (docs/robustness.md): the checkpoint chosen on the clean dev split, tested once per "
+            "condition, distorted audio run live through the upstream (clean: the plain test result). "
+            + ("Trained on: the conditions drawn per cut and epoch for <code>--train-conditions</code> "
+               "(clean: the usual training). " if retrained else "Every head was trained on clean audio. ")
+            + "Hover a cell for its change against clean.</p>\n")
+    header = ["upstream", "task", "metric", "trained on"] + conditions
+    return note + _table(header, body, "robustness")
