@@ -277,6 +277,44 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("analysis", choices=["invariance"],
+                   help="invariance: per layer, NMI of k-means clusters of frames with the distortion "
+                   "condition and with the phone, over utterances each rendered under every condition")
+    p.add_argument("--upstream", action="append", required=True, metavar="NAME_OR_DIR",
+                   help="hub name, exported directory or LABEL=PATH (repeatable); NAME@random = untrained "
+                   "control")
+    p.add_argument("--corpus", type=Path, required=True,
+                   help="corpus folder (CORPUS/<subset>/<split>.jsonl.gz)")
+    p.add_argument("--subset", default="pr",
+                   help="its cuts (phone alignments for the phone NMI; default: pr)")
+    p.add_argument("--split", default="dev", help="split of the subset (default: dev)")
+    p.add_argument("--conditions", default="clean,noise:snr=0,reverb:rt60=0.8", metavar="SPEC,SPEC,...",
+                   help="conditions every cut is rendered under (default: clean,noise:snr=0,reverb:rt60=0.8; "
+                   "see docs/robustness.md; not speed)")
+    p.add_argument("--k", type=int, default=50, help="k-means clusters per hidden state (default: 50)")
+    p.add_argument("--max-frames", type=int, default=2000,
+                   help="seeded sample of frame positions, each under every condition (default: 2000)")
+    p.add_argument("--max-cuts", type=int, default=200,
+                   help="seeded sample of cuts of the split (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples, k-means and chance levels")
+    p.add_argument("--device", default="cpu", help="where upstreams run: cpu, cuda, ...")
+    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+
+
+@command("analyze", "representation analyses: `invariance` (per-layer NMI of k-means clusters with the "
+         "distortion condition and the phone)", _analyze_arguments)
+def _analyze(args: argparse.Namespace) -> int:
+    from speechrep.analysis.invariance import format_invariance, run_invariance
+
+    result = run_invariance(args.upstream, args.corpus, args.conditions, args.out, subset=args.subset,
+                            split=args.split, k=args.k, max_frames=args.max_frames, max_cuts=args.max_cuts,
+                            seed=args.seed, device=args.device)
+    print(format_invariance(result), end="")
+    print(f"invariance: {args.out}")
+    return 0
+
+
 def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="pre-training method (see `speechrep list methods`)")
     p.add_argument("--data", type=Path, required=True,
