@@ -112,3 +112,22 @@ def test_bad_or_changed_train_conditions_are_refused(corpus: Path, tmp_path: Pat
     assert main(_argv(corpus, tmp_path / "q", "--train-conditions", "noise:snr=5")) == 0
     assert main(_argv(corpus, tmp_path / "q")) != 0
     assert "train_conditions" in capsys.readouterr().err
+
+
+def test_conditions_added_to_a_finished_out_test_its_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    """`--test-conditions` on an --out finished without them: each pair's checkpoint is tested under them,
+    without training again (it used to be skipped silently, leaving rows without conditions)."""
+    out = tmp_path / "o"
+    assert main(_argv(corpus, out)) == 0
+    run = out / "fbank_global" / "ks"
+    logged = (run / "metrics.jsonl").read_text()
+    before = json.loads((out / "results.json").read_text())["rows"][0]
+    assert main(_argv(corpus, out, "--test-conditions", "clean,noise:snr=0")) == 0
+    after = json.loads((out / "results.json").read_text())["rows"][0]
+    assert after["test"] == before["test"] and after["dev"] == before["dev"]
+    assert set(after["test_by_condition"]) == {"clean", "noise:snr=0"}
+    assert (run / "metrics.jsonl").read_text() == logged  # no training step was run again
+    assert main(_argv(corpus, out, "--test-conditions", "clean,noise:snr=0,reverb:rt60=0.8")) == 0
+    again = json.loads((out / "results.json").read_text())["rows"][0]
+    assert set(again["test_by_condition"]) == {"clean", "noise:snr=0", "reverb:rt60=0.8"}
+    assert again["test_by_condition"]["noise:snr=0"] == after["test_by_condition"]["noise:snr=0"]

@@ -237,7 +237,7 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     results_path = run_dir / "results.json"
     if results_path.is_file():
         done = json.loads(results_path.read_text())
-        if (done.get("test") is not None and (not test_conditions or "test_by_condition" in done)) \
+        if (done.get("test") is not None and not untested_conditions(done, test_conditions)) \
                 or not evaluate_test:
             return done
     started = time.time()
@@ -308,6 +308,12 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     return results
 
 
+def untested_conditions(results: dict[str, Any], conditions: Sequence[Condition]) -> list[str]:
+    """The specs of `conditions` that a finished results.json was not tested under."""
+    tested = results.get("test_by_condition") or {}
+    return [str(c) for c in conditions if str(c) not in tested]
+
+
 def test_under_conditions(parts: TaskParts, model: nn.Module, source: FeatureSource, test_cuts: CutSet,
                           max_duration: float, device: torch.device, conditions: Sequence[Condition],
                           clean: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -365,8 +371,13 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
               train_conditions: Sequence[Condition] = ()) -> dict[str, Any]:
     done = pair_dir / "results.json"
     if done.is_file():
-        log.info("%s: done, skipping", done)
-        return json.loads(done.read_text())
+        finished = json.loads(done.read_text())
+        missing = untested_conditions(finished, test_conditions)
+        if not missing:
+            log.info("%s: done, skipping", done)
+            return finished
+        # Test conditions never change training: the finished checkpoint is tested under the new ones.
+        log.info("%s: done; testing its checkpoint under %s", done, ", ".join(missing))
     spec = get_task(task)
     if spec.frame_level:  # a sequence-compressed upstream's segments, repeated onto its frame grid
         source = source.frame_grid_view()
