@@ -111,8 +111,10 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: Path, baseline_ups
     out_dir = Path(out_dir)
     by_condition = conditions_markdown(rows)
     if by_condition:  # only with --test-conditions: the page without them is unchanged
-        table += ("\nTest metrics under each distortion condition (heads trained and selected on clean data):"
-                  f"\n\n{by_condition}")
+        distorted = any(r.get("train_conditions") for r in rows)
+        trained = ("heads selected on clean dev data, trained as each run's train_conditions say" if distorted
+                   else "heads trained and selected on clean data")
+        table += f"\nTest metrics under each distortion condition ({trained}):\n\n{by_condition}"
     atomic_write_text(out_dir / "leaderboard.md", f"# Leaderboard\n\n{table}\n{notes}\n")
     summary = {"rows": list(rows), "scores": scores,
                "references": {t: {"baseline": r.baseline, "topline": r.topline} for t, r in refs.items()}}
