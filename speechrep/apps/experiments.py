@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,22 @@ def load_judges(path: Path) -> tuple[TrainedTask, TrainedTask]:
             TrainedTask("asv", Path(spec["asv_run"]), spec["asv_upstream"], corpus))
 
 
+POINT = ("system", "vocoder", "seconds", "k", "lambda")  # what names a row: a rerun replaces it
+
+
 def _append(out: Path, section: str, rows: list[dict[str, Any]], samples: list[dict[str, str]]) -> None:
+    """Merge rows (and samples) into OUT/synthesis.json: a row of the same point or sample of the same
+    title replaces the old one, the others stay."""
     path = out / RESULTS
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data[section] = rows
-    data["samples"] = [s for s in data.get("samples", []) if s.get("section") != section] + samples
+
+    def point(row: dict[str, Any]) -> tuple:
+        return tuple(row.get(k) for k in POINT)
+
+    new = {point(r) for r in rows}
+    data[section] = [r for r in data.get(section, []) if point(r) not in new] + rows
+    titles = {s["title"] for s in samples}
+    data["samples"] = [s for s in data.get("samples", []) if s["title"] not in titles] + samples
     atomic_write_json(path, data)
 
 
@@ -84,19 +96,20 @@ def copy_synthesis(out: Path, corpus: Path, systems: dict[str, str],
         rows.append({"system": name, "vocoder": system, **result, "wall_s": round(time.time() - started, 1)})
         log.info("copy-synthesis %s: %s", name, rows[-1])
         if system != "original":
-            samples.append(_sample(out, "copy", len(samples), f"copy-synthesis: {name}", sources[0],
+            samples.append(_sample(out, "copy", f"copy-synthesis: {name}", sources[0],
                                    outputs[0]))
     _append(out, "copy_synthesis", rows, samples)
     return rows
 
 
-def _sample(out: Path, section: str, index: int, title: str, before: Path, after: Path,
+def _sample(out: Path, section: str, title: str, before: Path, after: Path,
             reference: Path | None = None) -> dict[str, str]:
     """Copy a before/after pair (and a reference) into OUT/samples/ as 16 kHz waves; their relative paths."""
     entry = {"section": section, "title": title}
+    slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
     for key, path in (("before", before), ("after", after), ("reference", reference)):
         if path is not None:
-            name = f"{section}_{index}_{key}.wav"
+            name = f"{slug}_{key}.wav"
             save_audio(out / "samples" / name, load_audio(path, SAMPLE_RATE)[0].numpy(), SAMPLE_RATE)
             entry[key] = f"samples/{name}"
     return entry
@@ -153,7 +166,7 @@ def knn_grid(out: Path, parallel: Path, vocoders: dict[str, str], grid: list[dic
         log.info("kNN-VC %s: %s", point, rows[-1])
         if point.get("sample"):
             first = items[0]
-            samples.append(_sample(out, "knn", len(samples), f"kNN-VC {point['sample']}: {sources[0]} → "
+            samples.append(_sample(out, "knn", f"kNN-VC {point['sample']}: {sources[0]} → "
                                    f"{targets[0]}", _source_path(sentence[(sources[0], 0)]), first.converted,
                                    first.reference))
     _append(out, "knn_vc", rows, samples)
@@ -178,12 +191,28 @@ def references_row(out: Path, parallel: Path, judges: tuple[TrainedTask, Trained
     return row
 
 
+def vc_task_rows(out: Path, bench: Path) -> list[dict[str, Any]]:
+    """The `vc` rows of a `speechrep benchmark --tasks vc` folder, copied into OUT/synthesis.json."""
+    rows = []
+    for path in sorted(Path(bench).glob("*/vc/results.json")):
+        result = json.loads(path.read_text())
+        rows.append({"upstream": result["upstream"], "dev_mcd": result["dev"]["mcd"],
+                     "test_mcd": result["test"]["mcd"], "layer_weights": result.get("layer_weights"),
+                     "wall_s": result.get("wall_time_s")})
+    path = out / RESULTS
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["vc_task"] = rows
+    atomic_write_json(path, data)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """The command line of the module (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m speechrep.apps.experiments")
-    parser.add_argument("what", choices=("copy", "knn", "sources"))
+    parser.add_argument("what", choices=("copy", "knn", "sources", "vc-task"))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--judges", type=Path, required=True)
+    parser.add_argument("--judges", type=Path, help="copy, knn, sources: the PR and ASV runs (JSON)")
+    parser.add_argument("--bench", type=Path, help="vc-task: a `speechrep benchmark --tasks vc` folder")
     parser.add_argument("--corpus", type=Path, help="copy: the corpus with the `pr` subset")
     parser.add_argument("--parallel", type=Path, help="knn, sources: a corpus of speechrep.apps.parallel")
     parser.add_argument("--system", action="append", default=[], help="copy: NAME=RUN, original, griffin-lim")
@@ -193,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "vc-task":
+        vc_task_rows(args.out, args.bench)
+        return
     judges = load_judges(args.judges)
     if args.what == "copy":
         systems = {s.partition("=")[0]: (s.partition("=")[2] or s) for s in args.system}
