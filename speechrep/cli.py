@@ -816,7 +816,7 @@ def _vc(args: argparse.Namespace) -> int:
         if args.speakers is None or args.source is not None or args.reference:
             raise ConfigError("--pairs goes with --speakers, not with --source/--reference")
         summary = convert_pairs(converter, args.pairs, args.speakers, args.out, args.k, args.lam,
-                                args.overwrite)
+                                args.overwrite, vocoder=_absolute(args.vocoder))
         print(f"{args.out}: {summary}", file=sys.stderr if summary.failures else sys.stdout)
         return 1 if summary.failures else 0
     if args.source is None or not args.reference:

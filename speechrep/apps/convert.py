@@ -87,8 +87,9 @@ class ConversionSummary:
 
 
 def convert_pairs(converter: VoiceConverter, pairs_file: Path, speakers_file: Path, out: Path, k: int = 4,
-                  lam: float = 1.0, overwrite: bool = False) -> ConversionSummary:
-    """Convert every (source, target speaker) pair of `pairs_file` into `out` (see the module docstring)."""
+                  lam: float = 1.0, overwrite: bool = False, vocoder: str | None = None) -> ConversionSummary:
+    """Convert every (source, target speaker) pair of `pairs_file` into `out` (see the module docstring);
+    `vocoder` names the vocoder run in OUT's settings record."""
     pairs = read_table(pairs_file, (2, 3), "source<TAB>target_speaker[<TAB>output_name]")
     references: dict[str, list[str]] = {}
     for speaker, path in read_table(speakers_file, (2, 2), "speaker<TAB>reference_path"):
@@ -98,7 +99,7 @@ def convert_pairs(converter: VoiceConverter, pairs_file: Path, speakers_file: Pa
         raise ConfigError(f"{pairs_file}: target speakers without references in {speakers_file}: "
                           f"{', '.join(unknown[:5])}")
     settings = {"features": converter.extractor.settings(), "k": k, "lambda": lam,
-                "vocoder": None if converter.vocoder is None else "given", "speakers": references}
+                "vocoder": vocoder, "speakers": references}
     summary = ConversionSummary()
     rows = []
     with OutputFolder(out, "speechrep vc", settings, overwrite), disk_errors(out):
