@@ -124,7 +124,7 @@ def render_report(inputs: ReportInputs) -> str:
         plot = plot_sequence(inputs.sequence, inputs.rows)
         sections.append(("sequence", "Sequence compression", sequence_html(inputs) + (
             "\n<p class=\"note\">Test metric against output frame rate, one line per segmentation; stars: "
-            f"the uncompressed models.</p>\n<div class=\"plots\">{img_tag(plot, 'metric against frame rate')}"
+            f"the uncompressed models (grey: distilled students).</p>\n<div class=\"plots\">{img_tag(plot, 'metric against frame rate')}"
             "</div>" if plot else "")))
     if any(r.get("test_by_condition") for r in rows):
         sections.append(("robustness", "Robustness", robustness_body(inputs)))

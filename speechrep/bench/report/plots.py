@@ -327,8 +327,9 @@ def plot_cka(upstream: str, targets: Mapping[str, Sequence[float] | None]) -> st
 
 def plot_sequence(points: Sequence[SequencePoint], rows: Sequence[Mapping[str, Any]]) -> str | None:
     """Small multiples, one panel per task: test metric against output frame rate, one line per segmentation
-    (and pre-training target rate) from the uncompressed MelHuBERTs (black stars); a PNG data URI (None
-    without a compressed point that has a result)."""
+    (and pre-training target rate, or distilled student) beside the uncompressed models (stars: black for
+    MelHuBERT, grey for distilled students); a PNG data URI (None without a compressed point that has a
+    result)."""
     from matplotlib import colormaps
 
     tasks = task_order(rows)
@@ -340,6 +341,7 @@ def plot_sequence(points: Sequence[SequencePoint], rows: Sequence[Mapping[str, A
         if point.segmentation != "none":
             name = point.segmentation + (f", {point.target_rate}" if point.target_rate else "")
             name += f", {point.method}" if point.method not in ("", "melhubert") else ""
+            name += ", CDM" if point.distortions else ""
             lines.setdefault(name, []).append(point)
     palette = colormaps["tab10"].colors
     fig, axes = _task_panels(len(tasks), 0.6)
@@ -350,10 +352,11 @@ def plot_sequence(points: Sequence[SequencePoint], rows: Sequence[Mapping[str, A
                 return None
             return (100.0 if is_rate(row) else 1.0) * float(row["test"][row["metric"]])
 
-        for point in points:
+        for point in points:  # uncompressed: black stars, distilled students grey
             if point.segmentation == "none" and value(point) is not None:
-                ax.plot([point.rate_hz], [value(point)], color="black", marker="*", markersize=10,
-                        linestyle="none", zorder=4)
+                grey = point.method not in ("", "melhubert")
+                ax.plot([point.rate_hz], [value(point)], color="0.55" if grey else "black", marker="*",
+                        markersize=10, linestyle="none", zorder=4)
         for index, (name, members) in enumerate(lines.items()):
             pairs = sorted((p.rate_hz, value(p)) for p in members if value(p) is not None)
             if pairs:

@@ -36,6 +36,7 @@ class SequencePoint:
     target_rate: str  # upsample or subsample (compressed MelHuBERT pre-training), else ""
     layers: int
     macs_per_second: float | None
+    distortions: str = ""  # a distilled student's cross-distortion mapping (its teacher heard clean audio)
 
 
 def _read(path: Path) -> Any:
@@ -76,8 +77,10 @@ def _point(label: str, folder: Path) -> SequencePoint | None:
     method = str(provenance.get("method", ""))
     run = provenance.get("config") if isinstance(provenance.get("config"), dict) else {}
     target = str(run.get("target_rate", "")) if segmentation != "none" and method == "melhubert" else ""
+    distortions = run.get("distortions") if method == "distilhubert" else None
     return SequencePoint(label, 16000 / stride / k, segmentation, method, target,
-                         int(config.get("num_layers", 0)), _macs_per_second(folder))
+                         int(config.get("num_layers", 0)), _macs_per_second(folder),
+                         ",".join(map(str, distortions)) if isinstance(distortions, list) else "")
 
 
 def read_sequence(rows: Sequence[Mapping[str, Any]], bench_dir: Path) -> list[SequencePoint]:
