@@ -276,3 +276,23 @@ def test_settings_section_shows_the_saved_config_and_what_each_row_trained(demo_
         shown = dict(zip(header, (c["text"] for c in cells)))
         assert (shown["upstream"], shown["task"], shown["tuning"]) == (row["upstream"], row["task"], "frozen")
         assert shown["weights"] == str(row["upstream_weights"])[:16]
+
+
+def test_synthesis_section_and_its_samples_travel_with_the_page(demo_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_dir, copy)
+    (copy / "synthesis" / "samples").mkdir(parents=True)
+    sf.write(copy / "synthesis" / "samples" / "a.wav", np.zeros(160, np.float32), 16000)
+    data = {"copy_synthesis": [{"system": "griffin-lim", "mcd_db": 1.5, "per": 0.2, "target_accept": 0.9}],
+            "samples": [{"section": "copy", "title": "griffin-lim", "before": "samples/a.wav",
+                         "after": "samples/a.wav"}]}
+    (copy / "synthesis" / "synthesis.json").write_text(json.dumps(data))
+    page = write_report(copy, out=tmp_path / "site" / "report.html").read_text()
+    assert '<section id="synthesis">' in page and page.count("<audio") == 2
+    assert (tmp_path / "site" / "synthesis" / "samples" / "a.wav").is_file()
+    assert '<section id="synthesis">' not in write_report(demo_dir).read_text()

@@ -26,6 +26,7 @@ from speechrep.bench.report.plots import (
     plot_sequence,
     plot_tuning_tradeoff,
 )
+from speechrep.bench.report.synthesis import copy_samples, synthesis_section
 from speechrep.bench.report.tables import (
     compression_html,
     controls_html,
@@ -128,6 +129,9 @@ def render_report(inputs: ReportInputs) -> str:
             "</div>" if plot else "")))
     if any(r.get("test_by_condition") for r in rows):
         sections.append(("robustness", "Robustness", robustness_body(inputs)))
+    synthesis = synthesis_section(inputs.root)  # RESULTS_DIR/synthesis/synthesis.json, when measured
+    if synthesis is not None:
+        sections.append(("synthesis", "Synthesis and voice conversion", synthesis))
     sections.append(("settings", "Benchmark settings and tuning", settings_html(inputs)))
     sections.append(("provenance", "Provenance", provenance_html(inputs)))
 
@@ -208,5 +212,6 @@ def write_report(results_dir: Path, out: Path | None = None, more: Sequence[Path
     inputs = load_inputs(Path(results_dir), [Path(d) for d in more])
     path = Path(out) if out is not None else Path(results_dir) / REPORT_NAME
     atomic_write_text(path, render_report(inputs))
+    copy_samples(inputs.root, path.parent)  # the synthesis section's audio travels with the page
     log.info("report: %s", path)
     return path
