@@ -361,6 +361,10 @@ def _kmeans_arguments(p: argparse.ArgumentParser) -> None:
                       help="label every cut with the dictionary fitted in OUT (`--fit-only`); with --shard "
                       "or under torchrun one part each, merged by the last to finish")
     step.add_argument("--merge", action="store_true", help="only merge the finished --apply parts in OUT")
+    step.add_argument("--unit-boundaries", type=Path, default=None, metavar="FILE",
+                      help="with the dictionary fitted in OUT, write the starts of runs of repeated units of "
+                      "every cut of --data (a manifest, or every subset's splits of a corpus) as a boundaries "
+                      "file for unit-guided sequence compression (docs/sequence_compression.md)")
     p.add_argument("--shard", default=None, metavar="I/N|slurm",
                    help="with --apply: label part I of N (0-based) into OUT/parts/ (`slurm`: array task)")
 
@@ -370,8 +374,16 @@ def _kmeans_arguments(p: argparse.ArgumentParser) -> None:
 def _kmeans(args: argparse.Namespace) -> int:
     from speechrep.errors import ConfigError
     from speechrep.parts import resolve_part
-    from speechrep.pretrain.kmeans import apply_kmeans, merge_kmeans_parts, run_kmeans
+    from speechrep.pretrain.kmeans import apply_kmeans, merge_kmeans_parts, run_kmeans, write_unit_boundaries
 
+    if args.unit_boundaries is not None:
+        manifests = sorted(args.data.glob("*/*.jsonl.gz")) if args.data.is_dir() else [args.data]
+        if not manifests:
+            raise ConfigError(f"--data {args.data}: no manifest (<subset>/<split>.jsonl.gz) here")
+        count = write_unit_boundaries(args.out, manifests, args.unit_boundaries, args.max_duration,
+                                      args.device)
+        print(f"{args.unit_boundaries}: unit boundaries of {count} cuts from {len(manifests)} manifest(s)")
+        return 0
     part = resolve_part(args.shard)
     if part is not None and not args.apply:
         raise ConfigError("--shard (or torchrun) splits the labelling: use it with --apply, after --fit-only")

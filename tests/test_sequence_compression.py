@@ -369,3 +369,28 @@ def test_benchmark_reads_boundaries_from_a_file(tmp_path: Path) -> None:
         [f"aligned={tmp_path / 'up'}"], ["sid"], corpus, tmp_path / "bench", preset="tiny",
         overrides=["train.max_steps=2", "train.eval_every=2"], boundaries=str(tmp_path / "boundaries.jsonl")))
     assert rows[0]["task"] == "sid" and "accuracy" in rows[0]["test"]
+
+
+def test_unit_boundaries_of_a_dictionary_feed_boundary_pooling(
+    corpus: Path, labels: Path, tmp_path: Path
+) -> None:
+    from speechrep.data.batching import load_cuts
+    from speechrep.pretrain.kmeans import write_unit_boundaries
+
+    torch.set_num_threads(1)
+    manifest = corpus / "unlabeled" / "train.jsonl.gz"
+    count = write_unit_boundaries(labels, [manifest, corpus / "unlabeled" / "dev.jsonl.gz"],
+                                  tmp_path / "units.jsonl")
+    table = read_boundaries(tmp_path / "units.jsonl")
+    cuts = load_cuts(manifest)
+    assert count == len(table) > len(cuts)
+    label_runs = ClusterLabels(labels)
+    for cut in list(cuts)[:3]:  # the dictionary's labels of the same cut change exactly there
+        units = label_runs.for_cut(cut)
+        changes = [i for i in range(1, len(units)) if units[i] != units[i - 1]]
+        assert [round(t / 0.02) for t in table[cut.id]] == changes
+    out = run_method("melhubert", corpus, tmp_path / "run", "tiny", [
+        f"labels={labels}", "model.downsample=3", "model.segmentation=alignment",
+        f"boundaries={tmp_path / 'units.jsonl'}", "train.max_steps=2", "train.eval_every=2",
+        "data.max_duration=6"])
+    assert load_upstream(out).needs_boundaries

@@ -354,6 +354,30 @@ def _label_units(units: list[tuple[str, CutSet]], features: FrameFeatures, centr
     return labels
 
 
+def write_unit_boundaries(
+    labels: str | Path, manifests: Iterable[str | Path], path: str | Path, max_duration: float = 120.0,
+    device: str = "auto",
+) -> int:
+    """Segment boundaries from a dictionary's units (sequence compression): every cut of `manifests` is
+    labelled with the dictionary fitted in `labels` (its features, e.g. a teacher's layer), and the starts of
+    the runs of repeated units are written to `path` as a boundaries file (`speechrep.data.boundaries`); the
+    number of cuts written. The file is written whole, atomically."""
+    report, centroids = _fitted(Path(labels))
+    features = frame_features(str(report["features"]), int(report["stride"]), device)
+    seconds_per_frame = features.stride / SAMPLE_RATE
+    lines = []
+    for manifest in manifests:
+        cuts = _usable(load_cuts(manifest), str(manifest))
+        described = f"units {Path(manifest).name}"
+        for cut, frames in features_per_cut(cuts, features, max_duration, desc=described):
+            units = assign_labels(frames, centroids)
+            starts = np.flatnonzero(units[1:] != units[:-1]) + 1
+            times = [round(float(t) * seconds_per_frame, 4) for t in starts]
+            lines.append(json.dumps({"id": cut.id, "boundaries": times}))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    return len(lines)
+
+
 def apply_kmeans(
     out: str | Path,
     data: str | Path,
