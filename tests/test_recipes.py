@@ -437,6 +437,44 @@ def test_voicebank_missing_clean_twin(tmp_path: Path) -> None:
         prepare_corpus("voicebank_demand", tmp_path / "vb", None)
 
 
+# ------------------------------------------------------------------------------------------------- VCC 2020
+def build_vcc2020(root: Path) -> None:
+    """24 kHz: each source has sentences E10001 (its own) and E10051 (shared with the targets) and evaluation
+    sentence E30001; each target has E10051, E10071 and the ground truth of E30001."""
+    from speechrep.data.recipes.vcc2020 import SOURCES, TARGETS
+
+    for k, speaker in enumerate(SOURCES):
+        for name in ("E10001", "E10051"):
+            write_wav(root / "source" / speaker / f"{name}.wav", 0.3, seed=k, sr=24000)
+        write_wav(root / "vcc2020_database_evaluation" / speaker / "E30001.wav", 0.3, seed=10 + k, sr=24000)
+    for k, speaker in enumerate(TARGETS):
+        for name in ("E10051", "E10071"):
+            write_wav(root / "target_task1" / speaker / f"{name}.wav", 0.3, seed=20 + k, sr=24000)
+        write_wav(root / "vcc2020_database_groundtruth" / speaker / "E30001.wav", 0.3, seed=30 + k, sr=24000)
+    texts = root / "vcc2020_database_transcriptions" / "transcriptions_training"
+    texts.mkdir(parents=True)
+    (texts / "vcc2020_database_training_Eng_transcriptions.txt").write_text("E10051 Shared sentence.\n")
+
+
+def test_vcc2020_task1(tmp_path: Path) -> None:
+    build_vcc2020(tmp_path / "vcc")
+    prepare_corpus("vcc2020", tmp_path / "vcc", tmp_path / "out")
+    folder = tmp_path / "out" / "vc_tef1"
+    vc = {s: list(CutSet.from_file(folder / f"{s}.jsonl.gz")) for s in ("train", "dev", "test")}
+    assert [c.id for c in vc["train"]] == ["TEF1_E10051", "TEF1_E10071"]
+    assert [c.id for c in vc["dev"]] == ["SEF1_E10051", "SEF2_E10051", "SEM1_E10051", "SEM2_E10051"]
+    assert [c.id for c in vc["test"]] == ["SEF1_E30001", "SEF2_E30001", "SEM1_E30001", "SEM2_E30001"]
+    dev, test = vc["dev"][0], vc["test"][0]
+    assert sup(dev).text == "Shared sentence." and sup(dev).speaker == "SEF1"
+    assert sup(dev).custom["target_audio"].endswith("target_task1/TEF1/E10051.wav")
+    assert sup(test).custom["target_audio"].endswith("vcc2020_database_groundtruth/TEF1/E30001.wav")
+    assert dev.load_audio().shape == (1, 4800)  # 0.3 s at 16 kHz
+    assert (tmp_path / "out" / "vc_tem2" / "test.jsonl.gz").is_file()
+    shutil.rmtree(tmp_path / "vcc" / "vcc2020_database_groundtruth" / "TEM1")
+    with pytest.raises(CorpusLayoutError, match="TEM1 folder"):
+        prepare_corpus("vcc2020", tmp_path / "vcc", None)
+
+
 # ------------------------------------------------------------------------------------------------- QUESST14
 def build_quesst14(root: Path) -> None:
     """Three English documents and one Albanian, dev and eval queries, at 8 kHz like the release."""
@@ -580,6 +618,7 @@ def test_unknown_corpus_and_missing_folder(tmp_path: Path) -> None:
         "quesst14",
         "snips",
         "speech_commands",
+        "vcc2020",
         "voicebank_demand",
         "voxceleb1",
     ]

@@ -20,6 +20,7 @@ from speechrep.data.recipes.librispeech import prepare_librispeech
 from speechrep.data.recipes.quesst14 import prepare_quesst14
 from speechrep.data.recipes.snips import prepare_snips
 from speechrep.data.recipes.speech_commands import prepare_speech_commands
+from speechrep.data.recipes.vcc2020 import prepare_vcc2020
 from speechrep.data.recipes.voicebank_demand import prepare_voicebank_demand
 from speechrep.data.recipes.voxceleb1 import prepare_voxceleb1
 from speechrep.errors import ConfigError
@@ -35,6 +36,7 @@ RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {
     "voicebank_demand": prepare_voicebank_demand,
     "quesst14": prepare_quesst14,
     "snips": prepare_snips,
+    "vcc2020": prepare_vcc2020,
 }
 
 

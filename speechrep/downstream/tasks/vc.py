@@ -11,9 +11,10 @@ Evaluation (dev picks the checkpoint, test once): each source cut names the targ
 utterance of the same sentence in `custom["target_audio"]` (a path); the metric is the mel-cepstral
 distortion (dB, c1..c24, DTW-aligned) between the predicted log-mel and that reference's. A cut without
 `target_audio` is scored against its own audio (reconstruction, for a target speaker's held-out speech).
-`speechrep.apps.parallel.make_parallel_corpus` writes this layout from the synthetic speakers; for VCC 2020
-task 1, see docs/synthesis.md (train: the target's 70 utterances; dev/test: the source speakers' parallel
-evaluation sentences, `target_audio` pointing at the target's recording of each).
+`speechrep.apps.parallel.make_parallel_corpus` writes this layout from the synthetic speakers, and
+`speechrep prepare vcc2020` from VCC 2020 task 1 (one `vc_<target>` subset per target speaker: train the
+target's utterances; dev/test the source speakers' parallel sentences, `target_audio` pointing at the
+target's recording of each; docs/synthesis.md).
 """
 from __future__ import annotations
 
