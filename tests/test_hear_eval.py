@@ -56,7 +56,7 @@ def scene_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
     meta = {"task_name": "tones3", "version": "test", "embedding_type": "scene",
             "prediction_type": "multiclass", "split_mode": "new_split_kfold", "nfolds": 5,
             "sample_duration": 1.0,
-            "evaluation": ["top1_acc", "mAP", "d_prime"]}
+            "evaluation": ["top1_acc", "mAP", "aucroc", "event_onset_200ms_fms"]}
     return _write_task(tmp_path_factory.mktemp("hear") / "tones3", meta, list(TONES), splits, audio)
 
 
@@ -96,6 +96,17 @@ def test_accuracy_and_map_by_hand() -> None:
     assert he.top1_accuracy(scores, targets) == pytest.approx(1 / 3)
     # class 0 ranked .9(+) .7(−) .4(+): AP = (1/1 + 2/3) / 2 = 5/6; class 1 ranked .6(−) .3(+) .1(−): AP = 1/2
     assert he.mean_average_precision(scores, targets) == pytest.approx((5 / 6 + 1 / 2) / 2)
+
+
+def test_aucroc_and_d_prime_by_hand() -> None:
+    scores = np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]])
+    targets = np.array([[1, 0], [1, 0], [0, 1], [0, 1]])
+    # class 0: positives .9 .4 against negatives .7 .2 win 3 of 4 pairs; class 1 likewise: AUC 3/4 each
+    assert he.auc_roc(scores, targets) == pytest.approx(0.75)
+    assert he.d_prime(scores, targets) == pytest.approx(np.sqrt(2.0) * 0.6744897501960817)
+    assert he.d_prime(scores[:, ::-1], targets) == pytest.approx(-np.sqrt(2.0) * 0.6744897501960817)
+    one_sided = np.array([[1, 0], [1, 0], [1, 0], [1, 0]])  # no class has both positives and negatives
+    assert np.isnan(he.auc_roc(scores, one_sided)) and np.isnan(he.d_prime(scores, one_sided))
 
 
 def test_onset_fmeasure_hit_insertion_deletion() -> None:
@@ -156,7 +167,8 @@ def test_read_task_kfold_rounds(scene_task: Path) -> None:
 def test_scene_task_end_to_end_fbank_and_cache(scene_task: Path, tmp_path: Path, monkeypatch) -> None:
     [result] = he.evaluate_tasks("fbank_raw", scene_task, tmp_path, cfg=SMALL)
     assert result["test"]["top1_acc"] >= 0.9 and result["test"]["mAP"] >= 0.9
-    assert result["metrics_not_implemented"] == ["d_prime"] and len(result["rounds"]) == 5
+    assert result["test"]["aucroc"] >= 0.9
+    assert result["metrics_not_implemented"] == ["event_onset_200ms_fms"] and len(result["rounds"]) == 5
     assert json.loads((tmp_path / "tones3" / "results.json").read_text())["test"] == result["test"]
     assert sorted(p.name for p in (tmp_path / "tones3" / "embeddings").glob("*.npy"))[0] == "fold00.npy"
     # a second run reads the cached embeddings: the HEAR API is not called again

@@ -264,7 +264,34 @@ def segment_error_rate(estimated: Events, reference: Events, segment_ms: float =
     return errors / n_ref if n_ref else float("nan")
 
 
-SCENE_METRICS = {"top1_acc": top1_accuracy, "mAP": mean_average_precision}
+def _class_aucs(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """ROC AUC of each class that has both positive and negative clips (sklearn)."""
+    from sklearn.metrics import roc_auc_score
+
+    positives = targets.sum(0)
+    both = (positives > 0) & (positives < len(targets))
+    if not both.any():
+        return np.zeros(0)
+    return np.atleast_1d(roc_auc_score(targets[:, both], scores[:, both], average=None))
+
+
+def auc_roc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """HEAR's `aucroc`: the ROC AUC of each class, averaged over the classes with positives and negatives."""
+    aucs = _class_aucs(scores, targets)
+    return float(aucs.mean()) if len(aucs) else float("nan")
+
+
+def d_prime(scores: np.ndarray, targets: np.ndarray) -> float:
+    """HEAR's `d_prime`: √2 · Φ⁻¹(AUC) of each class, averaged (a perfectly separated class gives +inf, as
+    in heareval)."""
+    from scipy.stats import norm
+
+    aucs = _class_aucs(scores, targets)
+    return float(np.mean(np.sqrt(2.0) * norm.ppf(aucs))) if len(aucs) else float("nan")
+
+
+SCENE_METRICS = {"top1_acc": top1_accuracy, "mAP": mean_average_precision, "aucroc": auc_roc,
+                 "d_prime": d_prime}
 EVENT_METRICS = {
     "event_onset_200ms_fms": lambda est, ref: event_onset_fmeasure(est, ref, 200.0),
     "event_onset_50ms_fms": lambda est, ref: event_onset_fmeasure(est, ref, 50.0),
