@@ -20,9 +20,9 @@ Dev evaluation runs on clean input (the objective is in eval mode there).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,10 +33,9 @@ from speechrep.audio.augment import coloured_noise
 from speechrep.data.batching import AudioBatch, load_cuts
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.pretrain import hubert
-from speechrep.pretrain.common import PretrainData, run_pretraining
+from speechrep.pretrain.common import run_pretraining
 from speechrep.pretrain.hubert import HuBERTObjective, load_labels, mix_chunks
 from speechrep.pretrain.kmeans import ClusterLabels
-from speechrep.train import TrainConfig
 from speechrep.upstream.loading import load_upstream
 
 log = logging.getLogger(__name__)
@@ -48,42 +47,15 @@ NoiseSource = Callable[[int, int, "torch.Generator | None"], Tensor]
 
 
 @dataclass
-class Config:
-    """WavLM Base: HuBERT Base's masked prediction and optimisation, utterance mixing with p = 0.2."""
+class Config(hubert.Config):
+    """WavLM Base: HuBERT Base's masked prediction and optimisation (every `hubert.Config` field, same
+    defaults), on the WavLM architecture, with utterance mixing at p = 0.2 and noise chunks."""
 
     upstream: str = "wavlm_base"
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config, e.g. {num_layers: 4}
-    labels: str = ""  # directory written by `speechrep kmeans` (required)
-    mask_start_prob: float = 0.08  # share of frames that start a masked span
-    mask_span: int = 10  # frames per span
-    final_dim: int = 256  # projection of the last layer and size of the cluster embeddings
-    temperature: float = 0.1  # cosine-similarity logits / temperature
-    unmasked_weight: float = 0.0  # weight of the loss on unmasked frames (the paper: 0)
-    feature_penalty: float = 10.0  # weight of the mean squared CNN feature
-    feature_grad_mult: float = 0.1  # scales the gradient reaching the CNN
     mix_prob: float = 0.2  # share of training utterances that get a chunk of speech or noise mixed in
-    mix_max_ratio: float = 0.5  # the chunk is shorter than this share of the primary utterance
-    mix_energy_db: tuple[float, float] = (-5.0, 5.0)  # energy of primary over chunk, dB, uniform
     noise_prob: float = 0.5  # share of the mixed utterances whose chunk is noise rather than speech
     noise: str = ""  # lhotse CutSet manifest of noise recordings; empty: synthetic coloured noise
     noise_exponents: tuple[float, float] = (0.0, 2.0)  # synthetic noise: 1/f^e, e uniform (white .. brown)
-    data: PretrainData = field(
-        default_factory=lambda: PretrainData(max_duration=87.5, max_utterance=15.0, min_utterance=2.0)
-    )
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            max_steps=400_000,
-            lr=5e-4,
-            betas=(0.9, 0.98),
-            weight_decay=0.01,
-            warmup_steps=32_000,
-            schedule="linear",
-            clip_norm=10.0,
-            grad_accum=1,
-            eval_every=5000,
-            log_every=200,
-        )
-    )
 
 
 def synthetic_noise(exponents: tuple[float, float] = (0.0, 2.0)) -> NoiseSource:
@@ -186,7 +158,7 @@ class WavLMObjective(nn.Module):
 
 def masked_prediction_config(cfg: Config) -> hubert.Config:
     """HuBERT's config with this run's masking, head and loss settings (and no mixing of its own)."""
-    shared = {f.name: getattr(cfg, f.name) for f in fields(hubert.Config) if hasattr(cfg, f.name)}
+    shared = {f.name: getattr(cfg, f.name) for f in fields(hubert.Config)}
     return hubert.Config(**{**shared, "mix_prob": 0.0})
 
 
