@@ -35,7 +35,7 @@ import torch
 from lhotse import CutSet
 from torch import Tensor
 
-from speechrep.analysis.similarity import ALIGNMENTS, alignment, labels_at, sample_frames
+from speechrep.analysis.similarity import ALIGNMENTS, alignment, frame_sample, labels_at
 from speechrep.audio.conditions import Condition
 from speechrep.downstream.features import FeatureSource, condition_others, run_upstream
 from speechrep.errors import ConfigError, SpeechrepError
@@ -97,10 +97,7 @@ def layer_invariance(source: FeatureSource, cuts: CutSet, conditions: Sequence[C
         raise ConfigError(f"invariance: k={k}: at least 2 clusters")
     upstream = source.upstream
     geometry, rate = upstream.frame_geometry, int(getattr(upstream, "sample_rate", 16000))
-    cuts = cuts.to_eager()
-    counts = {cut.id: geometry.num_frames(cut.num_samples) for cut in cuts}
-    starts = dict(zip(counts, np.cumsum([0, *counts.values()])[:-1].tolist()))
-    chosen = sample_frames(list(counts.values()), max_frames, seed)
+    cuts, counts, starts, chosen = frame_sample(upstream, cuts, max_frames, seed)
     if len(chosen) < 2:
         raise SpeechrepError(f"invariance: {len(chosen)} frames in {len(cuts)} cuts; need at least 2")
     others = condition_others(cuts)

@@ -288,6 +288,16 @@ def _hidden_states(source: FeatureSource, batch: FeatureBatch) -> tuple[list[Ten
     return [h.cpu() for h in states], lengths.cpu()
 
 
+def frame_sample(upstream: Any, cuts: CutSet, max_frames: int, seed: int
+                 ) -> tuple[CutSet, dict[str, int], dict[str, int], np.ndarray]:
+    """(the cuts, eager; frames per cut on `upstream`'s frame grid; each cut's first index in the
+    concatenation; the sampled indices into it, `sample_frames`)."""
+    cuts = cuts.to_eager()
+    counts = {cut.id: upstream.frame_geometry.num_frames(cut.num_samples) for cut in cuts}
+    starts = dict(zip(counts, np.cumsum([0, *counts.values()])[:-1].tolist()))
+    return cuts, counts, starts, sample_frames(list(counts.values()), max_frames, seed)
+
+
 def sample_frames(counts: Sequence[int], max_frames: int, seed: int) -> np.ndarray:
     """Sorted global indices of a seeded sample of at most `max_frames` of sum(counts) frames."""
     total = int(sum(counts))
@@ -305,10 +315,7 @@ def layer_similarity(source: FeatureSource, cuts: CutSet, max_frames: int = 4000
     for pitch, when fewer than 4 sampled frames are voiced; pitch is measured on the voiced frames only."""
     upstream = source.upstream
     geometry, rate = upstream.frame_geometry, int(getattr(upstream, "sample_rate", 16000))
-    cuts = cuts.to_eager()
-    counts = {cut.id: geometry.num_frames(cut.num_samples) for cut in cuts}
-    starts = dict(zip(counts, np.cumsum([0, *counts.values()])[:-1].tolist()))
-    chosen = sample_frames(list(counts.values()), max_frames, seed)
+    cuts, counts, starts, chosen = frame_sample(upstream, cuts, max_frames, seed)
     mel = fbank_raw()
     layers: list[list[np.ndarray]] = [[] for _ in source.hidden_sizes]
     columns: dict[str, list[np.ndarray]] = {name: [] for name in TARGETS}

@@ -300,8 +300,9 @@ class DistilHuBERTObjective(nn.Module):
         else:
             out = self.upstream(student_wavs, student_lens)
         if out.frame_times is not None:  # segments repeated onto the frame grid the teacher's frames lie on
-            states, lengths = on_frame_grid(out, student_lens, self.upstream.frame_geometry)
-            out = replace(out, hidden_states=states[-1:], lengths=lengths, frame_times=None)
+            last_only = replace(out, hidden_states=out.hidden_states[-1:])  # the heads read the last layer
+            states, lengths = on_frame_grid(last_only, student_lens, self.upstream.frame_geometry)
+            out = replace(out, hidden_states=states, lengths=lengths, frame_times=None)
         last = out.hidden_states[-1]
         # time-major warp (B, T, N, D) so frames line up with the student, then back to (B, N, T, D)
         warped, inside = warp_to_student(target.transpose(1, 2), target_lens, last.shape[1], ratio)

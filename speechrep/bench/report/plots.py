@@ -39,6 +39,16 @@ def _task_panels(count: int, legend_space: float):
     return fig, axes[:count]
 
 
+def _legend_handles(axes) -> dict:
+    """Label → first line of that label over all panels (unlabelled lines, "_..." labels, left out)."""
+    handles: dict = {}
+    for ax in axes:
+        for line in ax.lines:
+            if not line.get_label().startswith("_"):
+                handles.setdefault(line.get_label(), line)
+    return handles
+
+
 def _png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
@@ -247,11 +257,7 @@ def plot_compression(lines: Sequence[CompressionLine], rows: Sequence[Mapping[st
         ax.set_ylabel(f"test {first['metric']}{unit} {'↑' if first['higher_is_better'] else '↓'}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    handles = {}
-    for ax in axes:
-        for line in ax.lines:
-            if not line.get_label().startswith("_"):
-                handles.setdefault(line.get_label(), line)
+    handles = _legend_handles(axes)
     handles[ORIGINAL] = Line2D([], [], color="black", marker="*", markersize=9, linestyle="none")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(len(handles), 6), fontsize=8)
@@ -294,11 +300,7 @@ def plot_layer_curves(probe: Mapping[str, Any]) -> str | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    handles = {}
-    for ax in axes:
-        for line in ax.lines:
-            if not line.get_label().startswith("_"):
-                handles.setdefault(line.get_label(), line)
+    handles = _legend_handles(axes)
     handles["weighted sum"] = Line2D([], [], color="grey", linestyle=":")
     handles["best on dev"] = Line2D([], [], color="grey", marker="*", markersize=9, linestyle="none")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
@@ -419,11 +421,7 @@ def plot_robustness(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
                           fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        handles = {}
-        for ax in axes:
-            for line in ax.lines:
-                if not line.get_label().startswith("_"):
-                    handles.setdefault(line.get_label(), line)
+        handles = _legend_handles(axes)
         handles["clean (dotted)"] = Line2D([], [], color="grey", linestyle=":")
         fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                    ncols=min(len(handles), 5), fontsize=8, frameon=False)
