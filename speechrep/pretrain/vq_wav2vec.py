@@ -35,6 +35,7 @@ class Config:
     prediction_steps: int = 12
     num_negatives: int = 10
     first_step: int = 1  # the paper's k = 1..K (fairseq's auto offset: 3)
+    balanced_classes: bool = False  # weigh each distractor by 1/λ (see speechrep.pretrain.wav2vec)
     quantizer_weight: float = 0.0  # Gumbel: 0 (no diversity term); k-means: 1
     gumbel_start: float = 2.0
     gumbel_end: float = 0.5
@@ -55,6 +56,7 @@ def run(cfg: Config, data: Path, run_dir: Path) -> Path:
         raise ConfigError(f"vq_wav2vec: {cfg.upstream} has no quantizer (vq_type none); "
                           "use the wav2vec method")
     objective = Wav2VecObjective(upstream, cfg.prediction_steps, cfg.num_negatives, cfg.first_step,
-                                 cfg.quantizer_weight, (cfg.gumbel_start, cfg.gumbel_end, cfg.gumbel_decay))
+                                 cfg.quantizer_weight, (cfg.gumbel_start, cfg.gumbel_end, cfg.gumbel_decay),
+                                 cfg.balanced_classes)
     return run_pretraining("vq_wav2vec", objective, upstream, cfg, data, run_dir,
                            after_step=lambda model, step: model.after_step(step))
