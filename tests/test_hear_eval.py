@@ -113,15 +113,31 @@ def test_onset_fmeasure_hit_insertion_deletion() -> None:
     ref = {"a": [{"label": "dog", "start": 1000, "end": 2000}, {"label": "dog", "start": 5000, "end": 6000}]}
     est = {"a": [{"label": "dog", "start": 1150, "end": 1800},  # hit: onset 150 ms late, offset ignored
                  {"label": "cat", "start": 3000, "end": 3500}]}  # insertion; the second dog is a deletion
-    assert he.event_onset_fmeasure(est, ref) == pytest.approx(2 * 1 / (2 + 2))  # F = 2TP / (Nref + Nsys)
+    assert he.event_fmeasure(est, ref) == pytest.approx(2 * 1 / (2 + 2))  # F = 2TP / (Nref + Nsys)
     late = {"a": [{"label": "dog", "start": 1250, "end": 2000}]}  # 250 ms > 200 ms collar: no hit
-    assert he.event_onset_fmeasure(late, ref) == 0.0
-    assert he.event_onset_fmeasure(late, ref, collar_ms=250) == pytest.approx(2 / 3)
+    assert he.event_fmeasure(late, ref) == 0.0
+    assert he.event_fmeasure(late, ref, collar_ms=250) == pytest.approx(2 / 3)
     # two estimates near one reference: one-to-one matching counts a single hit
     twice = {"a": [{"label": "dog", "start": 950, "end": 1500}, {"label": "dog", "start": 1050, "end": 1500}]}
-    assert he.event_onset_fmeasure(twice, ref) == pytest.approx(2 * 1 / (2 + 2))
+    assert he.event_fmeasure(twice, ref) == pytest.approx(2 * 1 / (2 + 2))
     # a file with estimates but no reference adds insertions
-    assert he.event_onset_fmeasure({**est, "b": late["a"]}, ref) == pytest.approx(2 * 1 / (2 + 3))
+    assert he.event_fmeasure({**est, "b": late["a"]}, ref) == pytest.approx(2 * 1 / (2 + 3))
+
+
+def test_onset_offset_fmeasure_uses_the_longer_of_collar_and_half_the_length() -> None:
+    ref = {"a": [{"label": "dog", "start": 1000, "end": 2000},  # 1 s long: offset collar max(200, 500) ms
+                 {"label": "dog", "start": 5000, "end": 5200}]}  # 0.2 s long: offset collar 200 ms
+    est = {"a": [{"label": "dog", "start": 1100, "end": 2450},  # onset and offset (450 ≤ 500 ms) both close
+                 {"label": "dog", "start": 5000, "end": 5500}]}  # onset exact, offset 300 ms > 200 ms late
+    assert he.event_fmeasure(est, ref) == pytest.approx(1.0)  # onsets only: both hit
+    assert he.event_fmeasure(est, ref, offsets=True) == pytest.approx(2 * 1 / (2 + 2))
+    stretched = {"a": [{"label": "dog", "start": 1100, "end": 2600}, est["a"][1]]}  # 600 ms > 500 ms
+    assert he.event_fmeasure(stretched, ref, offsets=True) == 0.0
+    # HEAR's event_onset_offset_50ms_20perc_fms: onsets within 50 ms, ends within max(50 ms, 20 % of length)
+    onset_offset = he.EVENT_METRICS["event_onset_offset_50ms_20perc_fms"]
+    near = {"a": [{"label": "dog", "start": 1040, "end": 2190}, {"label": "dog", "start": 4960, "end": 5250}]}
+    assert onset_offset(near, ref) == pytest.approx(1.0)  # 190 ≤ 200 ms (20 % of 1 s); 50 ≤ 50 ms
+    assert onset_offset({"a": [near["a"][0], {**near["a"][1], "end": 5260}]}, ref) == pytest.approx(0.5)
 
 
 def test_segment_error_rate_by_hand() -> None:

@@ -220,19 +220,24 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(average_precision_score(targets[:, present], scores[:, present], average=None)))
 
 
-def event_onset_fmeasure(estimated: Events, reference: Events, collar_ms: float = 200.0) -> float:
-    """sed_eval's event-based F-measure, onsets only: an estimated event is a hit when a reference event of
-    the same file and label starts within ±collar; events pair one to one (maximum matching);
-    F = 2·TP / (Nref + Nsys), micro-averaged over all files and classes; 0 when nothing is estimated
-    (heareval turns sed_eval's NaN into 0)."""
+def event_fmeasure(estimated: Events, reference: Events, collar_ms: float = 200.0, offsets: bool = False,
+                   offset_fraction: float = 0.5) -> float:
+    """sed_eval's event-based F-measure: an estimated event is a hit when a reference event of the same file
+    and label starts within ±collar and, with `offsets`, also ends within ±max(collar, offset_fraction × the
+    reference event's length) (sed_eval's `percentage_of_length`); events pair one to one (maximum
+    matching); F = 2·TP / (Nref + Nsys), micro-averaged over all files and classes; 0 when nothing is
+    estimated (heareval turns sed_eval's NaN into 0)."""
     hits = n_ref = n_sys = 0
     for name in set(reference) | set(estimated):
         ref, est = reference.get(name, []), estimated.get(name, [])
         n_ref, n_sys = n_ref + len(ref), n_sys + len(est)
         for label in {e["label"] for e in ref} & {e["label"] for e in est}:
-            r = np.array([e["start"] for e in ref if e["label"] == label], dtype=np.float64)
-            s = np.array([e["start"] for e in est if e["label"] == label], dtype=np.float64)
-            close = np.abs(r[:, None] - s[None, :]) <= collar_ms + 1e-9
+            r = np.array([(e["start"], e["end"]) for e in ref if e["label"] == label], dtype=np.float64)
+            s = np.array([(e["start"], e["end"]) for e in est if e["label"] == label], dtype=np.float64)
+            close = np.abs(r[:, None, 0] - s[None, :, 0]) <= collar_ms + 1e-9
+            if offsets:
+                offset_collar = np.maximum(collar_ms, offset_fraction * (r[:, 1] - r[:, 0]))
+                close &= np.abs(r[:, None, 1] - s[None, :, 1]) <= offset_collar[:, None] + 1e-9
             hits += int((maximum_bipartite_matching(csr_matrix(close), perm_type="column") >= 0).sum())
     return 2.0 * hits / (n_ref + n_sys) if hits else 0.0
 
@@ -293,8 +298,10 @@ def d_prime(scores: np.ndarray, targets: np.ndarray) -> float:
 SCENE_METRICS = {"top1_acc": top1_accuracy, "mAP": mean_average_precision, "aucroc": auc_roc,
                  "d_prime": d_prime}
 EVENT_METRICS = {
-    "event_onset_200ms_fms": lambda est, ref: event_onset_fmeasure(est, ref, 200.0),
-    "event_onset_50ms_fms": lambda est, ref: event_onset_fmeasure(est, ref, 50.0),
+    "event_onset_200ms_fms": lambda est, ref: event_fmeasure(est, ref, 200.0),
+    "event_onset_50ms_fms": lambda est, ref: event_fmeasure(est, ref, 50.0),
+    "event_onset_offset_50ms_20perc_fms": lambda est, ref: event_fmeasure(est, ref, 50.0, offsets=True,
+                                                                          offset_fraction=0.2),
     "segment_1s_er": lambda est, ref: segment_error_rate(est, ref, 1000.0),
 }
 
