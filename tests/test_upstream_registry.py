@@ -17,8 +17,8 @@ from speechrep.upstream.registry import get_family, list_families, register_fami
 
 
 def test_every_exportable_family_is_registered_explicitly() -> None:
-    assert list_families() == ["apc", "best_rq", "byol_a", "cpc", "data2vec", "distilhubert", "hubert",
-                               "melhubert", "mockingjay", "npc", "wav2vec", "wav2vec2", "wavlm"]
+    assert list_families() == ["apc", "best_rq", "byol_a", "cpc", "data2vec", "discrete_bert", "distilhubert",
+                               "hubert", "melhubert", "mockingjay", "npc", "wav2vec", "wav2vec2", "wavlm"]
     assert get_family("hubert", "x").__name__ == "HuBERT"
 
 

@@ -13,3 +13,4 @@ from speechrep.upstream import melhubert  # noqa: F401
 from speechrep.upstream import best_rq  # noqa: F401
 from speechrep.upstream import byol_a  # noqa: F401
 from speechrep.upstream import wav2vec  # noqa: F401
+from speechrep.upstream import discrete_bert  # noqa: F401
