@@ -34,6 +34,7 @@ METHODS: dict[str, str] = {
     "delores": "speechrep.pretrain.delores",
     "wav2vec": "speechrep.pretrain.wav2vec",
     "vq_wav2vec": "speechrep.pretrain.vq_wav2vec",
+    "discrete_bert": "speechrep.pretrain.discrete_bert",
     "wavlm": "speechrep.pretrain.wavlm",
 }
 
