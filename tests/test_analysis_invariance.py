@@ -46,11 +46,26 @@ def test_loud_noise_makes_clusters_follow_the_condition(corpus: Path) -> None:
     assert table["condition"][0] > 0.5 > table["chance:condition"][0] + 0.4
     assert table["phone"][0] > table["chance:phone"][0]
     assert result["missing"] == {}
+    # the 2-D picture shows it too: a projected frame's nearest neighbour mostly shares its condition
+    projection = result["projection"]
+    assert projection["layer"] == 0 and len(projection["xy"]) == len(projection["condition"]) == 800
+    assert len(projection["phone"]) == 800 and set(projection["condition"]) == {0, 1}
+    assert _neighbour_agreement(projection) > 0.9
+
+
+def _neighbour_agreement(projection: dict) -> float:
+    """Share of projected points whose nearest other point has the same condition."""
+    xy, condition = np.asarray(projection["xy"]), np.asarray(projection["condition"])
+    distance = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    return float((condition[distance.argmin(1)] == condition).mean())
 
 
 def test_a_condition_that_changes_nothing_is_at_chance(corpus: Path) -> None:
-    table = _fbank(corpus, "clean,noise:snr=90", k=8, max_frames=400)["nmi"]
+    result = _fbank(corpus, "clean,noise:snr=90", k=8, max_frames=400, projection_points=300)
+    table = result["nmi"]
     assert table["condition"][0] < 0.02 and abs(table["condition"][0] - table["chance:condition"][0]) < 0.02
+    assert len(result["projection"]["xy"]) == 300 and _neighbour_agreement(result["projection"]) < 0.75
 
 
 def test_bad_conditions_are_refused(corpus: Path) -> None:
@@ -60,6 +75,8 @@ def test_bad_conditions_are_refused(corpus: Path) -> None:
         _fbank(corpus, "noise:snr=0")
     with pytest.raises(ConfigError, match="at least 2 clusters"):
         _fbank(corpus, "clean,noise", k=1)
+    with pytest.raises(ConfigError, match="projection layer 3"):
+        _fbank(corpus, "clean,noise", projection_layer=3)
 
 
 def test_cli_writes_json_per_layer_and_is_deterministic(corpus: Path, tmp_path: Path, capsys) -> None:
@@ -85,7 +102,31 @@ def test_without_phone_alignments_the_phone_is_missing(corpus: Path, tmp_path: P
                             subset="ks", k=4, max_frames=200)
     entry = result["upstreams"]["fbank_raw"]
     assert entry["nmi"]["phone"] is None and "phone_alignment" in entry["missing"]["phone"]
-    assert len(entry["nmi"]["condition"]) == 1
+    assert len(entry["nmi"]["condition"]) == 1 and entry["projection"]["phone"] is None
+
+
+def test_report_shows_the_table_and_the_projections(corpus: Path, tmp_path: Path) -> None:
+    from test_report import parse
+
+    from speechrep.bench.leaderboard import write_summary
+    from speechrep.bench.report import write_report
+
+    row = {"upstream": "fbank_raw", "task": "ks", "metric": "accuracy", "higher_is_better": True,
+           "percent": True, "best_value": 1.0, "dev": {"accuracy": 0.5}, "test": {"accuracy": 0.5},
+           "layer_weights": [1.0], "lr": 0.01}
+    write_summary([row], tmp_path)
+    assert '<section id="invariance">' not in write_report(tmp_path).read_text()
+    assert main(["analyze", "invariance", "--upstream", "fbank_raw", "--upstream", "hubert_tiny",
+                 "--corpus", str(corpus), "--conditions", "clean,noise:snr=0", "--k", "4",
+                 "--max-frames", "200", "--max-cuts", "6", "--projection-points", "150",
+                 "--out", str(tmp_path / "invariance.json")]) == 0
+    page = write_report(tmp_path).read_text()
+    assert '<section id="invariance">' in page and '<a href="#invariance">Noise invariance</a>' in page
+    table = parse(page).table("invariance")
+    layers = len(load_upstream("hubert_tiny").hidden_sizes)
+    assert len(table) == 1 + 1 + layers  # header, fbank_raw's one hidden state, hubert_tiny's
+    assert page.count('alt="fbank_raw: 2-D projection of hidden state 0"') == 1
+    assert page.count(f'alt="hubert_tiny: 2-D projection of hidden state {layers - 1}"') == 1
 
 
 def test_cli_errors_are_one_line(corpus: Path, tmp_path: Path, capsys) -> None:

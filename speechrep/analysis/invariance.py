@@ -22,6 +22,10 @@ receptive field, or `<sil>` outside every segment. Since every condition here ke
 same phone under every condition; `speed` changes the length and is refused. NMI on finitely many frames
 with k clusters is biased upwards, so each value comes with a chance level: NMI against the same labels
 shuffled among the frames (seeded). Read a value against its chance level.
+
+A picture beside the numbers: `projection_layer` (default: the last hidden state) gets a 2-D t-SNE
+(scikit-learn, seeded, PCA initialisation) of a seeded sample of at most `projection_points` of its frames,
+drawn across conditions, stored with each point's condition and phone; the report colours it both ways.
 """
 from __future__ import annotations
 
@@ -83,18 +87,46 @@ def _states(source: FeatureSource, wavs: Tensor, wav_lens: Tensor) -> tuple[list
     return [h.float().cpu() for h in states], lengths.cpu()
 
 
+def project(frames: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) t-SNE coordinates of frames (N, D) (sklearn; seeded; PCA start; perplexity ≤ (N − 1) / 3)."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(1.0, (len(frames) - 1) / 3)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return tsne.fit_transform(frames.astype(np.float32))
+
+
+def _projection(frames: np.ndarray, condition_labels: np.ndarray, phone_labels: np.ndarray | None, layer: int,
+                points: int, seed: int) -> dict[str, Any]:
+    """A seeded sample of at most `points` frames of one hidden state, projected to 2-D, with their labels."""
+    rng = np.random.default_rng(seed + 1)
+    keep = np.sort(rng.choice(len(frames), size=min(points, len(frames)), replace=False))
+    xy = project(frames[keep], seed)
+    return {"layer": layer, "method": "t-SNE (sklearn, PCA init)", "xy": np.round(xy, 3).tolist(),
+            "condition": condition_labels[keep].tolist(),
+            "phone": None if phone_labels is None else phone_labels[keep].tolist()}
+
+
 def layer_invariance(source: FeatureSource, cuts: CutSet, conditions: Sequence[Condition], k: int = 50,
-                     max_frames: int = 2000, seed: int = 0) -> dict[str, Any]:
+                     max_frames: int = 2000, seed: int = 0, projection_layer: int = -1,
+                     projection_points: int = 800) -> dict[str, Any]:
     """Per hidden state of `source`: NMI of k-means clusters of its frames under `conditions` with the
     condition and with the phone (see the module docstring).
 
     Returns `{"method", "conditions", "k", "positions", "frames", "cuts", "seed", "nmi": {measure: [value per
-    hidden state] | None}, "missing": {label: why it is None}}`; `positions` frame positions, each under every
+    hidden state] | None}, "missing": {label: why it is None}, "projection": {"layer", "method", "xy",
+    "condition" (index into conditions), "phone"} | None}`; `positions` frame positions, each under every
     condition, make the `frames` clustered per hidden state. The phone is None when a cut has no
-    `custom["phone_alignment"]`."""
+    `custom["phone_alignment"]`; the projection is None when `projection_points` is 0."""
     check_conditions(conditions)
     if k < 2:
         raise ConfigError(f"invariance: k={k}: at least 2 clusters")
+    if projection_points < 0 or projection_points == 1:
+        raise ConfigError(f"invariance: projection_points={projection_points}: 0 (none) or at least 2")
+    layers_count = len(source.hidden_sizes)
+    if not -layers_count <= projection_layer < layers_count:
+        raise ConfigError(f"invariance: projection layer {projection_layer}: {source.name} has hidden states "
+                          f"0..{layers_count - 1}")
     upstream = source.upstream
     geometry, rate = upstream.frame_geometry, int(getattr(upstream, "sample_rate", 16000))
     cuts, counts, starts, chosen = frame_sample(upstream, cuts, max_frames, seed)
@@ -144,14 +176,20 @@ def layer_invariance(source: FeatureSource, cuts: CutSet, conditions: Sequence[C
         if phone_labels is not None:
             table["phone"].append(round(nmi(assigned, phone_labels), 6))
             table["chance:phone"].append(round(nmi(assigned, shuffled_phone), 6))
+    projection = None
+    if projection_points:
+        layer = projection_layer % layers_count
+        frames = np.concatenate([layers[layer] for layers in per_condition])
+        projection = _projection(frames, condition_labels, phone_labels, layer, projection_points, seed)
     return {"method": METHOD, "conditions": [str(c) for c in conditions], "k": k, "positions": len(chosen),
             "frames": len(chosen) * len(conditions), "cuts": len(cuts), "seed": seed, "nmi": table,
-            "missing": missing}
+            "missing": missing, "projection": projection}
 
 
 def run_invariance(upstreams: Sequence[str], corpus: Path, conditions: Sequence[str], out: Path,
                    subset: str = "pr", split: str = "dev", k: int = 50, max_frames: int = 2000,
-                   max_cuts: int | None = 200, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+                   max_cuts: int | None = 200, seed: int = 0, device: str = "cpu", projection_layer: int = -1,
+                   projection_points: int = 800) -> dict[str, Any]:
     """`speechrep analyze invariance`: `layer_invariance` of each upstream on (a seeded share of at most
     `max_cuts` cuts of) CORPUS/SUBSET/SPLIT; written to `out` (JSON) and returned."""
     from speechrep.audio.conditions import parse_conditions
@@ -179,7 +217,8 @@ def run_invariance(upstreams: Sequence[str], corpus: Path, conditions: Sequence[
     for choice in choices:
         upstream = load_upstream_module(choice)
         source = FeatureSource(choice.label, upstream, cache_root=None, device=device)
-        entry = layer_invariance(source, cuts, parsed, k=k, max_frames=max_frames, seed=seed)
+        entry = layer_invariance(source, cuts, parsed, k=k, max_frames=max_frames, seed=seed,
+                                 projection_layer=projection_layer, projection_points=projection_points)
         entry["weights"] = upstream_identity(choice, upstream)
         for key in ("method", "conditions", "k", "seed"):  # the same for every upstream: kept at the top
             entry.pop(key)

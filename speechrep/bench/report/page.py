@@ -21,11 +21,13 @@ from speechrep.bench.report.plots import (
     plot_layer_curves,
     plot_layer_weights,
     plot_pretrain_curves,
+    plot_projection,
     plot_robustness,
     plot_scores,
     plot_sequence,
     plot_tuning_tradeoff,
 )
+from speechrep.bench.report.robustness import load_invariance
 from speechrep.bench.report.synthesis import copy_samples, synthesis_section
 from speechrep.bench.report.tables import (
     compression_html,
@@ -33,6 +35,7 @@ from speechrep.bench.report.tables import (
     count_text,
     esc,
     img_tag,
+    invariance_html,
     kmeans_html,
     layer_analysis_html,
     leaderboard_html,
@@ -129,6 +132,9 @@ def render_report(inputs: ReportInputs) -> str:
             "</div>" if plot else "")))
     if any(r.get("test_by_condition") for r in rows):
         sections.append(("robustness", "Robustness", robustness_body(inputs)))
+    invariance = load_invariance(inputs.root)  # RESULTS_DIR/invariance.json, when analysed
+    if invariance is not None:
+        sections.append(("invariance", "Noise invariance", invariance_body(invariance)))
     synthesis = synthesis_section(inputs.root)  # RESULTS_DIR/synthesis/synthesis.json, when measured
     if synthesis is not None:
         sections.append(("synthesis", "Synthesis and voice conversion", synthesis))
@@ -204,6 +210,23 @@ def robustness_body(inputs: ReportInputs) -> str:
                "severity (telephone) are in the table only.</p>\n")
     plots = "".join(img_tag(uri, f"test metric against severity: {family}") for family, uri in figures)
     return robustness_html(inputs) + "\n" + caption + f"<div class=\"plots\">{plots}</div>"
+
+
+def invariance_body(result: Mapping[str, Any]) -> str:
+    """The Noise invariance section: the per-layer NMI table and each upstream's 2-D projection."""
+    figures = []
+    for label, entry in result["upstreams"].items():
+        projection = entry.get("projection")
+        if projection:
+            uri = plot_projection(label, projection, result["conditions"])
+            figures.append(img_tag(uri, f"{label}: 2-D projection of hidden state {projection['layer']}"))
+    if not figures:
+        return invariance_html(result)
+    caption = ('<p class="note">Frames of one hidden state per upstream (the analysis\'s '
+               "<code>--projection-layer</code>, named in each picture's alt text) drawn by t-SNE, a seeded "
+               "sample across conditions: colours apart on the left mean the layer separates the "
+               "distortions, on the right that it separates phones.</p>\n")
+    return invariance_html(result) + "\n" + caption + f'<div class="plots">{"".join(figures)}</div>'
 
 
 def write_report(results_dir: Path, out: Path | None = None, more: Sequence[Path] = ()) -> Path:

@@ -427,3 +427,39 @@ def plot_robustness(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
                    ncols=min(len(handles), 5), fontsize=8, frameon=False)
         figures.append((family, _png_data_uri(fig)))
     return figures
+
+
+def plot_projection(label: str, projection: Mapping[str, Any], conditions: Sequence[str],
+                    top_phones: int = 8) -> str:
+    """Two panels of one upstream's 2-D frame projection (`speechrep analyze invariance`): coloured by
+    condition and by phone (the `top_phones` most frequent; the rest grey)."""
+    from matplotlib import colormaps
+
+    xy = np.asarray(projection["xy"], dtype=np.float64)
+    palette = colormaps["tab10"].colors
+    panels = 2 if projection.get("phone") else 1
+    fig = _figure(4.2 * panels, 3.9)
+    axes = fig.subplots(1, panels, squeeze=False).ravel()
+    index = np.asarray(projection["condition"])
+    for c, name in enumerate(conditions):
+        chosen = index == c
+        axes[0].scatter(xy[chosen, 0], xy[chosen, 1], s=5, color=palette[c % len(palette)], label=name,
+                        alpha=0.7, linewidths=0)
+    axes[0].set_title(f"{label}: by condition", fontsize=9)
+    axes[0].legend(fontsize=7, markerscale=2, loc="best")
+    if panels == 2:
+        phones = np.asarray(projection["phone"], dtype=object)
+        names, counts = np.unique(phones, return_counts=True)
+        common = [str(n) for n in names[np.argsort(-counts, kind="stable")][:top_phones]]
+        rest = ~np.isin(phones, common)
+        axes[1].scatter(xy[rest, 0], xy[rest, 1], s=4, color="0.8", label="other", linewidths=0)
+        for i, name in enumerate(common):
+            chosen = phones == name
+            axes[1].scatter(xy[chosen, 0], xy[chosen, 1], s=5, color=palette[i % len(palette)], label=name,
+                            alpha=0.8, linewidths=0)
+        axes[1].set_title(f"{label}: by phone", fontsize=9)
+        axes[1].legend(fontsize=7, markerscale=2, loc="best", ncol=2)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _png_data_uri(fig)

@@ -9,8 +9,10 @@ without a severity (`telephone`) or that no longer parse are in the table only.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from speechrep.audio.conditions import parse_condition
@@ -98,3 +100,12 @@ def degradation_families(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Co
         if point.severity is not None:
             families.setdefault(point.family, []).append(point)
     return {name: sorted(points, key=lambda p: p.severity) for name, points in families.items()}
+
+
+INVARIANCE = "invariance.json"  # `speechrep analyze invariance --out RESULTS_DIR/invariance.json`
+
+
+def load_invariance(results_dir: Path) -> dict[str, Any] | None:
+    """RESULTS_DIR/invariance.json, or None when there is none."""
+    path = Path(results_dir) / INVARIANCE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -479,3 +479,22 @@ def robustness_html(inputs: ReportInputs) -> str:
             + "Hover a cell for its change against clean.</p>\n")
     header = ["upstream", "task", "metric", "trained on"] + conditions
     return note + _table(header, body, "robustness")
+
+
+def invariance_html(result: Mapping[str, Any]) -> str:
+    """Per upstream and hidden state: NMI of k-means clusters with the condition and with the phone, each
+    with its chance level (`speechrep analyze invariance`)."""
+    body = []
+    for label, entry in result["upstreams"].items():
+        table = entry["nmi"]
+        for layer, value in enumerate(table["condition"]):
+            phone = "–" if table["phone"] is None else \
+                f"{table['phone'][layer]:.3f} ({table['chance:phone'][layer]:.3f})"
+            body.append([_td(label if layer == 0 else "", css="name"), _td(layer),
+                         _td(f"{value:.3f} ({table['chance:condition'][layer]:.3f})"), _td(phone)])
+    note = (f"<p class=\"note\">{esc(result['subset'])}/{esc(result['split'])} rendered under "
+            f"{esc(', '.join(result['conditions']))}; k = {esc(result['k'])} clusters per hidden state. NMI of the "
+            "clusters with the condition (low: the layer ignores the distortion) and with the phone (high: "
+            "clusters are phonetic); in brackets the same clusters against shuffled labels.</p>\n")
+    header = ["upstream", "hidden state", "NMI condition (chance) ↓", "NMI phone (chance) ↑"]
+    return note + _table(header, body, css="invariance")
