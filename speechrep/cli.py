@@ -297,9 +297,14 @@ def _analyze_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeded sample of frame positions, each under every condition (default: 2000)")
     p.add_argument("--max-cuts", type=int, default=200,
                    help="seeded sample of cuts of the split (default: 200)")
+    p.add_argument("--projection-layer", type=int, default=-1,
+                   help="hidden state drawn as a 2-D t-SNE of its frames (default: -1, the last)")
+    p.add_argument("--projection-points", type=int, default=800,
+                   help="frames in that picture, a seeded sample across conditions (default: 800; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, k-means and chance levels")
     p.add_argument("--device", default="cpu", help="where upstreams run: cpu, cuda, ...")
-    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="JSON file to write (`speechrep report` shows RESULTS_DIR/invariance.json)")
 
 
 @command("analyze", "representation analyses: `invariance` (per-layer NMI of k-means clusters with the "
@@ -309,7 +314,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
     result = run_invariance(args.upstream, args.corpus, args.conditions, args.out, subset=args.subset,
                             split=args.split, k=args.k, max_frames=args.max_frames, max_cuts=args.max_cuts,
-                            seed=args.seed, device=args.device)
+                            seed=args.seed, device=args.device, projection_layer=args.projection_layer,
+                            projection_points=args.projection_points)
     print(format_invariance(result), end="")
     print(f"invariance: {args.out}")
     return 0
