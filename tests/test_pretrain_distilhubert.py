@@ -15,13 +15,13 @@ from speechrep.pretrain import method_config, run_method
 from speechrep.pretrain.distilhubert import (
     Config,
     DistilHuBERTObjective,
-    Distorter,
     distillation_loss,
     gradient_reversal,
     init_student_from_teacher,
     proportional_layers,
     warp_to_student,
 )
+from speechrep.pretrain.distortion import Distorter
 from speechrep.train import read_metrics
 from speechrep.upstream import load_upstream
 

@@ -93,3 +93,39 @@ def test_unmasked_weight_adds_the_unmasked_frames_cross_entropy(corpus: Path, la
     (masked_only, scalars0), (both, scalars) = results[0.0], results[0.5]
     assert "unmasked_loss" not in scalars0 and scalars["masked_acc"] == scalars0["masked_acc"]
     assert torch.allclose(both, masked_only + 0.5 * scalars["unmasked_loss"], atol=1e-5)
+
+
+def test_robust_teacher_hears_distorted_audio_against_clean_targets(corpus: Path, labels: Path,
+                                                                    tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    batch = first_batch(corpus)
+    heard = {}
+    for name, extra in (("plain", []), ("clean", ["distortions=[clean]"]),
+                        ("noise", ["distortions=[noise]", "snr_db=[0.0,0.0]"])):
+        cfg = method_config("melhubert", "tiny", [f"labels={labels}", *extra])
+        torch.manual_seed(0)
+        objective = MelHuBERTObjective(load_upstream(cfg.upstream, **cfg.model), ClusterLabels(labels), cfg)
+        seen = []
+        features = objective.upstream.input_features
+        objective.upstream.input_features = lambda wavs, lens: seen.append(wavs) or features(wavs, lens)
+        torch.manual_seed(1)
+        heard[name] = (objective(batch)[0], seen[0])
+    assert torch.equal(heard["clean"][1], batch.wavs) and torch.equal(heard["plain"][1], batch.wavs)
+    noisy = heard["noise"][1]
+    assert noisy.shape == batch.wavs.shape and not torch.equal(noisy, batch.wavs)
+    valid = batch.wavs != 0
+    snr = 10 * torch.log10(batch.wavs[valid].square().sum() / (noisy - batch.wavs)[valid].square().sum())
+    assert abs(float(snr)) < 1.5  # 0 dB per utterance
+    with pytest.raises(Exception, match="speed changes the frames' timeline"):
+        method_config("melhubert", "tiny", [f"labels={labels}", "distortions=[speed]"])
+
+    # continued pre-training from an export keeps its statistics and moves its weights
+    args = [f"labels={labels}", "train.max_steps=3", "train.eval_every=3", "data.max_duration=6"]
+    first = run_method("melhubert", corpus, tmp_path / "teacher", "tiny", args)
+    robust = run_method("melhubert", corpus, tmp_path / "robust", "tiny",
+                        [*args, f"upstream={first}", "distortions=[clean,noise,reverb]"])
+    before, after = load_upstream(first), load_upstream(robust)
+    assert torch.equal(before.feature_mean, after.feature_mean)
+    assert torch.equal(before.feature_std, after.feature_std)
+    changed = [k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])]
+    assert changed and all("feature_" not in k for k in changed)

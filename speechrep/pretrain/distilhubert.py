@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechrep.audio import augment
-from speechrep.data.batching import AudioBatch, load_cuts
+from speechrep.data.batching import AudioBatch
 from speechrep.data.boundaries import BoundarySource
 from speechrep.errors import ConfigError
 from speechrep.pretrain.common import PretrainData, run_pretraining, set_corpus_statistics
+from speechrep.pretrain.distortion import Distorter, DistortionConfig
 from speechrep.pretrain.melhubert import fit_unit_codebook
 from speechrep.train import TrainConfig
 from speechrep.upstream.base import on_frame_grid, padding_mask
@@ -51,12 +51,10 @@ from speechrep.upstream.registry import list_upstreams
 
 log = logging.getLogger(__name__)
 
-DISTORTIONS = ("clean", "noise", "reverb", "band_limit", "clip", "speed")
-
-
 @dataclass
-class Config:
-    """DistilHuBERT (s3prl's distiller): 200k steps, batch 24 utterances, Adam 2e-4 with 7 % warm-up."""
+class Config(DistortionConfig):
+    """DistilHuBERT (s3prl's distiller): 200k steps, batch 24 utterances, Adam 2e-4 with 7 % warm-up; the
+    robust variants' `distortions` and their ranges come from `DistortionConfig`."""
 
     upstream: str = "distilhubert"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the student's hub config
@@ -66,17 +64,9 @@ class Config:
     target_layers: list[int] | None = None  # teacher hidden-state indices; None: 3 spread over its depth
     cosine_weight: float = 1.0  # λ of −log σ(cos)
     init_from_teacher: bool = True  # start from the teacher's CNN, projection and first layers
-    # robust variants (Huang et al. 2022)
-    distortions: list[str] = field(default_factory=list)  # empty: plain DistilHuBERT
+    # robust variants (Huang et al. 2022); empty `distortions`: plain DistilHuBERT
     teacher_input: Literal["clean", "distorted"] = "clean"
     adversarial_weight: float = 0.0  # λ_adv of the gradient reversal; 0: no distortion classifier
-    snr_db: tuple[float, float] = (0.0, 20.0)
-    noise_manifest: str | None = None  # lhotse manifest of noise recordings; None: synthetic coloured noise
-    rt60: tuple[float, float] = (0.2, 0.8)
-    band_low_hz: tuple[float, float] = (100.0, 500.0)
-    band_high_hz: tuple[float, float] = (2500.0, 4000.0)
-    clip_level: tuple[float, float] = (0.1, 0.5)  # share of the peak kept
-    speed: tuple[float, float] = (0.9, 1.1)
     stats_seconds: float = 3600.0  # a log-mel student's corpus statistics, when not the teacher's
     boundaries: str = ""  # an alignment-pooled student: a boundaries file; empty: the cuts' phone alignments
     unit_fit_seconds: float = 600.0  # a unit-pooled student: audio whose input frames fit its codebook
@@ -84,19 +74,11 @@ class Config:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200_000, lr=2e-4))
 
     def __post_init__(self) -> None:
-        unknown = [d for d in self.distortions if d not in DISTORTIONS]
-        if unknown:
-            raise ConfigError(f"key 'distortions': unknown {unknown}; choose from {', '.join(DISTORTIONS)}")
-        if len(set(self.distortions)) != len(self.distortions):
-            raise ConfigError(f"key 'distortions': repeated entries in {self.distortions}")
+        super().__post_init__()
         if self.adversarial_weight < 0:
             raise ConfigError(f"key 'adversarial_weight': must be >= 0, got {self.adversarial_weight}")
         if self.adversarial_weight > 0 and len(self.distortions) < 2:
             raise ConfigError("key 'adversarial_weight': the distortion classifier needs >= 2 distortions")
-        for name in ("snr_db", "rt60", "band_low_hz", "band_high_hz", "clip_level", "speed"):
-            low, high = getattr(self, name)
-            if low > high:
-                raise ConfigError(f"key {name!r}: range [{low}, {high}] is empty")
 
 
 def proportional_layers(num_layers: int, count: int = 3) -> list[int]:
@@ -150,61 +132,6 @@ class DistortionClassifier(nn.Module):
         weight = valid[..., None].to(features.dtype)
         pooled = (features * weight).sum(1) / weight.sum(1).clamp(min=1.0)
         return self.net(pooled)
-
-
-# --- distortions on the fly ---
-
-
-class Distorter:
-    """Draws and applies one distortion type per utterance (numpy, on CPU), from speechrep.audio.augment."""
-
-    def __init__(self, cfg: Config, sample_rate: int = 16000):
-        self.cfg, self.sample_rate = cfg, sample_rate
-        self.noises: list[np.ndarray] = []
-        if cfg.noise_manifest is not None and "noise" in cfg.distortions:
-            self.noises = [c.load_audio()[0].astype(np.float32) for c in load_cuts(cfg.noise_manifest)]
-            if not self.noises:
-                raise ConfigError(f"key 'noise_manifest': {cfg.noise_manifest} holds no recording")
-
-    def __call__(self, wav: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """(distorted copy of `wav`, its speed factor) for distortion `kind`."""
-        cfg, sr = self.cfg, self.sample_rate
-        if kind == "noise":
-            if self.noises:
-                noise = self.noises[rng.integers(len(self.noises))]
-                noise = np.roll(noise, rng.integers(len(noise)))  # a random start, tiled by add_noise
-            else:
-                noise = augment.coloured_noise(rng, len(wav), exponent=float(rng.uniform(0.0, 2.0)))
-            return augment.add_noise(wav, noise, float(rng.uniform(*cfg.snr_db))), 1.0
-        if kind == "reverb":
-            rir = augment.synthetic_rir(rng, sr, rt60=float(rng.uniform(*cfg.rt60)))
-            return augment.reverberate(wav, rir), 1.0
-        if kind == "band_limit":
-            return augment.band_limit(
-                wav, sr, float(rng.uniform(*cfg.band_low_hz)), float(rng.uniform(*cfg.band_high_hz))
-            ), 1.0
-        if kind == "clip":
-            return augment.clip(wav, float(rng.uniform(*cfg.clip_level))), 1.0
-        if kind == "speed":
-            factor = float(rng.uniform(*cfg.speed))
-            return augment.speed_perturb(wav, factor, sr), factor
-        return wav, 1.0
-
-    def batch(
-        self, wavs: Tensor, wav_lens: Tensor, kinds: list[str], rng: np.random.Generator
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Distort each utterance of a padded batch: (wavs, lengths, speed factors) on the batch's device."""
-        audio = wavs.detach().float().cpu().numpy()
-        outs, factors = [], []
-        for row, length, kind in zip(audio, wav_lens.tolist(), kinds):
-            out, factor = self(row[:length], kind, rng)
-            outs.append(out.astype(np.float32, copy=False))
-            factors.append(factor)
-        lens = torch.tensor([len(o) for o in outs])
-        padded = torch.zeros(len(outs), int(lens.max()))
-        for i, out in enumerate(outs):
-            padded[i, : len(out)] = torch.from_numpy(out)
-        return padded.to(wavs.device), lens.to(wavs.device), torch.tensor(factors, device=wavs.device)
 
 
 def warp_to_student(

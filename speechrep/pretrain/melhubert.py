@@ -20,6 +20,16 @@ audio's input frames first; alignment segmentation reads phone boundaries from t
 
     speechrep pretrain --method melhubert --data CORPUS --out RUN labels=L1 model.downsample=4 \
         model.segmentation=alignment target_rate=subsample
+
+A robust teacher (the JSALT robustness study's continually trained teacher): with `distortions` (and their
+ranges, `speechrep.pretrain.distortion`), each utterance is heard through one distortion drawn uniformly per
+step while its k-means targets stay those of the clean audio. `upstream` may be an exported MelHuBERT, whose
+weights and corpus statistics the run continues from (its cluster classifier starts afresh):
+
+    speechrep pretrain --method melhubert --data CORPUS --out ROBUST labels=L1 upstream=RUN1/upstream \
+        'distortions=[clean,noise,reverb,band_limit,clip]'
+
+Speed perturbation changes the timeline of the frames against their labels and is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from speechrep.errors import ConfigError
 from speechrep.nn.masking import compute_span_mask
 from speechrep.nn.segments import expand_segments, segment_majority
 from speechrep.pretrain.common import PretrainData, load_unlabeled, run_pretraining, set_corpus_statistics
+from speechrep.pretrain.distortion import Distorter, DistortionConfig
 from speechrep.pretrain.hubert import load_labels
 from speechrep.pretrain.kmeans import IGNORE, ClusterLabels, fit_kmeans
 from speechrep.train import TrainConfig
@@ -50,10 +61,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Config:
-    """MelHuBERT (20 ms) settings: 512 clusters, 14 % span starts × 5 frames, Adam 1e-4, clip 10."""
+class Config(DistortionConfig):
+    """MelHuBERT (20 ms) settings: 512 clusters, 14 % span starts × 5 frames, Adam 1e-4, clip 10; no
+    distortion unless `distortions` names some (a robust teacher)."""
 
-    upstream: str = "melhubert_base"
+    upstream: str = "melhubert_base"  # a hub name, or an exported MelHuBERT to continue from
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the hub config
     labels: str = ""  # directory written by `speechrep kmeans` (required)
     mask_start_prob: float = 0.14  # share of frames that start a masked span (fairseq mask_prob 0.7 / span 5)
@@ -78,6 +90,10 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if "speed" in self.distortions:
+            raise ConfigError("key 'distortions': speed changes the frames' timeline against their k-means "
+                              "labels; use clean, noise, reverb, band_limit or clip")
         if self.target_rate not in ("upsample", "subsample"):
             raise ConfigError(f"key 'target_rate': {self.target_rate!r} is not 'upsample' or 'subsample'")
 
@@ -90,12 +106,19 @@ class MelHuBERTObjective(nn.Module):
         self.upstream, self.labels, self.cfg = upstream, labels, cfg
         self.final_proj = nn.Linear(upstream.config.hidden_size, labels.k)
         self.boundaries = BoundarySource(cfg.boundaries) if upstream.needs_boundaries else None
+        self.distorter = Distorter(cfg, upstream.sample_rate) if cfg.distortions else None
 
     def forward(self, batch: AudioBatch) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of the clusters of masked frames (plus `unmasked_weight` × that of the unmasked
         ones), with the masked accuracy and the masked share."""
         cfg, up = self.cfg, self.upstream
-        feats, lengths = up.input_features(batch.wavs, batch.wav_lens)
+        wavs = batch.wavs
+        if self.distorter is not None:
+            # numpy draws seeded from torch's RNG, which the loop checkpoints: resumed runs redraw the same
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            kinds = [cfg.distortions[k] for k in rng.integers(len(cfg.distortions), size=len(wavs))]
+            wavs = self.distorter.batch(wavs, batch.wav_lens, kinds, rng)[0]  # the same lengths
+        feats, lengths = up.input_features(wavs, batch.wav_lens)
         targets = self.labels.targets(batch.cuts, lengths, feats.shape[1])
         if up.compressed:
             final, targets, mask, lengths = self.compressed(batch, feats, lengths, targets)
@@ -162,7 +185,8 @@ def run(cfg: Config, data: Path, run_dir: Path) -> Path:
     """Pre-train MelHuBERT on `data` against the k-means labels `cfg.labels`; returns the export."""
     upstream = load_upstream(cfg.upstream, **cfg.model)
     labels = load_labels(cfg, upstream, "melhubert")  # bad labels fail before the statistics are read
-    set_corpus_statistics(upstream, data, cfg)
+    if not Path(cfg.upstream).is_dir():  # an exported MelHuBERT carries its statistics
+        set_corpus_statistics(upstream, data, cfg)
     if upstream.config.segmentation == "units":
         fit_unit_codebook(upstream, data, cfg.data, cfg.unit_fit_seconds, cfg.train.seed)
     return run_pretraining(
