@@ -206,3 +206,19 @@ def test_cli_hear_eval(scene_task: Path, tmp_path: Path, capsys) -> None:
     assert main(["hear-eval", "--upstream", "fbank_raw", "--tasks", str(scene_task.parent),
                  "--out", str(tmp_path), "--grid", "small", "--max-epochs", "30"]) == 0
     assert "tones3" in capsys.readouterr().out and (tmp_path / "tones3" / "results.json").is_file()
+
+
+def test_majority_baseline_by_hand(scene_task: Path, event_task: Path, tmp_path: Path, capsys) -> None:
+    from speechrep.cli import main
+
+    # tones3: every class has the same share of each training fold, so the first class wins every clip
+    scene = he.evaluate_tasks("majority", scene_task, tmp_path)[0]
+    assert scene["upstream"] == "majority" and len(scene["rounds"]) == 5
+    assert scene["test"]["top1_acc"] == pytest.approx(1 / 3) and scene["test"]["mAP"] == pytest.approx(1 / 3)
+    assert scene["test"]["aucroc"] == pytest.approx(0.5)
+    # beeps: no event predicted, so no onset hit and every reference segment a deletion
+    argv = ["hear-eval", "--upstream", "majority", "--tasks", str(event_task), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    event = json.loads((tmp_path / "beeps" / "results.json").read_text())
+    assert event["test"] == {"event_onset_200ms_fms": 0.0, "segment_1s_er": 1.0}
+    assert "beeps" in capsys.readouterr().out and not (tmp_path / "beeps" / "embeddings").exists()

@@ -538,6 +538,54 @@ def evaluate_task(task: HearTask, model: HearModel, out: Path, tag: str,
     return result
 
 
+MAJORITY = "majority"  # `--upstream majority`: the trivial baseline, no model
+
+
+def majority_task(task: HearTask, out: Path) -> dict:
+    """The trivial baseline of a task, scored like a model (OUT/results.json): scene tasks score every test
+    clip with each class's share of the training clips (top-1: the majority class; mAP and AUC: the
+    constant scores), event tasks predict no event (onset F 0, segment error rate 1)."""
+    start = time.perf_counter()
+    table = SCENE_METRICS if task.embedding_type == "scene" else EVENT_METRICS
+    metrics = [m for m in task.evaluation if m in table]
+    if not metrics:
+        raise ConfigError(f"hear-eval: {task.path}: none of the metrics {task.evaluation} is implemented for "
+                          f"{task.embedding_type} tasks ({sorted(table)})")
+    index = {label: i for i, label in enumerate(task.labels)}
+
+    def hot(split: str) -> np.ndarray:
+        clips = task.label_file(split)
+        y = np.zeros((len(clips), len(task.labels)), dtype=np.float32)
+        for row, name in enumerate(sorted(clips)):
+            y[row, [index[str(label)] for label in clips[name]]] = 1.0
+        return y
+
+    rounds = []
+    for split in task.data_splits:
+        if task.embedding_type == "scene":
+            prior = np.concatenate([hot(s) for s in split["train"]]).mean(0)
+            y_te = np.concatenate([hot(s) for s in split["test"]])
+            scores = np.tile(prior + 1e-9 * np.arange(len(prior))[::-1], (len(y_te), 1))  # ties: first class
+            test = {m: table[m](scores, y_te) for m in metrics}
+        else:
+            refs = {name: events for s in split["test"] for name, events in task.label_file(s).items()}
+            test = {m: table[m]({name: [] for name in refs}, refs) for m in metrics}
+        rounds.append({"split": split, "test": test})
+    result = {
+        "task": task.name, "upstream": MAJORITY, "embedding_type": task.embedding_type,
+        "prediction_type": task.prediction_type, "primary": metrics[0],
+        "test": {m: float(np.mean([rd["test"][m] for rd in rounds])) for m in metrics},
+        "test_std": {m: float(np.std([rd["test"][m] for rd in rounds])) for m in metrics},
+        "rounds": rounds, "metrics_not_implemented": [m for m in task.evaluation if m not in table],
+        "embed_seconds": 0.0, "seconds": round(time.perf_counter() - start, 2),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out / "results.json")
+    return result
+
+
 def load_hear_model(upstream: str, layer: int | None = None) -> HearModel:
     """A HEAR model from a path (export dir, HF dir, fairseq .pt) or a registry name, which has seeded random
     weights (a control; `load_upstream_for_inference` warns)."""
@@ -548,8 +596,11 @@ def load_hear_model(upstream: str, layer: int | None = None) -> HearModel:
 
 def evaluate_tasks(upstream: str, tasks: str | Path, out: str | Path, layer: int | None = None,
                    cfg: HearEvalConfig | None = None) -> list[dict]:
-    """Every task under `tasks` (one folder or a folder of folders) → OUT/<task>/results.json each."""
+    """Every task under `tasks` (one folder or a folder of folders) → OUT/<task>/results.json each;
+    `upstream` "majority" scores the trivial baseline (`majority_task`)."""
     paths = find_tasks(tasks)
+    if upstream == MAJORITY and not Path(upstream).exists():
+        return [majority_task(task, Path(out) / task.name) for task in map(read_task, paths)]
     model = load_hear_model(upstream, layer)
     # the weights' fingerprint keeps a re-trained model at the same path from reading old embeddings
     tag = f"{upstream}#{upstream_fingerprint(model.upstream)}" + ("" if layer is None else f"@layer{layer}")
