@@ -428,22 +428,51 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
                    help="corpus size: tiny (tests, <1 min), small (demo, minutes), full (tens of hours)")
     p.add_argument("--out", type=Path, required=True, help="output directory (re-running skips finished subsets)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same corpus")
-    p.add_argument("--subsets", default=None, help="comma-separated subset names, e.g. ks,sid (default: every "
-                   "SUPERB subset; the prosodic sentence_type, emphasis and irony only when named)")
+    p.add_argument("--subsets", default=None,
+                   help="comma-separated subset names, e.g. ks,sid (default: every SUPERB subset; the "
+                   "prosodic sentence_type, emphasis and irony only when named; with --hear: none unless "
+                   "named)")
+    p.add_argument("--hear", action="store_true",
+                   help="write synthetic tasks in the HEAR layout to OUT/hear/<task>/ (for `speechrep "
+                   "hear-eval --tasks OUT/hear`); alone it builds no mini-SUPERB subset, add --subsets for "
+                   "both")
+    p.add_argument("--hear-tasks", default=None, metavar="TASKS",
+                   help="comma-separated HEAR tasks (implies --hear; default: speech_commands,lang_id,"
+                   "speaker_count,pitch,events)")
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out made with another preset or seed (default: an error)")
 
 
-@command("synth", "build the synthetic mini-SUPERB corpus (eSpeak NG speech, every task)", _synth_arguments)
+def _comma_names(text: str | None) -> list[str] | None:
+    """`a, b,c` → [a, b, c]; None or empty → None (the default)."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+@command("synth", "build the synthetic mini-SUPERB corpus (eSpeak NG speech, every task) and, with --hear, "
+         "synthetic tasks in the HEAR layout", _synth_arguments)
 def _synth(args: argparse.Namespace) -> int:
     from speechrep.data.synth import make_synthetic_corpus
 
-    subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
-    corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed, subsets=subsets,
-                                   num_workers=args.workers, record_settings=True, overwrite=args.overwrite)
-    for name, splits in corpus.items():
-        print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
+    hear = args.hear or args.hear_tasks is not None
+    if not hear or args.subsets:
+        corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed,
+                                       subsets=_comma_names(args.subsets), num_workers=args.workers,
+                                       record_settings=True, overwrite=args.overwrite)
+        for name, splits in corpus.items():
+            print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))
+    if hear:
+        import json
+
+        from speechrep.data.synth.hear_tasks import make_hear_tasks
+
+        tasks = make_hear_tasks(args.out / "hear", preset=args.preset, seed=args.seed,
+                                tasks=_comma_names(args.hear_tasks), num_workers=args.workers,
+                                overwrite=args.overwrite)
+        for name, folder in tasks.items():
+            counts = {split: len(json.loads((folder / f"{split}.json").read_text()))
+                      for split in ("train", "valid", "test")}
+            print(f"hear/{name}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
     return 0
 
 
