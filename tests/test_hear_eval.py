@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from speechrep.bench import hear_eval as he
 from speechrep.errors import ConfigError
+from speechrep.upstream import load_upstream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SR = 16000
@@ -222,3 +224,14 @@ def test_majority_baseline_by_hand(scene_task: Path, event_task: Path, tmp_path:
     event = json.loads((tmp_path / "beeps" / "results.json").read_text())
     assert event["test"] == {"event_onset_200ms_fms": 0.0, "segment_1s_er": 1.0}
     assert "beeps" in capsys.readouterr().out and not (tmp_path / "beeps" / "embeddings").exists()
+
+
+def test_random_suffix_reinitialises_like_the_benchmark_controls() -> None:
+    from speechrep.downstream.runner import RANDOM_INIT_SEED, reinitialise
+
+    trained, control = he.load_hear_model("hubert_tiny"), he.load_hear_model("hubert_tiny@random")
+    reference = load_upstream("hubert_tiny")
+    reinitialise(reference, RANDOM_INIT_SEED)
+    weights = trained.upstream.state_dict()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in control.upstream.state_dict().items())
+    assert any(not torch.equal(v, weights[k]) for k, v in control.upstream.state_dict().items())

@@ -588,10 +588,16 @@ def majority_task(task: HearTask, out: Path) -> dict:
 
 def load_hear_model(upstream: str, layer: int | None = None) -> HearModel:
     """A HEAR model from a path (export dir, HF dir, fairseq .pt) or a registry name, which has seeded random
-    weights (a control; `load_upstream_for_inference` warns)."""
-    if Path(upstream).exists():
-        return load_model(upstream, layer=layer)
-    return load_model("", upstream=upstream, layer=layer)
+    weights (a control; `load_upstream_for_inference` warns); a `@random` suffix re-initialises the weights
+    as the benchmark's untrained controls do (same architecture, same seed)."""
+    from speechrep.downstream.runner import RANDOM_INIT_SEED, RANDOM_SUFFIX, reinitialise
+
+    source = upstream.removesuffix(RANDOM_SUFFIX)
+    model = load_model(source, layer=layer) if Path(source).exists() else \
+        load_model("", upstream=source, layer=layer)
+    if source != upstream:
+        reinitialise(model.upstream, RANDOM_INIT_SEED)
+    return model
 
 
 def evaluate_tasks(upstream: str, tasks: str | Path, out: str | Path, layer: int | None = None,
