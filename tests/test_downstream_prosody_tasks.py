@@ -16,6 +16,7 @@ from lhotse import CutSet
 from speechrep.data.synth import OPT_IN_SUBSETS, SUBSETS, make_synthetic_corpus
 from speechrep.data.synth.acoustics import class_differences, utterance_measures
 from speechrep.data.synth.card import text_baseline
+from speechrep.data.synth.prosodic import PROSODIC_PLANNERS
 from speechrep.data.synth.render import UtteranceSpec, _label_text, synthesis_request
 from speechrep.data.synth.speakers import make_speakers
 from speechrep.downstream import runner
@@ -23,6 +24,7 @@ from speechrep.downstream.features import FeatureSource
 from speechrep.downstream.tasks import get_task, list_tasks
 
 SPLITS = ("train", "dev", "test")
+PROSODIC = tuple(PROSODIC_PLANNERS)  # the prosodic opt-in subsets (OPT_IN_SUBSETS also holds ood_asr)
 CLASSES = {"sentence_type": {"statement", "question", "exclamation"}, "emphasis": {1, 2, 3},
            "irony": {"sincere", "ironic"}}
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prosodic") / "corpus"
-    make_synthetic_corpus(out, preset="tiny", seed=0, subsets=list(OPT_IN_SUBSETS), num_workers=2)
+    make_synthetic_corpus(out, preset="tiny", seed=0, subsets=list(PROSODIC), num_workers=2)
     return out
 
 
@@ -54,7 +56,7 @@ def test_opt_in_subsets_leave_the_default_corpus_alone() -> None:
     # their order (and so their audio) and the prosodic ones are only built when named.
     assert SUBSETS == ("unlabeled", "pr", "asr", "ks", "qbe", "sid", "asv", "sd", "er", "ic", "sf", "se",
                        "ss")
-    assert OPT_IN_SUBSETS == ("sentence_type", "emphasis", "irony")
+    assert OPT_IN_SUBSETS == ("sentence_type", "emphasis", "irony", "ood_asr")
     plain = _spec("anna bought red apples", ssml=False)
     assert not synthesis_request(plain)["ssml"] and _label_text(plain) == plain.text
 
@@ -76,7 +78,7 @@ def test_subsets_are_deterministic(corpus_dir: Path, tmp_path: Path) -> None:
     assert all(p.read_bytes() == (again / "emphasis" / "audio" / p.name).read_bytes() for p in first)
 
 
-@pytest.mark.parametrize("name", OPT_IN_SUBSETS)
+@pytest.mark.parametrize("name", PROSODIC)
 def test_every_transcript_carries_every_class_once(corpus_dir: Path, name: str) -> None:
     cuts = _cuts(corpus_dir, name)
     texts, speakers = {}, {}
@@ -95,7 +97,7 @@ def test_every_transcript_carries_every_class_once(corpus_dir: Path, name: str) 
         assert not texts[a] & texts[b] and not speakers[a] & speakers[b]
 
 
-@pytest.mark.parametrize("name", OPT_IN_SUBSETS)
+@pytest.mark.parametrize("name", PROSODIC)
 def test_text_alone_is_at_chance(corpus_dir: Path, name: str) -> None:
     cuts = {split: list(c) for split, c in _cuts(corpus_dir, name).items()}
     label = lambda cut: str(cut.supervisions[0].custom[name])  # noqa: E731
@@ -145,7 +147,7 @@ def test_irony_is_slower_wider_and_draws_out_the_adjective(corpus_dir: Path) -> 
 
 
 def test_registered_with_presets() -> None:
-    for name in OPT_IN_SUBSETS:
+    for name in PROSODIC:
         assert name in list_tasks()
         spec = get_task(name)
         assert spec.metric == "accuracy" and spec.higher_is_better and spec.best_value == 1.0
@@ -155,7 +157,7 @@ def test_registered_with_presets() -> None:
         assert runner.load_task_config(spec).train.max_steps >= 30_000
 
 
-@pytest.mark.parametrize("name", OPT_IN_SUBSETS)
+@pytest.mark.parametrize("name", PROSODIC)
 def test_each_task_trains_with_run_pair_on_fbank(corpus_dir: Path, tmp_path: Path, name: str) -> None:
     choice = runner.parse_upstream("fbank")
     source = FeatureSource(choice.label, runner.load_upstream_module(choice),

@@ -40,6 +40,13 @@ spoken once in each class by one speaker, so the transcript (`sup.text`) is at c
 - `emphasis`: `custom["emphasis"]` = 1, 2 or 3, the emphasised word of a four-word sentence (SSML emphasis).
 - `irony`: `custom["irony"]` in sincere/ironic (slower, wider pitch range, drawn-out adjective).
 
+Also opt-in, `ood_asr` (SUPERB-SG OOD-ASR; `subsets.plan_ood_asr`): one ASR corpus per domain in
+`ood_asr/<domain>/{train,dev,test}.jsonl.gz` (the subset's own manifests hold every domain,
+`cut.custom["domain"]`), sizes per domain like `asr`'s, speaker-disjoint splits. `es`, `de`, `fr`: eSpeak
+voices of the language read 4-14 words drawn with its wordfreq frequencies (`sup.text` lower case,
+`sup.language` the language, no phone labels); `spontaneous`: English sentences with fillers, a repeated
+word and hesitation pauses, `sup.text` verbatim (fillers included) with phones and alignments.
+
 Speakers are fixed combinations of eSpeak accent, voice variant, pitch, pitch range, rate and a random EQ;
 utterances jitter rate and pitch, a fraction get reverberation and background noise at a random SNR.
 The same preset and seed give byte-identical manifests.

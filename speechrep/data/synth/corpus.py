@@ -44,9 +44,9 @@ SUBSETS: tuple[str, ...] = (
     "se",
     "ss",
 )
-# Built only when named (`--subsets sentence_type,emphasis,irony`), never by default: the corpus a default or
-# older command builds stays the same.
-OPT_IN_SUBSETS: tuple[str, ...] = tuple(PROSODIC_PLANNERS)
+# Built only when named (`--subsets sentence_type,emphasis,irony`, `--subsets ood_asr`), never by default: the
+# corpus a default or older command builds stays the same.
+OPT_IN_SUBSETS: tuple[str, ...] = (*PROSODIC_PLANNERS, "ood_asr")
 _PLANNERS = {**PLANNERS, **PROSODIC_PLANNERS}
 FORMAT_VERSION = 1
 _MARKER = ".complete"
@@ -75,6 +75,7 @@ PRESETS: dict[str, Sizes] = {
         "sentence_type": ((2, 1, 1), (6, 3, 3)),
         "emphasis": ((2, 1, 1), (6, 3, 3)),
         "irony": ((2, 1, 1), (4, 2, 2)),
+        "ood_asr": ((2, 1, 1), (4, 2, 2)),  # per domain (es, de, fr, spontaneous)
     },
     "tiny": {
         "unlabeled": ((6, 2, 2), (24, 6, 6)),
@@ -93,6 +94,7 @@ PRESETS: dict[str, Sizes] = {
         "sentence_type": ((6, 2, 2), (24, 9, 9)),
         "emphasis": ((6, 2, 2), (24, 9, 9)),
         "irony": ((6, 2, 2), (24, 8, 8)),
+        "ood_asr": ((4, 2, 2), (12, 6, 6)),  # per domain, like asr
     },
     "small": {
         "unlabeled": ((40, 5, 5), (1100, 60, 60)),
@@ -111,6 +113,7 @@ PRESETS: dict[str, Sizes] = {
         "sentence_type": ((24, 6, 6), (600, 162, 162)),
         "emphasis": ((24, 6, 6), (600, 162, 162)),
         "irony": ((24, 6, 6), (600, 160, 160)),
+        "ood_asr": ((20, 5, 5), (400, 80, 80)),  # per domain, like asr
     },
     "full": {
         "unlabeled": ((400, 20, 20), (20000, 400, 400)),
@@ -129,6 +132,7 @@ PRESETS: dict[str, Sizes] = {
         "sentence_type": ((60, 20, 20), (3600, 900, 900)),
         "emphasis": ((60, 20, 20), (3600, 900, 900)),
         "irony": ((60, 20, 20), (3000, 600, 600)),
+        "ood_asr": ((100, 20, 20), (4000, 400, 400)),  # per domain, like asr
     },
 }
 
@@ -247,7 +251,8 @@ def make_synthetic_corpus(
 ) -> dict[str, dict[str, CutSet]]:
     """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped.
 
-    `subsets=None` builds `SUBSETS`; the `OPT_IN_SUBSETS` (sentence_type, emphasis, irony) only when named.
+    `subsets=None` builds `SUBSETS`; the `OPT_IN_SUBSETS` (sentence_type, emphasis, irony, ood_asr) only when
+    named.
 
     The folder is locked for the run. With `record_settings` (the `speechrep synth` command) it also records
     preset and seed, and a later run with others is an OutputError unless `overwrite` empties it first.

@@ -517,6 +517,72 @@ def _finish_sd(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
         atomic_write_text(subset_dir / f"{split}.rttm", "".join(lines))
 
 
+OOD_ASR_LANGUAGES: tuple[str, ...] = ("es", "de", "fr")  # voices: `hear_tasks.LANGUAGES`
+OOD_ASR_DOMAINS: tuple[str, ...] = (*OOD_ASR_LANGUAGES, "spontaneous")
+
+
+def plan_ood_asr(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
+    """OOD-ASR (SUPERB-SG): one ASR sub-corpus per domain of `OOD_ASR_DOMAINS`, the sizes per domain.
+
+    es/de/fr: speakers with eSpeak voices of the language read 4-14 words drawn with its wordfreq frequencies
+    (lower case; the characters are the language's own, accents included; no phone labels). `spontaneous`:
+    English speakers read sentences like `asr`'s with fillers, a repeated word and hesitation pauses
+    (`domains.spontaneous_text`), transcribed verbatim with phones and alignments. Every cut has
+    `custom["domain"]`; `finish` writes each domain's splits to `<domain>/<split>.jsonl.gz`."""
+    import dataclasses
+
+    from speechrep.data.synth.domains import spontaneous_text
+    from speechrep.data.synth.hear_tasks import LANGUAGES, _speaker_pools, _vocabulary
+
+    def in_language(item: Item, language: str) -> Item:
+        def to_cuts(meta: dict) -> list[MonoCut]:
+            return [dataclasses.replace(c, supervisions=[dataclasses.replace(s, language=language)
+                                                         for s in c.supervisions])
+                    for c in item.to_cuts(meta)]
+
+        return dataclasses.replace(item, to_cuts=to_cuts)
+
+    def make(domain: str) -> Callable[[str, int, Speaker], Item]:
+        def item(cut_id: str, i: int, speaker: Speaker) -> Item:
+            count = int(rng.integers(4, 15))
+            if domain == "spontaneous":
+                ssml, transcript = spontaneous_text(rng, texts.random_words(rng, count))
+                spec = _spec(rng, speaker, ssml, ssml=True)
+                return _single_item(audio_dir, cut_id, spec, None, {"domain": domain}, transcript=transcript)
+            words, probs = _vocabulary(domain)
+            text = " ".join(words[j] for j in rng.choice(len(words), size=count, p=probs)).lower()
+            made = _single_item(audio_dir, cut_id, _spec(rng, speaker, text), None, {"domain": domain},
+                                alignments=False)
+            return in_language(made, domain)
+
+        return item
+
+    everyone: dict[str, list[Speaker]] = {split: [] for split in SPLITS}
+    items: dict[str, list[Item]] = {split: [] for split in SPLITS}
+    for domain in OOD_ASR_DOMAINS:
+        prefix = f"ood_asr_{domain}"
+        if domain == "spontaneous":
+            spk = _speakers(rng, speakers, f"{prefix}_spk")
+        else:  # the lang_id task's speakers: voices of the language (its splits are named train/valid/test)
+            pools = _speaker_pools(rng, speakers, f"{prefix}_spk", LANGUAGES[domain])
+            spk = dict(zip(SPLITS, pools.values()))
+        for split, made in _utterances(rng, spk, counts, prefix, make(domain)).items():
+            items[split] += made
+            everyone[split] += spk[split]
+    return Plan(everyone, items, finish=_finish_ood_asr)
+
+
+def _finish_ood_asr(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
+    from speechrep.data.synth.corpus import write_cutset
+
+    for domain in OOD_ASR_DOMAINS:
+        for split in SPLITS:
+            write_cutset([c for c in cuts[split] if c.custom["domain"] == domain],
+                         subset_dir / domain / f"{split}.jsonl.gz")
+
+
 PLANNERS: dict[str, Callable[..., Plan]] = {
     "unlabeled": lambda rng, d, s, c: plan_sentences("unlabeled", rng, d, s, c, words=(6, 22)),
     "pr": lambda rng, d, s, c: plan_sentences("pr", rng, d, s, c),
@@ -531,4 +597,5 @@ PLANNERS: dict[str, Callable[..., Plan]] = {
     "sf": plan_sf,
     "se": plan_se,
     "ss": plan_ss,
+    "ood_asr": plan_ood_asr,  # opt-in (corpus.OPT_IN_SUBSETS): never in the default corpus
 }
