@@ -126,8 +126,12 @@ def _one_line(text: str) -> str:
 
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", help="corpus name: librispeech, speech_commands, voxceleb1, iemocap, "
-                   "fluent_speech_commands, libri2mix, voicebank_demand, quesst14, snips")
+                   "fluent_speech_commands, libri2mix, voicebank_demand, quesst14, snips, vcc2020, "
+                   "common_voice, sbcsae")
     p.add_argument("--corpus-dir", type=Path, required=True, help="the corpus in its published layout")
+    p.add_argument("--lang", default=None,
+                   help="common_voice: the language folder of the release to read, e.g. es, zh-CN, ar "
+                   "(writes OUT/ood_asr/<lang>/)")
     p.add_argument("--out", type=Path, required=True, help="writes OUT/<subset>/{train,dev,test}.jsonl.gz")
 
 
@@ -137,7 +141,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from speechrep.storage import ensure_output_dir
 
     ensure_output_dir(args.out)
-    manifests = prepare_corpus(args.corpus, args.corpus_dir, args.out)
+    manifests = prepare_corpus(args.corpus, args.corpus_dir, args.out, lang=args.lang)
     for subset, splits in manifests.items():
         for split, cuts in splits.items():
             hours = sum(c.duration for c in cuts) / 3600

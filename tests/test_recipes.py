@@ -611,11 +611,13 @@ def test_unknown_corpus_and_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(CorpusLayoutError, match="does not exist"):
         prepare_corpus("snips", tmp_path / "nowhere", None)
     assert sorted(RECIPES) == [
+        "common_voice",
         "fluent_speech_commands",
         "iemocap",
         "libri2mix",
         "librispeech",
         "quesst14",
+        "sbcsae",
         "snips",
         "speech_commands",
         "vcc2020",

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 from speechrep.data.recipes._common import CorpusLayoutError, Manifests
+from speechrep.data.recipes.common_voice import prepare_common_voice
 from speechrep.data.recipes.fluent_speech_commands import prepare_fluent_speech_commands
 from speechrep.data.recipes.iemocap import prepare_iemocap
 from speechrep.data.recipes.libri2mix import prepare_libri2mix
 from speechrep.data.recipes.librispeech import prepare_librispeech
 from speechrep.data.recipes.quesst14 import prepare_quesst14
+from speechrep.data.recipes.sbcsae import prepare_sbcsae
 from speechrep.data.recipes.snips import prepare_snips
 from speechrep.data.recipes.speech_commands import prepare_speech_commands
 from speechrep.data.recipes.vcc2020 import prepare_vcc2020
@@ -37,17 +39,28 @@ RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {
     "quesst14": prepare_quesst14,
     "snips": prepare_snips,
     "vcc2020": prepare_vcc2020,
+    "common_voice": prepare_common_voice,  # also takes `lang`
+    "sbcsae": prepare_sbcsae,
 }
+LANGUAGE_RECIPES = ("common_voice",)  # the recipes of multilingual corpora: one language per run
 
 
-def prepare_corpus(name: str, corpus_dir: str | Path, output_dir: str | Path | None) -> Manifests:
-    """Run the recipe of corpus `name` on `corpus_dir`, writing the manifests under `output_dir`."""
+def prepare_corpus(name: str, corpus_dir: str | Path, output_dir: str | Path | None,
+                   lang: str | None = None) -> Manifests:
+    """Run the recipe of corpus `name` on `corpus_dir`, writing the manifests under `output_dir`; `lang` picks
+    the language of a multilingual corpus (`LANGUAGE_RECIPES`)."""
     if name not in RECIPES:
         raise ConfigError(f"unknown corpus {name!r}; known: {', '.join(sorted(RECIPES))}")
+    if lang is not None and name not in LANGUAGE_RECIPES:
+        raise ConfigError(f"--lang {lang}: corpus {name!r} has one language (only "
+                          f"{', '.join(LANGUAGE_RECIPES)} take --lang)")
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise CorpusLayoutError(f"{corpus_dir}: corpus folder does not exist")
-    return RECIPES[name](corpus_dir, Path(output_dir) if output_dir is not None else None)
+    output = Path(output_dir) if output_dir is not None else None
+    if name in LANGUAGE_RECIPES:
+        return RECIPES[name](corpus_dir, output, lang=lang)
+    return RECIPES[name](corpus_dir, output)
 
 
-__all__ = ["RECIPES", "CorpusLayoutError", "Manifests", "prepare_corpus"]
+__all__ = ["LANGUAGE_RECIPES", "RECIPES", "CorpusLayoutError", "Manifests", "prepare_corpus"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -37,6 +37,29 @@ def require(path: Path, what: str) -> Path:
 def manifest_path(output_dir: Path, subset: str, split: str) -> Path:
     """Where the manifest of one subset split lives: OUT/<subset>/<split>.jsonl.gz."""
     return output_dir / subset / f"{split}.jsonl.gz"
+
+
+def read_tsv(path: Path, columns: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) per row of a tab-separated file whose header names at least `columns`.
+    No quoting (Common Voice sentences hold quote marks); a CorpusLayoutError names a missing file or column,
+    or the line of a row too short to hold them."""
+    lines = require(path, what).read_text(encoding="utf-8-sig").splitlines()
+    header = lines[0].split("\t") if lines else []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise CorpusLayoutError(f"{path}: {what} without a {missing[0]!r} column (header: "
+                                f"{lines[0] if lines else 'none'!r})")
+    needed = 1 + max(header.index(c) for c in columns)
+    rows = []
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < needed:
+            raise CorpusLayoutError(f"{path}:{number}: expected {len(header)} tab-separated fields, got "
+                                    f"{len(fields)}")
+        rows.append((number, dict(zip(header, fields))))
+    return rows
 
 
 def load_if_done(
