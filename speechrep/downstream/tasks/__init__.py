@@ -131,6 +131,7 @@ TASKS: dict[str, str] = {
     "emphasis": "speechrep.downstream.tasks.emphasis",
     "irony": "speechrep.downstream.tasks.irony",
     "vc": "speechrep.downstream.tasks.vc",
+    "ood_asr": "speechrep.downstream.tasks.ood_asr",
 }
 
 
