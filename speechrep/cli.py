@@ -443,6 +443,10 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hear-tasks", default=None, metavar="TASKS",
                    help="comma-separated HEAR tasks (implies --hear; default: speech_commands,lang_id,"
                    "speaker_count,pitch,events)")
+    p.add_argument("--domains", default=None, metavar="DOMAINS",
+                   help="also write out-of-domain test splits <subset>/test_<domain> of the subsets that "
+                   "take them (ks, ic, er, pr, asr; sid all but unseen): comma-separated of unseen, accented,"
+                   " fast, slow, spontaneous (docs/robustness.md); existing files are not changed")
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out made with another preset or seed (default: an error)")
@@ -459,9 +463,15 @@ def _synth(args: argparse.Namespace) -> int:
     from speechrep.data.synth import make_synthetic_corpus
 
     hear = args.hear or args.hear_tasks is not None
+    if hear and args.domains and not args.subsets:
+        from speechrep.errors import ConfigError
+
+        raise ConfigError("--domains: out-of-domain test splits belong to mini-SUPERB subsets, which "
+                          "--hear alone does not build; name them with --subsets (e.g. --subsets ks,pr)")
     if not hear or args.subsets:
         corpus = make_synthetic_corpus(args.out, preset=args.preset, seed=args.seed,
                                        subsets=_comma_names(args.subsets), num_workers=args.workers,
+                                       domains=_comma_names(args.domains) or (),
                                        record_settings=True, overwrite=args.overwrite)
         for name, splits in corpus.items():
             print(f"{name}: " + ", ".join(f"{split} {len(cuts)}" for split, cuts in splits.items()))

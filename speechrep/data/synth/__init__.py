@@ -47,6 +47,12 @@ voices of the language read 4-14 words drawn with its wordfreq frequencies (`sup
 `sup.language` the language, no phone labels); `spontaneous`: English sentences with fillers, a repeated
 word and hesitation pauses, `sup.text` verbatim (fillers included) with phones and alignments.
 
+Out-of-domain test splits (`domains=` / `speechrep synth --domains unseen,accented,fast,slow,spontaneous`;
+`speechrep.data.synth.domains`): `<subset>/test_<domain>.jsonl.gz` of ks, ic, er, pr, asr and sid (sid: all
+but `unseen`), each the subset's test split item by item with one change (new voices, a foreign eSpeak voice
+reading the English text, 2x or 0.5x the rate, fillers and hesitations), same labels; adding them changes no
+other file (docs/robustness.md).
+
 Speakers are fixed combinations of eSpeak accent, voice variant, pitch, pitch range, rate and a random EQ;
 utterances jitter rate and pitch, a fraction get reverberation and background noise at a random SNR.
 The same preset and seed give byte-identical manifests.

@@ -202,3 +202,26 @@ def write_card(
         lines += ["", "Labels: `" + json.dumps(card["labels"])[:2000] + "`"]
     atomic_write_text(subset_dir / "card.md", "\n".join(lines) + "\n")
     return card
+
+
+def write_domain_card(
+    subset_dir: Path, name: str, split: str, preset: str, seed: int, cuts: list[MonoCut]
+) -> dict:
+    """Write `<split>.card.json` for an out-of-domain test split (`domains`): counts, hours, its speakers'
+    voices, the eSpeak rates (words per minute) it was spoken at and its label inventory; return the card."""
+    voices = {s.speaker: c.custom["voice"] for c in cuts for s in c.supervisions}
+    rates = [c.custom["wpm"] for c in cuts]
+    card = {
+        "subset": name,
+        "split": split,
+        "domain": cuts[0].custom["domain"] if cuts else None,
+        "preset": preset,
+        "seed": seed,
+        "cuts": len(cuts),
+        "hours": round(sum(c.duration for c in cuts) / 3600, 4),
+        "speakers": dict(sorted(voices.items())),
+        "wpm": {"min": min(rates), "median": float(np.median(rates)), "max": max(rates)} if rates else {},
+        "labels": _inventory(name, cuts),
+    }
+    atomic_write_text(subset_dir / f"{split}.card.json", json.dumps(card, indent=1) + "\n")
+    return card

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from lhotse import CutSet, MonoCut
 
-from speechrep.data.synth.card import write_card
+from speechrep.data.synth.card import write_card, write_domain_card
+from speechrep.data.synth.domains import DOMAIN_SUBSETS, DOMAINS, domain_split, plan_domain
 from speechrep.data.synth.prosodic import PROSODIC_PLANNERS
 from speechrep.data.synth.subsets import PLANNERS, SPLITS, Plan
 from speechrep.data.synth.workers import SynthesisRunner
@@ -49,7 +50,9 @@ SUBSETS: tuple[str, ...] = (
 OPT_IN_SUBSETS: tuple[str, ...] = (*PROSODIC_PLANNERS, "ood_asr")
 _PLANNERS = {**PLANNERS, **PROSODIC_PLANNERS}
 FORMAT_VERSION = 1
+DOMAIN_VERSION = 1  # of the out-of-domain test splits (`domains`): a change rebuilds them, not the subsets
 _MARKER = ".complete"
+_DOMAIN_STREAM = 1  # the random streams of domain splits: [seed, subset index, _DOMAIN_STREAM, domain index]
 
 Sizes = dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]]  # subset -> (speakers, items) per split
 
@@ -162,14 +165,68 @@ def _is_complete(subset_dir: Path, preset: str, seed: int) -> bool:
 
 
 def load_subset(subset_dir: Path) -> dict[str, CutSet]:
-    """The CutSets of one built subset: `train`/`dev`/`test` (qbe: documents, plus `<split>_queries`)."""
+    """The CutSets of one built subset: `train`/`dev`/`test` (qbe: documents, plus `<split>_queries`), then
+    each finished out-of-domain test split `test_<domain>`."""
     out = {}
     for split in SPLITS:
         out[split] = CutSet.from_file(subset_dir / f"{split}.jsonl.gz")
         queries = subset_dir / f"{split}_queries.jsonl.gz"
         if queries.exists():
             out[f"{split}_queries"] = CutSet.from_file(queries)
+    for domain in DOMAINS:
+        split = domain_split(domain)
+        if (subset_dir / f"{_MARKER}_{split}").is_file():
+            out[split] = CutSet.from_file(subset_dir / f"{split}.jsonl.gz")
     return out
+
+
+def _domain_marker(name: str, domain: str, preset: str, seed: int) -> dict:
+    """What a domain split was made from: its subset's marker plus the domain (and the domains' version)."""
+    return {**_marker(name, preset, seed), "domain": domain, "domain_version": DOMAIN_VERSION}
+
+
+def _domain_complete(subset_dir: Path, domain: str, preset: str, seed: int) -> bool:
+    marker = subset_dir / f"{_MARKER}_{domain_split(domain)}"
+    try:
+        return json.loads(marker.read_text()) == _domain_marker(subset_dir.name, domain, preset, seed)
+    except (OSError, ValueError):
+        return False
+
+
+def build_domain(
+    name: str, domain: str, output_dir: Path, preset: str, seed: int, runner: SynthesisRunner
+) -> None:
+    """Build the out-of-domain test split `test_<domain>` of a complete subset (its manifest,
+    `audio_<domain>/` and card replaced) and mark it complete last; the subset's own files are not touched."""
+    subset_dir, split = output_dir / name, domain_split(domain)
+    marker = subset_dir / f"{_MARKER}_{split}"
+    marker.unlink(missing_ok=True)
+    audio_dir = subset_dir / f"audio_{domain}"
+    if audio_dir.exists():
+        shutil.rmtree(audio_dir)
+    audio_dir.mkdir(parents=True)
+    speakers, counts = PRESETS[preset][name]
+    index = (SUBSETS + OPT_IN_SUBSETS).index(name)
+    # The subset's plan made again from its own stream (no synthesis): its test items and speakers.
+    plan: Plan = _PLANNERS[name](np.random.default_rng([seed, index]), subset_dir / "audio", speakers,
+                                 counts)
+    rng = np.random.default_rng([seed, index, _DOMAIN_STREAM, DOMAINS.index(domain)])
+    items = plan_domain(name, domain, rng, plan, audio_dir)
+    cuts: list[MonoCut] = []
+    failures = 0
+    for i, meta in runner.run([item.job for item in items], desc=f"{name}/{split}"):
+        if meta is None:
+            failures += 1
+            continue
+        cuts.extend(items[i].to_cuts(meta))
+    write_cutset(cuts, subset_dir / f"{split}.jsonl.gz")
+    if failures:
+        raise OutputError(f"{subset_dir}: {failures} of {len(items)} items of {split} failed to synthesise "
+                          "(see the warnings above); not marked complete, run the same command again to "
+                          "rebuild it")
+    write_domain_card(subset_dir, name, split, preset, seed, cuts)
+    verify_subset(subset_dir, {split: len(cuts)})
+    atomic_write_text(marker, json.dumps(_domain_marker(name, domain, preset, seed)))
 
 
 def build_subset(name: str, output_dir: Path, preset: str, seed: int, runner: SynthesisRunner) -> None:
@@ -246,6 +303,7 @@ def make_synthetic_corpus(
     subsets: Sequence[str] | None = None,
     num_workers: int = 2,
     *,
+    domains: Sequence[str] = (),
     record_settings: bool = False,
     overwrite: bool = False,
 ) -> dict[str, dict[str, CutSet]]:
@@ -253,6 +311,8 @@ def make_synthetic_corpus(
 
     `subsets=None` builds `SUBSETS`; the `OPT_IN_SUBSETS` (sentence_type, emphasis, irony, ood_asr) only when
     named.
+    `domains` (of `domains.DOMAINS`) adds each one's out-of-domain test split `test_<domain>` to every named
+    subset that takes it (`domains.DOMAIN_SUBSETS`); finished ones are skipped, and no other file changes.
 
     The folder is locked for the run. With `record_settings` (the `speechrep synth` command) it also records
     preset and seed, and a later run with others is an OutputError unless `overwrite` empties it first.
@@ -268,6 +328,15 @@ def make_synthetic_corpus(
         raise ConfigError(f"seed: expected an integer >= 0, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {num_workers!r}")
+    domains = list(dict.fromkeys(domains))
+    bad = [d for d in domains if d not in DOMAINS]
+    if bad:
+        raise ConfigError(f"unknown out-of-domain test split(s) {bad} (choose from {list(DOMAINS)})")
+    pairs = [(n, d) for n in names for d in domains if n in DOMAIN_SUBSETS[d]]
+    if domains and not pairs:
+        takers = sorted({s for d in domains for s in DOMAIN_SUBSETS[d]})
+        raise ConfigError(f"--domains {','.join(domains)}: none of the subsets {names} takes them "
+                          f"(subsets with out-of-domain test splits: {', '.join(takers)})")
     output_dir = Path(
         output_dir
     ).resolve()  # absolute audio paths: lhotse resolves relative ones from the cwd
@@ -277,9 +346,23 @@ def make_synthetic_corpus(
         todo = [n for n in names if not _is_complete(output_dir / n, preset, seed)]
         for name in sorted(set(names) - set(todo), key=names.index):
             log.info("%s: already complete, skipped", name)
-        if todo:
+        for domain in domains:
+            without = [n for n in names if n not in DOMAIN_SUBSETS[domain]]
+            if without:
+                log.info("%s: no %s split (it is made for %s)", ", ".join(without),
+                         domain_split(domain), ", ".join(DOMAIN_SUBSETS[domain]))
+        # A rebuilt subset loses its folder, so its domain splits are rebuilt after it.
+        todo_domains = [(n, d) for n, d in pairs
+                        if n in todo or not _domain_complete(output_dir / n, d, preset, seed)]
+        for name, domain in sorted(set(pairs) - set(todo_domains), key=pairs.index):
+            log.info("%s/%s: already complete, skipped", name, domain_split(domain))
+        if todo or todo_domains:
             with SynthesisRunner(num_workers) as runner:
                 for name in todo:
                     log.info("%s: building (%s preset, seed %d)", name, preset, seed)
                     build_subset(name, output_dir, preset, seed, runner)
+                for name, domain in todo_domains:
+                    log.info("%s/%s: building (%s preset, seed %d)", name, domain_split(domain), preset,
+                             seed)
+                    build_domain(name, domain, output_dir, preset, seed, runner)
         return {name: load_subset(output_dir / name) for name in names}

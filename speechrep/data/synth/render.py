@@ -45,6 +45,7 @@ class UtteranceSpec:
     level_db: float = 0.0  # loudness offset (vocal effort of an emotion style)
     tilt_db: float = 0.0  # boost (+) or cut (-) of the 1.5-6 kHz region (vocal effort: bright vs soft)
     ssml: bool = False  # `text` is SSML (prosody and emphasis markup; see `espeak.synthesize`)
+    wordgap: int = 0  # extra pause between words, eSpeak's units of 10 ms at its default rate
 
 
 @dataclass
@@ -118,6 +119,7 @@ def synthesis_request(spec: UtteranceSpec) -> dict:
         "volume": spec.volume,
         "seed": spec.seed,
         "ssml": spec.ssml,
+        "wordgap": spec.wordgap,
     }
 
 
@@ -191,6 +193,19 @@ def job_single(syntheses: list[espeak.Synthesis], spec: UtteranceSpec, path: Pat
     speech, _ = render_speech(spec, syntheses[0])
     save_audio(path, speech.audio, SAMPLE_RATE)
     return _meta(speech)
+
+
+def job_accented(
+    syntheses: list[espeak.Synthesis], spec: UtteranceSpec, reference: UtteranceSpec, path: Path
+) -> dict:
+    """One utterance by a voice of another language (`spec`, written to `path`) whose phone labels are those
+    of `reference`, the same text read by an English voice: a foreign voice's phonemes have no faithful
+    mapping onto the English phone set, and the words meant are the English ones. The audio's own phone
+    alignment is therefore not known (`reference_phones` replaces `phones`); its word alignment is."""
+    speech, _ = render_speech(spec, syntheses[0])
+    save_audio(path, speech.audio, SAMPLE_RATE)
+    phones, _ = _event_alignments(_label_text(reference), syntheses[1]) if reference.text else ([], [])
+    return {**_meta(speech), "phones": [], "reference_phones": [p for p, _, _ in phones]}
 
 
 def job_enhancement(

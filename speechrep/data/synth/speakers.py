@@ -55,6 +55,26 @@ MALE_VARIANTS: tuple[str, ...] = (
     "john",
     "benjamin",
 )
+# Variants no split of the corpus uses: the timbres of the out-of-domain `unseen` test splits (`domains`).
+HELD_OUT_FEMALE_VARIANTS: tuple[str, ...] = ("Alicia", "Andrea", "steph2", "steph3", "shelby")
+HELD_OUT_MALE_VARIANTS: tuple[str, ...] = (
+    "antonio",
+    "edward",
+    "gustave",
+    "iven2",
+    "michel",
+    "norbert",
+    "pedro",
+    "robert",
+    "Mario",
+    "Reed",
+    "marcelo",
+    "sandro",
+    "Gene",
+    "miguel",
+    "pablo",
+    "mike2",
+)
 
 
 @dataclass(frozen=True)
@@ -76,12 +96,18 @@ class Speaker:
         return f"{self.accent}+{self.variant}"
 
 
-def make_speakers(rng: np.random.Generator, count: int, prefix: str) -> list[Speaker]:
+def make_speakers(
+    rng: np.random.Generator,
+    count: int,
+    prefix: str,
+    female_variants: tuple[str, ...] = FEMALE_VARIANTS,
+    male_variants: tuple[str, ...] = MALE_VARIANTS,
+) -> list[Speaker]:
     """`count` speakers with ids `{prefix}{index:03d}`, alternating registers, other settings random."""
     speakers = []
     for index in range(count):
         female = index % 2 == 0
-        variants = FEMALE_VARIANTS if female else MALE_VARIANTS
+        variants = female_variants if female else male_variants
         speakers.append(
             Speaker(
                 id=f"{prefix}{index:03d}",

@@ -46,6 +46,9 @@ class Item:
 
     job: tuple[list[UtteranceSpec], Callable[..., Any], tuple]
     to_cuts: Callable[[dict], list[MonoCut]]
+    # A single utterance's `_single_item` arguments (spec, custom, ...), from which the out-of-domain test
+    # splits (`domains`) make their variants of it; None for mixtures and conversations.
+    single: dict[str, Any] | None = None
 
 
 @dataclass
@@ -95,6 +98,8 @@ def _spec(
 
 
 def _alignment_fields(meta: dict) -> dict:
+    if "reference_phones" in meta:  # a foreign voice read English (`render.job_accented`): no phone alignment
+        return {"phones": meta["reference_phones"], "word_alignment": [list(w) for w in meta["words"]]}
     return {
         "phones": [p for p, _, _ in meta["phones"]],
         "phone_alignment": [list(p) for p in meta["phones"]],
@@ -142,7 +147,9 @@ def _single_item(
             )
         ]
 
-    return Item(([spec], job_single, (spec, path)), to_cuts)
+    single = {"spec": spec, "custom": custom, "cut_custom": cut_custom, "alignments": alignments,
+              "transcript": transcript}
+    return Item(([spec], job_single, (spec, path)), to_cuts, single)
 
 
 def _effects(spec: UtteranceSpec) -> dict:
