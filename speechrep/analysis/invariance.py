@@ -40,7 +40,7 @@ from lhotse import CutSet
 from torch import Tensor
 
 from speechrep.analysis.similarity import ALIGNMENTS, alignment, frame_sample, labels_at
-from speechrep.audio.conditions import Condition
+from speechrep.audio.conditions import Condition, distortions_only
 from speechrep.downstream.features import FeatureSource, condition_others, run_upstream
 from speechrep.errors import ConfigError, SpeechrepError
 from speechrep.storage import atomic_write_json
@@ -57,6 +57,7 @@ def check_conditions(conditions: Sequence[Condition]) -> None:
     """One-line ConfigErrors for condition lists the analysis cannot use."""
     if len(conditions) < 2:
         raise ConfigError("invariance: give at least two conditions (e.g. clean,noise:snr=0)")
+    distortions_only(conditions, "invariance")
     changing = [str(c) for c in conditions if c.kind == "speed"]
     if changing:
         raise ConfigError(f"invariance: condition {changing[0]!r} changes the length, so its frames would "

@@ -17,17 +17,22 @@ continues the condition before it. Kinds and their parameters (defaults in brack
     speed:factor=[1.1]                      faster and higher (Kaldi-style speed perturbation; changes length)
     pitch:semitones=[2]                     higher (lower if < 0) by that many semitones; same length, tempo
     dropout:rate=[0.1],chunk_ms=[20]        that share of chunks zeroed
+    domain:name=NAME                        no distortion: the test split `test_NAME` of the same subset
+                                            (out-of-domain test splits: `speechrep synth --domains`)
 
 Random draws come from a generator seeded by (canonical spec, utterance id), so a cut gets the same
 distortion in every run, process and order (`str(condition)` is the spec as written: the results key).
 Every condition but `speed` keeps the length. `pitch` is a phase-vocoder time stretch then a resampling
 back to the input length (librosa's `effects.pitch_shift` algorithm, vectorised; a test checks parity).
+`domain` distorts nothing (`apply` refuses it): a benchmark tests the head on another split instead
+(`Condition.test_split`), so it is a test condition only, never a training or analysis distortion.
 Built on `speechrep.audio.augment`, the primitives pre-training's distorter uses.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -52,8 +57,10 @@ PARAMETERS: dict[str, dict[str, float | str | None]] = {
     "speed": {"factor": 1.1},
     "pitch": {"semitones": 2.0},
     "dropout": {"rate": 0.1, "chunk_ms": 20.0},
+    "domain": {"name": None},
 }
 _CHOICES = {("noise", "kind"): tuple(NOISE_EXPONENTS), ("codec", "format"): tuple(CODECS)}
+_NAMES = {("domain", "name"): re.compile(r"[a-z0-9_]+")}  # free-form parameters: a name, not a number
 
 # another utterance for babble: (id, speaker or None, audio loader)
 Other = tuple[str, str | None, Callable[[], np.ndarray]]
@@ -85,6 +92,11 @@ class Condition:
         """Whether this condition leaves audio unchanged."""
         return self.kind == "clean"
 
+    @property
+    def test_split(self) -> str:
+        """The split a benchmark tests under this condition: `test`, or `test_<name>` for `domain`."""
+        return f"test_{self.param('name')}" if self.kind == "domain" else "test"
+
     def rng(self, utterance_id: str) -> np.random.Generator:
         """The generator of this condition for one utterance: seeded from (spec, id)."""
         digest = hashlib.sha256(f"{self.spec}\0{utterance_id}".encode()).digest()
@@ -93,6 +105,9 @@ class Condition:
     def apply(self, wav: np.ndarray, utterance_id: str, sample_rate: int = 16000,
               others: Sequence[Other] | None = None) -> np.ndarray:
         """The distorted copy of a 1-D float signal (float32); `others`: the split's utterances (babble)."""
+        if self.kind == "domain":
+            raise SpeechrepError(f"condition {self}: a domain names the test split {self.test_split}, "
+                                 "it does not distort audio")
         x = np.asarray(wav, dtype=np.float32)
         p = dict(self.params)
         if self.kind == "clean" or x.size == 0:
@@ -155,6 +170,13 @@ def parse_condition(spec: str, what: str = "test condition") -> Condition:
                                   f"{', '.join(choices)}")
             values[key] = raw
             continue
+        pattern = _NAMES.get((kind, key))
+        if pattern is not None:
+            if not pattern.fullmatch(raw):
+                raise ConfigError(f"{what} {spec!r}: {key}={raw!r}: expected a name of lowercase letters, "
+                                  "digits and _")
+            values[key] = raw
+            continue
         try:
             number = float(raw)
         except ValueError:
@@ -166,6 +188,9 @@ def parse_condition(spec: str, what: str = "test condition") -> Condition:
         raise ConfigError(f"{what} {spec!r}: give kind= or exponent=, not both")
     if kind == "noise" and values["exponent"] is not None:
         values["kind"] = None  # the exponent alone names the colour
+    if kind == "domain" and values["name"] is None:
+        raise ConfigError(f"{what} {spec!r}: domain needs name=... (the split test_<name>; e.g. "
+                          "domain:name=fast)")
     _check_range(spec, kind, values, what)
     return Condition(kind, tuple(sorted(values.items())), name=text)
 
@@ -214,6 +239,15 @@ def parse_conditions(text: str | Sequence[str], what: str = "test conditions") -
     if len(set(names)) != len(names):
         raise ConfigError(f"{what} {','.join(specs)!r}: a condition is named twice")
     return conditions
+
+
+def distortions_only(conditions: Sequence[Condition], what: str) -> None:
+    """A one-line ConfigError if one of `conditions` is a `domain` (a test split, not a distortion): for
+    training and analysis, which need audio to distort."""
+    for condition in conditions:
+        if condition.kind == "domain":
+            raise ConfigError(f"{what}: {str(condition)!r} names the test split {condition.test_split}, not "
+                              "a distortion; domain conditions are test conditions only (--test-conditions)")
 
 
 def draw_condition(conditions: Sequence[Condition], utterance_id: str, seed: int = 0,

@@ -74,8 +74,9 @@ class BenchmarkConfig:
 
             parse_conditions(self.test_conditions)
         if self.train_conditions:
-            from speechrep.audio.conditions import parse_conditions
+            from speechrep.audio.conditions import distortions_only, parse_conditions
 
-            parse_conditions(self.train_conditions, "train conditions")
+            train_conditions = parse_conditions(self.train_conditions, "train conditions")
+            distortions_only(train_conditions, "--train-conditions")
         if self.boundaries and not Path(self.boundaries).is_file():
             raise ConfigError(f"--boundaries {self.boundaries}: no such file")

@@ -44,6 +44,7 @@ from torch import nn
 
 from speechrep.audio.conditions import Condition, parse_conditions
 from speechrep.config import CONFIG_ROOT, config_to_dict, load_config, save_config
+from speechrep.data.batching import load_cuts
 from speechrep.downstream.benchmark_config import BenchmarkConfig
 from speechrep.downstream.features import (CorpusNormalizer, DownstreamModel, FeatureCache, FeatureSource,
                                           condition_others, upstream_fingerprint)
@@ -278,14 +279,16 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     dev = _evaluate(parts, model, _on(device, dev_batches(0)))
     test = None
     by_condition: dict[str, dict[str, float]] | None = None
+    condition_splits: dict[str, dict[str, Any]] = {}
     if evaluate_test:
         # The only place the test split is read: after training, with the checkpoint chosen on dev.
         test_cuts = parts.load_test()
         test_batches = source.batches(test_cuts, cfg.max_duration, shuffle=False, live=live)
         test = _evaluate(parts, model, _on(device, test_batches(0)))
         if test_conditions:
-            by_condition = test_under_conditions(parts, model, source, test_cuts, cfg.max_duration, device,
-                                                 test_conditions, test)
+            by_condition, condition_splits = test_under_conditions(
+                parts, model, source, test_cuts, cfg.max_duration, device, test_conditions, test,
+                load_split=lambda split: load_cuts(corpus_dir, cfg.subset, split), live=live)
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results = {
         "task": spec.name, "upstream": choice.label, "metric": spec.metric,
@@ -302,6 +305,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     }
     if by_condition is not None:
         results["test_by_condition"] = by_condition
+    if condition_splits:  # only with domain conditions: which split each was tested on, and its size
+        results["condition_splits"] = condition_splits
     if train_conditions:  # only when given: a clean run's results.json is as before
         results["train_conditions"] = [str(c) for c in train_conditions]
     write_results(run_dir, results)
@@ -316,19 +321,34 @@ def untested_conditions(results: dict[str, Any], conditions: Sequence[Condition]
 
 def test_under_conditions(parts: TaskParts, model: nn.Module, source: FeatureSource, test_cuts: CutSet,
                           max_duration: float, device: torch.device, conditions: Sequence[Condition],
-                          clean: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Spec → test metrics of the trained model on the test split under each condition (computed live from
-    distorted audio, never through the clean feature cache; `clean` reuses the plain test metrics)."""
+                          clean: dict[str, float], load_split: Callable[[str], CutSet] | None = None,
+                          live: bool = False
+                          ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """Spec → test metrics of the trained model under each condition, and spec → {split, cuts} of the
+    `domain` conditions.
+
+    A distortion is computed live on the test split's distorted audio, never through the clean feature cache;
+    `clean` reuses the plain test metrics; a `domain` condition evaluates the split it names
+    (`load_split(condition.test_split)`, e.g. `test_fast` of the task's subset) as the test split is
+    evaluated (cached unless `live`)."""
     others = condition_others(test_cuts)
-    metrics = {}
+    metrics, splits = {}, {}
     for condition in conditions:
         if condition.is_clean:
             metrics[str(condition)] = dict(clean)
             continue
         log.info("test condition %s", condition)
-        batches = source.batches(test_cuts, max_duration, shuffle=False, condition=condition, others=others)
+        if condition.kind == "domain":
+            if load_split is None:
+                raise ConfigError(f"test condition {condition}: this run cannot load other test splits")
+            cuts = load_split(condition.test_split)
+            batches = source.batches(cuts, max_duration, shuffle=False, live=live)
+            splits[str(condition)] = {"split": condition.test_split, "cuts": len(cuts)}
+        else:
+            batches = source.batches(test_cuts, max_duration, shuffle=False, condition=condition,
+                                     others=others)
         metrics[str(condition)] = _evaluate(parts, model, _on(device, batches(0)))
-    return metrics
+    return metrics, splits
 
 
 def _on(device: torch.device, batches):  # noqa: ANN001, ANN202 - iterable of FeatureBatch
@@ -440,6 +460,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
     if test_conditions:  # each condition's mean over the sub-runs, like `test`
         results["test_by_condition"] = {str(c): _mean_metrics([r["test_by_condition"][str(c)] for r in rows])
                                         for c in test_conditions}
+    if rows[0].get("condition_splits"):  # the same split for every sub-run (ER's folds test all of it)
+        results["condition_splits"] = rows[0]["condition_splits"]
     if train_conditions:
         results["train_conditions"] = [str(c) for c in train_conditions]
     if not all(math.isfinite(v) for v in results["test"].values()):
@@ -494,6 +516,46 @@ def check_training_unchanged(cfg: BenchmarkConfig) -> None:
                           "folder")
 
 
+def check_test_splits(specs: Sequence[TaskSpec], cfg: BenchmarkConfig, corpus_dir: Path,
+                      conditions: Sequence[Condition]) -> None:
+    """One-line ConfigErrors, before anything trains, for `domain` test conditions a task cannot be tested
+    under: a task whose test reads files of its own (trials, truth), or a split the corpus lacks (naming the
+    `speechrep synth --domains` command that makes it)."""
+    from speechrep.data.shar import has_split, is_shar_dir
+
+    domains = [c for c in conditions if c.kind == "domain"]
+    for spec in specs if domains else ():
+        if not spec.other_test_splits:
+            raise ConfigError(f"--test-conditions {domains[0]}: task {spec.name} is tested with files of its "
+                              "own beside the test split (trials, truth), so it cannot be tested on another "
+                              "split")
+        subset = load_task_config(spec, cfg.preset, cfg.overrides).subset
+        for condition in domains:
+            split = condition.test_split
+            found = (has_split(corpus_dir, subset, split) if is_shar_dir(corpus_dir)
+                     else (corpus_dir / subset / f"{split}.jsonl.gz").is_file())
+            if not found:
+                raise ConfigError(f"--test-conditions {condition}: task {spec.name} has no split {split} in "
+                                  f"{corpus_dir / subset}; {_domain_hint(corpus_dir, subset, condition)}")
+
+
+def _domain_hint(corpus_dir: Path, subset: str, condition: Condition) -> str:
+    """How to make a missing domain split: the synth command, or which subsets and names synth knows."""
+    from speechrep.data.synth.domains import DOMAIN_SUBSETS
+
+    name = str(condition.param("name"))
+    if name not in DOMAIN_SUBSETS:
+        return f"`speechrep synth --domains` makes {', '.join(DOMAIN_SUBSETS)}"
+    if subset not in DOMAIN_SUBSETS[name]:
+        return f"`speechrep synth --domains {name}` makes it for {', '.join(DOMAIN_SUBSETS[name])} only"
+    try:  # the corpus's own preset and seed, as `speechrep synth` recorded them
+        settings = json.loads((corpus_dir / SETTINGS_NAME).read_text())
+        flags = f" --preset {settings['preset']} --seed {settings['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        flags = " --preset PRESET --seed SEED"
+    return f"make it with `speechrep synth --out {corpus_dir}{flags} --subsets {subset} --domains {name}`"
+
+
 def benchmark(cfg: BenchmarkConfig,
               summarise: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Run every (upstream, task) pair of `cfg` into cfg.out (skipping finished ones); returns their rows.
@@ -522,6 +584,7 @@ def benchmark(cfg: BenchmarkConfig,
     train_conditions = (parse_conditions(cfg.train_conditions, "train conditions") if cfg.train_conditions
                         else [])
     check_training_unchanged(cfg)
+    check_test_splits(specs, cfg, corpus_dir, conditions)
     # Shared: runs of other upstreams or tasks may write this --out at the same time (the demo's lanes do);
     # each pair folder is held by one run.
     with OutputFolder(out_dir, "speechrep benchmark", cfg.settings(), cfg.overwrite, shared=True), \

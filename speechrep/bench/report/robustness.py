@@ -5,7 +5,8 @@ head was trained on distorted audio, `train_conditions` (see downstream.runner).
 back (`speechrep.audio.conditions`) into a kind, a severity (the parameter the degradation plot puts on its x
 axis, e.g. the SNR of `noise`) and a family: the kind with its other parameters, one line of the plot
 (`noise:snr=0,kind=white` and `noise:snr=10,kind=white` are two points of `noise (kind=white)`). Conditions
-without a severity (`telephone`) or that no longer parse are in the table only.
+without a severity (`telephone`, the out-of-domain test splits `domain:name=X`) or that no longer parse are
+in the table only.
 """
 from __future__ import annotations
 
@@ -65,15 +66,15 @@ def tested_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def _order_key(point: ConditionPoint) -> tuple:
     if point.kind == "clean":
         return (0,)
-    if point.severity is None:  # telephone, or a kind this version does not know
-        return (2 if point.kind else 3, point.spec)
+    if point.severity is None:  # telephone, then out-of-domain splits, then kinds this version does not know
+        return (2 if point.kind not in ("", "domain") else 3 if point.kind else 4, point.spec)
     milder_when_larger = SEVERITY[point.kind][2]
     return (1, point.family, -point.severity if milder_when_larger else point.severity, point.spec)
 
 
 def condition_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every tested condition spec (results.json keeps them sorted by name): clean first, then each family
-    from mild to severe, then the conditions without a severity."""
+    from mild to severe, then the distortions without a severity, then the out-of-domain splits."""
     specs = dict.fromkeys(c for r in tested_rows(rows) for c in r["test_by_condition"])
     return sorted(specs, key=lambda spec: _order_key(condition_point(spec)))
 

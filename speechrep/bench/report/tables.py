@@ -18,7 +18,13 @@ from speechrep.bench.report.inputs import (
     task_order,
     upstream_order,
 )
-from speechrep.bench.report.robustness import clean_metrics, condition_order, tested_rows, trained_on
+from speechrep.bench.report.robustness import (
+    clean_metrics,
+    condition_order,
+    condition_point,
+    tested_rows,
+    trained_on,
+)
 from speechrep.bench.score import task_score
 from speechrep.config import PROVENANCE_KEY
 
@@ -476,6 +482,9 @@ def robustness_html(inputs: ReportInputs) -> str:
             "condition, distorted audio run live through the upstream (clean: the plain test result). "
             + ("Trained on: the conditions drawn per cut and epoch for <code>--train-conditions</code> "
                "(clean: the usual training). " if retrained else "Every head was trained on clean audio. ")
+            + ("<code>domain:name=X</code> columns distort nothing: the head is tested on the subset's "
+               "out-of-domain split test_X instead (<code>speechrep synth --domains</code>). "
+               if any(condition_point(spec).kind == "domain" for spec in conditions) else "")
             + "Hover a cell for its change against clean.</p>\n")
     header = ["upstream", "task", "metric", "trained on"] + conditions
     return note + _table(header, body, "robustness")

@@ -103,6 +103,9 @@ class TaskSpec:
     # frame-level: labels or targets per frame (or CTC over frames); a sequence-compressed upstream's output
     # reaches it on the upstream's frame grid, utterance-level tasks read the compressed sequence
     frame_level: bool = False
+    # whether a `domain:name=X` test condition may test it on CORPUS/<subset>/test_X instead of test: False
+    # where the test reads files of its own beside the split's cuts (ASV trials, QbE truth)
+    other_test_splits: bool = True
 
     @property
     def shown_as_percent(self) -> bool:

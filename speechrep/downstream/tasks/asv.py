@@ -124,4 +124,4 @@ def build(cfg: ASVConfig, corpus_dir: Path, features: FeatureSource) -> TaskPart
 
 
 TASK = TaskSpec(name="asv", config=ASVConfig, build=build, metric="eer", higher_is_better=False,
-                best_value=0.0)
+                best_value=0.0, other_test_splits=False)

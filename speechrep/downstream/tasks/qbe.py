@@ -154,4 +154,4 @@ def _no_loss(model: nn.Module, batch: FeatureBatch) -> Tensor:
 
 
 TASK = TaskSpec(name="qbe", config=QbEConfig, build=build, metric="mtwv", higher_is_better=True,
-                best_value=1.0, trains=False)
+                best_value=1.0, trains=False, other_test_splits=False)
