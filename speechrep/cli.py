@@ -127,7 +127,7 @@ def _one_line(text: str) -> str:
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", help="corpus name: librispeech, speech_commands, voxceleb1, iemocap, "
                    "fluent_speech_commands, libri2mix, voicebank_demand, quesst14, snips, vcc2020, "
-                   "common_voice, sbcsae")
+                   "common_voice, sbcsae, covost2")
     p.add_argument("--corpus-dir", type=Path, required=True, help="the corpus in its published layout")
     p.add_argument("--lang", default=None,
                    help="common_voice: the language folder of the release to read, e.g. es, zh-CN, ar "

@@ -247,6 +247,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
     prepare_run_dir(run_dir, cfg)
     seed_everything(cfg.train.seed)
     parts = spec.build(cfg, corpus_dir, source)
+    if parts.save_files is not None and is_main_process():
+        parts.save_files(run_dir)
     if cfg.train_fraction != 1.0:
         parts = replace(parts, train_cuts=training_share(parts.train_cuts, cfg.train_fraction, cfg.train.seed))
     normalizer: CorpusNormalizer | None = None
@@ -303,6 +305,8 @@ def run_one(spec: TaskSpec, cfg: Any, choice: UpstreamChoice, source: FeatureSou
         "train_cuts": len(parts.train_cuts),
         "wall_time_s": round(previous.get("wall_time_s", 0.0) + time.time() - started, 2),
     }
+    if parts.info:  # only where the task has some: other results.json files are as before
+        results["task_info"] = parts.info
     if by_condition is not None:
         results["test_by_condition"] = by_condition
     if condition_splits:  # only with domain conditions: which split each was tested on, and its size
@@ -457,6 +461,8 @@ def _run_pair(task: str, choice: UpstreamChoice, source: FeatureSource, corpus_d
         "train_cuts": rows[0].get("train_cuts"),
         "wall_time_s": round(sum(wall_times.values()), 2),  # every run of the pair, resumed ones included
     }
+    if rows[0].get("task_info"):
+        results["task_info"] = rows[0]["task_info"]
     if test_conditions:  # each condition's mean over the sub-runs, like `test`
         results["test_by_condition"] = {str(c): _mean_metrics([r["test_by_condition"][str(c)] for r in rows])
                                         for c in test_conditions}

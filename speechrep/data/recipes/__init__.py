@@ -14,6 +14,7 @@ from typing import Callable
 
 from speechrep.data.recipes._common import CorpusLayoutError, Manifests
 from speechrep.data.recipes.common_voice import prepare_common_voice
+from speechrep.data.recipes.covost2 import prepare_covost2
 from speechrep.data.recipes.fluent_speech_commands import prepare_fluent_speech_commands
 from speechrep.data.recipes.iemocap import prepare_iemocap
 from speechrep.data.recipes.libri2mix import prepare_libri2mix
@@ -41,6 +42,7 @@ RECIPES: dict[str, Callable[[Path, Path | None], Manifests]] = {
     "vcc2020": prepare_vcc2020,
     "common_voice": prepare_common_voice,  # also takes `lang`
     "sbcsae": prepare_sbcsae,
+    "covost2": prepare_covost2,  # En→De, into the subset `st`
 }
 LANGUAGE_RECIPES = ("common_voice",)  # the recipes of multilingual corpora: one language per run
 

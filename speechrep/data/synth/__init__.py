@@ -47,6 +47,12 @@ voices of the language read 4-14 words drawn with its wordfreq frequencies (`sup
 `sup.language` the language, no phone labels); `spontaneous`: English sentences with fillers, a repeated
 word and hesitation pauses, `sup.text` verbatim (fillers included) with phones and alignments.
 
+Also opt-in, `st` (SUPERB-SG speech translation; `subsets.plan_st`): English sentences of a small grammar
+(`translation.py`) spoken by English voices, `sup.text` English, `custom["translation"]` the sentence in
+Zelan, an invented language (rule-based: lexicon, article/adjective/verb agreement, adjectives after nouns,
+verb-final clauses after `that`), `custom["target_language"]` = `zl`; sizes like `asr`'s, speaker-disjoint
+splits.
+
 Out-of-domain test splits (`domains=` / `speechrep synth --domains unseen,accented,fast,slow,spontaneous`;
 `speechrep.data.synth.domains`): `<subset>/test_<domain>.jsonl.gz` of ks, ic, er, pr, asr and sid (sid: all
 but `unseen`), each the subset's test split item by item with one change (new voices, a foreign eSpeak voice

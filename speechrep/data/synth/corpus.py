@@ -45,9 +45,9 @@ SUBSETS: tuple[str, ...] = (
     "se",
     "ss",
 )
-# Built only when named (`--subsets sentence_type,emphasis,irony`, `--subsets ood_asr`), never by default: the
-# corpus a default or older command builds stays the same.
-OPT_IN_SUBSETS: tuple[str, ...] = (*PROSODIC_PLANNERS, "ood_asr")
+# Built only when named (`--subsets sentence_type,emphasis,irony`, `--subsets ood_asr`, `--subsets st`), never
+# by default: the corpus a default or older command builds stays the same.
+OPT_IN_SUBSETS: tuple[str, ...] = (*PROSODIC_PLANNERS, "ood_asr", "st")
 _PLANNERS = {**PLANNERS, **PROSODIC_PLANNERS}
 FORMAT_VERSION = 1
 DOMAIN_VERSION = 1  # of the out-of-domain test splits (`domains`): a change rebuilds them, not the subsets
@@ -79,6 +79,7 @@ PRESETS: dict[str, Sizes] = {
         "emphasis": ((2, 1, 1), (6, 3, 3)),
         "irony": ((2, 1, 1), (4, 2, 2)),
         "ood_asr": ((2, 1, 1), (4, 2, 2)),  # per domain (es, de, fr, spontaneous)
+        "st": ((2, 1, 1), (4, 2, 2)),
     },
     "tiny": {
         "unlabeled": ((6, 2, 2), (24, 6, 6)),
@@ -98,6 +99,7 @@ PRESETS: dict[str, Sizes] = {
         "emphasis": ((6, 2, 2), (24, 9, 9)),
         "irony": ((6, 2, 2), (24, 8, 8)),
         "ood_asr": ((4, 2, 2), (12, 6, 6)),  # per domain, like asr
+        "st": ((4, 2, 2), (24, 8, 8)),
     },
     "small": {
         "unlabeled": ((40, 5, 5), (1100, 60, 60)),
@@ -117,6 +119,7 @@ PRESETS: dict[str, Sizes] = {
         "emphasis": ((24, 6, 6), (600, 162, 162)),
         "irony": ((24, 6, 6), (600, 160, 160)),
         "ood_asr": ((20, 5, 5), (400, 80, 80)),  # per domain, like asr
+        "st": ((20, 5, 5), (400, 80, 80)),  # like asr
     },
     "full": {
         "unlabeled": ((400, 20, 20), (20000, 400, 400)),
@@ -136,6 +139,7 @@ PRESETS: dict[str, Sizes] = {
         "emphasis": ((60, 20, 20), (3600, 900, 900)),
         "irony": ((60, 20, 20), (3000, 600, 600)),
         "ood_asr": ((100, 20, 20), (4000, 400, 400)),  # per domain, like asr
+        "st": ((100, 20, 20), (4000, 400, 400)),
     },
 }
 
@@ -309,8 +313,8 @@ def make_synthetic_corpus(
 ) -> dict[str, dict[str, CutSet]]:
     """Build (or finish) the synthetic corpus under `output_dir`; subsets already complete are skipped.
 
-    `subsets=None` builds `SUBSETS`; the `OPT_IN_SUBSETS` (sentence_type, emphasis, irony, ood_asr) only when
-    named.
+    `subsets=None` builds `SUBSETS`; the `OPT_IN_SUBSETS` (sentence_type, emphasis, irony, ood_asr, st) only
+    when named.
     `domains` (of `domains.DOMAINS`) adds each one's out-of-domain test split `test_<domain>` to every named
     subset that takes it (`domains.DOMAIN_SUBSETS`); finished ones are skipped, and no other file changes.
 

@@ -590,6 +590,24 @@ def _finish_ood_asr(subset_dir: Path, cuts: dict[str, list[MonoCut]]) -> None:
                          subset_dir / domain / f"{split}.jsonl.gz")
 
 
+def plan_st(
+    rng: np.random.Generator, audio_dir: Path, speakers: tuple[int, int, int], counts: tuple[int, int, int]
+) -> Plan:
+    """Speech translation (SUPERB-SG ST): English sentences of a small grammar spoken by English voices, each
+    cut's supervision carrying `text` (English) and `custom.translation` (its Zelan translation by the
+    rule-based translator of `translation.py`), `custom.target_language` (`zl`); speaker-disjoint splits."""
+    from speechrep.data.synth.translation import ZELAN, st_pair
+
+    spk = _speakers(rng, speakers, "st_spk")
+
+    def make(cut_id: str, i: int, speaker: Speaker) -> Item:
+        sentence, translation = st_pair(rng)
+        return _single_item(audio_dir, cut_id, _spec(rng, speaker, sentence),
+                            {"translation": translation, "target_language": ZELAN})
+
+    return Plan(spk, _utterances(rng, spk, counts, "st", make))
+
+
 PLANNERS: dict[str, Callable[..., Plan]] = {
     "unlabeled": lambda rng, d, s, c: plan_sentences("unlabeled", rng, d, s, c, words=(6, 22)),
     "pr": lambda rng, d, s, c: plan_sentences("pr", rng, d, s, c),
@@ -605,4 +623,5 @@ PLANNERS: dict[str, Callable[..., Plan]] = {
     "se": plan_se,
     "ss": plan_ss,
     "ood_asr": plan_ood_asr,  # opt-in (corpus.OPT_IN_SUBSETS): never in the default corpus
+    "st": plan_st,  # opt-in, like ood_asr
 }

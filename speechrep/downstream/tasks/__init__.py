@@ -35,6 +35,8 @@ Rules the runner relies on:
   and returns a dict that contains `TaskSpec.metric`; extra entries (e.g. CER next to WER) are reported too.
 - Labels come from the cuts in `batch.cuts` (supervision fields and `custom`), read by small functions in the
   task file; a missing label raises `SpeechrepError` naming the cut and the field.
+- `TaskParts.info` (optional) lands in results.json as `task_info` (the pair's from its first sub-run);
+  `TaskParts.save_files(run_dir)` (optional) writes files a run needs beside its checkpoints.
 - `TaskSpec.sub_runs` (optional) splits one task into runs whose metrics are averaged, e.g. ER's
   cross-validation folds: `{"fold1": cfg_for_fold_1, ...}`; each sub-run is its own run directory.
 - `TaskSpec.trains=False` (QbE) skips training: the runner only evaluates dev, then test.
@@ -49,7 +51,7 @@ Rules the runner relies on:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
@@ -85,6 +87,10 @@ class TaskParts:
     load_test: Callable[[], CutSet]  # called once, after model selection on dev
     loss_fn: Callable[[nn.Module, "FeatureBatch"], LossOutput]
     evaluate: Callable[[nn.Module, Iterable["FeatureBatch"]], dict[str, float]]
+    # JSON-able facts about the run that results.json keeps as `task_info` (ST: sacrebleu's BLEU signature)
+    info: dict[str, Any] = field(default_factory=dict)
+    # writes the task's own files into the run directory, once per run (ST: its subword model)
+    save_files: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ TASKS: dict[str, str] = {
     "irony": "speechrep.downstream.tasks.irony",
     "vc": "speechrep.downstream.tasks.vc",
     "ood_asr": "speechrep.downstream.tasks.ood_asr",
+    "st": "speechrep.downstream.tasks.st",
 }
 
 
