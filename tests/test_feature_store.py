@@ -1,6 +1,7 @@
 """The one feature store: what `speechrep extract` writes, the benchmark's cache reads (and writes)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,13 @@ def test_a_writer_also_writes_a_shard_after_its_time_bound(tmp_path, monkeypatch
     assert not list(tmp_path.glob("shard-*.json"))
     writer.add("b", {0: torch.zeros(3, 4)}, frames=3)  # 31 s after the queue started: written now
     assert len(list(tmp_path.glob("shard-*.json"))) == 1
+
+
+def test_fingerprint_of_a_model_with_batch_norm_counts_its_scalar_buffers() -> None:
+    # BatchNorm's num_batches_tracked is a 0-dim int64 buffer (the BYOL-A encoder family has BatchNorm)
+    model = load_upstream("byol_a_tiny")
+    assert any(t.dim() == 0 for t in model.state_dict().values())
+    first = upstream_fingerprint(model)
+    assert first == upstream_fingerprint(copy.deepcopy(model)) and len(first) == 16
+    next(b for n, b in model.named_buffers() if n.endswith("num_batches_tracked")).add_(1)
+    assert upstream_fingerprint(model) != first

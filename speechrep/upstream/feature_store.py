@@ -51,7 +51,8 @@ def upstream_fingerprint(upstream: nn.Module) -> str:
     for name, tensor in sorted(upstream.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flattened first: a 0-dim buffer (BatchNorm's num_batches_tracked) cannot change its element size
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
