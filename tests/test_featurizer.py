@@ -74,10 +74,21 @@ def test_single_layer_is_returned_as_is_and_may_skip_mixed_sizes() -> None:
     torch.testing.assert_close(two, (ref.hidden_states[1] + ref.hidden_states[2]) / 2)
 
 
+def test_mixed_sizes_default_to_the_layers_of_the_last_size() -> None:
+    toy = _TwoSizes()
+    wavs, lens = _batch()
+    ref = toy(wavs, lens)
+    feat = Featurizer(toy.hidden_sizes)  # sizes [a, b, b]: layers 1 and 2, equal weights at first
+    out, _ = feat.featurize(toy, wavs, lens)
+    torch.testing.assert_close(out, (ref.hidden_states[1] + ref.hidden_states[2]) / 2)
+    assert feat.layers == [1, 2] and feat.layer_weights().tolist() == [0.0, 0.5, 0.5]
+    assert Featurizer([8, 8]).layer_weights().tolist() == [0.5, 0.5]  # equal sizes: as before
+
+
 def test_mixed_sizes_and_bad_layers_are_config_errors() -> None:
     toy = _TwoSizes()
     with pytest.raises(ConfigError, match="different sizes"):
-        Featurizer(toy.hidden_sizes)
+        Featurizer(toy.hidden_sizes, layers=[0, 1])
     with pytest.raises(ConfigError, match="out of range"):
         Featurizer(toy.hidden_sizes, layers=[3])
     with pytest.raises(ConfigError, match="repeat"):

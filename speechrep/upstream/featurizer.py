@@ -16,6 +16,8 @@ class Featurizer(nn.Module):
     Built from the upstream's `hidden_sizes`; it holds no upstream (how an upstream is frozen or trained is a
     tuning strategy's job, `speechrep.tuning`). `layers=None` learns a softmax weight over every layer
     (initialised equal); `layers=[k, ...]` restricts the sum to those layers (one layer: that layer as is).
+    When the hidden states differ in size (e.g. BYOL-A's convolution blocks, then its embedding), `layers=None`
+    sums the layers of the last one's size and reports a weight of 0 for the others.
     `normalize=True` applies a layer norm without affine parameters to each layer before weighting (as S3PRL).
     `forward(hidden_states, lengths)` combines; `featurize(upstream, wavs, wav_lens)` runs an upstream first.
     """
@@ -26,6 +28,9 @@ class Featurizer(nn.Module):
         sizes = [int(h) for h in hidden_sizes]
         self.hidden_sizes = sizes
         self.layers = self._check_layers(layers, len(sizes))
+        self.padded_weights = layers is None and len(set(sizes)) > 1
+        if self.padded_weights:
+            self.layers = [i for i, size in enumerate(sizes) if size == sizes[-1]]
         chosen = {sizes[i] for i in self.layers}
         if len(chosen) != 1:
             raise ConfigError(f"Featurizer: layers {self.layers} have different sizes {sorted(chosen)}; "
@@ -51,10 +56,14 @@ class Featurizer(nn.Module):
         return resolved
 
     def layer_weights(self) -> Tensor:
-        """The softmax weight of each selected layer, (len(layers),), detached (for reports)."""
-        if self.weights is None:
-            return torch.ones(1)
-        return self.weights.detach().softmax(-1)
+        """The softmax weight of each selected layer, (len(layers),), detached (for reports); every hidden
+        state's, 0 where not summed, when the layers were chosen by size."""
+        weights = torch.ones(1) if self.weights is None else self.weights.detach().softmax(-1)
+        if not self.padded_weights:
+            return weights
+        full = torch.zeros(len(self.hidden_sizes))
+        full[self.layers] = weights
+        return full
 
     def combine(self, hidden_states: Sequence[Tensor], lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Weighted sum of hidden states (every layer, in order) → (features, lengths)."""
