@@ -235,3 +235,22 @@ def test_random_suffix_reinitialises_like_the_benchmark_controls() -> None:
     weights = trained.upstream.state_dict()
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in control.upstream.state_dict().items())
     assert any(not torch.equal(v, weights[k]) for k, v in control.upstream.state_dict().items())
+
+
+def test_report_shows_hear_results_per_upstream(scene_task: Path, tmp_path: Path) -> None:
+    from test_report import parse
+
+    from speechrep.bench.leaderboard import write_summary
+    from speechrep.bench.report import write_report
+
+    row = {"upstream": "fbank", "task": "ks", "metric": "accuracy", "higher_is_better": True, "percent": True,
+           "best_value": 1.0, "dev": {"accuracy": 0.5}, "test": {"accuracy": 0.5}, "layer_weights": [1.0],
+           "lr": 0.01}
+    write_summary([row], tmp_path)
+    assert '<section id="hear">' not in write_report(tmp_path).read_text()
+    he.evaluate_tasks("majority", scene_task, tmp_path / "hear" / "majority")
+    page = write_report(tmp_path).read_text()
+    assert '<section id="hear">' in page and '<a href="#hear">HEAR tasks</a>' in page
+    table = parse(page).table("hear")
+    assert [c["text"] for c in table[0]][:2] == ["upstream", "tones3 top1_acc"]
+    assert table[1][0]["text"] == "majority" and table[1][1]["text"] == "0.333"

@@ -34,11 +34,13 @@ from speechrep.bench.report.tables import (
     controls_html,
     count_text,
     esc,
+    hear_html,
     img_tag,
     invariance_html,
     kmeans_html,
     layer_analysis_html,
     leaderboard_html,
+    load_hear_results,
     provenance_html,
     robustness_html,
     sequence_html,
@@ -132,6 +134,9 @@ def render_report(inputs: ReportInputs) -> str:
             "</div>" if plot else "")))
     if any(r.get("test_by_condition") for r in rows):
         sections.append(("robustness", "Robustness", robustness_body(inputs)))
+    hear = load_hear_results(inputs.root)  # RESULTS_DIR/hear/<upstream>/<task>/results.json, when run
+    if hear:
+        sections.append(("hear", "HEAR tasks", hear_html(hear)))
     invariance = load_invariance(inputs.root)  # RESULTS_DIR/invariance.json, when analysed
     if invariance is not None:
         sections.append(("invariance", "Noise invariance", invariance_body(invariance)))

@@ -507,3 +507,41 @@ def invariance_html(result: Mapping[str, Any]) -> str:
             "clusters are phonetic); in brackets the same clusters against shuffled labels.</p>\n")
     header = ["upstream", "hidden state", "NMI condition (chance) ↓", "NMI phone (chance) ↑"]
     return note + _table(header, body, css="invariance")
+
+
+HEAR_FOLDER = "hear"  # RESULTS_DIR/hear/<upstream>/<task>/results.json: one `hear-eval --out` per upstream
+
+
+def load_hear_results(results_dir: Path) -> list[dict[str, Any]]:
+    """Every hear-eval results.json under RESULTS_DIR/hear/<upstream>/<task>/, upstream by folder name."""
+    rows = []
+    for path in sorted(Path(results_dir).glob(f"{HEAR_FOLDER}/*/*/results.json")):
+        result = json.loads(path.read_text())
+        rows.append({**result, "upstream": path.parent.parent.name})
+    return rows
+
+
+def hear_html(results: Sequence[Mapping[str, Any]]) -> str:
+    """One row per upstream, one column per (task, metric): the test mean over rounds (± std when rounds
+    differ)."""
+    columns = list(dict.fromkeys((r["task"], m) for r in results for m in r["test"]))
+    upstreams = list(dict.fromkeys(r["upstream"] for r in results))
+    by_key = {(r["upstream"], r["task"]): r for r in results}
+    body = []
+    for upstream in upstreams:
+        cells = [_td(upstream, css="name")]
+        for task, metric in columns:
+            r = by_key.get((upstream, task))
+            if r is None or metric not in r["test"]:
+                cells.append(_td("–"))
+                continue
+            std = r.get("test_std", {}).get(metric, 0.0)
+            cells.append(_td(f"{r['test'][metric]:.3f}" + (f" ± {std:.3f}" if std else ""),
+                             title=f"{len(r.get('rounds', []))} round(s), {r.get('seconds', 0):.0f} s"))
+        body.append(cells)
+    note = ("<p class=\"note\">The HEAR protocol (<code>speechrep hear-eval</code>, "
+            "docs/benchmarks_sg_hear.md): embeddings of each task's clips, an MLP chosen on the validation split, test scores averaged "
+            "over rounds; <code>majority</code> is the trivial baseline. Hover a cell for its rounds and "
+            "time.</p>\n")
+    header = ["upstream"] + [f"{task} {metric}" for task, metric in columns]
+    return note + _table(header, body, css="hear")
