@@ -540,8 +540,8 @@ def hear_html(results: Sequence[Mapping[str, Any]]) -> str:
                              title=f"{len(r.get('rounds', []))} round(s), {r.get('seconds', 0):.0f} s"))
         body.append(cells)
     note = ("<p class=\"note\">The HEAR protocol (<code>speechrep hear-eval</code>, "
-            "docs/benchmarks_sg_hear.md): embeddings of each task's clips, an MLP chosen on the validation split, test scores averaged "
-            "over rounds; <code>majority</code> is the trivial baseline. Hover a cell for its rounds and "
+            "docs/benchmarks_sg_hear.md): embeddings of each task's clips, an MLP chosen on the validation "
+            "split, test scores averaged over rounds; <code>majority</code> is the trivial baseline. Hover a cell for its rounds and "
             "time.</p>\n")
     header = ["upstream"] + [f"{task} {metric}" for task, metric in columns]
     return note + _table(header, body, css="hear")
