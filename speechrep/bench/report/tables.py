@@ -541,7 +541,7 @@ def hear_html(results: Sequence[Mapping[str, Any]]) -> str:
         body.append(cells)
     note = ("<p class=\"note\">The HEAR protocol (<code>speechrep hear-eval</code>, "
             "docs/benchmarks_sg_hear.md): embeddings of each task's clips, an MLP chosen on the validation "
-            "split, test scores averaged over rounds; <code>majority</code> is the trivial baseline. Hover a cell for its rounds and "
-            "time.</p>\n")
+            "split, test scores averaged over rounds; <code>majority</code> is the trivial baseline. Hover a "
+            "cell for its rounds and time.</p>\n")
     header = ["upstream"] + [f"{task} {metric}" for task, metric in columns]
     return note + _table(header, body, css="hear")
