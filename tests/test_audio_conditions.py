@@ -88,6 +88,33 @@ def test_noise_hits_the_snr(snr: float, kind: str) -> None:
     assert augment.snr_db(x, y - x) == pytest.approx(snr, abs=0.1)
 
 
+def test_recorded_noise_from_a_folder(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    hum = 0.1 * np.sin(2 * np.pi * 50 * np.arange(SR) / SR)  # two recordings: a hum and a hiss
+    sf.write(tmp_path / "hum.wav", hum.astype(np.float32), SR)
+    (tmp_path / "sub").mkdir()
+    sf.write(tmp_path / "sub" / "hiss.flac", (0.05 * rng.standard_normal(SR // 2)).astype(np.float32), SR)
+    x = _speech_like(3)
+    cond = parse_condition(f"noise:snr=5,dir={tmp_path}")
+    assert cond.param("kind") is None and cond.param("dir") == str(tmp_path)
+    picks = set()
+    for utt in (f"u{i}" for i in range(12)):
+        y = cond.apply(x, utt)
+        assert y.shape == x.shape and augment.snr_db(x, y - x) == pytest.approx(5.0, abs=0.1)
+        assert np.array_equal(y, cond.apply(x, utt))  # the same file and start for the same id
+        # which recording was drawn: the hum has nearly all its energy below 100 Hz
+        spectrum = np.abs(np.fft.rfft(y - x))
+        picks.add(bool(spectrum[:50].sum() > 0.5 * spectrum.sum()))
+    assert picks == {True, False}  # both files are drawn
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_condition(f"noise:dir={tmp_path / 'missing'}")
+    with pytest.raises(ConfigError, match="has no colour"):
+        parse_condition(f"noise:dir={tmp_path},kind=white")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no"):
+        parse_condition(f"noise:dir={tmp_path / 'empty'}")
+
+
 def test_babble_hits_the_snr_and_needs_other_utterances() -> None:
     x = _speech_like(2)
     y = parse_condition("babble:snr=0,speakers=2").apply(x, "u0", SR, _others())

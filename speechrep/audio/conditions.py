@@ -8,7 +8,8 @@ Grammar: `KIND[:key=value[,key=value...]]`; in a comma-separated list a `key=val
 continues the condition before it. Kinds and their parameters (defaults in brackets):
 
     clean                                   the input, unchanged
-    noise:snr=[10],kind=[pink]|white|brown  coloured noise (or exponent=E: a 1/f**E power spectrum)
+    noise:snr=[10],kind=[pink]|white|brown  coloured noise (or exponent=E: a 1/f**E power spectrum; or
+                                            dir=PATH: recorded noise, one of the folder's files, random start)
     babble:snr=[5],speakers=[3]             other utterances of the same split (other speakers first), summed
     reverb:rt60=[0.5],drr=[3]               a synthetic room impulse response (RT60 s, direct-to-reverb dB)
     telephone                               8 kHz, 300-3400 Hz, 8-bit µ-law round trip, back to the input rate
@@ -30,10 +31,12 @@ Built on `speechrep.audio.augment`, the primitives pre-training's distorter uses
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -48,7 +51,7 @@ CODECS = {"mp3": ("MP3", "MPEG_LAYER_III"), "vorbis": ("OGG", "VORBIS")}
 # kind → parameter → default; the default's type is the parameter's type (str kinds list their choices)
 PARAMETERS: dict[str, dict[str, float | str | None]] = {
     "clean": {},
-    "noise": {"snr": 10.0, "kind": "pink", "exponent": None},
+    "noise": {"snr": 10.0, "kind": "pink", "exponent": None, "dir": None},
     "babble": {"snr": 5.0, "speakers": 3.0},
     "reverb": {"rt60": 0.5, "drr": 3.0},
     "telephone": {},
@@ -60,7 +63,9 @@ PARAMETERS: dict[str, dict[str, float | str | None]] = {
     "domain": {"name": None},
 }
 _CHOICES = {("noise", "kind"): tuple(NOISE_EXPONENTS), ("codec", "format"): tuple(CODECS)}
-_NAMES = {("domain", "name"): re.compile(r"[a-z0-9_]+")}  # free-form parameters: a name, not a number
+# free-form parameters: a name or a path, not a number
+_NAMES = {("domain", "name"): re.compile(r"[a-z0-9_]+"), ("noise", "dir"): re.compile(r"[^,:=\s]+")}
+NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 # another utterance for babble: (id, speaker or None, audio loader)
 Other = tuple[str, str | None, Callable[[], np.ndarray]]
@@ -114,8 +119,13 @@ class Condition:
             return x.copy()
         rng = self.rng(utterance_id)
         if self.kind == "noise":
-            exponent = p["exponent"] if p["exponent"] is not None else NOISE_EXPONENTS[str(p["kind"])]
-            noise = augment.coloured_noise(rng, x.size, exponent=float(exponent))
+            if p["dir"] is not None:
+                files = noise_files(str(p["dir"]))
+                recorded = _noise_recording(files[int(rng.integers(len(files)))], sample_rate)
+                noise = np.roll(recorded, int(rng.integers(recorded.size)))  # tiled by add_noise
+            else:
+                exponent = p["exponent"] if p["exponent"] is not None else NOISE_EXPONENTS[str(p["kind"])]
+                noise = augment.coloured_noise(rng, x.size, exponent=float(exponent))
             return augment.add_noise(x, noise, float(p["snr"])).astype(np.float32)
         if self.kind == "babble":
             return augment.add_noise(x, _babble(x.size, utterance_id, int(p["speakers"]), rng, others,
@@ -173,8 +183,9 @@ def parse_condition(spec: str, what: str = "test condition") -> Condition:
         pattern = _NAMES.get((kind, key))
         if pattern is not None:
             if not pattern.fullmatch(raw):
-                raise ConfigError(f"{what} {spec!r}: {key}={raw!r}: expected a name of lowercase letters, "
-                                  "digits and _")
+                raise ConfigError(f"{what} {spec!r}: {key}={raw!r}: expected " + (
+                "a folder path without , : = or spaces" if key == "dir" else
+                "a name of lowercase letters, digits and _"))
             values[key] = raw
             continue
         try:
@@ -188,11 +199,38 @@ def parse_condition(spec: str, what: str = "test condition") -> Condition:
         raise ConfigError(f"{what} {spec!r}: give kind= or exponent=, not both")
     if kind == "noise" and values["exponent"] is not None:
         values["kind"] = None  # the exponent alone names the colour
+    if kind == "noise" and values["dir"] is not None:
+        if "kind=" in rest or values["exponent"] is not None:
+            raise ConfigError(f"{what} {spec!r}: recorded noise (dir=) has no colour; drop kind=/exponent=")
+        values["kind"] = None
+        try:
+            noise_files(str(values["dir"]))
+        except SpeechrepError as error:
+            raise ConfigError(f"{what} {spec!r}: {error}") from None
     if kind == "domain" and values["name"] is None:
         raise ConfigError(f"{what} {spec!r}: domain needs name=... (the split test_<name>; e.g. "
                           "domain:name=fast)")
     _check_range(spec, kind, values, what)
     return Condition(kind, tuple(sorted(values.items())), name=text)
+
+
+@functools.lru_cache(maxsize=8)
+def noise_files(folder: str) -> tuple[str, ...]:
+    """The audio files of a noise folder (recursively, sorted); a SpeechrepError when there are none."""
+    root = Path(folder)
+    files = tuple(sorted(str(f) for f in root.rglob("*") if f.suffix.lower() in NOISE_SUFFIXES)) \
+        if root.is_dir() else ()
+    if not files:
+        raise SpeechrepError(f"noise folder {folder!r} holds no {'/'.join(NOISE_SUFFIXES)} file"
+                             if root.is_dir() else f"noise folder {folder!r} does not exist")
+    return files
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_recording(path: str, sample_rate: int) -> np.ndarray:
+    from speechrep.audio.io import load_audio
+
+    return load_audio(path, sample_rate)[0].numpy()
 
 
 def _check_range(spec: str, kind: str, v: dict[str, float | str | None], what: str) -> None:
