@@ -24,7 +24,7 @@ from speechrep.downstream.features import FeatureSource
 from speechrep.downstream.tasks import get_task, list_tasks
 
 SPLITS = ("train", "dev", "test")
-PROSODIC = tuple(PROSODIC_PLANNERS)  # the prosodic opt-in subsets (OPT_IN_SUBSETS also holds ood_asr)
+PROSODIC = tuple(PROSODIC_PLANNERS)  # the prosodic opt-in subsets (OPT_IN_SUBSETS also holds ood_asr and st)
 CLASSES = {"sentence_type": {"statement", "question", "exclamation"}, "emphasis": {1, 2, 3},
            "irony": {"sincere", "ironic"}}
 
@@ -56,7 +56,7 @@ def test_opt_in_subsets_leave_the_default_corpus_alone() -> None:
     # their order (and so their audio) and the prosodic ones are only built when named.
     assert SUBSETS == ("unlabeled", "pr", "asr", "ks", "qbe", "sid", "asv", "sd", "er", "ic", "sf", "se",
                        "ss")
-    assert OPT_IN_SUBSETS == ("sentence_type", "emphasis", "irony", "ood_asr")
+    assert OPT_IN_SUBSETS == ("sentence_type", "emphasis", "irony", "ood_asr", "st")
     plain = _spec("anna bought red apples", ssml=False)
     assert not synthesis_request(plain)["ssml"] and _label_text(plain) == plain.text
 

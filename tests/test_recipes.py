@@ -612,6 +612,7 @@ def test_unknown_corpus_and_missing_folder(tmp_path: Path) -> None:
         prepare_corpus("snips", tmp_path / "nowhere", None)
     assert sorted(RECIPES) == [
         "common_voice",
+        "covost2",
         "fluent_speech_commands",
         "iemocap",
         "libri2mix",
