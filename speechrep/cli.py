@@ -768,8 +768,9 @@ def _merge_lora(args: argparse.Namespace) -> int:
 
 def _hear_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream", required=True, metavar="NAME_OR_PATH",
-                   help="registry name or model path; `majority`: the trivial baseline (train-set class "
-                   "shares as constant scores; no events for event tasks)")
+                   help="registry name or model path (NAME@random: its weights re-initialised, the untrained "
+                   "control); `majority`: the trivial baseline (train-set class shares as constant scores; no "
+                   "events for event tasks)")
     p.add_argument("--tasks", type=Path, required=True, metavar="DIR",
                    help="a HEAR task folder (task_metadata.json, labelvocabulary.csv, <split>.json, "
                         "<rate>/<split>/*.wav) or a folder of them")
