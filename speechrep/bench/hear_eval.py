@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from speechrep.audio.io import load_audio
 from speechrep.errors import ConfigError
 from speechrep.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model
+from speechrep.storage import atomic_write_text
 from speechrep.upstream.feature_store import upstream_fingerprint
 
 log = logging.getLogger(__name__)
@@ -470,6 +471,34 @@ def _event_predictions(probs: np.ndarray, files: list[str], timestamps: np.ndarr
             for i, name in enumerate(files)}
 
 
+def _task_metrics(task: HearTask) -> tuple[dict, list[str], list[str]]:
+    """(metric table of the task's type, the task's metrics it implements, those it does not); a one-line
+    ConfigError when it implements none."""
+    table = SCENE_METRICS if task.embedding_type == "scene" else EVENT_METRICS
+    metrics = [m for m in task.evaluation if m in table]
+    if not metrics:
+        raise ConfigError(f"hear-eval: {task.path}: none of the metrics {task.evaluation} is implemented for "
+                          f"{task.embedding_type} tasks ({sorted(table)})")
+    return table, metrics, [m for m in task.evaluation if m not in table]
+
+
+def _write_result(task: HearTask, upstream: str, metrics: list[str], skipped: list[str], rounds: list[dict],
+                  embed_seconds: float, start: float, out: Path) -> dict:
+    """The task's result (each metric's test mean and std over rounds), written atomically to
+    OUT/results.json and returned."""
+    result = {
+        "task": task.name, "upstream": upstream, "embedding_type": task.embedding_type,
+        "prediction_type": task.prediction_type, "primary": metrics[0],
+        "test": {m: float(np.mean([rd["test"][m] for rd in rounds])) for m in metrics},
+        "test_std": {m: float(np.std([rd["test"][m] for rd in rounds])) for m in metrics},
+        "rounds": rounds, "metrics_not_implemented": skipped,
+        "embed_seconds": round(embed_seconds, 2), "seconds": round(time.perf_counter() - start, 2),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    return result
+
+
 def evaluate_task(task: HearTask, model: HearModel, out: Path, tag: str,
                   cfg: HearEvalConfig | None = None) -> dict:
     """Embed (cached), train the grid per data split, score test; writes and returns OUT/results.json."""
@@ -478,12 +507,7 @@ def evaluate_task(task: HearTask, model: HearModel, out: Path, tag: str,
     embedded = {s: embed_split(task, s, model, out / "embeddings", tag) for s in task.splits}
     embed_seconds = time.perf_counter() - start
     multilabel = task.prediction_type == "multilabel" or task.embedding_type == "event"
-    table = SCENE_METRICS if task.embedding_type == "scene" else EVENT_METRICS
-    metrics = [m for m in task.evaluation if m in table]
-    skipped = [m for m in task.evaluation if m not in table]
-    if not metrics:
-        raise ConfigError(f"hear-eval: {task.path}: none of the metrics {task.evaluation} is implemented for "
-                          f"{task.embedding_type} tasks ({sorted(table)})")
+    table, metrics, skipped = _task_metrics(task)
     primary = metrics[0]
     timestamps = next(iter(embedded.values())).timestamps
     posts = [dict(zip(cfg.postprocessing, v)) for v in itertools.product(*cfg.postprocessing.values())]
@@ -523,19 +547,7 @@ def evaluate_task(task: HearTask, model: HearModel, out: Path, tag: str,
                        "valid": {primary: best.valid_score}, "postprocessing": best.postprocessing,
                        "test": test})
         log.info("hear-eval %s round %d/%d: %s", task.name, r + 1, len(task.data_splits), test)
-    result = {
-        "task": task.name, "upstream": tag, "embedding_type": task.embedding_type,
-        "prediction_type": task.prediction_type, "primary": primary,
-        "test": {m: float(np.mean([rd["test"][m] for rd in rounds])) for m in metrics},
-        "test_std": {m: float(np.std([rd["test"][m] for rd in rounds])) for m in metrics},
-        "rounds": rounds, "metrics_not_implemented": skipped,
-        "embed_seconds": round(embed_seconds, 2), "seconds": round(time.perf_counter() - start, 2),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "results.json")
-    return result
+    return _write_result(task, tag, metrics, skipped, rounds, embed_seconds, start, out)
 
 
 MAJORITY = "majority"  # `--upstream majority`: the trivial baseline, no model
@@ -546,11 +558,7 @@ def majority_task(task: HearTask, out: Path) -> dict:
     clip with each class's share of the training clips (top-1: the majority class; mAP and AUC: the
     constant scores), event tasks predict no event (onset F 0, segment error rate 1)."""
     start = time.perf_counter()
-    table = SCENE_METRICS if task.embedding_type == "scene" else EVENT_METRICS
-    metrics = [m for m in task.evaluation if m in table]
-    if not metrics:
-        raise ConfigError(f"hear-eval: {task.path}: none of the metrics {task.evaluation} is implemented for "
-                          f"{task.embedding_type} tasks ({sorted(table)})")
+    table, metrics, skipped = _task_metrics(task)
     index = {label: i for i, label in enumerate(task.labels)}
 
     def hot(split: str) -> np.ndarray:
@@ -571,19 +579,7 @@ def majority_task(task: HearTask, out: Path) -> dict:
             refs = {name: events for s in split["test"] for name, events in task.label_file(s).items()}
             test = {m: table[m]({name: [] for name in refs}, refs) for m in metrics}
         rounds.append({"split": split, "test": test})
-    result = {
-        "task": task.name, "upstream": MAJORITY, "embedding_type": task.embedding_type,
-        "prediction_type": task.prediction_type, "primary": metrics[0],
-        "test": {m: float(np.mean([rd["test"][m] for rd in rounds])) for m in metrics},
-        "test_std": {m: float(np.std([rd["test"][m] for rd in rounds])) for m in metrics},
-        "rounds": rounds, "metrics_not_implemented": [m for m in task.evaluation if m not in table],
-        "embed_seconds": 0.0, "seconds": round(time.perf_counter() - start, 2),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "results.json")
-    return result
+    return _write_result(task, MAJORITY, metrics, skipped, rounds, 0.0, start, out)
 
 
 def load_hear_model(upstream: str, layer: int | None = None) -> HearModel:
